@@ -1,0 +1,40 @@
+"""Energy Marketplace: the Lambda entry points. Handlers only translate.
+
+Imports of chalicelib happen inside the handlers: importing this module is
+every function's cold start, and the routes that need pydantic, boto3 and
+the method registry pay for them on first use only.
+"""
+
+from __future__ import annotations
+
+from chalice import Chalice, Response
+
+app = Chalice(app_name="energy-marketplace")
+
+JSON_CONTENT_TYPES = ["application/json", "application/json-rpc", "text/plain"]
+
+
+@app.route("/rpc", methods=["POST"], content_types=JSON_CONTENT_TYPES)
+def rpc() -> Response:
+    from chalicelib.wiring import dispatcher
+
+    request = app.current_request
+    body = request.raw_body if request is not None else b""
+    answer = dispatcher().handle(body if isinstance(body, bytes) else body.encode())
+    if answer is None:  # only notifications: JSON-RPC sends nothing back
+        return Response(body="", status_code=204)
+    return Response(
+        body=answer.decode(), status_code=200, headers={"Content-Type": "application/json"}
+    )
+
+
+@app.route("/openrpc.json", methods=["GET"])
+def openrpc_document() -> Response:
+    from chalicelib.rpc.methods import openrpc
+    from chalicelib.rpc.protocol import encode
+
+    return Response(
+        body=encode(openrpc()).decode(),
+        status_code=200,
+        headers={"Content-Type": "application/json"},
+    )

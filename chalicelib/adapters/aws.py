@@ -1,0 +1,29 @@
+"""AWS clients, built on first use so that importing the app makes no AWS call.
+
+Endpoints come from the standard environment (``AWS_ENDPOINT_URL_DYNAMODB``
+points the local stack at moto); nothing here knows whether it is talking to
+AWS or an emulator.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def dynamodb_client() -> Any:
+    import boto3  # deferred: boto3 costs ~100 ms to import, the cold start pays it once
+    from botocore.config import Config
+
+    return boto3.client(
+        "dynamodb",
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=2,
+            read_timeout=5,
+            # Several concurrent requests share one Lambda container's client
+            # only in local runs; keep enough sockets for them.
+            max_pool_connections=32,
+        ),
+    )

@@ -1,0 +1,586 @@
+"""DynamoDB repositories: the one place for table keys and item mapping.
+
+Table and index names come from infra/template.yaml (the only schema); this
+module knows which item lives under which key:
+
+registry  ACCOUNT#<name>   / ACCOUNT          account: key, roles
+          ACCOUNT#<name>   / NONCE#<nonce>    a used request nonce (TTL)
+          PROVIDER#<id>    / PROVIDER         provider (GSIs: type, jurisdiction, owner)
+          METER#<address>  / METER            meter address claim and state
+ledger    ACCOUNT#<name>   / BALANCE          available balance
+          <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
+          TREASURY         / SHARD#<n>        treasury balance, sharded
+
+Every write is conditional; a commit with several writes is one
+TransactWriteItems call, and a single write is a plain conditional call
+(half the write capacity of a one-item transaction).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from chalicelib.adapters.keys import (
+    decode_entry_cursor,
+    decode_price_cursor,
+    encode_cursor,
+    entry_key,
+    price_bound,
+    price_key,
+)
+from chalicelib.config import Settings
+from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    DomainError,
+    InsufficientBalance,
+    NotFound,
+    ReplayedRequest,
+)
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
+from chalicelib.domain.providers import EnergyType, Location, Provider
+from chalicelib.services.ports import Page, ProviderQuery
+
+Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
+
+_serializer: Final = TypeSerializer()
+_deserializer: Final = TypeDeserializer()
+
+# Listing pages are read in chunks of this many items per index partition.
+QUERY_CHUNK: Final = 50
+
+
+def to_item(values: dict[str, Any]) -> Item:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: Item) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _int(value: Any) -> int:
+    # DynamoDB numbers come back as Decimal; ours are all integers.
+    if not isinstance(value, Decimal) or value != value.to_integral_value():
+        raise ValueError(f"stored number is not an integer: {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Tables:
+    registry: str
+    ledger: str
+    credits: str
+    receipts: str
+    disputes: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tables:
+        return cls(
+            settings.registry_table,
+            settings.ledger_table,
+            settings.credits_table,
+            settings.receipts_table,
+            settings.disputes_table,
+        )
+
+
+# -- keys ------------------------------------------------------------------
+
+
+def account_key(name: str) -> Item:
+    return to_item({"pk": f"ACCOUNT#{name}", "sk": "ACCOUNT"})
+
+
+def nonce_key(name: str, nonce: str) -> Item:
+    return to_item({"pk": f"ACCOUNT#{name}", "sk": f"NONCE#{nonce}"})
+
+
+def provider_key(provider_id: str) -> Item:
+    return to_item({"pk": f"PROVIDER#{provider_id}", "sk": "PROVIDER"})
+
+
+def meter_key(meter_address: str) -> Item:
+    return to_item({"pk": f"METER#{meter_address}", "sk": "METER"})
+
+
+def balance_key(name: str) -> Item:
+    return to_item({"pk": f"ACCOUNT#{name}", "sk": "BALANCE"})
+
+
+def ledger_entry_key(kind: EntryKind, entry_id: str) -> Item:
+    return to_item({"pk": f"{kind.upper()}#{entry_id}", "sk": "ENTRY"})
+
+
+TREASURY_PK: Final = "TREASURY"
+
+
+# -- item mapping -----------------------------------------------------------
+
+
+def account_to_item(account: Account) -> Item:
+    return to_item(
+        {
+            "pk": f"ACCOUNT#{account.name}",
+            "sk": "ACCOUNT",
+            "name": account.name,
+            "public_key": account.public_key,
+            "roles": sorted(account.roles),
+            "created_at": account.created_at,
+        }
+    )
+
+
+def account_from_item(item: Item) -> Account:
+    values = from_item(item)
+    return Account(
+        name=values["name"],
+        public_key=values["public_key"],
+        roles=frozenset(Role(r) for r in values["roles"]),
+        created_at=_int(values["created_at"]),
+    )
+
+
+def provider_to_item(provider: Provider) -> Item:
+    return to_item(
+        {
+            "pk": f"PROVIDER#{provider.provider_id}",
+            "sk": "PROVIDER",
+            "provider_id": provider.provider_id,
+            # Index keys: ProvidersByEnergyType, ProvidersByJurisdiction, ProvidersByOwner.
+            "energy_type": str(provider.energy_type),
+            "jurisdiction": provider.jurisdiction,
+            "price_key": price_key(provider),
+            "owner": provider.owner,
+            # Stored (derived) so list filters can read it.
+            "status": str(provider.status),
+            "display_name": provider.display_name,
+            "latitude_micro_deg": provider.location.latitude_micro_deg,
+            "longitude_micro_deg": provider.location.longitude_micro_deg,
+            "capacity_wh": provider.capacity_wh,
+            "price_micro_block_per_kwh": provider.price_micro_block_per_kwh,
+            "stake_micro_block": provider.stake_micro_block,
+            "meter_address": provider.meter_address,
+            "meter_public_key": provider.meter_public_key,
+            "paused": provider.paused,
+            "available_wh": provider.available_wh,
+            "open_obligations": provider.open_obligations,
+            "settled_purchases": provider.settled_purchases,
+            "upheld_disputes": provider.upheld_disputes,
+            # A number set may not be empty in DynamoDB: omit it instead.
+            "reading_slots": set(provider.reading_slots) or None,
+            "created_at": provider.created_at,
+            "updated_at": provider.updated_at,
+            "version": provider.version,
+        }
+    )
+
+
+def provider_from_item(item: Item) -> Provider:
+    v = from_item(item)
+    return Provider(
+        provider_id=v["provider_id"],
+        owner=v["owner"],
+        display_name=v["display_name"],
+        energy_type=EnergyType(v["energy_type"]),
+        jurisdiction=v["jurisdiction"],
+        location=Location(_int(v["latitude_micro_deg"]), _int(v["longitude_micro_deg"])),
+        capacity_wh=_int(v["capacity_wh"]),
+        price_micro_block_per_kwh=_int(v["price_micro_block_per_kwh"]),
+        stake_micro_block=_int(v["stake_micro_block"]),
+        meter_address=v["meter_address"],
+        meter_public_key=v["meter_public_key"],
+        paused=bool(v["paused"]),
+        available_wh=_int(v["available_wh"]),
+        open_obligations=_int(v["open_obligations"]),
+        settled_purchases=_int(v["settled_purchases"]),
+        upheld_disputes=_int(v["upheld_disputes"]),
+        reading_slots=frozenset(_int(s) for s in v.get("reading_slots", set())),
+        created_at=_int(v["created_at"]),
+        updated_at=_int(v["updated_at"]),
+        version=_int(v["version"]),
+    )
+
+
+def entry_to_item(entry: LedgerEntry) -> Item:
+    values: dict[str, Any] = from_item(ledger_entry_key(entry.kind, entry.entry_id))
+    values.update(
+        {
+            "entry_id": entry.entry_id,
+            "kind": str(entry.kind),
+            "account": entry.account,
+            "entry_key": entry_key(entry.at, entry.kind, entry.entry_id),
+            "micro_block": entry.micro_block,
+            "reference": entry.reference,
+            "at": entry.at,
+        }
+    )
+    return to_item(values)
+
+
+def entry_from_item(item: Item) -> LedgerEntry:
+    v = from_item(item)
+    return LedgerEntry(
+        entry_id=v["entry_id"],
+        kind=EntryKind(v["kind"]),
+        account=v["account"],
+        micro_block=_int(v["micro_block"]),
+        reference=v["reference"],
+        at=_int(v["at"]),
+    )
+
+
+# -- unit of work -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One staged conditional write and the error its failed condition means."""
+
+    kind: str  # "Put" or "Update": the TransactWriteItems member name
+    request: dict[str, Any]
+    on_condition_failed: Callable[[], DomainError]
+
+
+class _Staged:
+    def __init__(self) -> None:
+        self.writes: list[_Write] = []
+
+    def put(
+        self,
+        table: str,
+        item: Item,
+        condition: str,
+        on_failed: Callable[[], DomainError],
+        **extra: Any,
+    ) -> None:
+        request = {"TableName": table, "Item": item, "ConditionExpression": condition, **extra}
+        self.writes.append(_Write("Put", request, on_failed))
+
+    def update(
+        self,
+        table: str,
+        key: Item,
+        expression: str,
+        condition: str,
+        on_failed: Callable[[], DomainError],
+        **extra: Any,
+    ) -> None:
+        request = {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            **extra,
+        }
+        self.writes.append(_Write("Update", request, on_failed))
+
+
+class DynamoAccounts:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, name: str) -> Account | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry, Key=account_key(name), ReturnConsumedCapacity="TOTAL"
+        )
+        return account_from_item(found["Item"]) if "Item" in found else None
+
+    def add(self, account: Account) -> None:
+        self._staged.put(
+            self._tables.registry,
+            account_to_item(account),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("account already exists", account=account.name),
+        )
+
+    def grant_role(self, account: Account) -> None:
+        self._staged.update(
+            self._tables.registry,
+            account_key(account.name),
+            "SET #roles = :roles",
+            "attribute_exists(pk)",
+            lambda: NotFound("no such account", account=account.name),
+            ExpressionAttributeNames={"#roles": "roles"},
+            ExpressionAttributeValues=to_item({":roles": sorted(account.roles)}),
+        )
+
+
+class DynamoNonces:
+    def __init__(self, tables: Tables, staged: _Staged) -> None:
+        self._tables, self._staged = tables, staged
+
+    def consume(self, account: str, nonce: str, expires_at: int) -> None:
+        item = {**nonce_key(account, nonce), **to_item({"expires_at": expires_at})}
+        self._staged.put(
+            self._tables.registry,
+            item,
+            "attribute_not_exists(pk)",
+            lambda: ReplayedRequest("this request was already received", nonce=nonce),
+        )
+
+
+class DynamoLedger:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def balance(self, account: str) -> int:
+        found = self._client.get_item(
+            TableName=self._tables.ledger, Key=balance_key(account), ReturnConsumedCapacity="TOTAL"
+        )
+        return _int(from_item(found["Item"])["micro_block"]) if "Item" in found else 0
+
+    def treasury(self) -> int:
+        total = 0
+        for item in _query_all(
+            self._client,
+            TableName=self._tables.ledger,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=to_item({":pk": TREASURY_PK}),
+        ):
+            total += _int(from_item(item)["micro_block"])
+        return total
+
+    def entries(self, account: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
+        after = decode_entry_cursor(cursor) if cursor else ""
+        response = self._client.query(
+            TableName=self._tables.ledger,
+            IndexName="EntriesByAccount",
+            KeyConditionExpression="account = :a AND entry_key > :after",
+            ExpressionAttributeValues=to_item({":a": account, ":after": after or "0"}),
+            Limit=limit + 1,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        items = [entry_from_item(i) for i in response["Items"]]
+        page = items[:limit]
+        more = len(items) > limit
+        last = page[-1] if page else None
+        return Page(
+            page,
+            encode_cursor(entry_key(last.at, last.kind, last.entry_id)) if more and last else None,
+        )
+
+    def open_account(self, account: str) -> None:
+        item = {**balance_key(account), **to_item({"micro_block": 0})}
+        self._staged.put(
+            self._tables.ledger,
+            item,
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("account already exists", account=account),
+        )
+
+    def credit(self, account: str, micro_block: int) -> None:
+        self._staged.update(
+            self._tables.ledger,
+            balance_key(account),
+            "SET micro_block = micro_block + :m",
+            "attribute_exists(pk)",
+            lambda: NotFound("no such account", account=account),
+            ExpressionAttributeValues=to_item({":m": micro_block}),
+        )
+
+    def debit(self, account: str, micro_block: int) -> None:
+        self._staged.update(
+            self._tables.ledger,
+            balance_key(account),
+            "SET micro_block = micro_block - :m",
+            "micro_block >= :m",
+            lambda: InsufficientBalance("the balance does not cover this", account=account),
+            ExpressionAttributeValues=to_item({":m": micro_block}),
+        )
+
+    def record(self, entry: LedgerEntry) -> None:
+        self._staged.put(
+            self._tables.ledger,
+            entry_to_item(entry),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists(
+                f"this {entry.kind} was already recorded", entry_id=entry.entry_id
+            ),
+        )
+
+
+class DynamoProviders:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, provider_id: str) -> Provider | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=provider_key(provider_id),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return provider_from_item(found["Item"]) if "Item" in found else None
+
+    def owned_by(self, owner: str) -> Sequence[Provider]:
+        return [
+            provider_from_item(item)
+            for item in _query_all(
+                self._client,
+                TableName=self._tables.registry,
+                IndexName="ProvidersByOwner",
+                KeyConditionExpression="#owner = :o",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues=to_item({":o": owner}),
+            )
+        ]
+
+    def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
+        after = decode_price_cursor(cursor) if cursor else ""
+        upper = price_bound(
+            query.max_price_micro_block_per_kwh
+            if query.max_price_micro_block_per_kwh is not None
+            else 10**12 - 1
+        )
+        # Pick the index whose partition is the narrowest equality filter; an
+        # unfiltered listing reads one partition per energy type and merges
+        # them, all in price order.
+        if query.jurisdiction is not None:
+            partitions = [("ProvidersByJurisdiction", "jurisdiction", query.jurisdiction)]
+        elif query.energy_type is not None:
+            partitions = [("ProvidersByEnergyType", "energy_type", str(query.energy_type))]
+        else:
+            partitions = [("ProvidersByEnergyType", "energy_type", str(t)) for t in EnergyType]
+        streams = [
+            self._partition(index, attribute, value, after, upper, query)
+            for index, attribute, value in partitions
+        ]
+        merged = heapq.merge(*streams, key=lambda pair: pair[0])
+        taken: list[tuple[str, Provider]] = []
+        for pair in merged:
+            taken.append(pair)
+            if len(taken) > limit:
+                break
+        page = taken[:limit]
+        more = len(taken) > limit
+        return Page([p for _, p in page], encode_cursor(page[-1][0]) if more else None)
+
+    def _partition(
+        self, index: str, attribute: str, value: str, after: str, upper: str, query: ProviderQuery
+    ) -> Iterator[tuple[str, Provider]]:
+        filters: list[str] = []
+        names: dict[str, str] = {"#p": attribute}
+        values: dict[str, Any] = {":p": value, ":lo": after + "!", ":hi": upper}
+        if query.energy_type is not None and attribute != "energy_type":
+            filters.append("energy_type = :type")
+            values[":type"] = str(query.energy_type)
+        if query.min_capacity_wh is not None:
+            filters.append("capacity_wh >= :cap")
+            values[":cap"] = query.min_capacity_wh
+        if not query.include_inactive:
+            filters.append("#status = :active")
+            names["#status"] = "status"
+            values[":active"] = "active"
+        request: dict[str, Any] = {
+            "TableName": self._tables.registry,
+            "IndexName": index,
+            "KeyConditionExpression": "#p = :p AND price_key BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
+        }
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        for item in _query_all(self._client, Limit=QUERY_CHUNK, **request):
+            provider = provider_from_item(item)
+            yield price_key(provider), provider
+
+    def add(self, provider: Provider) -> None:
+        self._staged.put(
+            self._tables.registry,
+            provider_to_item(provider),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("provider already registered", provider_id=provider.provider_id),
+        )
+        meter = {
+            **meter_key(provider.meter_address),
+            **to_item(
+                {
+                    "meter_address": provider.meter_address,
+                    "provider_id": provider.provider_id,
+                    "public_key": provider.meter_public_key,
+                }
+            ),
+        }
+        self._staged.put(
+            self._tables.registry,
+            meter,
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists(
+                "meter address already registered", meter_address=provider.meter_address
+            ),
+        )
+
+    def save(self, provider: Provider, expected_version: int) -> None:
+        self._staged.put(
+            self._tables.registry,
+            provider_to_item(provider),
+            "version = :v",
+            lambda: ConcurrentUpdate(
+                "the provider changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeValues=to_item({":v": expected_version}),
+        )
+
+
+def _query_all(client: Any, **request: Any) -> Iterator[Item]:
+    """Every item of a Query, page by page, lazily: stop reading when the caller stops."""
+    while True:
+        response = client.query(ReturnConsumedCapacity="TOTAL", **request)
+        yield from response["Items"]
+        if "LastEvaluatedKey" not in response:
+            return
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+class DynamoUnitOfWork:
+    def __init__(self, client: Any, tables: Tables) -> None:
+        self._client = client
+        self._staged = _Staged()
+        self.accounts = DynamoAccounts(client, tables, self._staged)
+        self.nonces = DynamoNonces(tables, self._staged)
+        self.ledger = DynamoLedger(client, tables, self._staged)
+        self.providers = DynamoProviders(client, tables, self._staged)
+
+    def commit(self) -> None:
+        writes, self._staged.writes = self._staged.writes, []
+        if not writes:
+            return
+        if len(writes) == 1:
+            self._commit_one(writes[0])
+        else:
+            self._commit_transaction(writes)
+
+    def _commit_one(self, write: _Write) -> None:
+        call = self._client.put_item if write.kind == "Put" else self._client.update_item
+        try:
+            call(ReturnConsumedCapacity="TOTAL", **write.request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise write.on_condition_failed() from exc
+            raise
+
+    def _commit_transaction(self, writes: list[_Write]) -> None:
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{w.kind: w.request} for w in writes],
+                ReturnConsumedCapacity="TOTAL",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or []
+            codes = [r.get("Code", "None") for r in reasons]
+            for write, code in zip(writes, codes, strict=False):
+                if code == "ConditionalCheckFailed":
+                    raise write.on_condition_failed() from exc
+            # TransactionConflict: another transaction held one of the items.
+            raise ConcurrentUpdate(
+                "another request changed the same records; retry", cancellation_reasons=codes
+            ) from exc

@@ -1,0 +1,55 @@
+"""Sort keys and cursors shared by every storage adapter.
+
+The order of listings is part of the API (providers by price, then id), so
+the in-memory and DynamoDB adapters must build it from the same function.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Final
+
+from chalicelib.domain.errors import InvalidCursor
+from chalicelib.domain.providers import Provider
+
+_PRICE_KEY: Final = re.compile(r"^\d{12}#energy-0x[0-9a-f]{16}$")
+_ENTRY_KEY: Final = re.compile(r"^\d{12}#[a-z]+#[A-Za-z0-9:_./\-]{1,200}$")
+
+
+def price_key(provider: Provider) -> str:
+    """``000000080000#energy-0x...``: price in micro-BLOCK per kWh, then id."""
+    return f"{provider.price_micro_block_per_kwh:012d}#{provider.provider_id}"
+
+
+def price_bound(max_price_micro_block_per_kwh: int) -> str:
+    """The largest price key at or below a price: ``~`` sorts after every id."""
+    return f"{max_price_micro_block_per_kwh:012d}#~"
+
+
+def entry_key(at: int, kind: str, entry_id: str) -> str:
+    return f"{at:012d}#{kind}#{entry_id}"
+
+
+def encode_cursor(sort_key: str) -> str:
+    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
+
+
+def decode_price_cursor(cursor: str) -> str:
+    return _decode(cursor, _PRICE_KEY)
+
+
+def decode_entry_cursor(cursor: str) -> str:
+    return _decode(cursor, _ENTRY_KEY)
+
+
+def _decode(cursor: str, shape: re.Pattern[str]) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sort_key = base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor("cursor is not one this service issued") from exc
+    if not shape.match(sort_key):
+        raise InvalidCursor("cursor is not one this service issued")
+    return sort_key

@@ -1,0 +1,33 @@
+"""Settings, read once from the environment (Lambda configuration or `make run`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+
+class Settings(BaseSettings):
+    # Bound into every signed request, so a signature made for one deployment
+    # (say, a test stage) is worthless on another.
+    marketplace_id: str = "energy-marketplace-local"
+    # Hex Ed25519 verify key of the operator account; empty means no operator
+    # actions (deposits) are possible.
+    operator_public_key: str = ""
+
+    registry_table: str = "energy-marketplace-local-registry"
+    ledger_table: str = "energy-marketplace-local-ledger"
+    credits_table: str = "energy-marketplace-local-credits"
+    receipts_table: str = "energy-marketplace-local-receipts"
+    disputes_table: str = "energy-marketplace-local-disputes"
+
+    # A signed request is accepted this many seconds either side of our clock.
+    auth_window_seconds: int = Field(default=300, ge=30, le=3600)
+    # Shards of the treasury balance, so fee credits do not pile onto one item.
+    treasury_shards: int = Field(default=8, ge=1, le=64)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

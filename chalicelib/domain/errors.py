@@ -1,0 +1,108 @@
+"""Domain errors: one class per failure, each with a stable code and reason.
+
+The JSON-RPC layer maps every subclass to an error object in one place
+(``chalicelib.rpc.protocol``); ``code`` is the JSON-RPC application error code
+and ``reason`` the machine-readable string clients branch on. Codes are
+grouped: 1xxx authentication, 2xxx lookup and uniqueness, 3xxx funds,
+4xxx state of a provider or account, 5xxx transient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """Base class of every refusal the marketplace can explain to a client."""
+
+    code: ClassVar[int] = 4000
+    reason: ClassVar[str] = "refused"
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class NotAuthenticated(DomainError):
+    """The request carries no valid signature from the account it names."""
+
+    code = 1001
+    reason = "not_authenticated"
+
+
+class ReplayedRequest(DomainError):
+    """The request's nonce was already used by this account."""
+
+    code = 1002
+    reason = "replayed_request"
+
+
+class StaleRequest(DomainError):
+    """The request's timestamp is outside the accepted window."""
+
+    code = 1003
+    reason = "stale_request"
+
+
+class NotAuthorised(DomainError):
+    """The signer is genuine but may not perform this action."""
+
+    code = 1004
+    reason = "not_authorised"
+
+
+class NotFound(DomainError):
+    """The account, provider or other record does not exist."""
+
+    code = 2001
+    reason = "not_found"
+
+
+class AlreadyExists(DomainError):
+    """A record with this identity already exists."""
+
+    code = 2002
+    reason = "already_exists"
+
+
+class InsufficientBalance(DomainError):
+    """The account's available balance does not cover the amount."""
+
+    code = 3001
+    reason = "insufficient_balance"
+
+
+class InsufficientStake(DomainError):
+    """The stake would be, or is, below what the action requires."""
+
+    code = 3002
+    reason = "insufficient_stake"
+
+
+class OpenObligations(DomainError):
+    """The provider has open purchases or disputes that its stake secures."""
+
+    code = 4001
+    reason = "open_obligations"
+
+
+class InvalidState(DomainError):
+    """The action does not apply to the record in its current state."""
+
+    code = 4002
+    reason = "invalid_state"
+
+
+class ConcurrentUpdate(DomainError):
+    """Another request changed the same records first; retrying is safe."""
+
+    code = 5001
+    reason = "concurrent_update"
+
+
+class InvalidCursor(DomainError):
+    """A pagination cursor that this service did not issue."""
+
+    code = -32602  # it is a bad parameter, whatever layer notices it
+    reason = "invalid_cursor"

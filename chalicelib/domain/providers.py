@@ -1,0 +1,140 @@
+"""Energy providers: the prosumers who sell what their meters measure."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Final
+
+from chalicelib.domain.units import MICRO_BLOCK_PER_BLOCK
+
+MIN_STAKE_MICRO_BLOCK: Final = 1_000 * MICRO_BLOCK_PER_BLOCK
+
+# A meter address is its MQTT client id, its IoT thing name and one level of
+# its topic, so it may hold none of MQTT's separators or wildcards.
+METER_ADDRESS: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+# ISO 3166-1 alpha-2, optionally followed by a subdivision: US, US_CA, DE_BY.
+JURISDICTION: Final = re.compile(r"^[A-Z]{2}(?:_[A-Z0-9]{1,3})?$")
+
+UPTIME_SLOT_SECONDS: Final = 15 * 60
+UPTIME_WINDOW_SLOTS: Final = 96  # one day of 15-minute slots
+
+
+class EnergyType(StrEnum):
+    SOLAR = "solar"
+    WIND = "wind"
+    HYDRO = "hydro"
+    BATTERY = "battery"
+
+
+class ProviderStatus(StrEnum):
+    ACTIVE = "active"  # credits are minted and offered
+    PAUSED = "paused"  # the owner stopped selling; readings still count
+    SUSPENDED = "suspended"  # stake below the minimum: nothing is minted or sold
+
+
+def provider_id_for(owner: str, meter_address: str) -> str:
+    """The stable id of the provider that ``owner`` runs behind ``meter_address``.
+
+    Derived, not random, so that a retried registration finds the first one
+    instead of creating a twin.
+    """
+    digest = hashlib.sha256(f"provider\n{owner}\n{meter_address}".encode()).hexdigest()
+    return f"energy-0x{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Latitude and longitude in micro-degrees (about 11 cm): exact integers."""
+
+    latitude_micro_deg: int
+    longitude_micro_deg: int
+
+
+@dataclass(frozen=True)
+class Provider:
+    provider_id: str
+    owner: str
+    display_name: str
+    energy_type: EnergyType
+    jurisdiction: str
+    location: Location
+    capacity_wh: int
+    price_micro_block_per_kwh: int
+    stake_micro_block: int
+    meter_address: str
+    meter_public_key: str
+    paused: bool = False
+    available_wh: int = 0
+    # Open purchases and disputes that this provider's stake secures.
+    open_obligations: int = 0
+    settled_purchases: int = 0
+    upheld_disputes: int = 0
+    # 15-minute slot numbers (unix time // 900) with an accepted reading.
+    reading_slots: frozenset[int] = field(default_factory=frozenset)
+    created_at: int = 0
+    updated_at: int = 0
+    version: int = 1
+
+    @property
+    def status(self) -> ProviderStatus:
+        if self.stake_micro_block < MIN_STAKE_MICRO_BLOCK:
+            return ProviderStatus.SUSPENDED
+        if self.paused:
+            return ProviderStatus.PAUSED
+        return ProviderStatus.ACTIVE
+
+    @property
+    def rating(self) -> float | None:
+        """0.0 to 5.0: the share of settled purchases not overturned by a dispute.
+
+        None until the provider has settled a purchase: no history, no score.
+        """
+        if self.settled_purchases == 0:
+            return None
+        clean = max(0, self.settled_purchases - self.upheld_disputes)
+        return round(5 * clean / self.settled_purchases, 1)
+
+    def uptime_percent(self, now: int) -> float | None:
+        """Share of the last 96 fifteen-minute slots with an accepted reading.
+
+        None until the meter has delivered its first accepted reading.
+        """
+        if not self.reading_slots:
+            return None
+        current = now // UPTIME_SLOT_SECONDS
+        recent = [s for s in self.reading_slots if current - UPTIME_WINDOW_SLOTS < s <= current]
+        return round(100 * len(recent) / UPTIME_WINDOW_SLOTS, 1)
+
+    def updated(
+        self,
+        *,
+        now: int,
+        display_name: str | None = None,
+        capacity_wh: int | None = None,
+        price_micro_block_per_kwh: int | None = None,
+        paused: bool | None = None,
+    ) -> Provider:
+        return replace(
+            self,
+            display_name=self.display_name if display_name is None else display_name,
+            capacity_wh=self.capacity_wh if capacity_wh is None else capacity_wh,
+            price_micro_block_per_kwh=(
+                self.price_micro_block_per_kwh
+                if price_micro_block_per_kwh is None
+                else price_micro_block_per_kwh
+            ),
+            paused=self.paused if paused is None else paused,
+            updated_at=now,
+            version=self.version + 1,
+        )
+
+
+def is_valid_meter_address(address: str) -> bool:
+    return bool(METER_ADDRESS.match(address))
+
+
+def is_valid_jurisdiction(code: str) -> bool:
+    return bool(JURISDICTION.match(code))

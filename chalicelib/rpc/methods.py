@@ -1,0 +1,306 @@
+"""The ``energy.*`` methods: request -> command -> use case -> response.
+
+Each method is named after the original client library's call
+(``energyMarketAPI.registerProvider`` -> ``energy.registerProvider``); methods
+the original library did not have follow the same camelCase style.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import ConfigDict
+
+from chalicelib.domain import signing
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    InsufficientBalance,
+    InsufficientStake,
+    InvalidState,
+    NotAuthenticated,
+    NotAuthorised,
+    NotFound,
+    OpenObligations,
+    ReplayedRequest,
+    StaleRequest,
+)
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Location
+from chalicelib.rpc import schemas as s
+from chalicelib.rpc.openrpc import openrpc_document
+from chalicelib.rpc.registry import CallContext, Registry
+from chalicelib.services import accounts, providers
+from chalicelib.services.auth import SignedCall
+from chalicelib.services.ports import ProviderQuery
+
+API_VERSION = "1.0.0"
+
+registry = Registry()
+
+# Every signed method can fail authentication in these ways.
+AUTH_ERRORS = (NotAuthenticated, ReplayedRequest, StaleRequest, NotAuthorised, ConcurrentUpdate)
+
+
+def signed_call(context: CallContext, params: s.SignedParams) -> SignedCall:
+    auth = params.auth
+    return SignedCall(
+        method=context.method,
+        params=context.raw_params,
+        account=auth.account,
+        nonce=auth.nonce,
+        timestamp=auth.timestamp,
+        signature=signing.normalise_hex(auth.signature),
+    )
+
+
+@registry.method(
+    "energy.getMarketInfo", summary="What a client needs to sign and trade", result=s.MarketInfo
+)
+def get_market_info(context: CallContext, params: s.NoParams) -> s.MarketInfo:
+    """The deployment's identity and rules: the marketplace id bound into every
+    signature, the operator's key, the minimum stake and the signing window."""
+    settings = context.market.settings
+    return s.MarketInfo(
+        marketplace_id=settings.marketplace_id,
+        operator_public_key=settings.operator_public_key,
+        min_stake=MIN_STAKE_MICRO_BLOCK,
+        auth_window_seconds=settings.auth_window_seconds,
+        energy_types=list(EnergyType),
+        request_signing_domain=signing.REQUEST_DOMAIN.decode().strip(),
+        api_version=API_VERSION,
+    )
+
+
+# -- accounts and ledger -------------------------------------------------------
+
+
+@registry.method(
+    "energy.createAccount",
+    summary="Open an account with an Ed25519 key",
+    result=s.AccountResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, AlreadyExists, InvalidState),
+)
+def create_account(context: CallContext, params: s.CreateAccountParams) -> s.AccountResult:
+    """Signed by the key being registered (``auth.account`` is the new name),
+    which proves the caller holds it. New accounts are buyers with a zero
+    balance."""
+    call = signed_call(context, params)
+    if call.account != params.name:
+        raise NotAuthorised(
+            "auth.account must be the account being created",
+            signer=call.account,
+            required=params.name,
+        )
+    account = accounts.create_account(context.market, call, params.name, params.public_key)
+    return s.AccountResult.of(account, 0, [])
+
+
+@registry.method(
+    "energy.getAccount",
+    summary="An account's key, roles and balance",
+    result=s.AccountResult,
+    errors=(NotFound,),
+)
+def get_account(context: CallContext, params: s.AccountRef) -> s.AccountResult:
+    view = accounts.get_account(context.market, params.name)
+    return s.AccountResult.of(view.account, view.balance_micro_block, view.providers)
+
+
+@registry.method(
+    "energy.getLedgerEntries",
+    summary="An account's deposits, withdrawals and stake movements, oldest first",
+    result=s.LedgerEntriesResult,
+    errors=(NotFound,),
+)
+def get_ledger_entries(
+    context: CallContext, params: s.LedgerEntriesParams
+) -> s.LedgerEntriesResult:
+    page = accounts.account_history(context.market, params.account, params.limit, params.cursor)
+    return s.LedgerEntriesResult(
+        entries=[s.LedgerEntryResult.of(e) for e in page.items], next_cursor=page.next_cursor
+    )
+
+
+@registry.method(
+    "energy.deposit",
+    summary="Credit BLOCK that arrived on chain (operator)",
+    result=s.BalanceResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, AlreadyExists, InvalidState),
+)
+def deposit(context: CallContext, params: s.DepositParams) -> s.BalanceResult:
+    """Signed by the operator. A chain transaction is credited at most once."""
+    balance = accounts.deposit(
+        context.market,
+        signed_call(context, params),
+        params.account,
+        params.amount_micro_block,
+        params.chain_tx,
+    )
+    return s.BalanceResult(account=params.account, balance=balance)
+
+
+@registry.method(
+    "energy.withdraw",
+    summary="Send BLOCK from your balance to a chain address",
+    result=s.BalanceResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, InsufficientBalance, InvalidState),
+)
+def withdraw(context: CallContext, params: s.WithdrawParams) -> s.BalanceResult:
+    """Signed by the account whose balance pays."""
+    call = signed_call(context, params)
+    balance = accounts.withdraw(context.market, call, params.amount_micro_block, params.destination)
+    return s.BalanceResult(account=call.account, balance=balance)
+
+
+# -- providers -------------------------------------------------------------------
+
+
+@registry.method(
+    "energy.registerProvider",
+    summary="Register as an energy provider",
+    result=s.ProviderResult,
+    signed=True,
+    original_name="registerProvider",
+    errors=(*AUTH_ERRORS, InsufficientStake, InsufficientBalance, AlreadyExists),
+)
+def register_provider(context: CallContext, params: s.RegisterProviderParams) -> s.ProviderResult:
+    """Signed by ``owner``. The stake (at least 1,000 BLOCK) moves from the
+    owner's balance into stake in the same atomic write that creates the
+    provider and claims the meter address. The provider id is derived from
+    owner and meter address, so a retried registration cannot create a twin."""
+    registration = providers.Registration(
+        owner=params.owner,
+        display_name=params.display_name,
+        energy_type=params.energy_type,
+        jurisdiction=params.jurisdiction,
+        location=Location(params.latitude, params.longitude),
+        capacity_wh=params.capacity_kwh,
+        price_micro_block_per_kwh=params.price_per_kwh,
+        stake_micro_block=params.stake,
+        meter_address=params.meter_address,
+        meter_public_key=params.meter_public_key,
+    )
+    provider = providers.register_provider(
+        context.market, signed_call(context, params), registration
+    )
+    return s.ProviderResult.of(provider, context.market.clock())
+
+
+@registry.method(
+    "energy.updateProvider",
+    summary="Change price, capacity, name; pause or resume",
+    result=s.ProviderResult,
+    signed=True,
+    original_name="updateProvider",
+    errors=(*AUTH_ERRORS, NotFound),
+)
+def update_provider(context: CallContext, params: s.UpdateProviderParams) -> s.ProviderResult:
+    """Signed by the provider's owner. Only the members present in ``updates``
+    change."""
+    u = params.updates
+    provider = providers.update_provider(
+        context.market,
+        signed_call(context, params),
+        params.provider_id,
+        providers.ProviderUpdate(
+            display_name=u.display_name,
+            capacity_wh=u.capacity_kwh,
+            price_micro_block_per_kwh=u.price_per_kwh,
+            paused=u.paused,
+        ),
+    )
+    return s.ProviderResult.of(provider, context.market.clock())
+
+
+@registry.method(
+    "energy.getProvider",
+    summary="One provider",
+    result=s.ProviderResult,
+    original_name="getProvider",
+    errors=(NotFound,),
+)
+def get_provider(context: CallContext, params: s.ProviderRef) -> s.ProviderResult:
+    provider = providers.get_provider(context.market, params.provider_id)
+    return s.ProviderResult.of(provider, context.market.clock())
+
+
+@registry.method(
+    "energy.listProviders",
+    summary="Providers by price, with filters",
+    result=s.ProviderListResult,
+    original_name="listProviders",
+)
+def list_providers(context: CallContext, params: s.ListProvidersParams) -> s.ProviderListResult:
+    """Cheapest first (then by id). Only active providers unless
+    ``include_inactive``. Pass ``next_cursor`` back as ``cursor`` for the next
+    page; it is null on the last page."""
+    page = providers.list_providers(
+        context.market,
+        ProviderQuery(
+            energy_type=params.energy_type,
+            jurisdiction=params.jurisdiction,
+            max_price_micro_block_per_kwh=params.max_price,
+            min_capacity_wh=params.min_capacity,
+            include_inactive=params.include_inactive,
+        ),
+        params.limit,
+        params.cursor,
+    )
+    now = context.market.clock()
+    return s.ProviderListResult(
+        providers=[s.ProviderResult.of(p, now) for p in page.items], next_cursor=page.next_cursor
+    )
+
+
+@registry.method(
+    "energy.topUpStake",
+    summary="Add to a provider's stake from your balance",
+    result=s.ProviderResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, InsufficientBalance, InvalidState),
+)
+def top_up_stake(context: CallContext, params: s.StakeParams) -> s.ProviderResult:
+    """Signed by the provider's owner. A suspended provider whose stake reaches
+    the minimum again becomes active (or paused, if its owner paused it)."""
+    provider = providers.top_up_stake(
+        context.market, signed_call(context, params), params.provider_id, params.amount_micro_block
+    )
+    return s.ProviderResult.of(provider, context.market.clock())
+
+
+@registry.method(
+    "energy.withdrawStake",
+    summary="Return stake to your balance",
+    result=s.ProviderResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, OpenObligations, InsufficientStake, InvalidState),
+)
+def withdraw_stake(context: CallContext, params: s.StakeParams) -> s.ProviderResult:
+    """Signed by the provider's owner; refused while the provider has open
+    obligations. Leaving less than the minimum stake suspends the provider."""
+    provider = providers.withdraw_stake(
+        context.market, signed_call(context, params), params.provider_id, params.amount_micro_block
+    )
+    return s.ProviderResult.of(provider, context.market.clock())
+
+
+class OpenRpcDocument(s.Result):
+    """The OpenRPC 1.3 document of this API."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@registry.method("rpc.discover", summary="This API's OpenRPC document", result=OpenRpcDocument)
+def discover(context: CallContext, params: s.NoParams) -> OpenRpcDocument:
+    """The method list, parameter and result schemas, and error codes, generated
+    from the same models that validate requests."""
+    return OpenRpcDocument.model_validate(openrpc())
+
+
+@lru_cache(maxsize=1)
+def openrpc() -> dict[str, Any]:
+    return openrpc_document(registry, API_VERSION)

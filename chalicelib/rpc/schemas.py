@@ -1,0 +1,362 @@
+"""Parameter and result models of the JSON-RPC API.
+
+These models validate requests and, through ``model_json_schema``, are the
+schemas of the OpenRPC document: the API's one description. Amount fields
+take the original client's decimal numbers and convert them exactly (see
+chalicelib.domain.units); their JSON schema says what the wire carries.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+from chalicelib.domain import signing, units
+from chalicelib.domain.accounts import ACCOUNT_NAME, Account
+from chalicelib.domain.ledger import CHAIN_REFERENCE, LedgerEntry
+from chalicelib.domain.providers import (
+    JURISDICTION,
+    METER_ADDRESS,
+    EnergyType,
+    Provider,
+    ProviderStatus,
+)
+from chalicelib.services.auth import NONCE
+
+
+class Params(BaseModel):
+    """Base of every params model: unknown members are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def _number_schema(description: str, minimum: str | None = None) -> WithJsonSchema:
+    schema: dict[str, Any] = {
+        "description": description,
+        "oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}],
+    }
+    if minimum is not None:
+        schema["x-minimum"] = minimum
+    return WithJsonSchema(schema)
+
+
+# Decimal kWh -> integer Wh (1 Wh resolution).
+KwhAsWh = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.wh_from_kwh(v, info.field_name or "kwh")),
+    _number_schema("Energy in kWh, exact to 1 Wh (at most 3 decimal places)."),
+]
+# Decimal BLOCK per kWh -> integer micro-BLOCK per kWh.
+PricePerKwh = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.price_from_block_per_kwh(v, info.field_name or "price")),
+    _number_schema("Price in BLOCK per kWh, exact to 1 micro-BLOCK (at most 6 decimals)."),
+]
+# Integer micro-BLOCK (1 BLOCK = 1,000,000 micro-BLOCK).
+MicroBlock = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.micro_block_exact(v, info.field_name or "amount")),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": units.MAX_MICRO_BLOCK,
+            "description": "Amount in micro-BLOCK (1 BLOCK = 1,000,000 micro-BLOCK).",
+        }
+    ),
+]
+
+
+def _coordinate_schema(limit: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": -limit,
+            "maximum": limit,
+            "description": "Degrees, WGS 84, at most 6 decimal places.",
+        }
+    )
+
+
+Latitude = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.micro_degrees(v, 90, info.field_name or "latitude")),
+    _coordinate_schema(90),
+]
+Longitude = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.micro_degrees(v, 180, info.field_name or "longitude")),
+    _coordinate_schema(180),
+]
+
+AccountName = Annotated[
+    StrictStr,
+    Field(pattern=ACCOUNT_NAME.pattern, description="Account name, e.g. alice.theblock"),
+]
+PublicKeyHex = Annotated[
+    StrictStr,
+    Field(pattern=r"^(0x)?[0-9a-fA-F]{64}$", description="Ed25519 public key, 32 bytes hex"),
+    AfterValidator(signing.normalise_hex),
+]
+ProviderId = Annotated[StrictStr, Field(pattern=r"^energy-0x[0-9a-f]{16}$")]
+MeterAddress = Annotated[
+    StrictStr,
+    Field(
+        pattern=METER_ADDRESS.pattern,
+        description="The meter's IoT thing name, MQTT client id and topic level",
+    ),
+]
+Jurisdiction = Annotated[
+    StrictStr,
+    Field(
+        pattern=JURISDICTION.pattern,
+        description="ISO 3166-1 alpha-2 country, optionally _subdivision: US_CA",
+    ),
+]
+ChainReference = Annotated[StrictStr, Field(pattern=CHAIN_REFERENCE.pattern)]
+Cursor = Annotated[StrictStr, Field(max_length=400, description="From next_cursor")]
+PageLimit = Annotated[StrictInt, Field(ge=1, le=100)]
+
+
+class Auth(Params):
+    """Who signs the call, and the signature that proves it (docs/api.md)."""
+
+    account: Annotated[StrictStr, Field(max_length=64)]
+    nonce: Annotated[StrictStr, Field(pattern=NONCE.pattern)]
+    timestamp: Annotated[StrictInt, Field(ge=0, description="Unix seconds")]
+    signature: Annotated[
+        StrictStr, Field(pattern=r"^(0x)?[0-9a-fA-F]{128}$", description="Ed25519, hex")
+    ]
+
+
+class SignedParams(Params):
+    auth: Auth
+
+
+# -- accounts and ledger -----------------------------------------------------
+
+
+class NoParams(Params):
+    pass
+
+
+class MarketInfo(Result):
+    marketplace_id: str
+    operator_public_key: str
+    min_stake: int = Field(description="Minimum provider stake, micro-BLOCK")
+    auth_window_seconds: int
+    energy_types: list[EnergyType]
+    request_signing_domain: str
+    api_version: str
+
+
+class CreateAccountParams(SignedParams):
+    name: AccountName
+    public_key: PublicKeyHex
+
+
+class AccountRef(Params):
+    name: AccountName
+
+
+class AccountResult(Result):
+    name: str
+    public_key: str
+    roles: list[str]
+    balance: int = Field(description="Available balance, micro-BLOCK")
+    balance_block: Decimal = Field(description="The same balance in BLOCK")
+    stake: int = Field(description="Total stake of the account's providers, micro-BLOCK")
+    providers: list[str]
+    created_at: int
+
+    @classmethod
+    def of(cls, account: Account, balance: int, providers: list[Provider]) -> AccountResult:
+        return cls(
+            name=account.name,
+            public_key=account.public_key,
+            roles=sorted(account.roles),
+            balance=balance,
+            balance_block=units.block_from_micro(balance),
+            stake=sum(p.stake_micro_block for p in providers),
+            providers=[p.provider_id for p in providers],
+            created_at=account.created_at,
+        )
+
+
+class DepositParams(SignedParams):
+    account: AccountName
+    amount_micro_block: MicroBlock
+    chain_tx: ChainReference = Field(description="The chain transaction that brought it")
+
+
+class WithdrawParams(SignedParams):
+    amount_micro_block: MicroBlock
+    destination: ChainReference = Field(description="Chain address to send to")
+
+
+class BalanceResult(Result):
+    account: str
+    balance: int = Field(description="Available balance after the call, micro-BLOCK")
+
+
+class LedgerEntriesParams(Params):
+    account: AccountName
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class LedgerEntryResult(Result):
+    entry_id: str
+    kind: str
+    account: str
+    amount_micro_block: int
+    reference: str
+    at: int
+
+    @classmethod
+    def of(cls, entry: LedgerEntry) -> LedgerEntryResult:
+        return cls(
+            entry_id=entry.entry_id,
+            kind=entry.kind,
+            account=entry.account,
+            amount_micro_block=entry.micro_block,
+            reference=entry.reference,
+            at=entry.at,
+        )
+
+
+class LedgerEntriesResult(Result):
+    entries: list[LedgerEntryResult]
+    next_cursor: str | None
+
+
+# -- providers -----------------------------------------------------------------
+
+
+class RegisterProviderParams(SignedParams):
+    owner: AccountName
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+    energy_type: EnergyType
+    jurisdiction: Jurisdiction
+    latitude: Latitude
+    longitude: Longitude
+    capacity_kwh: KwhAsWh = Field(description="Peak output in kW (kWh per hour)")
+    price_per_kwh: PricePerKwh
+    stake: MicroBlock = Field(description="Stake in micro-BLOCK, at least 1,000 BLOCK")
+    meter_address: MeterAddress
+    meter_public_key: PublicKeyHex
+
+
+class ProviderUpdates(Params):
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)] | None = None
+    capacity_kwh: KwhAsWh | None = None
+    price_per_kwh: PricePerKwh | None = None
+    paused: StrictBool | None = None
+
+
+class UpdateProviderParams(SignedParams):
+    provider_id: ProviderId
+    updates: ProviderUpdates
+
+
+class ProviderRef(Params):
+    provider_id: ProviderId
+
+
+class StakeParams(SignedParams):
+    provider_id: ProviderId
+    amount_micro_block: MicroBlock
+
+
+class ListProvidersParams(Params):
+    energy_type: EnergyType | None = None
+    jurisdiction: Jurisdiction | None = None
+    max_price: PricePerKwh | None = Field(default=None, description="BLOCK per kWh")
+    min_capacity: KwhAsWh | None = Field(default=None, description="kWh")
+    include_inactive: StrictBool = Field(
+        default=False, description="Also list paused and suspended"
+    )
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class ProviderResult(Result):
+    provider_id: str
+    owner: str
+    display_name: str
+    energy_type: EnergyType
+    jurisdiction: str
+    latitude: Decimal
+    longitude: Decimal
+    capacity_kwh: Decimal
+    capacity_wh: int
+    price_per_kwh: Decimal = Field(description="BLOCK per kWh")
+    price_micro_block_per_kwh: int
+    stake: int = Field(description="micro-BLOCK")
+    status: ProviderStatus
+    available_kwh: Decimal
+    available_wh: int
+    rating: float | None = Field(
+        description="0-5; share of settled purchases not overturned by disputes; null before any"
+    )
+    uptime_percent: float | None = Field(
+        description="Share of the last 96 quarter-hours with an accepted reading"
+    )
+    meter_address: str
+    meter_public_key: str
+    open_obligations: int
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def of(cls, provider: Provider, now: int) -> ProviderResult:
+        return cls(
+            provider_id=provider.provider_id,
+            owner=provider.owner,
+            display_name=provider.display_name,
+            energy_type=provider.energy_type,
+            jurisdiction=provider.jurisdiction,
+            latitude=_degrees(provider.location.latitude_micro_deg),
+            longitude=_degrees(provider.location.longitude_micro_deg),
+            capacity_kwh=units.kwh_from_wh(provider.capacity_wh),
+            capacity_wh=provider.capacity_wh,
+            price_per_kwh=units.block_from_micro(provider.price_micro_block_per_kwh),
+            price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+            stake=provider.stake_micro_block,
+            status=provider.status,
+            available_kwh=units.kwh_from_wh(provider.available_wh),
+            available_wh=provider.available_wh,
+            rating=provider.rating,
+            uptime_percent=provider.uptime_percent(now),
+            meter_address=provider.meter_address,
+            meter_public_key=provider.meter_public_key,
+            open_obligations=provider.open_obligations,
+            created_at=provider.created_at,
+            updated_at=provider.updated_at,
+        )
+
+
+def _degrees(micro_deg: int) -> Decimal:
+    value = units.block_from_micro(abs(micro_deg))  # the same 10^6 scale as BLOCK
+    return -value if micro_deg < 0 else value
+
+
+class ProviderListResult(Result):
+    providers: list[ProviderResult]
+    next_cursor: str | None

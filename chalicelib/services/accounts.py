@@ -1,0 +1,111 @@
+"""Use cases of accounts and the BLOCK ledger: open, deposit, withdraw, look up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.domain import signing
+from chalicelib.domain.accounts import OPERATOR, Account, Role, is_valid_account_name
+from chalicelib.domain.errors import (
+    InsufficientBalance,
+    InvalidState,
+    NotFound,
+)
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
+from chalicelib.domain.providers import Provider
+from chalicelib.services.auth import SignedCall, authenticate, require_operator
+from chalicelib.services.market import Market
+from chalicelib.services.ports import Page, UnitOfWork
+
+
+@dataclass(frozen=True)
+class AccountView:
+    account: Account
+    balance_micro_block: int
+    providers: list[Provider]
+
+
+def create_account(market: Market, call: SignedCall, name: str, public_key: str) -> Account:
+    """Open an account for ``name``, signed by the key being registered."""
+    if name == OPERATOR or not is_valid_account_name(name):
+        raise InvalidState("this account name is reserved or malformed", name=name)
+    uow = market.unit_of_work()
+    key = signing.normalise_hex(public_key)
+    authenticate(market, uow, call, public_key=key)
+    account = Account(
+        name=name, public_key=key, roles=frozenset({Role.BUYER}), created_at=market.clock()
+    )
+    uow.accounts.add(account)
+    uow.ledger.open_account(name)
+    uow.commit()
+    return account
+
+
+def deposit(market: Market, call: SignedCall, account: str, micro_block: int, chain_tx: str) -> int:
+    """Credit BLOCK that arrived on chain in transaction ``chain_tx`` (operator only).
+
+    A chain transaction is credited once: depositing it again is refused.
+    Returns the new balance.
+    """
+    uow = market.unit_of_work()
+    signer = authenticate(market, uow, call)
+    require_operator(signer, "record deposits")
+    if micro_block <= 0:
+        raise InvalidState("a deposit must be positive")
+    uow.ledger.credit(account, micro_block)
+    uow.ledger.record(
+        LedgerEntry(chain_tx, EntryKind.DEPOSIT, account, micro_block, chain_tx, market.clock())
+    )
+    uow.commit()
+    return market.unit_of_work().ledger.balance(account)
+
+
+def withdraw(market: Market, call: SignedCall, micro_block: int, destination: str) -> int:
+    """Send BLOCK from the signer's balance to ``destination`` on chain.
+
+    Returns the new balance.
+    """
+    uow = market.unit_of_work()
+    signer = authenticate(market, uow, call)
+    if micro_block <= 0:
+        raise InvalidState("a withdrawal must be positive")
+    uow.ledger.debit(signer, micro_block)
+    uow.ledger.record(
+        LedgerEntry(
+            f"{signer}/{call.nonce}",
+            EntryKind.WITHDRAWAL,
+            signer,
+            micro_block,
+            destination,
+            market.clock(),
+        )
+    )
+    commit_spending(market, uow, signer, micro_block)
+    return market.unit_of_work().ledger.balance(signer)
+
+
+def get_account(market: Market, name: str) -> AccountView:
+    uow = market.unit_of_work()
+    account = uow.accounts.get(name)
+    if account is None:
+        raise NotFound("no such account", account=name)
+    return AccountView(account, uow.ledger.balance(name), list(uow.providers.owned_by(name)))
+
+
+def account_history(market: Market, name: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
+    uow = market.unit_of_work()
+    if uow.accounts.get(name) is None:
+        raise NotFound("no such account", account=name)
+    return uow.ledger.entries(name, limit, cursor)
+
+
+def commit_spending(market: Market, uow: UnitOfWork, account: str, micro_block: int) -> None:
+    """Commit a unit of work that debits ``account``; a refusal says what it had."""
+    try:
+        uow.commit()
+    except InsufficientBalance as refused:
+        refused.data.update(
+            available_micro_block=market.unit_of_work().ledger.balance(account),
+            required_micro_block=micro_block,
+        )
+        raise

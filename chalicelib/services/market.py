@@ -1,0 +1,35 @@
+"""The dependencies every use case receives: settings, storage and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from chalicelib.config import Settings
+from chalicelib.domain.errors import ConcurrentUpdate
+from chalicelib.services.ports import UnitOfWorkFactory
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Market:
+    settings: Settings
+    unit_of_work: UnitOfWorkFactory
+    clock: Callable[[], int]  # unix seconds
+
+
+def retry_on_conflict(attempt: Callable[[], T], attempts: int = 4) -> T:
+    """Run a read-then-conditional-write use case again when another request
+    changed the same records between our read and our write.
+
+    Safe because a failed commit wrote nothing (not even the request's nonce)
+    and every attempt reads afresh.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return attempt()
+        except ConcurrentUpdate:
+            continue
+    return attempt()

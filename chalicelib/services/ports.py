@@ -1,0 +1,127 @@
+"""What the use cases need from persistence, as interfaces.
+
+Reads return current state. Writes are *staged* on a unit of work and applied
+all-or-nothing by ``commit()``: each staged write carries the condition it
+needs (a balance that covers a debit, a record that must not exist yet, the
+version that was read) and the domain error to raise when the condition
+fails. The DynamoDB adapter turns a commit into one TransactWriteItems call;
+the in-memory adapter applies the same conditions under a lock. One contract
+test suite runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from chalicelib.domain.accounts import Account
+from chalicelib.domain.ledger import LedgerEntry
+from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
+
+
+@dataclass(frozen=True)
+class ProviderQuery:
+    """Filters of ``listProviders``; None means "any"."""
+
+    energy_type: EnergyType | None = None
+    jurisdiction: str | None = None
+    max_price_micro_block_per_kwh: int | None = None
+    min_capacity_wh: int | None = None
+    include_inactive: bool = False
+
+    def admits(self, provider: Provider) -> bool:
+        return (
+            (self.energy_type is None or provider.energy_type == self.energy_type)
+            and (self.jurisdiction is None or provider.jurisdiction == self.jurisdiction)
+            and (
+                self.max_price_micro_block_per_kwh is None
+                or provider.price_micro_block_per_kwh <= self.max_price_micro_block_per_kwh
+            )
+            and (self.min_capacity_wh is None or provider.capacity_wh >= self.min_capacity_wh)
+            and (self.include_inactive or provider.status == ProviderStatus.ACTIVE)
+        )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    # Opaque to clients: the sort key of the last item returned.
+    next_cursor: str | None
+
+
+class AccountRepository(Protocol):
+    def get(self, name: str) -> Account | None: ...
+
+    def add(self, account: Account) -> None:
+        """Stage: create the account. Fails with AlreadyExists."""
+
+    def grant_role(self, account: Account) -> None:
+        """Stage: store the account's (grown) set of roles."""
+
+
+class NonceRepository(Protocol):
+    def consume(self, account: str, nonce: str, expires_at: int) -> None:
+        """Stage: record that ``account`` used ``nonce``. Fails with ReplayedRequest."""
+
+
+class LedgerRepository(Protocol):
+    def balance(self, account: str) -> int: ...
+
+    def treasury(self) -> int: ...
+
+    def entries(self, account: str, limit: int, cursor: str | None) -> Page[LedgerEntry]: ...
+
+    def open_account(self, account: str) -> None:
+        """Stage: a zero balance for a new account."""
+
+    def credit(self, account: str, micro_block: int) -> None:
+        """Stage: add to a balance that must exist (NotFound otherwise)."""
+
+    def debit(self, account: str, micro_block: int) -> None:
+        """Stage: subtract; fails with InsufficientBalance if it does not cover it."""
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Stage: write the entry. Fails with AlreadyExists for a second entry of
+        the same kind and id (a deposit of one chain transaction credits once)."""
+
+
+class ProviderRepository(Protocol):
+    def get(self, provider_id: str) -> Provider | None: ...
+
+    def owned_by(self, owner: str) -> Sequence[Provider]: ...
+
+    def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
+        """Providers ordered by price then id, from keys and indexes only."""
+
+    def add(self, provider: Provider) -> None:
+        """Stage: create the provider and claim its meter address. Fails with
+        AlreadyExists when either is taken."""
+
+    def save(self, provider: Provider, expected_version: int) -> None:
+        """Stage: replace the provider if it still has ``expected_version``;
+        fails with ConcurrentUpdate otherwise."""
+
+
+class UnitOfWork(Protocol):
+    # Read-only members: an adapter's concrete repositories satisfy them.
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+    @property
+    def nonces(self) -> NonceRepository: ...
+
+    @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def providers(self) -> ProviderRepository: ...
+
+    def commit(self) -> None:
+        """Apply every staged write, or none; raises the failing write's error."""
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

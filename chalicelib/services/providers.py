@@ -1,0 +1,222 @@
+"""Use cases of the provider registry: register, update, stake, look up, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from chalicelib.domain import signing
+from chalicelib.domain.accounts import Role
+from chalicelib.domain.errors import (
+    InsufficientStake,
+    InvalidState,
+    NotFound,
+    OpenObligations,
+)
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
+from chalicelib.domain.providers import (
+    MIN_STAKE_MICRO_BLOCK,
+    EnergyType,
+    Location,
+    Provider,
+    provider_id_for,
+)
+from chalicelib.services.accounts import commit_spending
+from chalicelib.services.auth import SignedCall, authenticate, require_signer
+from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.ports import Page, ProviderQuery, UnitOfWork
+
+
+@dataclass(frozen=True)
+class Registration:
+    owner: str
+    display_name: str
+    energy_type: EnergyType
+    jurisdiction: str
+    location: Location
+    capacity_wh: int
+    price_micro_block_per_kwh: int
+    stake_micro_block: int
+    meter_address: str
+    meter_public_key: str
+
+
+@dataclass(frozen=True)
+class ProviderUpdate:
+    display_name: str | None = None
+    capacity_wh: int | None = None
+    price_micro_block_per_kwh: int | None = None
+    paused: bool | None = None
+
+
+def register_provider(market: Market, call: SignedCall, registration: Registration) -> Provider:
+    """Register a provider; its stake moves from the owner's balance atomically."""
+    uow = market.unit_of_work()
+    signer = authenticate(market, uow, call)
+    require_signer(signer, registration.owner, "register a provider for this owner")
+    if registration.stake_micro_block < MIN_STAKE_MICRO_BLOCK:
+        raise InsufficientStake(
+            "the stake is below the minimum",
+            minimum_micro_block=MIN_STAKE_MICRO_BLOCK,
+            offered_micro_block=registration.stake_micro_block,
+        )
+    now = market.clock()
+    provider = Provider(
+        provider_id=provider_id_for(registration.owner, registration.meter_address),
+        owner=registration.owner,
+        display_name=registration.display_name,
+        energy_type=registration.energy_type,
+        jurisdiction=registration.jurisdiction,
+        location=registration.location,
+        capacity_wh=registration.capacity_wh,
+        price_micro_block_per_kwh=registration.price_micro_block_per_kwh,
+        stake_micro_block=registration.stake_micro_block,
+        meter_address=registration.meter_address,
+        meter_public_key=signing.normalise_hex(registration.meter_public_key),
+        created_at=now,
+        updated_at=now,
+    )
+    uow.providers.add(provider)
+    _move_balance_to_stake(uow, call, provider, registration.stake_micro_block, now)
+    owner = uow.accounts.get(registration.owner)
+    if owner is not None and Role.PROVIDER not in owner.roles:
+        uow.accounts.grant_role(owner.with_role(Role.PROVIDER))
+    commit_spending(market, uow, registration.owner, registration.stake_micro_block)
+    return provider
+
+
+def update_provider(
+    market: Market, call: SignedCall, provider_id: str, update: ProviderUpdate
+) -> Provider:
+    """Change price, capacity, name or pause state (owner only)."""
+
+    def attempt() -> Provider:
+        uow = market.unit_of_work()
+        signer = authenticate(market, uow, call)
+        current = _existing(uow, provider_id)
+        require_signer(signer, current.owner, "update this provider")
+        changed = current.updated(
+            now=market.clock(),
+            display_name=update.display_name,
+            capacity_wh=update.capacity_wh,
+            price_micro_block_per_kwh=update.price_micro_block_per_kwh,
+            paused=update.paused,
+        )
+        uow.providers.save(changed, expected_version=current.version)
+        uow.commit()
+        return changed
+
+    return retry_on_conflict(attempt)
+
+
+def top_up_stake(market: Market, call: SignedCall, provider_id: str, micro_block: int) -> Provider:
+    """Add to a provider's stake from the owner's balance (a suspended provider
+    whose stake reaches the minimum again is active again)."""
+    if micro_block <= 0:
+        raise InvalidState("a stake top-up must be positive")
+
+    def attempt() -> Provider:
+        uow = market.unit_of_work()
+        signer = authenticate(market, uow, call)
+        current = _existing(uow, provider_id)
+        require_signer(signer, current.owner, "stake for this provider")
+        now = market.clock()
+        changed = replace(
+            current,
+            stake_micro_block=current.stake_micro_block + micro_block,
+            updated_at=now,
+            version=current.version + 1,
+        )
+        uow.providers.save(changed, expected_version=current.version)
+        _move_balance_to_stake(uow, call, changed, micro_block, now)
+        commit_spending(market, uow, current.owner, micro_block)
+        return changed
+
+    return retry_on_conflict(attempt)
+
+
+def withdraw_stake(
+    market: Market, call: SignedCall, provider_id: str, micro_block: int
+) -> Provider:
+    """Return stake to the owner's balance.
+
+    Refused while the provider has open obligations (purchases awaiting
+    settlement, disputes): the stake is what secures them. A withdrawal that
+    leaves less than the minimum suspends the provider until it stakes again.
+    """
+    if micro_block <= 0:
+        raise InvalidState("a stake withdrawal must be positive")
+
+    def attempt() -> Provider:
+        uow = market.unit_of_work()
+        signer = authenticate(market, uow, call)
+        current = _existing(uow, provider_id)
+        require_signer(signer, current.owner, "withdraw this provider's stake")
+        if current.open_obligations > 0:
+            raise OpenObligations(
+                "the provider has open purchases or disputes",
+                open_obligations=current.open_obligations,
+            )
+        if micro_block > current.stake_micro_block:
+            raise InsufficientStake(
+                "the stake is smaller than the withdrawal",
+                stake_micro_block=current.stake_micro_block,
+                requested_micro_block=micro_block,
+            )
+        now = market.clock()
+        changed = replace(
+            current,
+            stake_micro_block=current.stake_micro_block - micro_block,
+            updated_at=now,
+            version=current.version + 1,
+        )
+        # The version condition also guards the obligations check above:
+        # every write that opens an obligation bumps the version.
+        uow.providers.save(changed, expected_version=current.version)
+        uow.ledger.credit(current.owner, micro_block)
+        uow.ledger.record(
+            LedgerEntry(
+                f"{provider_id}/{call.nonce}",
+                EntryKind.UNSTAKE,
+                current.owner,
+                micro_block,
+                provider_id,
+                now,
+            )
+        )
+        uow.commit()
+        return changed
+
+    return retry_on_conflict(attempt)
+
+
+def get_provider(market: Market, provider_id: str) -> Provider:
+    return _existing(market.unit_of_work(), provider_id)
+
+
+def list_providers(
+    market: Market, query: ProviderQuery, limit: int, cursor: str | None
+) -> Page[Provider]:
+    return market.unit_of_work().providers.query(query, limit, cursor)
+
+
+def _existing(uow: UnitOfWork, provider_id: str) -> Provider:
+    provider = uow.providers.get(provider_id)
+    if provider is None:
+        raise NotFound("no such provider", provider_id=provider_id)
+    return provider
+
+
+def _move_balance_to_stake(
+    uow: UnitOfWork, call: SignedCall, provider: Provider, micro_block: int, now: int
+) -> None:
+    uow.ledger.debit(provider.owner, micro_block)
+    uow.ledger.record(
+        LedgerEntry(
+            f"{provider.provider_id}/{call.nonce}",
+            EntryKind.STAKE,
+            provider.owner,
+            micro_block,
+            provider.provider_id,
+            now,
+        )
+    )

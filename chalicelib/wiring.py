@@ -1,0 +1,29 @@
+"""Builds the production object graph once per Lambda container."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+from chalicelib.adapters.aws import dynamodb_client
+from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables
+from chalicelib.config import get_settings
+from chalicelib.rpc.methods import registry
+from chalicelib.rpc.protocol import Dispatcher
+from chalicelib.services.market import Market
+
+
+def market() -> Market:
+    settings = get_settings()
+    client = dynamodb_client()
+    tables = Tables.from_settings(settings)
+    return Market(
+        settings=settings,
+        unit_of_work=lambda: DynamoUnitOfWork(client, tables),
+        clock=lambda: int(time.time()),
+    )
+
+
+@lru_cache(maxsize=1)
+def dispatcher() -> Dispatcher:
+    return Dispatcher(registry, market())

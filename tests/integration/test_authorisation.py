@@ -1,0 +1,214 @@
+"""Every signed method refuses forged, misdirected, replayed and stale calls,
+and each refusal changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from chalicelib.client import RpcError, Signer, unwrap
+from chalicelib.rpc.methods import registry
+from tests.support import BLOCK, MarketHarness, registration_params
+
+
+@dataclass
+class Scenario:
+    params: dict[str, Any]
+    signer: Signer  # the account the call acts for
+    impostor: Signer | None  # a genuine other account that may not do this
+
+
+def _alice_with_provider(market: MarketHarness) -> tuple[Signer, str]:
+    alice = market.funded_account("alice.theblock", block=20_000)
+    return alice, market.provider(alice)["provider_id"]
+
+
+def create_account(market: MarketHarness) -> Scenario:
+    new = Signer.generate("newcomer.theblock")
+    return Scenario({"name": new.account, "public_key": new.public_key}, new, None)
+
+
+def deposit(market: MarketHarness) -> Scenario:
+    alice = market.funded_account("alice.theblock")
+    return Scenario(
+        {
+            "account": "alice.theblock",
+            "amount_micro_block": BLOCK,
+            "chain_tx": "0xscenario-deposit",
+        },
+        market.operator,
+        alice,
+    )
+
+
+def withdraw(market: MarketHarness) -> Scenario:
+    alice = market.funded_account("alice.theblock", block=10)
+    return Scenario({"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, alice, None)
+
+
+def register_provider(market: MarketHarness) -> Scenario:
+    alice = market.funded_account("alice.theblock", block=20_000)
+    bob = market.funded_account("bob.theblock", block=20_000)
+    return Scenario(registration_params("alice.theblock"), alice, bob)
+
+
+def update_provider(market: MarketHarness) -> Scenario:
+    alice, pid = _alice_with_provider(market)
+    bob = market.funded_account("bob.theblock")
+    return Scenario({"provider_id": pid, "updates": {"price_per_kwh": 0.09}}, alice, bob)
+
+
+def top_up_stake(market: MarketHarness) -> Scenario:
+    alice, pid = _alice_with_provider(market)
+    bob = market.funded_account("bob.theblock", block=5_000)
+    return Scenario({"provider_id": pid, "amount_micro_block": BLOCK}, alice, bob)
+
+
+def withdraw_stake(market: MarketHarness) -> Scenario:
+    alice, pid = _alice_with_provider(market)
+    bob = market.funded_account("bob.theblock")
+    return Scenario({"provider_id": pid, "amount_micro_block": BLOCK}, alice, bob)
+
+
+SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
+    "energy.createAccount": create_account,
+    "energy.deposit": deposit,
+    "energy.withdraw": withdraw,
+    "energy.registerProvider": register_provider,
+    "energy.updateProvider": update_provider,
+    "energy.topUpStake": top_up_stake,
+    "energy.withdrawStake": withdraw_stake,
+}
+
+
+def test_every_signed_method_has_a_scenario() -> None:
+    assert {m.name for m in registry if m.signed} == set(SCENARIOS)
+
+
+def _refused(market: MarketHarness, request: dict[str, Any]) -> RpcError:
+    before = market.snapshot()
+    with pytest.raises(RpcError) as refused:
+        unwrap(market.client.send(request))
+    assert market.snapshot() == before, "a refused call changed something"
+    return refused.value
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+def test_a_bad_signature_is_refused(market: MarketHarness, method: str) -> None:
+    scenario = SCENARIOS[method](market)
+    request = market.client.request(method, scenario.params, scenario.signer)
+    signature = request["params"]["auth"]["signature"]
+    request["params"]["auth"]["signature"] = ("0" if signature[0] != "0" else "1") + signature[1:]
+    assert _refused(market, request).reason == "not_authenticated"
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+def test_a_signature_by_another_key_is_refused(market: MarketHarness, method: str) -> None:
+    scenario = SCENARIOS[method](market)
+    forger = Signer.generate(scenario.signer.account)  # claims the name, lacks the key
+    request = market.client.request(method, scenario.params, forger)
+    assert _refused(market, request).reason == "not_authenticated"
+
+
+@pytest.mark.parametrize(
+    "method", sorted(m for m in SCENARIOS if m not in ("energy.createAccount", "energy.withdraw"))
+)
+def test_a_genuine_signer_acting_for_someone_else_is_refused(
+    market: MarketHarness, method: str
+) -> None:
+    scenario = SCENARIOS[method](market)
+    assert scenario.impostor is not None
+    request = market.client.request(method, scenario.params, scenario.impostor)
+    assert _refused(market, request).reason == "not_authorised"
+
+
+TAMPERINGS: dict[str, Any] = {
+    "amount_micro_block": 2 * BLOCK,
+    "price_per_kwh": 0.01,
+    "public_key": Signer.generate("other").public_key,
+    "updates": {"price_per_kwh": 0.01},
+}
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+@pytest.mark.parametrize("part", ["params", "timestamp", "nonce"])
+def test_a_signature_covers_params_method_nonce_and_time(
+    market: MarketHarness, method: str, part: str
+) -> None:
+    scenario = SCENARIOS[method](market)
+    request = market.client.request(method, scenario.params, scenario.signer)
+    params, auth = request["params"], request["params"]["auth"]
+    if part == "params":
+        key = next(k for k in TAMPERINGS if k in params)
+        params[key] = TAMPERINGS[key]
+    elif part == "timestamp":
+        auth["timestamp"] += 1
+    else:
+        auth["nonce"] = "another-nonce-00000001"
+    assert _refused(market, request).reason == "not_authenticated"
+
+
+def test_a_signature_is_bound_to_its_method(market: MarketHarness) -> None:
+    scenario = top_up_stake(market)
+    request = market.client.request("energy.topUpStake", scenario.params, scenario.signer)
+    request["method"] = "energy.withdrawStake"  # accepts the very same params
+    assert _refused(market, request).reason == "not_authenticated"
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+def test_a_replayed_request_is_refused(market: MarketHarness, method: str) -> None:
+    scenario = SCENARIOS[method](market)
+    request = market.client.request(method, scenario.params, scenario.signer)
+    unwrap(market.client.send(request))
+    assert _refused(market, request).reason == "replayed_request"
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+@pytest.mark.parametrize("skew", [-301, 301])
+def test_a_stale_request_is_refused(market: MarketHarness, method: str, skew: int) -> None:
+    scenario = SCENARIOS[method](market)
+    signed = market.client.signed_params(
+        method, scenario.params, scenario.signer, timestamp=market.clock.now + skew
+    )
+    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": signed}
+    error = _refused(market, request)
+    assert error.reason == "stale_request"
+    assert error.data["server_time"] == market.clock.now
+
+
+def test_a_signature_for_another_marketplace_is_refused(market: MarketHarness) -> None:
+    scenario = withdraw(market)
+    market.client.marketplace_id = "energy-marketplace-prod"
+    request = market.client.request("energy.withdraw", scenario.params, scenario.signer)
+    assert _refused(market, request).reason == "not_authenticated"
+
+
+def test_an_unsigned_mutating_call_is_invalid_params(market: MarketHarness) -> None:
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "energy.withdraw",
+        "params": {"amount_micro_block": 1, "destination": "0xwallet"},
+    }
+    error = _refused(market, request)
+    assert error.code == -32602
+    assert error.data["errors"][0]["field"] == "auth"
+
+
+def test_nonces_are_per_account(market: MarketHarness) -> None:
+    alice = market.funded_account("alice.theblock", block=10)
+    bob = market.funded_account("bob.theblock", block=10)
+    params = {"amount_micro_block": BLOCK, "destination": "0xwallet"}
+    for signer in (alice, bob):
+        signed = market.client.signed_params(
+            "energy.withdraw", params, signer, nonce="shared-nonce-000000001"
+        )
+        result = unwrap(
+            market.client.send(
+                {"jsonrpc": "2.0", "id": 1, "method": "energy.withdraw", "params": signed}
+            )
+        )
+        assert result["balance"] == 9 * BLOCK

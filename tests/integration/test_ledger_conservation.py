@@ -1,0 +1,176 @@
+"""BLOCK is conserved over any sequence of operations, including refused ones:
+
+    balances + stakes + treasury == deposits - withdrawals
+
+A Hypothesis state machine drives the API with random, often invalid,
+operations, and after every step sums the money straight from storage. It
+also keeps its own model of every balance and stake and checks them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from moto import mock_aws
+
+from chalicelib.client import RpcError, Signer
+from infra.emulation import create_tables
+from tests.support import (
+    BLOCK,
+    MarketHarness,
+    dynamodb_market,
+    memory_market,
+    registration_params,
+    tables_from_environment,
+)
+
+NAMES = ["alice.theblock", "bob.theblock", "carol.theblock"]
+amounts = st.one_of(st.integers(0, 3_000), st.sampled_from([999, 1_000, 1_001])).map(
+    lambda block: block * BLOCK
+) | st.integers(1, 10**6)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    providers = Bundle("providers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.market = self.build_market()
+        self.signers: dict[str, Signer] = {}
+        self.balances: dict[str, int] = {}
+        self.stakes: dict[str, int] = {}
+        self.owners: dict[str, str] = {}
+        self.deposited = 0
+        self.withdrawn = 0
+        self.chain_txs = 0
+        self.meters = 0
+
+    def build_market(self) -> MarketHarness:
+        return memory_market()
+
+    def attempt(self, method: str, params: dict[str, Any], signer: Signer) -> Any:
+        try:
+            return self.market.client.call(method, params, signer)
+        except RpcError as refused:
+            code = refused.code
+        assert code in (-32602, 1001, 1004, 2001, 2002, 3001, 3002, 4001, 4002)
+        return None
+
+    @initialize()
+    def open_accounts(self) -> None:
+        for name in NAMES:
+            signer = Signer.generate(name)
+            self.market.client.create_account(signer)
+            self.signers[name] = signer
+            self.balances[name] = 0
+
+    @rule(name=st.sampled_from([*NAMES, "nobody.theblock"]), amount=amounts, reuse_tx=st.booleans())
+    def deposit(self, name: str, amount: int, reuse_tx: bool) -> None:
+        if not reuse_tx or self.chain_txs == 0:
+            self.chain_txs += 1
+        params = {
+            "account": name,
+            "amount_micro_block": amount,
+            "chain_tx": f"0xtx-{self.chain_txs}",
+        }
+        if self.attempt("energy.deposit", params, self.market.operator) is not None:
+            self.balances[name] += amount
+            self.deposited += amount
+
+    @rule(name=st.sampled_from(NAMES), amount=amounts)
+    def withdraw(self, name: str, amount: int) -> None:
+        params = {"amount_micro_block": amount, "destination": "0xwallet"}
+        if self.attempt("energy.withdraw", params, self.signers[name]) is not None:
+            assert 0 < amount <= self.balances[name]
+            self.balances[name] -= amount
+            self.withdrawn += amount
+        else:
+            assert amount == 0 or amount > self.balances[name]
+
+    @rule(target=providers, name=st.sampled_from(NAMES), stake=amounts)
+    def register(self, name: str, stake: int) -> str:
+        self.meters += 1
+        params = registration_params(name, stake=stake, meter_address=f"meter_{self.meters}")
+        result = self.attempt("energy.registerProvider", params, self.signers[name])
+        if result is None:
+            assert stake < 1_000 * BLOCK or stake > self.balances[name]
+            return "energy-0x0000000000000000"
+        self.balances[name] -= stake
+        self.stakes[result["provider_id"]] = stake
+        self.owners[result["provider_id"]] = name
+        return str(result["provider_id"])
+
+    @rule(provider=providers, amount=amounts, as_owner=st.booleans())
+    def top_up(self, provider: str, amount: int, as_owner: bool) -> None:
+        owner = self.owners.get(provider, NAMES[0])
+        signer = self.signers[owner if as_owner else NAMES[(NAMES.index(owner) + 1) % 3]]
+        params = {"provider_id": provider, "amount_micro_block": amount}
+        if self.attempt("energy.topUpStake", params, signer) is not None:
+            self.balances[owner] -= amount
+            self.stakes[provider] += amount
+
+    @rule(provider=providers, amount=amounts)
+    def unstake(self, provider: str, amount: int) -> None:
+        owner = self.owners.get(provider, NAMES[0])
+        params = {"provider_id": provider, "amount_micro_block": amount}
+        if self.attempt("energy.withdrawStake", params, self.signers[owner]) is not None:
+            self.balances[owner] += amount
+            self.stakes[provider] -= amount
+
+    @rule(name=st.sampled_from(NAMES), amount=amounts)
+    def forged_withdrawal(self, name: str, amount: int) -> None:
+        forger = Signer.generate(name)
+        params = {"amount_micro_block": amount, "destination": "0xthief"}
+        assert self.attempt("energy.withdraw", params, forger) is None
+
+    @invariant()
+    def block_is_conserved(self) -> None:
+        totals = self.market.audit()
+        assert totals.deposits == self.deposited
+        assert totals.withdrawals == self.withdrawn
+        assert totals.held == totals.deposits - totals.withdrawals
+
+    @invariant()
+    def every_balance_and_stake_is_what_the_model_says(self) -> None:
+        for name in NAMES:
+            account = self.market.client.call("energy.getAccount", {"name": name})
+            assert account["balance"] == self.balances[name] >= 0
+        for provider, stake in self.stakes.items():
+            found = self.market.client.call("energy.getProvider", {"provider_id": provider})
+            assert found["stake"] == stake
+
+
+def test_block_is_conserved_in_memory() -> None:
+    run_state_machine_as_test(LedgerMachine)
+
+
+class DynamoLedgerMachine(LedgerMachine):
+    def build_market(self) -> MarketHarness:
+        self._mock = mock_aws()
+        self._mock.start()
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        tables = tables_from_environment(create_tables(client, "energy-marketplace-prop"))
+        return dynamodb_market(client, tables)
+
+    def teardown(self) -> None:
+        self._mock.stop()
+
+
+def test_block_is_conserved_on_dynamodb(aws_credentials: None) -> None:
+    examples = 25 if os.environ.get("CI") else 10
+    run_state_machine_as_test(
+        DynamoLedgerMachine,
+        settings=settings(max_examples=examples, stateful_step_count=15, deadline=None),
+    )

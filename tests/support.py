@@ -1,0 +1,183 @@
+"""Shared test helpers: a market on either storage adapter, and snapshots."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
+from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
+from chalicelib.client import MarketplaceClient, Signer
+from chalicelib.config import Settings
+from chalicelib.domain.ledger import EntryKind
+from chalicelib.rpc.methods import registry
+from chalicelib.rpc.protocol import Dispatcher
+from chalicelib.services.market import Market
+from chalicelib.services.ports import UnitOfWork
+
+MARKETPLACE_ID = "energy-marketplace-test"
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+BLOCK = 1_000_000
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: int = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class MarketHarness:
+    """A market wired to one storage adapter, with a client and an operator."""
+
+    market: Market
+    dispatcher: Dispatcher
+    client: MarketplaceClient
+    operator: Signer
+    clock: Clock
+    snapshot: Callable[[], Any]  # everything stored, for "changes nothing" checks
+    audit: Callable[[], Totals]  # the money, summed straight from storage
+
+    def uow(self) -> UnitOfWork:
+        return self.market.unit_of_work()
+
+    def funded_account(self, name: str, block: int = 0) -> Signer:
+        signer = Signer.generate(name)
+        self.client.create_account(signer)
+        if block:
+            self.client.deposit(self.operator, name, block * BLOCK, f"0xdeposit-{name}-{block}")
+        return signer
+
+    def provider(self, owner: Signer, **overrides: Any) -> dict[str, Any]:
+        registration = registration_params(owner.account, **overrides)
+        result: dict[str, Any] = self.client.call("energy.registerProvider", registration, owner)
+        return result
+
+
+@dataclass(frozen=True)
+class Totals:
+    balances: int
+    stakes: int
+    treasury: int
+    deposits: int
+    withdrawals: int
+
+    @property
+    def held(self) -> int:
+        return self.balances + self.stakes + self.treasury
+
+
+_meters = itertools.count(1)
+
+
+def registration_params(owner: str, **overrides: Any) -> dict[str, Any]:
+    """The original description's example registration, plus what a real one needs."""
+    params: dict[str, Any] = {
+        "owner": owner,
+        "display_name": "Sunny Rooftop",
+        "capacity_kwh": 15000,
+        "price_per_kwh": "0.08",
+        "meter_address": f"solar_meter_{next(_meters):03d}",
+        "jurisdiction": "US_CA",
+        "stake": 10_000 * BLOCK,
+        "energy_type": "solar",
+        "latitude": "37.7749",
+        "longitude": "-122.4194",
+        "meter_public_key": Signer.generate("meter").public_key,
+    }
+    params.update(overrides)
+    return params
+
+
+def settings_for(operator: Signer, **overrides: Any) -> Settings:
+    return Settings(
+        marketplace_id=MARKETPLACE_ID, operator_public_key=operator.public_key, **overrides
+    )
+
+
+def memory_market(clock: Clock | None = None) -> MarketHarness:
+    state = MemoryState()
+
+    def snapshot() -> Any:
+        with state.lock:
+            return copy.deepcopy({k: v for k, v in vars(state).items() if k != "lock"})
+
+    def audit() -> Totals:
+        with state.lock:
+            entries = list(state.entries.values())
+            return Totals(
+                balances=sum(state.balances.values()),
+                stakes=sum(p.stake_micro_block for p in state.providers.values()),
+                treasury=sum(state.treasury.values()),
+                deposits=sum(e.micro_block for e in entries if e.kind == EntryKind.DEPOSIT),
+                withdrawals=sum(e.micro_block for e in entries if e.kind == EntryKind.WITHDRAWAL),
+            )
+
+    return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
+
+
+def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> MarketHarness:
+    def snapshot() -> Any:
+        # Scan is fine here: this is the test looking at everything, not the product.
+        return {
+            name: sorted(
+                (
+                    item
+                    for page in client.get_paginator("scan").paginate(TableName=name)
+                    for item in page["Items"]
+                ),
+                key=lambda item: (item["pk"]["S"], item["sk"]["S"]),
+            )
+            for name in (tables.registry, tables.ledger)
+        }
+
+    def audit() -> Totals:
+        tables_now = snapshot()
+        registry = [from_item(i) for i in tables_now[tables.registry]]
+        ledger = [from_item(i) for i in tables_now[tables.ledger]]
+
+        def total(items: list[dict[str, Any]], **match: str) -> int:
+            return sum(
+                int(i["micro_block"]) for i in items if all(i.get(k) == v for k, v in match.items())
+            )
+
+        return Totals(
+            balances=total(ledger, sk="BALANCE"),
+            stakes=sum(int(i["stake_micro_block"]) for i in registry if i["sk"] == "PROVIDER"),
+            treasury=total(ledger, pk="TREASURY"),
+            deposits=total(ledger, kind="deposit"),
+            withdrawals=total(ledger, kind="withdrawal"),
+        )
+
+    return _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)
+
+
+def _wire(
+    factory: Callable[[], Any],
+    snapshot: Callable[[], Any],
+    audit: Callable[[], Totals],
+    clock: Clock | None,
+) -> MarketHarness:
+    clock = clock or Clock()
+    operator = Signer.generate("operator")
+    market = Market(settings=settings_for(operator), unit_of_work=factory, clock=clock)
+    dispatcher = Dispatcher(registry, market)
+    client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=clock)
+    return MarketHarness(market, dispatcher, client, operator, clock, snapshot, audit)
+
+
+def tables_from_environment(env: dict[str, str]) -> Tables:
+    return Tables(
+        registry=env["REGISTRY_TABLE"],
+        ledger=env["LEDGER_TABLE"],
+        credits=env["CREDITS_TABLE"],
+        receipts=env["RECEIPTS_TABLE"],
+        disputes=env["DISPUTES_TABLE"],
+    )
