@@ -286,12 +286,19 @@ class _Staged:
 class DynamoAccounts:
     def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
         self._client, self._tables, self._staged = client, tables, staged
+        # Identity map: authentication and the use case both look up the
+        # signer; one unit of work reads each account once.
+        self._read: dict[str, Account | None] = {}
 
     def get(self, name: str) -> Account | None:
-        found = self._client.get_item(
-            TableName=self._tables.registry, Key=account_key(name), ReturnConsumedCapacity="TOTAL"
-        )
-        return account_from_item(found["Item"]) if "Item" in found else None
+        if name not in self._read:
+            found = self._client.get_item(
+                TableName=self._tables.registry,
+                Key=account_key(name),
+                ReturnConsumedCapacity="TOTAL",
+            )
+            self._read[name] = account_from_item(found["Item"]) if "Item" in found else None
+        return self._read[name]
 
     def add(self, account: Account) -> None:
         self._staged.put(
@@ -301,7 +308,7 @@ class DynamoAccounts:
             lambda: AlreadyExists("account already exists", account=account.name),
         )
 
-    def grant_role(self, account: Account) -> None:
+    def save_roles(self, account: Account) -> None:
         self._staged.update(
             self._tables.registry,
             account_key(account.name),

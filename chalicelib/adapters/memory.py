@@ -76,11 +76,9 @@ class MemoryAccounts:
             lambda s: s.accounts.__setitem__(account.name, account),
         )
 
-    def grant_role(self, account: Account) -> None:
+    def save_roles(self, account: Account) -> None:
         def apply(s: MemoryState) -> None:
-            s.accounts[account.name] = replace(
-                s.accounts[account.name], roles=s.accounts[account.name].roles | account.roles
-            )
+            s.accounts[account.name] = replace(s.accounts[account.name], roles=account.roles)
 
         self._staged.stage(
             lambda s: None if account.name in s.accounts else NotFound("no such account"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
@@ -21,6 +21,11 @@ class Role(StrEnum):
     VALIDATOR = "validator"
 
 
+# Roles the operator grants; the others follow from what an account does
+# (every account can buy; registering a provider makes it a provider).
+GRANTED_ROLES: Final = frozenset({Role.VALIDATOR})
+
+
 @dataclass(frozen=True)
 class Account:
     name: str
@@ -28,8 +33,8 @@ class Account:
     roles: frozenset[Role] = field(default_factory=lambda: frozenset({Role.BUYER}))
     created_at: int = 0
 
-    def with_role(self, role: Role) -> Account:
-        return Account(self.name, self.public_key, self.roles | {role}, self.created_at)
+    def with_roles(self, roles: frozenset[Role]) -> Account:
+        return replace(self, roles=roles)
 
 
 def is_valid_account_name(name: str) -> bool:

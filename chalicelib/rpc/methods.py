@@ -124,6 +124,39 @@ def get_ledger_entries(
 
 
 @registry.method(
+    "energy.grantRole",
+    summary="Make an account a validator (operator)",
+    result=s.AccountResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+)
+def grant_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
+    """Signed by the operator. Validators judge disputes; the role is granted, not
+    claimed. (Buyer and provider roles follow from what an account does.)"""
+    return _set_role(context, params, held=True)
+
+
+@registry.method(
+    "energy.revokeRole",
+    summary="Take the validator role away (operator)",
+    result=s.AccountResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+)
+def revoke_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
+    """Signed by the operator."""
+    return _set_role(context, params, held=False)
+
+
+def _set_role(context: CallContext, params: s.RoleParams, *, held: bool) -> s.AccountResult:
+    accounts.set_role(
+        context.market, signed_call(context, params), params.account, params.role, held
+    )
+    view = accounts.get_account(context.market, params.account)
+    return s.AccountResult.of(view.account, view.balance_micro_block, view.providers)
+
+
+@registry.method(
     "energy.deposit",
     summary="Credit BLOCK that arrived on chain (operator)",
     result=s.BalanceResult,

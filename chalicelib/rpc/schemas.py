@@ -9,7 +9,7 @@ chalicelib.domain.units); their JSON schema says what the wire carries.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from chalicelib.domain import signing, units
-from chalicelib.domain.accounts import ACCOUNT_NAME, Account
+from chalicelib.domain.accounts import ACCOUNT_NAME, Account, Role
 from chalicelib.domain.ledger import CHAIN_REFERENCE, LedgerEntry
 from chalicelib.domain.providers import (
     JURISDICTION,
@@ -197,6 +197,11 @@ class AccountResult(Result):
             providers=[p.provider_id for p in providers],
             created_at=account.created_at,
         )
+
+
+class RoleParams(SignedParams):
+    account: AccountName
+    role: Literal[Role.VALIDATOR] = Field(description="The role the operator controls")
 
 
 class DepositParams(SignedParams):

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.domain import signing
-from chalicelib.domain.accounts import OPERATOR, Account, Role, is_valid_account_name
+from chalicelib.domain.accounts import (
+    GRANTED_ROLES,
+    OPERATOR,
+    Account,
+    Role,
+    is_valid_account_name,
+)
 from chalicelib.domain.errors import (
     InsufficientBalance,
     InvalidState,
@@ -14,7 +20,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
 from chalicelib.services.auth import SignedCall, authenticate, require_operator
-from chalicelib.services.market import Market
+from chalicelib.services.market import Market, retry_on_conflict
 from chalicelib.services.ports import Page, UnitOfWork
 
 
@@ -82,6 +88,26 @@ def withdraw(market: Market, call: SignedCall, micro_block: int, destination: st
     )
     commit_spending(market, uow, signer, micro_block)
     return market.unit_of_work().ledger.balance(signer)
+
+
+def set_role(market: Market, call: SignedCall, name: str, role: Role, held: bool) -> Account:
+    """Grant (``held``) or revoke a role the operator controls: validator."""
+
+    def attempt() -> Account:
+        uow = market.unit_of_work()
+        signer = authenticate(market, uow, call)
+        require_operator(signer, "grant or revoke roles")
+        if role not in GRANTED_ROLES:
+            raise InvalidState("this role follows from what the account does", role=str(role))
+        account = uow.accounts.get(name)
+        if account is None:
+            raise NotFound("no such account", account=name)
+        changed = account.with_roles(account.roles | {role} if held else account.roles - {role})
+        uow.accounts.save_roles(changed)
+        uow.commit()
+        return changed
+
+    return retry_on_conflict(attempt)
 
 
 def get_account(market: Market, name: str) -> AccountView:

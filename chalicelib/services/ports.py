@@ -59,8 +59,8 @@ class AccountRepository(Protocol):
     def add(self, account: Account) -> None:
         """Stage: create the account. Fails with AlreadyExists."""
 
-    def grant_role(self, account: Account) -> None:
-        """Stage: store the account's (grown) set of roles."""
+    def save_roles(self, account: Account) -> None:
+        """Stage: store the account's set of roles (the account must exist)."""
 
 
 class NonceRepository(Protocol):

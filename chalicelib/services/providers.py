@@ -79,7 +79,7 @@ def register_provider(market: Market, call: SignedCall, registration: Registrati
     _move_balance_to_stake(uow, call, provider, registration.stake_micro_block, now)
     owner = uow.accounts.get(registration.owner)
     if owner is not None and Role.PROVIDER not in owner.roles:
-        uow.accounts.grant_role(owner.with_role(Role.PROVIDER))
+        uow.accounts.save_roles(owner.with_roles(owner.roles | {Role.PROVIDER}))
     commit_spending(market, uow, registration.owner, registration.stake_micro_block)
     return provider
 

@@ -101,3 +101,23 @@ def test_ledger_entries_list_an_accounts_movements_in_pages(market: MarketHarnes
             break
     assert [e["kind"] for e in seen] == ["deposit"] * 5 + ["withdrawal"]
     assert [e["amount_micro_block"] for e in seen[:5]] == [n * BLOCK for n in range(1, 6)]
+
+
+def test_the_operator_grants_and_revokes_the_validator_role(market: MarketHarness) -> None:
+    market.funded_account("val.theblock")
+    role = {"account": "val.theblock", "role": "validator"}
+    granted = market.client.call("energy.grantRole", role, market.operator)
+    assert granted["roles"] == ["buyer", "validator"]
+    revoked = market.client.call("energy.revokeRole", role, market.operator)
+    assert revoked["roles"] == ["buyer"]
+
+
+def test_roles_that_follow_from_activity_cannot_be_granted(market: MarketHarness) -> None:
+    market.funded_account("val.theblock")
+    before = market.snapshot()
+    with pytest.raises(RpcError) as refused:
+        market.client.call(
+            "energy.grantRole", {"account": "val.theblock", "role": "provider"}, market.operator
+        )
+    assert refused.value.code == -32602
+    assert market.snapshot() == before

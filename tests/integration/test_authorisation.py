@@ -44,6 +44,19 @@ def deposit(market: MarketHarness) -> Scenario:
     )
 
 
+def grant_role(market: MarketHarness) -> Scenario:
+    alice = market.funded_account("alice.theblock")
+    return Scenario({"account": "alice.theblock", "role": "validator"}, market.operator, alice)
+
+
+def revoke_role(market: MarketHarness) -> Scenario:
+    alice = market.funded_account("alice.theblock")
+    market.client.call(
+        "energy.grantRole", {"account": "alice.theblock", "role": "validator"}, market.operator
+    )
+    return Scenario({"account": "alice.theblock", "role": "validator"}, market.operator, alice)
+
+
 def withdraw(market: MarketHarness) -> Scenario:
     alice = market.funded_account("alice.theblock", block=10)
     return Scenario({"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, alice, None)
@@ -77,6 +90,8 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.createAccount": create_account,
     "energy.deposit": deposit,
     "energy.withdraw": withdraw,
+    "energy.grantRole": grant_role,
+    "energy.revokeRole": revoke_role,
     "energy.registerProvider": register_provider,
     "energy.updateProvider": update_provider,
     "energy.topUpStake": top_up_stake,
@@ -130,6 +145,7 @@ TAMPERINGS: dict[str, Any] = {
     "price_per_kwh": 0.01,
     "public_key": Signer.generate("other").public_key,
     "updates": {"price_per_kwh": 0.01},
+    "account": "mallory.theblock",
 }
 
 

@@ -1,0 +1,415 @@
+"""The infra template: tables built from it offline, the deployable stack, and the local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from infra.emulation import (
+    create_tables,
+    load_template,
+    table_definitions,
+    table_environment,
+    table_logical_ids,
+)
+from infra.local_stack import (
+    LocalStack,
+    PortInUseError,
+    _MotoServer,
+    free_port,
+    load_or_create_operator_key,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TEST_STACK_NAME = "energy-marketplace-test"
+
+# The contract with the application code: env var -> (logical id, short name, index names).
+# Key attributes are deliberately not repeated here: the template is their only home.
+TABLE_CONTRACT: dict[str, tuple[str, str, set[str]]] = {
+    "REGISTRY_TABLE": (
+        "RegistryTable",
+        "registry",
+        {"ProvidersByEnergyType", "ProvidersByJurisdiction", "ProvidersByOwner"},
+    ),
+    "LEDGER_TABLE": ("LedgerTable", "ledger", {"EntriesByAccount", "PurchasesDue"}),
+    "CREDITS_TABLE": (
+        "CreditsTable",
+        "credits",
+        {"CreditsByProvider", "AvailableByProvider", "ExpiringBySlot", "HoldingsByOwner"},
+    ),
+    "RECEIPTS_TABLE": ("ReceiptsTable", "receipts", {"ReceiptsByProvider", "ReceiptsByBuyer"}),
+    "DISPUTES_TABLE": ("DisputesTable", "disputes", {"DisputesByProvider", "OpenDisputesBySlot"}),
+}
+
+# cfn-lint rules ignored on the packaged template. None today: the Chalice output
+# plus infra/template.yaml lints clean with cfn-lint 1.58.0 (errors and warnings are
+# checked; it is also clean under `--include-checks I`, which is advisory only).
+IGNORED_CFN_LINT_RULES: list[str] = []
+
+
+# --- the template itself -----------------------------------------------------------------
+
+
+def test_template_maps_each_table_variable_to_its_table() -> None:
+    assert table_logical_ids() == {
+        variable: logical_id for variable, (logical_id, _, _) in TABLE_CONTRACT.items()
+    }
+
+
+def test_table_names_are_the_stack_name_and_the_short_name() -> None:
+    assert table_environment("stack-x") == {
+        variable: f"stack-x-{short}" for variable, (_, short, _) in TABLE_CONTRACT.items()
+    }
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
+def test_every_table_is_durable_and_streams_both_images(variable: str) -> None:
+    logical_id, short_name, _ = TABLE_CONTRACT[variable]
+    resource = load_template()["Resources"][logical_id]
+    properties = resource["Properties"]
+
+    assert properties["TableName"] == {"Fn::Sub": f"${{AWS::StackName}}-{short_name}"}
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
+def test_every_key_attribute_is_a_declared_string_and_every_declared_one_is_a_key(
+    variable: str,
+) -> None:
+    properties = load_template()["Resources"][TABLE_CONTRACT[variable][0]]["Properties"]
+    declared = {
+        item["AttributeName"]: item["AttributeType"] for item in properties["AttributeDefinitions"]
+    }
+    key_schemas = [properties["KeySchema"]] + [
+        index["KeySchema"] for index in properties["GlobalSecondaryIndexes"]
+    ]
+    used = {element["AttributeName"] for schema in key_schemas for element in schema}
+
+    assert [e["AttributeName"] for e in properties["KeySchema"]] == ["pk", "sk"]
+    assert set(declared) == used  # DynamoDB refuses definitions no key uses
+    assert set(declared.values()) == {"S"}
+    for index in properties["GlobalSecondaryIndexes"]:
+        assert [e["KeyType"] for e in index["KeySchema"]] == ["HASH", "RANGE"]
+        assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+# --- the offline tables ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
+def test_offline_table_has_its_indexes_stream_and_ttl(dynamodb: Any, variable: str) -> None:
+    table_name = os.environ[variable]
+    _, short_name, index_names = TABLE_CONTRACT[variable]
+    assert table_name == f"{TEST_STACK_NAME}-{short_name}"
+
+    table = dynamodb.describe_table(TableName=table_name)["Table"]
+    assert {index["IndexName"] for index in table["GlobalSecondaryIndexes"]} == index_names
+    assert table["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    assert table["LatestStreamArn"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    ttl = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
+def test_offline_table_keys_are_the_template_keys(dynamodb: Any, variable: str) -> None:
+    definition = table_definitions(TEST_STACK_NAME)[variable]
+    table = dynamodb.describe_table(TableName=os.environ[variable])["Table"]
+
+    assert table["KeySchema"] == definition["KeySchema"]
+    assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == sorted(
+        definition["AttributeDefinitions"], key=lambda a: a["AttributeName"]
+    )
+    assert {i["IndexName"]: i["KeySchema"] for i in table["GlobalSecondaryIndexes"]} == {
+        i["IndexName"]: i["KeySchema"] for i in definition["GlobalSecondaryIndexes"]
+    }
+
+
+def test_tables_build_in_a_moto_server_too(aws_credentials: None, moto_server: str) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_server, region_name="us-east-1")
+    created = create_tables(client, "test-moto-server")
+
+    assert created == table_environment("test-moto-server")
+    assert set(created.values()) <= set(client.list_tables()["TableNames"])
+    for table_name in created.values():
+        client.delete_table(TableName=table_name)
+
+
+# --- the deployable stack ----------------------------------------------------------------
+
+
+def _subprocess_environment() -> dict[str, str]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE"))
+    }
+    environment.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    return environment
+
+
+@pytest.fixture(scope="module")
+def packaged_template_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`chalice package --merge-template infra/template.yaml --stage dev` of this project.
+
+    Chalice downloads Linux wheels for requirements.txt from the package index the
+    first time and caches the result in .chalice/deployments/ (keyed by the
+    requirements), so later runs take a few seconds.
+    """
+    output_dir = tmp_path_factory.mktemp("package") / "out"
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "chalice"),
+            "--project-dir",
+            str(PROJECT_DIR),
+            "package",
+            "--merge-template",
+            str(PROJECT_DIR / "infra" / "template.yaml"),
+            "--stage",
+            "dev",
+            str(output_dir),
+        ],
+        cwd=PROJECT_DIR,
+        env=_subprocess_environment(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
+    # A YAML merge template makes chalice write YAML.
+    path = output_dir / "sam.yaml"
+    assert path.exists(), f"no sam.yaml in {sorted(p.name for p in output_dir.iterdir())}"
+    assert (output_dir / "deployment.zip").exists()
+    return path
+
+
+@pytest.fixture(scope="module")
+def packaged_template(packaged_template_path: Path) -> dict[str, Any]:
+    with packaged_template_path.open(encoding="utf-8") as template_file:
+        template: dict[str, Any] = yaml.safe_load(template_file)
+    return template
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def _effective_environment(template: dict[str, Any], function: dict[str, Any]) -> dict[str, Any]:
+    """A function's variables as SAM sees them: Globals, overridden by the function's own."""
+    global_variables = (
+        template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    )
+    own_variables = function["Properties"].get("Environment", {}).get("Variables", {})
+    return {**global_variables, **own_variables}
+
+
+def test_packaged_stack_passes_cfn_lint(packaged_template_path: Path) -> None:
+    command = [str(VENV_BIN / "cfn-lint")]
+    if IGNORED_CFN_LINT_RULES:
+        command += ["--ignore-checks", *IGNORED_CFN_LINT_RULES]
+    result = subprocess.run(
+        [*command, "--", str(packaged_template_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"cfn-lint found problems:\n{result.stdout}\n{result.stderr}"
+
+
+def test_packaged_stack_has_the_api_handler_and_the_tables(
+    packaged_template: dict[str, Any],
+) -> None:
+    resources = packaged_template["Resources"]
+    assert resources["APIHandler"]["Type"] == "AWS::Serverless::Function"
+    for logical_id, _, _ in TABLE_CONTRACT.values():
+        assert resources[logical_id]["Type"] == "AWS::DynamoDB::Table"
+
+
+def test_every_packaged_function_finds_every_table(packaged_template: dict[str, Any]) -> None:
+    functions = _functions(packaged_template)
+    assert "APIHandler" in functions
+    for logical_id, function in functions.items():
+        variables = _effective_environment(packaged_template, function)
+        for variable, (table_id, _, _) in TABLE_CONTRACT.items():
+            assert variables.get(variable) == {"Ref": table_id}, (logical_id, variable)
+        assert variables.get("MARKETPLACE_ID") == {"Ref": "MarketplaceId"}, logical_id
+        assert variables.get("OPERATOR_PUBLIC_KEY") == {"Ref": "OperatorPublicKey"}, logical_id
+
+
+def test_operator_key_is_a_parameter_without_default(packaged_template: dict[str, Any]) -> None:
+    parameters = packaged_template["Parameters"]
+    assert "Default" not in parameters["OperatorPublicKey"]
+    assert parameters["MarketplaceId"]["Default"] == "energy-marketplace"
+
+
+def test_every_packaged_function_may_use_every_table_and_index(
+    packaged_template: dict[str, Any],
+) -> None:
+    resources = packaged_template["Resources"]
+    policy = resources["DataAccessPolicy"]["Properties"]
+    for logical_id, function in _functions(packaged_template).items():
+        role = function["Properties"]["Role"]
+        assert role == {"Fn::GetAtt": ["DefaultRole", "Arn"]}, logical_id
+    assert policy["Roles"] == [{"Ref": "DefaultRole"}]
+
+    granted = [
+        resource
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "dynamodb:Query" in statement["Action"]
+        for resource in statement["Resource"]
+    ]
+    for table_id, _, _ in TABLE_CONTRACT.values():
+        assert {"Fn::GetAtt": [table_id, "Arn"]} in granted
+        assert {"Fn::Sub": f"${{{table_id}.Arn}}/index/*"} in granted
+
+
+# --- the local stack (`make run`) --------------------------------------------------------
+
+
+def _post_rpc(url: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_operator_key_is_created_once_and_reused(tmp_path: Path) -> None:
+    first_key, key_path = load_or_create_operator_key(tmp_path / "state")
+    second_key, _ = load_or_create_operator_key(tmp_path / "state")
+
+    assert bytes(first_key) == bytes(second_key)
+    assert key_path.read_text().strip() == bytes(first_key).hex()
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+
+
+def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Path) -> None:
+    log_path = tmp_path / "chalice.log"
+    with (
+        log_path.open("wb") as log,
+        LocalStack(
+            moto_port=0,
+            api_port=free_port(),
+            state_dir=tmp_path / "state",
+            chalice_output=log,
+        ) as stack,
+    ):
+        chalice_group = stack.chalice_pid
+        assert chalice_group is not None
+        assert 100 <= _post_rpc(stack.rpc_url) < 600
+
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=stack.moto_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        assert set(client.list_tables()["TableNames"]) >= set(stack.table_names.values())
+        assert stack.table_names == table_environment("energy-marketplace-local")
+        key, _ = load_or_create_operator_key(tmp_path / "state")
+        assert stack.environment["OPERATOR_PUBLIC_KEY"] == key.verify_key.encode().hex()
+        api_port = stack.api_port
+
+    assert not _group_alive(chalice_group), log_path.read_text()
+    with socket.socket() as probe:  # the API port is free again
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", api_port))
+
+
+def test_local_stack_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy_port = squatter.getsockname()[1]
+
+        with pytest.raises(PortInUseError, match=f"moto port 127.0.0.1:{busy_port}"):
+            LocalStack(moto_port=busy_port, api_port=free_port(), state_dir=tmp_path).start()
+
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "infra.local_stack",
+                "--moto-port",
+                str(busy_port),
+                "--state-dir",
+                str(tmp_path / "cli-state"),
+            ],
+            cwd=PROJECT_DIR,
+            env=_subprocess_environment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: moto port 127.0.0.1:{busy_port} is already in use (Address already in use); "
+        "choose another with --moto-port or MOTO_PORT"
+    ]
+
+
+def test_moto_server_reports_a_failed_bind_instead_of_hanging() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        server = _MotoServer(ip_address="127.0.0.1", port=squatter.getsockname()[1], verbose=False)
+        starter = threading.Thread(target=server.start, daemon=True)
+        starter.start()
+        starter.join(timeout=20)
+
+    assert not starter.is_alive(), "ThreadedMotoServer.start() blocked on a busy port"
+    assert isinstance(server.bind_error, OSError)
