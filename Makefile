@@ -1,0 +1,70 @@
+# Developer and CI entry points. `make test` and `make run` work on a fresh clone:
+# they create .venv with python3.11 and install requirements-dev.txt first.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+# Chalice 1.34 requires pip < 26.3.
+PIP_SPEC := pip<26.3
+# This machine's pip configuration names local indexes that lack most packages;
+# pip warns once per package. Drop those lines, keep everything else.
+PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
+
+.PHONY: help setup test lint typecheck pytest run bench fmt clean distclean
+
+help:
+	@echo "make test       lint, format check, type check and every test (what CI runs)"
+	@echo "make run        the whole marketplace on this machine (python -m infra.local_stack)"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make fmt        format the code and apply safe lint fixes"
+	@echo "make clean      remove caches and build output (make distclean: also .venv, .local)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv --clear $(VENV)
+
+# Reinstalls only when a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	@echo "Installing requirements-dev.txt into $(VENV) ..."
+	$(BIN)/python -m pip install --quiet --progress-bar off --disable-pip-version-check --upgrade "$(PIP_SPEC)" 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m pip install --quiet --progress-bar off --disable-pip-version-check -r requirements-dev.txt 2>&1 | $(PIP_FILTER)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+run: $(STAMP)
+	$(BIN)/python -m infra.local_stack
+
+bench: $(STAMP)
+	@shopt -s nullglob; benches=(bench/*.py); \
+	if [ $${#benches[@]} -eq 0 ]; then echo "No benchmarks in bench/."; fi; \
+	for bench in "$${benches[@]}"; do \
+		echo "== $$bench"; PYTHONPATH=$(CURDIR) $(BIN)/python "$$bench"; \
+	done
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .chalice/deployments build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .local

@@ -1,0 +1,1 @@
+"""Infrastructure: the CloudFormation merge template and the offline emulation built from it."""

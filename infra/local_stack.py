@@ -1,0 +1,457 @@
+"""Run the marketplace on this machine: moto, the tables from infra/, and `chalice local`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+from nacl.signing import SigningKey
+
+from infra.emulation import create_tables
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_STACK_NAME = "energy-marketplace-local"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MOTO_PORT = 5000
+DEFAULT_API_PORT = 8000
+DEFAULT_STATE_DIR = Path(".local")
+OPERATOR_KEY_FILE = "operator.key"
+REGION = "us-east-1"
+# moto accepts any credentials; these make sure nothing real is ever used.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+DISCOVER_REQUEST = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
+# How a person at the terminal picks another port for each server.
+_PORT_HINTS = {"moto": "--moto-port or MOTO_PORT", "API": "--api-port or API_PORT"}
+
+
+class LocalStackError(RuntimeError):
+    """The local stack could not start or stopped unexpectedly."""
+
+
+class PortInUseError(LocalStackError):
+    """A port the local stack needs is already taken."""
+
+    def __init__(self, what: str, host: str, port: int, reason: str | None) -> None:
+        hint = _PORT_HINTS.get(what)
+        super().__init__(
+            f"{what} port {host}:{port} is already in use ({reason or 'bind failed'})"
+            + (f"; choose another with {hint}" if hint else "")
+        )
+
+
+class _MotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever."""
+
+    bind_error: OSError | None = None
+
+    def _server_entry(self) -> None:
+        try:
+            super()._server_entry()
+        except (OSError, SystemExit) as exc:
+            # The base class sets the ready event only after binding, so start()
+            # would block for ever; record the error and release it. Werkzeug
+            # turns a failed bind into SystemExit, with the OSError as context.
+            cause = exc if isinstance(exc, OSError) else exc.__context__
+            self.bind_error = cause if isinstance(cause, OSError) else OSError(str(exc))
+            self._server_ready_event.set()
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Raise PortInUseError (one readable line) if something listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR ignores sockets in TIME_WAIT, as the servers themselves do.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(what, host, port, exc.strerror) from exc
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """Return a port that was free a moment ago (for tests that start servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def load_or_create_operator_key(state_dir: Path) -> tuple[SigningKey, Path]:
+    """Load the operator's Ed25519 key from state_dir, creating it (mode 0600) on first use."""
+    key_path = state_dir / OPERATOR_KEY_FILE
+    if key_path.exists():
+        text = key_path.read_text(encoding="ascii").strip()
+        try:
+            seed = bytes.fromhex(text)
+        except ValueError as exc:
+            raise LocalStackError(f"{key_path} does not hold a hex-encoded key") from exc
+        if len(seed) != 32:
+            raise LocalStackError(f"{key_path} holds {len(seed)} bytes, not a 32-byte seed")
+        return SigningKey(seed), key_path
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    signing_key = SigningKey.generate()
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as key_file:
+        key_file.write(bytes(signing_key).hex() + "\n")
+    return signing_key, key_path
+
+
+def _chalice_executable() -> str:
+    beside_python = Path(sys.executable).with_name("chalice")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("chalice")
+    if found is None:
+        raise LocalStackError("the chalice command is not installed (run `make run`)")
+    return found
+
+
+class LocalStack:
+    """moto + tables from the template + `chalice local`, started and stopped together.
+
+    Use it as a context manager. Pass port 0 for moto and free_port() for the API to
+    run beside another instance (tests do).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = DEFAULT_HOST,
+        moto_port: int = DEFAULT_MOTO_PORT,
+        api_port: int = DEFAULT_API_PORT,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        project_dir: Path = PROJECT_DIR,
+        stack_name: str = DEFAULT_STACK_NAME,
+        stage: str = "local",
+        autoreload: bool = False,
+        chalice_output: IO[Any] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.api_port = api_port
+        self.state_dir = state_dir
+        self.project_dir = project_dir
+        self.stack_name = stack_name
+        self.stage = stage
+        self.autoreload = autoreload
+        # None lets chalice write to our stdout/stderr; tests pass a file.
+        self.chalice_output = chalice_output
+        self.startup_timeout = startup_timeout
+        self._requested_moto_port = moto_port
+        self._moto: _MotoServer | None = None
+        self._moto_port: int | None = None
+        self._chalice: subprocess.Popen[bytes] | None = None
+        self.table_names: dict[str, str] = {}
+        self.operator_key: SigningKey | None = None
+        self.operator_key_path = state_dir / OPERATOR_KEY_FILE
+
+    @property
+    def moto_endpoint(self) -> str:
+        if self._moto_port is None:
+            raise LocalStackError("the local stack is not running")
+        return f"http://{self.host}:{self._moto_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.api_url}/rpc"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The settings the application reads, pointing at this local stack."""
+        if self.operator_key is None:
+            raise LocalStackError("the local stack is not running")
+        return {
+            **self.table_names,
+            **FAKE_CREDENTIALS,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.moto_endpoint,
+            # botocore otherwise sends some calls (streams) to account-scoped hosts.
+            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+            "MARKETPLACE_ID": self.stack_name,
+            "OPERATOR_PUBLIC_KEY": self.operator_key.verify_key.encode().hex(),
+        }
+
+    @property
+    def chalice_pid(self) -> int | None:
+        return None if self._chalice is None else self._chalice.pid
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start moto, create the tables, start chalice local and wait until it answers."""
+        try:
+            self._start_moto()
+            self._create_tables()
+            self.operator_key, self.operator_key_path = load_or_create_operator_key(self.state_dir)
+            self._start_chalice()
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_moto(self) -> None:
+        if self._requested_moto_port != 0:
+            ensure_port_free(self.host, self._requested_moto_port, "moto")
+        # Chalice's own output stays; moto's per-request access log would drown it.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = _MotoServer(ip_address=self.host, port=self._requested_moto_port, verbose=False)
+        server.start()
+        if server.bind_error is not None:
+            raise PortInUseError(
+                "moto", self.host, self._requested_moto_port, server.bind_error.strerror
+            ) from server.bind_error
+        self._moto = server
+        self._moto_port = server.get_host_and_port()[1]
+
+    def _create_tables(self) -> None:
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.moto_endpoint,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        self.table_names = create_tables(client, self.stack_name)
+
+    def _start_chalice(self) -> None:
+        ensure_port_free(self.host, self.api_port, "API")
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            # A developer's own AWS settings must not leak into the local stack.
+            if not name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"))
+        }
+        environment.update(self.environment)
+        environment["NO_PROXY"] = ",".join(
+            filter(None, [environment.get("NO_PROXY", ""), self.host, "localhost"])
+        )
+        command = [
+            _chalice_executable(),
+            "--project-dir",
+            str(self.project_dir),
+            "local",
+            "--host",
+            self.host,
+            "--port",
+            str(self.api_port),
+            "--stage",
+            self.stage,
+        ]
+        if not self.autoreload:
+            command.append("--no-autoreload")
+        self._chalice = subprocess.Popen(
+            command,
+            cwd=self.project_dir,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=self.chalice_output,
+            stderr=subprocess.STDOUT if self.chalice_output is not None else None,
+            # Its own process group: Ctrl-C reaches only us, and stop() can end
+            # chalice together with its autoreload worker.
+            process_group=0,
+        )
+
+    def _wait_until_serving(self) -> None:
+        if self._chalice is None:
+            raise LocalStackError("chalice local was not started")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        body = json.dumps(DISCOVER_REQUEST).encode()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            exit_code = self._chalice.poll()
+            if exit_code is not None:
+                raise LocalStackError(f"chalice local exited with code {exit_code} while starting")
+            request = urllib.request.Request(  # noqa: S310 - our own http:// URL
+                self.rpc_url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with opener.open(request, timeout=5):
+                    return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer means the server is up
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise LocalStackError(
+                    f"chalice local did not answer at {self.rpc_url} "
+                    f"within {self.startup_timeout:.0f}s"
+                )
+            time.sleep(0.1)
+
+    def wait(self) -> int:
+        """Block until chalice local exits; return its exit code."""
+        if self._chalice is None:
+            raise LocalStackError("the local stack is not running")
+        return self._chalice.wait()
+
+    def stop(self) -> None:
+        """Stop chalice local (its whole process group) and moto. Safe to call twice."""
+        process, self._chalice = self._chalice, None
+        if process is not None:
+            _stop_process_group(process)
+        server, self._moto = self._moto, None
+        if server is not None:
+            server.stop()
+        self._moto_port = None
+
+    def describe(self) -> str:
+        """What is running where, for a person at a terminal."""
+        payload = json.dumps(DISCOVER_REQUEST, separators=(",", ":"))
+        tables = "\n".join(
+            f"    {variable}={name}" for variable, name in sorted(self.table_names.items())
+        )
+        return (
+            "Energy Marketplace is running locally.\n"
+            f"  moto (AWS emulation): {self.moto_endpoint}\n"
+            f"  tables (stack {self.stack_name}):\n{tables}\n"
+            f"  JSON-RPC API:         {self.rpc_url}\n"
+            f"  operator key:         {self.operator_key_path} "
+            f"(public key {self.environment['OPERATOR_PUBLIC_KEY']})\n"
+            "  try:\n"
+            f"    curl -s -X POST {self.rpc_url} -H 'Content-Type: application/json' \\\n"
+            f"      -d '{payload}'\n"
+            "Press Ctrl-C to stop."
+        )
+
+
+def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader."""
+    group = process.pid  # process_group=0 made the child its group's leader
+    for sig, timeout in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; make sure nothing it started lives on in the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        return
+
+
+class _Shutdown(Exception):
+    """A termination signal arrived."""
+
+
+def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise _Shutdown(signal.Signals(signum).name)
+
+
+def _port_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"error: {name}={value!r} is not a port number") from None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local_stack",
+        description="Run moto, the marketplace tables and the Chalice API on this machine.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument(
+        "--moto-port",
+        type=int,
+        default=_port_from_env("MOTO_PORT", DEFAULT_MOTO_PORT),
+        help="moto server port (env MOTO_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=_port_from_env("API_PORT", DEFAULT_API_PORT),
+        help="chalice local port (env API_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where the operator key is kept (default %(default)s)",
+    )
+    parser.add_argument(
+        "--autoreload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="restart the API when the code changes (default on)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    stack = LocalStack(
+        host=args.host,
+        moto_port=args.moto_port,
+        api_port=args.api_port,
+        state_dir=args.state_dir,
+        autoreload=args.autoreload,
+    )
+    # Python leaves SIGINT ignored when started in the background by a shell
+    # without job control; the stack must still stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGHUP, _raise_shutdown)
+    try:
+        print(
+            f"Starting moto on {args.host}:{args.moto_port} and the API on "
+            f"{args.host}:{args.api_port} ...",
+            flush=True,
+        )
+        stack.start()
+        print(stack.describe(), flush=True)
+        exit_code = stack.wait()
+        print(f"error: chalice local exited with code {exit_code}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Shutdown):
+        print("\nStopping the local stack.", flush=True)
+        return 0
+    except LocalStackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave orphans.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
