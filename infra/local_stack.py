@@ -21,10 +21,10 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 from nacl.signing import SigningKey
 
 from infra.emulation import create_tables
+from infra.moto_server import LocalMotoServer
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STACK_NAME = "energy-marketplace-local"
@@ -54,23 +54,6 @@ class PortInUseError(LocalStackError):
             f"{what} port {host}:{port} is already in use ({reason or 'bind failed'})"
             + (f"; choose another with {hint}" if hint else "")
         )
-
-
-class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever."""
-
-    bind_error: OSError | None = None
-
-    def _server_entry(self) -> None:
-        try:
-            super()._server_entry()
-        except (OSError, SystemExit) as exc:
-            # The base class sets the ready event only after binding, so start()
-            # would block for ever; record the error and release it. Werkzeug
-            # turns a failed bind into SystemExit, with the OSError as context.
-            cause = exc if isinstance(exc, OSError) else exc.__context__
-            self.bind_error = cause if isinstance(cause, OSError) else OSError(str(exc))
-            self._server_ready_event.set()
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
@@ -154,7 +137,7 @@ class LocalStack:
         self.chalice_output = chalice_output
         self.startup_timeout = startup_timeout
         self._requested_moto_port = moto_port
-        self._moto: _MotoServer | None = None
+        self._moto: LocalMotoServer | None = None
         self._moto_port: int | None = None
         self._chalice: subprocess.Popen[bytes] | None = None
         self.table_names: dict[str, str] = {}
@@ -225,7 +208,9 @@ class LocalStack:
             ensure_port_free(self.host, self._requested_moto_port, "moto")
         # Chalice's own output stays; moto's per-request access log would drown it.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = _MotoServer(ip_address=self.host, port=self._requested_moto_port, verbose=False)
+        server = LocalMotoServer(
+            ip_address=self.host, port=self._requested_moto_port, verbose=False
+        )
         server.start()
         if server.bind_error is not None:
             raise PortInUseError(

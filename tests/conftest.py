@@ -10,9 +10,9 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, settings
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from infra.emulation import create_tables
+from infra.moto_server import LocalMotoServer
 
 TEST_STACK_NAME = "energy-marketplace-test"
 TEST_REGION = "us-east-1"
@@ -71,7 +71,7 @@ def moto_server() -> Iterator[str]:
     It shares moto's in-process state with mock_aws(), which resets that state when a
     mocked test ends: name resources per test and do not rely on them across tests.
     """
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = LocalMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

@@ -62,7 +62,11 @@ def test_the_openrpc_document_is_served_over_http(stack: LocalStack) -> None:
 def test_stopping_the_stack_leaves_no_process(tmp_path: Path) -> None:
     with (tmp_path / "chalice.log").open("wb") as log:
         stack = LocalStack(
-            moto_port=0, api_port=free_port(), state_dir=tmp_path, chalice_output=log
+            moto_port=0,
+            api_port=free_port(),
+            state_dir=tmp_path,
+            chalice_output=log,
+            stack_name="energy-marketplace-e2e-stop",
         )
         with stack:
             pid = stack.chalice_pid

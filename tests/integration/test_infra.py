@@ -28,10 +28,10 @@ from infra.emulation import (
 from infra.local_stack import (
     LocalStack,
     PortInUseError,
-    _MotoServer,
     free_port,
     load_or_create_operator_key,
 )
+from infra.moto_server import LocalMotoServer
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -406,7 +406,9 @@ def test_moto_server_reports_a_failed_bind_instead_of_hanging() -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        server = _MotoServer(ip_address="127.0.0.1", port=squatter.getsockname()[1], verbose=False)
+        server = LocalMotoServer(
+            ip_address="127.0.0.1", port=squatter.getsockname()[1], verbose=False
+        )
         starter = threading.Thread(target=server.start, daemon=True)
         starter.start()
         starter.join(timeout=20)
