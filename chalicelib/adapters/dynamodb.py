@@ -3,10 +3,10 @@
 Table and index names come from infra/template.yaml (the only schema); this
 module knows which item lives under which key:
 
-registry  ACCOUNT#<name>   / ACCOUNT          account: key, roles
+registry  ACCOUNT#<name>   / ACCOUNT          account: key, roles (a string set)
           ACCOUNT#<name>   / NONCE#<nonce>    a used request nonce (TTL)
           PROVIDER#<id>    / PROVIDER         provider (GSIs: type, jurisdiction, owner)
-          METER#<address>  / METER            meter address claim and state
+          METER#<address>  / METER            meter address claim (unique) and key
 ledger    ACCOUNT#<name>   / BALANCE          available balance
           <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
           TREASURY         / SHARD#<n>        treasury balance, sharded
@@ -132,7 +132,7 @@ def account_to_item(account: Account) -> Item:
             "sk": "ACCOUNT",
             "name": account.name,
             "public_key": account.public_key,
-            "roles": sorted(account.roles),
+            "roles": {str(r) for r in account.roles},  # a string set
             "created_at": account.created_at,
         }
     )
@@ -308,15 +308,23 @@ class DynamoAccounts:
             lambda: AlreadyExists("account already exists", account=account.name),
         )
 
-    def save_roles(self, account: Account) -> None:
+    def add_role(self, name: str, role: Role) -> None:
+        self._change_roles(name, "ADD", role)
+
+    def remove_role(self, name: str, role: Role) -> None:
+        self._change_roles(name, "DELETE", role)
+
+    def _change_roles(self, name: str, action: str, role: Role) -> None:
+        # Roles are a string set: ADD and DELETE commute, so two role changes
+        # at once both take effect instead of the later overwriting the earlier.
         self._staged.update(
             self._tables.registry,
-            account_key(account.name),
-            "SET #roles = :roles",
+            account_key(name),
+            f"{action} #roles :role",
             "attribute_exists(pk)",
-            lambda: NotFound("no such account", account=account.name),
+            lambda: NotFound("no such account", account=name),
             ExpressionAttributeNames={"#roles": "roles"},
-            ExpressionAttributeValues=to_item({":roles": sorted(account.roles)}),
+            ExpressionAttributeValues=to_item({":role": {str(role)}}),
         )
 
 

@@ -1,8 +1,8 @@
 """In-memory storage with the same interface and conditions as DynamoDB.
 
-Used by the unit tests and the property tests; the contract tests in
-tests/integration/test_repository_contract.py run the same cases against this
-and the DynamoDB adapter so the two cannot drift.
+Used by the fast tests and the property tests. Every test under
+tests/integration runs once on this adapter and once on DynamoDB (moto), through
+the ``market`` fixture, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from chalicelib.adapters.keys import (
     entry_key,
     price_key,
 )
-from chalicelib.domain.accounts import Account
+from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -76,12 +76,20 @@ class MemoryAccounts:
             lambda s: s.accounts.__setitem__(account.name, account),
         )
 
-    def save_roles(self, account: Account) -> None:
+    def add_role(self, name: str, role: Role) -> None:
+        self._change_roles(name, lambda roles: roles | {role})
+
+    def remove_role(self, name: str, role: Role) -> None:
+        self._change_roles(name, lambda roles: roles - {role})
+
+    def _change_roles(
+        self, name: str, change: Callable[[frozenset[Role]], frozenset[Role]]
+    ) -> None:
         def apply(s: MemoryState) -> None:
-            s.accounts[account.name] = replace(s.accounts[account.name], roles=account.roles)
+            s.accounts[name] = replace(s.accounts[name], roles=change(s.accounts[name].roles))
 
         self._staged.stage(
-            lambda s: None if account.name in s.accounts else NotFound("no such account"),
+            lambda s: None if name in s.accounts else NotFound("no such account", account=name),
             apply,
         )
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from chalicelib.domain import signing
+from chalicelib.domain.accounts import Role
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -128,7 +129,7 @@ def get_ledger_entries(
     summary="Make an account a validator (operator)",
     result=s.AccountResult,
     signed=True,
-    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+    errors=(*AUTH_ERRORS, NotFound),
 )
 def grant_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
     """Signed by the operator. Validators judge disputes; the role is granted, not
@@ -141,7 +142,7 @@ def grant_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
     summary="Take the validator role away (operator)",
     result=s.AccountResult,
     signed=True,
-    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+    errors=(*AUTH_ERRORS, NotFound),
 )
 def revoke_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
     """Signed by the operator."""
@@ -150,7 +151,7 @@ def revoke_role(context: CallContext, params: s.RoleParams) -> s.AccountResult:
 
 def _set_role(context: CallContext, params: s.RoleParams, *, held: bool) -> s.AccountResult:
     accounts.set_role(
-        context.market, signed_call(context, params), params.account, params.role, held
+        context.market, signed_call(context, params), params.account, Role(params.role), held
     )
     view = accounts.get_account(context.market, params.account)
     return s.AccountResult.of(view.account, view.balance_micro_block, view.providers)

@@ -7,6 +7,8 @@ docs. Nothing about a method is written twice.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -73,7 +75,7 @@ class Registry:
                 signed=signed,
                 errors=errors,
                 original_name=original_name,
-                description=(handler.__doc__ or "").strip(),
+                description=inspect.cleandoc(handler.__doc__ or ""),
             )
             return handler
 
@@ -87,9 +89,6 @@ class Registry:
 
 
 def _params_model(handler: Callable[..., Any]) -> type[Any]:
-    import inspect
-    import typing
-
     hints = typing.get_type_hints(handler)
     parameters = list(inspect.signature(handler).parameters)
     model = hints[parameters[1]]

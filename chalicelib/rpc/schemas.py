@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from chalicelib.domain import signing, units
-from chalicelib.domain.accounts import ACCOUNT_NAME, Account, Role
+from chalicelib.domain.accounts import ACCOUNT_NAME, Account
 from chalicelib.domain.ledger import CHAIN_REFERENCE, LedgerEntry
 from chalicelib.domain.providers import (
     JURISDICTION,
@@ -92,6 +92,12 @@ def _coordinate_schema(limit: int) -> WithJsonSchema:
             "description": "Degrees, WGS 84, at most 6 decimal places.",
         }
     )
+
+
+# The same, where zero makes no sense (a capacity, a price, a transfer).
+PositiveKwhAsWh = Annotated[KwhAsWh, Field(gt=0)]
+PositivePricePerKwh = Annotated[PricePerKwh, Field(gt=0)]
+PositiveMicroBlock = Annotated[MicroBlock, Field(gt=0)]
 
 
 Latitude = Annotated[
@@ -201,17 +207,17 @@ class AccountResult(Result):
 
 class RoleParams(SignedParams):
     account: AccountName
-    role: Literal[Role.VALIDATOR] = Field(description="The role the operator controls")
+    role: Literal["validator"] = Field(description="The role the operator controls")
 
 
 class DepositParams(SignedParams):
     account: AccountName
-    amount_micro_block: MicroBlock
+    amount_micro_block: PositiveMicroBlock
     chain_tx: ChainReference = Field(description="The chain transaction that brought it")
 
 
 class WithdrawParams(SignedParams):
-    amount_micro_block: MicroBlock
+    amount_micro_block: PositiveMicroBlock
     destination: ChainReference = Field(description="Chain address to send to")
 
 
@@ -261,8 +267,8 @@ class RegisterProviderParams(SignedParams):
     jurisdiction: Jurisdiction
     latitude: Latitude
     longitude: Longitude
-    capacity_kwh: KwhAsWh = Field(description="Peak output in kW (kWh per hour)")
-    price_per_kwh: PricePerKwh
+    capacity_kwh: PositiveKwhAsWh = Field(description="Peak output in kW (kWh per hour)")
+    price_per_kwh: PositivePricePerKwh
     stake: MicroBlock = Field(description="Stake in micro-BLOCK, at least 1,000 BLOCK")
     meter_address: MeterAddress
     meter_public_key: PublicKeyHex
@@ -270,8 +276,8 @@ class RegisterProviderParams(SignedParams):
 
 class ProviderUpdates(Params):
     display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)] | None = None
-    capacity_kwh: KwhAsWh | None = None
-    price_per_kwh: PricePerKwh | None = None
+    capacity_kwh: PositiveKwhAsWh | None = None
+    price_per_kwh: PositivePricePerKwh | None = None
     paused: StrictBool | None = None
 
 
@@ -286,7 +292,7 @@ class ProviderRef(Params):
 
 class StakeParams(SignedParams):
     provider_id: ProviderId
-    amount_micro_block: MicroBlock
+    amount_micro_block: PositiveMicroBlock
 
 
 class ListProvidersParams(Params):

@@ -102,10 +102,12 @@ def set_role(market: Market, call: SignedCall, name: str, role: Role, held: bool
         account = uow.accounts.get(name)
         if account is None:
             raise NotFound("no such account", account=name)
-        changed = account.with_roles(account.roles | {role} if held else account.roles - {role})
-        uow.accounts.save_roles(changed)
+        if held:
+            uow.accounts.add_role(name, role)
+        else:
+            uow.accounts.remove_role(name, role)
         uow.commit()
-        return changed
+        return account.with_roles(account.roles | {role} if held else account.roles - {role})
 
     return retry_on_conflict(attempt)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from chalicelib.domain.accounts import Account
+from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
 
@@ -59,8 +59,12 @@ class AccountRepository(Protocol):
     def add(self, account: Account) -> None:
         """Stage: create the account. Fails with AlreadyExists."""
 
-    def save_roles(self, account: Account) -> None:
-        """Stage: store the account's set of roles (the account must exist)."""
+    def add_role(self, name: str, role: Role) -> None:
+        """Stage: add a role to an existing account (a set union, so concurrent
+        role changes never overwrite each other)."""
+
+    def remove_role(self, name: str, role: Role) -> None:
+        """Stage: remove a role from an existing account."""
 
 
 class NonceRepository(Protocol):

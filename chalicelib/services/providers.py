@@ -79,7 +79,7 @@ def register_provider(market: Market, call: SignedCall, registration: Registrati
     _move_balance_to_stake(uow, call, provider, registration.stake_micro_block, now)
     owner = uow.accounts.get(registration.owner)
     if owner is not None and Role.PROVIDER not in owner.roles:
-        uow.accounts.save_roles(owner.with_roles(owner.roles | {Role.PROVIDER}))
+        uow.accounts.add_role(owner.name, Role.PROVIDER)
     commit_spending(market, uow, registration.owner, registration.stake_micro_block)
     return provider
 

@@ -110,3 +110,18 @@ def test_racing_stake_top_ups_lose_no_update(market: MarketHarness) -> None:
     assert provider["stake"] == (1_000 + len(results)) * BLOCK
     account = market.client.call("energy.getAccount", {"name": alice.account})
     assert account["balance"] == (1_000 - len(results)) * BLOCK
+
+
+def test_concurrent_role_changes_all_take_effect(market: MarketHarness) -> None:
+    alice = market.funded_account("alice.theblock", block=1_000)
+    role = {"account": "alice.theblock", "role": "validator"}
+    registration = registration_params("alice.theblock", stake=1_000 * BLOCK)
+    results, refusals = race(
+        [
+            lambda: market.client.call("energy.grantRole", role, market.operator),
+            lambda: market.client.call("energy.registerProvider", registration, alice),
+        ]
+    )
+    assert (len(results), refusals) == (2, [])
+    account = market.client.call("energy.getAccount", {"name": "alice.theblock"})
+    assert account["roles"] == ["buyer", "provider", "validator"]
