@@ -53,6 +53,12 @@ def deposit(market: Market, call: SignedCall, account: str, micro_block: int, ch
     A chain transaction is credited once: depositing it again is refused.
     Returns the new balance.
     """
+    return retry_on_conflict(lambda: _deposit(market, call, account, micro_block, chain_tx))
+
+
+def _deposit(
+    market: Market, call: SignedCall, account: str, micro_block: int, chain_tx: str
+) -> int:
     uow = market.unit_of_work()
     signer = authenticate(market, uow, call)
     require_operator(signer, "record deposits")
@@ -71,6 +77,10 @@ def withdraw(market: Market, call: SignedCall, micro_block: int, destination: st
 
     Returns the new balance.
     """
+    return retry_on_conflict(lambda: _withdraw(market, call, micro_block, destination))
+
+
+def _withdraw(market: Market, call: SignedCall, micro_block: int, destination: str) -> int:
     uow = market.unit_of_work()
     signer = authenticate(market, uow, call)
     if micro_block <= 0:

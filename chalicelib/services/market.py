@@ -24,8 +24,10 @@ def retry_on_conflict(attempt: Callable[[], T], attempts: int = 4) -> T:
     """Run a read-then-conditional-write use case again when another request
     changed the same records between our read and our write.
 
-    Safe because a failed commit wrote nothing (not even the request's nonce)
-    and every attempt reads afresh.
+    Also the answer to DynamoDB's TransactionConflict, which cancels a
+    transaction that raced another on the same item. Safe because a failed
+    commit wrote nothing (not even the request's nonce) and every attempt
+    reads afresh.
     """
     for _ in range(attempts - 1):
         try:

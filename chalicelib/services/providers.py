@@ -50,6 +50,10 @@ class ProviderUpdate:
 
 def register_provider(market: Market, call: SignedCall, registration: Registration) -> Provider:
     """Register a provider; its stake moves from the owner's balance atomically."""
+    return retry_on_conflict(lambda: _register(market, call, registration))
+
+
+def _register(market: Market, call: SignedCall, registration: Registration) -> Provider:
     uow = market.unit_of_work()
     signer = authenticate(market, uow, call)
     require_signer(signer, registration.owner, "register a provider for this owner")
