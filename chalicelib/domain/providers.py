@@ -108,6 +108,13 @@ class Provider:
         recent = [s for s in self.reading_slots if current - UPTIME_WINDOW_SLOTS < s <= current]
         return round(100 * len(recent) / UPTIME_WINDOW_SLOTS, 1)
 
+    def restaked(self, change_micro_block: int, *, now: int) -> Provider:
+        """The provider with its stake changed by ``change_micro_block`` (either sign)."""
+        stake = self.stake_micro_block + change_micro_block
+        if stake < 0:
+            raise ValueError("a stake cannot go negative")
+        return replace(self, stake_micro_block=stake, updated_at=now, version=self.version + 1)
+
     def updated(
         self,
         *,

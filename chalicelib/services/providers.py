@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chalicelib.domain import signing
 from chalicelib.domain.accounts import Role
@@ -124,12 +124,7 @@ def top_up_stake(market: Market, call: SignedCall, provider_id: str, micro_block
         current = _existing(uow, provider_id)
         require_signer(signer, current.owner, "stake for this provider")
         now = market.clock()
-        changed = replace(
-            current,
-            stake_micro_block=current.stake_micro_block + micro_block,
-            updated_at=now,
-            version=current.version + 1,
-        )
+        changed = current.restaked(micro_block, now=now)
         uow.providers.save(changed, expected_version=current.version)
         _move_balance_to_stake(uow, call, changed, micro_block, now)
         commit_spending(market, uow, current.owner, micro_block)
@@ -167,12 +162,7 @@ def withdraw_stake(
                 requested_micro_block=micro_block,
             )
         now = market.clock()
-        changed = replace(
-            current,
-            stake_micro_block=current.stake_micro_block - micro_block,
-            updated_at=now,
-            version=current.version + 1,
-        )
+        changed = current.restaked(-micro_block, now=now)
         # The version condition also guards the obligations check above:
         # every write that opens an obligation bumps the version.
         uow.providers.save(changed, expected_version=current.version)
