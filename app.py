@@ -7,6 +7,8 @@ the method registry pay for them on first use only.
 
 from __future__ import annotations
 
+from typing import Any
+
 from chalice import Chalice, Response
 
 app = Chalice(app_name="energy-marketplace")
@@ -38,3 +40,12 @@ def openrpc_document() -> Response:
         status_code=200,
         headers={"Content-Type": "application/json"},
     )
+
+
+@app.lambda_function(name="ingest_reading")
+def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The IoT topic rule's target: one signed meter reading per invocation."""
+    from chalicelib.iot_events import handle_reading_event
+    from chalicelib.wiring import ingest_market
+
+    return handle_reading_event(ingest_market(), event)

@@ -7,6 +7,9 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from chalicelib.domain.credits import DEFAULT_CREDIT_LIFETIME_MS
+from chalicelib.domain.readings import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_CLOCK_SKEW_MS
+
 
 class Settings(BaseSettings):
     # Bound into every signed request, so a signature made for one deployment
@@ -24,6 +27,11 @@ class Settings(BaseSettings):
 
     # A signed request is accepted this many seconds either side of our clock.
     auth_window_seconds: int = Field(default=300, ge=30, le=3600)
+    # Meter readings (docs/meter-protocol.md): how far ahead of our clock a
+    # reading may be, how old it may be, and how long its credit stays on sale.
+    max_clock_skew_ms: int = Field(default=DEFAULT_MAX_CLOCK_SKEW_MS, ge=0, le=3_600_000)
+    max_reading_age_ms: int = Field(default=DEFAULT_MAX_AGE_MS, ge=60_000, le=7 * 86_400_000)
+    credit_lifetime_ms: int = Field(default=DEFAULT_CREDIT_LIFETIME_MS, ge=3_600_000)
     # Shards of the treasury balance, so fee credits do not pile onto one item.
     treasury_shards: int = Field(default=8, ge=1, le=64)
 

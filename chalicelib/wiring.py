@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from chalicelib.adapters.aws import dynamodb_client
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables
 from chalicelib.config import get_settings
-from chalicelib.rpc.methods import registry
-from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.market import Market
+
+if TYPE_CHECKING:
+    from chalicelib.rpc.protocol import Dispatcher
 
 
 def market() -> Market:
@@ -26,4 +28,13 @@ def market() -> Market:
 
 @lru_cache(maxsize=1)
 def dispatcher() -> Dispatcher:
+    from chalicelib.rpc.methods import registry
+    from chalicelib.rpc.protocol import Dispatcher
+
     return Dispatcher(registry, market())
+
+
+@lru_cache(maxsize=1)
+def ingest_market() -> Market:
+    """The ingest function's own graph: no JSON-RPC registry on its cold start."""
+    return market()

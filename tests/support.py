@@ -6,13 +6,17 @@ import copy
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
-from chalicelib.client import MarketplaceClient, Signer
+from chalicelib.client import MarketplaceClient, Signer, encode
 from chalicelib.config import Settings
 from chalicelib.domain.ledger import EntryKind
+from chalicelib.domain.readings import reading_message
+from chalicelib.domain.signing import sign
+from chalicelib.domain.units import kwh_from_wh
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.market import Market
@@ -44,6 +48,7 @@ class MarketHarness:
     clock: Clock
     snapshot: Callable[[], Any]  # everything stored, for "changes nothing" checks
     audit: Callable[[], Totals]  # the money, summed straight from storage
+    backend: str = "memory"
 
     def uow(self) -> UnitOfWork:
         return self.market.unit_of_work()
@@ -68,6 +73,8 @@ class Totals:
     treasury: int
     deposits: int
     withdrawals: int
+    minted_wh: int = 0  # energy in credits (baselines carry none)
+    credits: int = 0  # credits minted, baselines excluded
 
     @property
     def held(self) -> int:
@@ -118,6 +125,8 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
                 treasury=sum(state.treasury.values()),
                 deposits=sum(e.micro_block for e in entries if e.kind == EntryKind.DEPOSIT),
                 withdrawals=sum(e.micro_block for e in entries if e.kind == EntryKind.WITHDRAWAL),
+                minted_wh=sum(c.wh for c in state.credits.values()),
+                credits=sum(1 for c in state.credits.values() if c.state != "baseline"),
             )
 
     return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
@@ -135,13 +144,14 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
                 ),
                 key=lambda item: (item["pk"]["S"], item["sk"]["S"]),
             )
-            for name in (tables.registry, tables.ledger)
+            for name in (tables.registry, tables.ledger, tables.credits)
         }
 
     def audit() -> Totals:
         tables_now = snapshot()
         registry = [from_item(i) for i in tables_now[tables.registry]]
         ledger = [from_item(i) for i in tables_now[tables.ledger]]
+        credits = [from_item(i) for i in tables_now[tables.credits]]
 
         def total(items: list[dict[str, Any]], **match: str) -> int:
             return sum(
@@ -154,9 +164,13 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
             treasury=total(ledger, pk="TREASURY"),
             deposits=total(ledger, kind="deposit"),
             withdrawals=total(ledger, kind="withdrawal"),
+            minted_wh=sum(int(i["wh"]) for i in credits),
+            credits=sum(1 for i in credits if i["state"] != "baseline"),
         )
 
-    return _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)
+    harness = _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)
+    harness.backend = "dynamodb"
+    return harness
 
 
 def _wire(
@@ -181,3 +195,37 @@ def tables_from_environment(env: dict[str, str]) -> Tables:
         receipts=env["RECEIPTS_TABLE"],
         disputes=env["DISPUTES_TABLE"],
     )
+
+
+@dataclass
+class SimulatedMeter:
+    """A meter's signing side, as the protocol describes it (for tests)."""
+
+    meter_address: str
+    provider_id: str
+    key: Signer
+
+    def reading(self, counter_wh: int, timestamp_ms: int, **overrides: Any) -> dict[str, Any]:
+        message = reading_message(self.provider_id, self.meter_address, counter_wh, timestamp_ms)
+        payload: dict[str, Any] = {
+            "provider_id": self.provider_id,
+            "meter_address": self.meter_address,
+            "kwh_reading": kwh_from_wh(counter_wh),
+            "timestamp": Decimal(timestamp_ms) / 1000,
+            "signature": sign(self.key.key, message),
+        }
+        payload.update(overrides)
+        return payload
+
+    def payload(self, counter_wh: int, timestamp_ms: int, **overrides: Any) -> bytes:
+        return encode(self.reading(counter_wh, timestamp_ms, **overrides))
+
+
+def metered_provider(
+    harness: MarketHarness, owner: str = "alice.theblock", **overrides: Any
+) -> SimulatedMeter:
+    """A funded owner, a registered provider and the meter that signs for it."""
+    signer = harness.funded_account(owner, block=20_000)
+    key = Signer.generate("meter")
+    provider = harness.provider(signer, meter_public_key=key.public_key, **overrides)
+    return SimulatedMeter(provider["meter_address"], provider["provider_id"], key)

@@ -29,14 +29,19 @@ from botocore.exceptions import ClientError
 
 from chalicelib.adapters.keys import (
     decode_entry_cursor,
+    decode_minted_cursor,
     decode_price_cursor,
+    decode_rejection_cursor,
     encode_cursor,
     entry_key,
+    minted_key,
     price_bound,
     price_key,
+    rejection_sort_key,
 )
 from chalicelib.config import Settings
 from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -47,6 +52,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import EnergyType, Location, Provider
+from chalicelib.domain.readings import MeterState, Rejection, RejectionRecord
 from chalicelib.services.ports import Page, ProviderQuery
 
 Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
@@ -54,8 +60,10 @@ Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
 _serializer: Final = TypeSerializer()
 _deserializer: Final = TypeDeserializer()
 
-# Listing pages are read in chunks of this many items per index partition.
-QUERY_CHUNK: Final = 50
+# A provider listing examines at most this many index items per call, whatever
+# its filters: a rare filter returns a short page and a cursor instead of
+# reading the whole registry.
+LIST_EXAMINE_BUDGET: Final = 250
 
 
 def to_item(values: dict[str, Any]) -> Item:
@@ -207,6 +215,103 @@ def provider_from_item(item: Item) -> Provider:
         updated_at=_int(v["updated_at"]),
         version=_int(v["version"]),
     )
+
+
+# Written by ingestion with ADD/SET of their own, never by a profile save.
+_NOT_PROFILE: Final = frozenset({"pk", "sk", "available_wh", "reading_slots"})
+# Refused readings are kept this long for their owner, then expire (TTL).
+REJECTION_RETENTION_SECONDS: Final = 30 * 86_400
+
+
+def meter_from_item(item: Item) -> MeterState:
+    v = from_item(item)
+    optional = {k: _int(v[k]) for k in ("last_counter_wh", "last_timestamp_ms") if k in v}
+    return MeterState(
+        meter_address=v["meter_address"],
+        provider_id=v["provider_id"],
+        public_key=v["public_key"],
+        active=bool(v.get("active", True)),
+        last_counter_wh=optional.get("last_counter_wh"),
+        last_timestamp_ms=optional.get("last_timestamp_ms"),
+        last_reading_hash=v.get("last_reading_hash"),
+        accepted_readings=_int(v.get("accepted_readings", Decimal(0))),
+        rejections=tuple(
+            sorted(
+                (k.removeprefix("rejected_"), _int(n))
+                for k, n in v.items()
+                if k.startswith("rejected_")
+            )
+        ),
+    )
+
+
+def rejection_from_item(item: Item) -> RejectionRecord:
+    v = from_item(item)
+    return RejectionRecord(
+        meter_address=v["meter_address"],
+        reason=Rejection(v["reason"]),
+        detail=v["detail"],
+        at_ms=_int(v["at_ms"]),
+        received_at_ms=_int(v["received_at_ms"]),
+        payload_hash=v["payload_hash"],
+        reading_hash=v.get("reading_hash"),
+    )
+
+
+def credit_key(credit_id: str) -> Item:
+    return to_item({"pk": f"CREDIT#{credit_id}", "sk": "CREDIT"})
+
+
+def credit_to_item(credit: Credit) -> Item:
+    values: dict[str, Any] = from_item(credit_key(credit.credit_id)) | {
+        "credit_id": credit.credit_id,
+        "meter_address": credit.meter_address,
+        "energy_type": str(credit.energy_type),
+        "jurisdiction": credit.jurisdiction,
+        "interval_start_ms": credit.interval_start_ms,
+        "interval_end_ms": credit.interval_end_ms,
+        "wh": credit.wh,
+        "counter_wh": credit.counter_wh,
+        "signature": credit.signature,
+        "minted_at_ms": credit.minted_at_ms,
+        "expires_at_ms": credit.expires_at_ms,
+        "state": str(credit.state),
+        "issuer_provider_id": credit.provider_id,
+    }
+    if credit.state != CreditState.BASELINE:
+        # Index keys: CreditsByProvider, and while on sale AvailableByProvider
+        # and ExpiringBySlot (sparse: an item leaves an index with its key).
+        values["provider_id"] = credit.provider_id
+        values["minted_key"] = minted_key(credit)
+    if credit.state == CreditState.AVAILABLE:
+        values["available_provider_id"] = credit.provider_id
+        values["expiry_slot"] = expiry_slot(credit.expires_at_ms)
+        values["expiry_key"] = f"{credit.expires_at_ms:015d}#{credit.credit_id}"
+    return to_item(values)
+
+
+def credit_from_item(item: Item) -> Credit:
+    v = from_item(item)
+    return Credit(
+        credit_id=v["credit_id"],
+        provider_id=v["issuer_provider_id"],
+        meter_address=v["meter_address"],
+        energy_type=EnergyType(v["energy_type"]),
+        jurisdiction=v["jurisdiction"],
+        interval_start_ms=_int(v["interval_start_ms"]),
+        interval_end_ms=_int(v["interval_end_ms"]),
+        wh=_int(v["wh"]),
+        counter_wh=_int(v["counter_wh"]),
+        signature=v["signature"],
+        minted_at_ms=_int(v["minted_at_ms"]),
+        expires_at_ms=_int(v["expires_at_ms"]),
+        state=CreditState(v["state"]),
+    )
+
+
+def expiry_slot(expires_at_ms: int) -> str:
+    """The hour a credit expires in: the expiry job reads one slot at a time."""
+    return f"H{expires_at_ms // 3_600_000}"
 
 
 def entry_to_item(entry: LedgerEntry) -> Item:
@@ -463,46 +568,44 @@ class DynamoProviders:
             partitions = [("ProvidersByEnergyType", "energy_type", str(query.energy_type))]
         else:
             partitions = [("ProvidersByEnergyType", "energy_type", str(t)) for t in EnergyType]
-        streams = [
-            self._partition(index, attribute, value, after, upper, query)
-            for index, attribute, value in partitions
-        ]
-        merged = heapq.merge(*streams, key=lambda pair: pair[0])
-        taken: list[tuple[str, Provider]] = []
-        for pair in merged:
-            taken.append(pair)
-            if len(taken) > limit:
-                break
-        page = taken[:limit]
-        more = len(taken) > limit
-        return Page([p for _, p in page], encode_cursor(page[-1][0]) if more else None)
+        # Each partition is read lazily in chunks sized so that, together, the
+        # first chunks hold one page (+1 to know whether there is another).
+        chunk = -(-(limit + 1) // len(partitions))
+        merged = heapq.merge(
+            *(
+                self._partition(index, attribute, value, after, upper, chunk)
+                for index, attribute, value in partitions
+            ),
+            key=lambda pair: pair[0],
+        )
+        # The remaining filters are applied here, with the same predicate as
+        # every adapter (ProviderQuery.admits). Reading stops at a budget of
+        # examined items, so a rare filter costs a bounded amount per call: the
+        # page may then be short, and its cursor resumes after the last item
+        # examined (every partition has been read in order up to it).
+        page: list[Provider] = []
+        last_key = after
+        for examined, (key, provider) in enumerate(merged):
+            if len(page) == limit:
+                return Page(page, encode_cursor(price_key(page[-1])))
+            if examined == LIST_EXAMINE_BUDGET:
+                return Page(page, encode_cursor(last_key))
+            last_key = key
+            if query.admits(provider):
+                page.append(provider)
+        return Page(page, None)
 
     def _partition(
-        self, index: str, attribute: str, value: str, after: str, upper: str, query: ProviderQuery
+        self, index: str, attribute: str, value: str, after: str, upper: str, chunk: int
     ) -> Iterator[tuple[str, Provider]]:
-        filters: list[str] = []
-        names: dict[str, str] = {"#p": attribute}
-        values: dict[str, Any] = {":p": value, ":lo": after + "!", ":hi": upper}
-        if query.energy_type is not None and attribute != "energy_type":
-            filters.append("energy_type = :type")
-            values[":type"] = str(query.energy_type)
-        if query.min_capacity_wh is not None:
-            filters.append("capacity_wh >= :cap")
-            values[":cap"] = query.min_capacity_wh
-        if not query.include_inactive:
-            filters.append("#status = :active")
-            names["#status"] = "status"
-            values[":active"] = "active"
         request: dict[str, Any] = {
             "TableName": self._tables.registry,
             "IndexName": index,
             "KeyConditionExpression": "#p = :p AND price_key BETWEEN :lo AND :hi",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": to_item(values),
+            "ExpressionAttributeNames": {"#p": attribute},
+            "ExpressionAttributeValues": to_item({":p": value, ":lo": after + "!", ":hi": upper}),
         }
-        if filters:
-            request["FilterExpression"] = " AND ".join(filters)
-        for item in _query_all(self._client, Limit=QUERY_CHUNK, **request):
+        for item in _query_all(self._client, Limit=chunk, **request):
             provider = provider_from_item(item)
             yield price_key(provider), provider
 
@@ -533,15 +636,197 @@ class DynamoProviders:
         )
 
     def save(self, provider: Provider, expected_version: int) -> None:
-        self._staged.put(
+        values = from_item(provider_to_item(provider))
+        profile = {k: v for k, v in values.items() if k not in _NOT_PROFILE}
+        names = {f"#a{n}": k for n, k in enumerate(profile)}
+        self._staged.update(
             self._tables.registry,
-            provider_to_item(provider),
-            "version = :v",
+            provider_key(provider.provider_id),
+            "SET " + ", ".join(f"#a{n} = :a{n}" for n in range(len(profile))),
+            "version = :expected",
             lambda: ConcurrentUpdate(
                 "the provider changed; retry", provider_id=provider.provider_id
             ),
-            ExpressionAttributeValues=to_item({":v": expected_version}),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(
+                {":expected": expected_version}
+                | {f":a{n}": v for n, v in enumerate(profile.values())}
+            ),
         )
+
+    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
+        # ADD commutes with the owner's profile writes, which never touch these.
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD available_wh :wh SET reading_slots = :slots",
+            "attribute_exists(pk)",
+            lambda: NotFound("no such provider", provider_id=provider_id),
+            ExpressionAttributeValues=to_item({":wh": wh, ":slots": set(reading_slots)}),
+        )
+
+
+class DynamoMeters:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, meter_address: str) -> MeterState | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=meter_key(meter_address),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return meter_from_item(found["Item"]) if "Item" in found else None
+
+    def get_with_provider(
+        self, meter_address: str, provider_id: str
+    ) -> tuple[MeterState | None, Provider | None]:
+        keys = [meter_key(meter_address), provider_key(provider_id)]
+        found: list[Item] = []
+        request: dict[str, Any] = {self._tables.registry: {"Keys": keys}}
+        while request:
+            response = self._client.batch_get_item(
+                RequestItems=request, ReturnConsumedCapacity="TOTAL"
+            )
+            found.extend(response["Responses"].get(self._tables.registry, []))
+            request = response.get("UnprocessedKeys") or {}
+        meter = next((i for i in found if i["sk"]["S"] == "METER"), None)
+        provider = next((i for i in found if i["sk"]["S"] == "PROVIDER"), None)
+        return (
+            meter_from_item(meter) if meter else None,
+            provider_from_item(provider) if provider else None,
+        )
+
+    def advance(self, before: MeterState, after: MeterState) -> None:
+        condition = (
+            "attribute_not_exists(last_reading_hash)"
+            if before.last_reading_hash is None
+            else "last_reading_hash = :previous"
+        )
+        values: dict[str, Any] = {
+            ":counter": after.last_counter_wh,
+            ":at": after.last_timestamp_ms,
+            ":hash": after.last_reading_hash,
+            ":one": 1,
+        }
+        if before.last_reading_hash is not None:
+            values[":previous"] = before.last_reading_hash
+        self._staged.update(
+            self._tables.registry,
+            meter_key(before.meter_address),
+            "SET last_counter_wh = :counter, last_timestamp_ms = :at, last_reading_hash = :hash"
+            " ADD accepted_readings :one",
+            f"attribute_exists(pk) AND {condition}",
+            lambda: ConcurrentUpdate(
+                "the meter moved on; retry", meter_address=before.meter_address
+            ),
+            ExpressionAttributeValues=to_item(values),
+        )
+
+    def rotate_key(self, meter_address: str, public_key: str) -> None:
+        self._staged.update(
+            self._tables.registry,
+            meter_key(meter_address),
+            "SET public_key = :key",
+            "attribute_exists(pk)",
+            lambda: NotFound("no such meter", meter_address=meter_address),
+            ExpressionAttributeValues=to_item({":key": public_key}),
+        )
+
+    def record_rejection(self, record: RejectionRecord, meter_known: bool) -> None:
+        item = to_item(
+            {
+                "pk": f"METER#{record.meter_address}",
+                "sk": rejection_sort_key(record),
+                "meter_address": record.meter_address,
+                "reason": str(record.reason),
+                "detail": record.detail,
+                "at_ms": record.at_ms,
+                "received_at_ms": record.received_at_ms,
+                "payload_hash": record.payload_hash,
+                "reading_hash": record.reading_hash,
+                "expires_at": record.received_at_ms // 1000 + REJECTION_RETENTION_SECONDS,
+            }
+        )
+        self._staged.put(
+            self._tables.registry,
+            item,
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("this delivery was already recorded"),
+        )
+        if meter_known:
+            self._staged.update(
+                self._tables.registry,
+                meter_key(record.meter_address),
+                "ADD #count :one",
+                "attribute_exists(pk)",
+                lambda: NotFound("no such meter", meter_address=record.meter_address),
+                ExpressionAttributeNames={"#count": f"rejected_{record.reason}"},
+                ExpressionAttributeValues=to_item({":one": 1}),
+            )
+
+    def rejections(
+        self, meter_address: str, limit: int, cursor: str | None
+    ) -> Page[RejectionRecord]:
+        # BETWEEN is inclusive: a later page asks for one more item and drops
+        # the one its cursor names.
+        before = decode_rejection_cursor(cursor) if cursor else "REJECTION#~"
+        response = self._client.query(
+            TableName=self._tables.registry,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues=to_item(
+                {":pk": f"METER#{meter_address}", ":lo": "REJECTION#", ":hi": before}
+            ),
+            ScanIndexForward=False,
+            Limit=limit + (2 if cursor else 1),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        items = [i for i in response["Items"] if i["sk"]["S"] != before]
+        records = [rejection_from_item(i) for i in items]
+        page = records[:limit]
+        more = len(records) > limit
+        return Page(page, encode_cursor(rejection_sort_key(page[-1])) if more else None)
+
+
+class DynamoCredits:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, credit_id: str) -> Credit | None:
+        found = self._client.get_item(
+            TableName=self._tables.credits,
+            Key=credit_key(credit_id),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return credit_from_item(found["Item"]) if "Item" in found else None
+
+    def mint(self, credit: Credit) -> None:
+        self._staged.put(
+            self._tables.credits,
+            credit_to_item(credit),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("this reading was already minted", credit_id=credit.credit_id),
+        )
+
+    def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
+        key_condition = "provider_id = :p"
+        values: dict[str, Any] = {":p": provider_id}
+        if cursor:
+            key_condition += " AND minted_key < :before"
+            values[":before"] = decode_minted_cursor(cursor)
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName="CreditsByProvider",
+            KeyConditionExpression=key_condition,
+            ExpressionAttributeValues=to_item(values),
+            ScanIndexForward=False,
+            Limit=limit + 1,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        credits = [credit_from_item(i) for i in response["Items"]]
+        page = credits[:limit]
+        more = len(credits) > limit
+        return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
 
 
 def _query_all(client: Any, **request: Any) -> Iterator[Item]:
@@ -562,6 +847,8 @@ class DynamoUnitOfWork:
         self.nonces = DynamoNonces(tables, self._staged)
         self.ledger = DynamoLedger(client, tables, self._staged)
         self.providers = DynamoProviders(client, tables, self._staged)
+        self.meters = DynamoMeters(client, tables, self._staged)
+        self.credits = DynamoCredits(client, tables, self._staged)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -11,11 +11,15 @@ import binascii
 import re
 from typing import Final
 
+from chalicelib.domain.credits import Credit
 from chalicelib.domain.errors import InvalidCursor
 from chalicelib.domain.providers import Provider
+from chalicelib.domain.readings import RejectionRecord
 
 _PRICE_KEY: Final = re.compile(r"^\d{12}#energy-0x[0-9a-f]{16}$")
 _ENTRY_KEY: Final = re.compile(r"^\d{12}#[a-z]+#[A-Za-z0-9:_./\-]{1,200}$")
+_MINTED_KEY: Final = re.compile(r"^\d{15}#[0-9a-f]{64}$")
+_REJECTION_KEY: Final = re.compile(r"^REJECTION#\d{15}#[0-9a-f]{32}$")
 
 
 def price_key(provider: Provider) -> str:
@@ -32,6 +36,16 @@ def entry_key(at: int, kind: str, entry_id: str) -> str:
     return f"{at:012d}#{kind}#{entry_id}"
 
 
+def minted_key(credit: Credit) -> str:
+    """Credits of a provider sort by the end of their interval, then id."""
+    return f"{credit.interval_end_ms:015d}#{credit.credit_id}"
+
+
+def rejection_sort_key(record: RejectionRecord) -> str:
+    # The payload hash makes a redelivery of one message the same record.
+    return f"REJECTION#{record.at_ms:015d}#{record.payload_hash[:32]}"
+
+
 def encode_cursor(sort_key: str) -> str:
     return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
 
@@ -42,6 +56,14 @@ def decode_price_cursor(cursor: str) -> str:
 
 def decode_entry_cursor(cursor: str) -> str:
     return _decode(cursor, _ENTRY_KEY)
+
+
+def decode_minted_cursor(cursor: str) -> str:
+    return _decode(cursor, _MINTED_KEY)
+
+
+def decode_rejection_cursor(cursor: str) -> str:
+    return _decode(cursor, _REJECTION_KEY)
 
 
 def _decode(cursor: str, shape: re.Pattern[str]) -> str:

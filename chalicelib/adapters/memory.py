@@ -13,12 +13,17 @@ from dataclasses import dataclass, field, replace
 
 from chalicelib.adapters.keys import (
     decode_entry_cursor,
+    decode_minted_cursor,
     decode_price_cursor,
+    decode_rejection_cursor,
     encode_cursor,
     entry_key,
+    minted_key,
     price_key,
+    rejection_sort_key,
 )
 from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -29,6 +34,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
+from chalicelib.domain.readings import MeterState, RejectionRecord
 from chalicelib.services.ports import Page, ProviderQuery
 
 
@@ -41,7 +47,9 @@ class MemoryState:
     treasury: dict[int, int] = field(default_factory=dict)
     entries: dict[tuple[EntryKind, str], LedgerEntry] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
-    meters: dict[str, str] = field(default_factory=dict)  # meter address -> provider id
+    meters: dict[str, MeterState] = field(default_factory=dict)
+    rejections: dict[tuple[str, str], RejectionRecord] = field(default_factory=dict)
+    credits: dict[str, Credit] = field(default_factory=dict)
 
 
 # A staged write: a condition that returns the error to raise (or None), and
@@ -208,7 +216,9 @@ class MemoryProviders:
 
         def apply(s: MemoryState) -> None:
             s.providers[provider.provider_id] = provider
-            s.meters[provider.meter_address] = provider.provider_id
+            s.meters[provider.meter_address] = MeterState(
+                provider.meter_address, provider.provider_id, provider.meter_public_key
+            )
 
         self._staged.stage(check, apply)
 
@@ -221,7 +231,144 @@ class MemoryProviders:
                 )
             return None
 
-        self._staged.stage(check, lambda s: s.providers.__setitem__(provider.provider_id, provider))
+        def apply(s: MemoryState) -> None:
+            stored = s.providers[provider.provider_id]
+            # Ingestion's counters are not the profile's to write.
+            s.providers[provider.provider_id] = replace(
+                provider, available_wh=stored.available_wh, reading_slots=stored.reading_slots
+            )
+
+        self._staged.stage(check, apply)
+
+    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
+        def apply(s: MemoryState) -> None:
+            stored = s.providers[provider_id]
+            s.providers[provider_id] = replace(
+                stored, available_wh=stored.available_wh + wh, reading_slots=reading_slots
+            )
+
+        self._staged.stage(
+            lambda s: (
+                None
+                if provider_id in s.providers
+                else NotFound("no such provider", provider_id=provider_id)
+            ),
+            apply,
+        )
+
+
+class MemoryMeters:
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def get(self, meter_address: str) -> MeterState | None:
+        return self._state.meters.get(meter_address)
+
+    def get_with_provider(
+        self, meter_address: str, provider_id: str
+    ) -> tuple[MeterState | None, Provider | None]:
+        return self._state.meters.get(meter_address), self._state.providers.get(provider_id)
+
+    def advance(self, before: MeterState, after: MeterState) -> None:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.meters.get(before.meter_address)
+            if stored is None or stored.last_reading_hash != before.last_reading_hash:
+                return ConcurrentUpdate(
+                    "the meter moved on; retry", meter_address=before.meter_address
+                )
+            return None
+
+        def apply(s: MemoryState) -> None:
+            stored = s.meters[before.meter_address]
+            s.meters[before.meter_address] = replace(
+                stored,
+                last_counter_wh=after.last_counter_wh,
+                last_timestamp_ms=after.last_timestamp_ms,
+                last_reading_hash=after.last_reading_hash,
+                accepted_readings=stored.accepted_readings + 1,
+            )
+
+        self._staged.stage(check, apply)
+
+    def rotate_key(self, meter_address: str, public_key: str) -> None:
+        self._staged.stage(
+            lambda s: (
+                None
+                if meter_address in s.meters
+                else NotFound("no such meter", meter_address=meter_address)
+            ),
+            lambda s: s.meters.__setitem__(
+                meter_address, replace(s.meters[meter_address], public_key=public_key)
+            ),
+        )
+
+    def record_rejection(self, record: RejectionRecord, meter_known: bool) -> None:
+        key = (record.meter_address, rejection_sort_key(record))
+
+        def apply(s: MemoryState) -> None:
+            s.rejections[key] = record
+            meter = s.meters.get(record.meter_address)
+            if meter_known and meter is not None:
+                counts = dict(meter.rejections)
+                counts[record.reason] = counts.get(record.reason, 0) + 1
+                s.meters[record.meter_address] = replace(
+                    meter, rejections=tuple(sorted(counts.items()))
+                )
+
+        self._staged.stage(
+            lambda s: (
+                AlreadyExists("this delivery was already recorded") if key in s.rejections else None
+            ),
+            apply,
+        )
+
+    def rejections(
+        self, meter_address: str, limit: int, cursor: str | None
+    ) -> Page[RejectionRecord]:
+        before = decode_rejection_cursor(cursor) if cursor else "~"
+        ordered = sorted(
+            ((k, r) for (a, k), r in self._state.rejections.items() if a == meter_address),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        earlier = [(k, r) for k, r in ordered if k < before]
+        page = earlier[:limit]
+        more = len(earlier) > limit
+        return Page([r for _, r in page], encode_cursor(page[-1][0]) if more else None)
+
+
+class MemoryCredits:
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def get(self, credit_id: str) -> Credit | None:
+        return self._state.credits.get(credit_id)
+
+    def mint(self, credit: Credit) -> None:
+        self._staged.stage(
+            lambda s: (
+                AlreadyExists("this reading was already minted", credit_id=credit.credit_id)
+                if credit.credit_id in s.credits
+                else None
+            ),
+            lambda s: s.credits.__setitem__(credit.credit_id, credit),
+        )
+
+    def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
+        before = decode_minted_cursor(cursor) if cursor else "~"
+        ordered = sorted(
+            (
+                (minted_key(c), c)
+                for c in self._state.credits.values()
+                if c.provider_id == provider_id and c.state != CreditState.BASELINE
+            ),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        earlier = [(k, c) for k, c in ordered if k < before]
+        page = earlier[:limit]
+        more = len(earlier) > limit
+        return Page([c for _, c in page], encode_cursor(page[-1][0]) if more else None)
 
 
 class MemoryUnitOfWork:
@@ -232,6 +379,8 @@ class MemoryUnitOfWork:
         self.nonces = MemoryNonces(self._staged)
         self.ledger = MemoryLedger(self._staged, state)
         self.providers = MemoryProviders(self._staged, state)
+        self.meters = MemoryMeters(self._staged, state)
+        self.credits = MemoryCredits(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

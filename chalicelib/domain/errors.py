@@ -94,6 +94,13 @@ class InvalidState(DomainError):
     reason = "invalid_state"
 
 
+class ReadingRefused(DomainError):
+    """A meter reading failed a rule; ``data.rejection`` says which (meter protocol)."""
+
+    code = 4003
+    reason = "reading_rejected"
+
+
 class ConcurrentUpdate(DomainError):
     """Another request changed the same records first; retrying is safe."""
 

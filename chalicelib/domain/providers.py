@@ -123,6 +123,7 @@ class Provider:
         capacity_wh: int | None = None,
         price_micro_block_per_kwh: int | None = None,
         paused: bool | None = None,
+        meter_public_key: str | None = None,
     ) -> Provider:
         return replace(
             self,
@@ -134,6 +135,9 @@ class Provider:
                 else price_micro_block_per_kwh
             ),
             paused=self.paused if paused is None else paused,
+            meter_public_key=(
+                self.meter_public_key if meter_public_key is None else meter_public_key
+            ),
             updated_at=now,
             version=self.version + 1,
         )

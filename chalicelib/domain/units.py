@@ -22,6 +22,7 @@ WH_PER_KWH: Final = 1_000
 MAX_MICRO_BLOCK: Final = 10**15  # one billion BLOCK
 MAX_WH: Final = 10**12  # one TWh
 MAX_PRICE_MICRO_BLOCK_PER_KWH: Final = 10**9  # 1,000 BLOCK per kWh
+MAX_TIMESTAMP_MS: Final = 10**14  # the year 5138
 
 
 class InvalidAmount(ValueError):
@@ -87,6 +88,11 @@ def price_from_block_per_kwh(value: object, what: str = "price_per_kwh") -> int:
 def wh_from_kwh(value: object, what: str = "kwh") -> int:
     """Energy in kWh as a decimal number (``1.5``) -> integer Wh (``1500``)."""
     return _scaled(value, WH_PER_KWH, MAX_WH, what, "Wh")
+
+
+def milliseconds_from_seconds(value: object, what: str = "timestamp") -> int:
+    """Unix seconds, at most 3 decimals (``1767225600.25``) -> integer milliseconds."""
+    return _scaled(value, 1_000, MAX_TIMESTAMP_MS, what, "millisecond")
 
 
 def micro_degrees(value: object, limit_degrees: int, what: str = "coordinate") -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from chalicelib.domain import signing
+from chalicelib.domain import signing, units
 from chalicelib.domain.accounts import Role
 from chalicelib.domain.errors import (
     AlreadyExists,
@@ -24,6 +24,7 @@ from chalicelib.domain.errors import (
     NotAuthorised,
     NotFound,
     OpenObligations,
+    ReadingRefused,
     ReplayedRequest,
     StaleRequest,
 )
@@ -31,7 +32,7 @@ from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Locat
 from chalicelib.rpc import schemas as s
 from chalicelib.rpc.openrpc import openrpc_document
 from chalicelib.rpc.registry import CallContext, Registry
-from chalicelib.services import accounts, providers
+from chalicelib.services import accounts, ingest, meters, providers
 from chalicelib.services.auth import SignedCall
 from chalicelib.services.ports import ProviderQuery
 
@@ -245,6 +246,7 @@ def update_provider(context: CallContext, params: s.UpdateProviderParams) -> s.P
             capacity_wh=u.capacity_kwh,
             price_micro_block_per_kwh=u.price_per_kwh,
             paused=u.paused,
+            meter_public_key=u.meter_public_key,
         ),
     )
     return s.ProviderResult.of(provider, context.market.clock())
@@ -338,3 +340,81 @@ def discover(context: CallContext, params: s.NoParams) -> OpenRpcDocument:
 @lru_cache(maxsize=1)
 def openrpc() -> dict[str, Any]:
     return openrpc_document(registry, API_VERSION)
+
+
+# -- meters, readings and credits ------------------------------------------------
+
+
+@registry.method(
+    "energy.submitReading",
+    summary="Submit a signed meter reading over HTTP (the MQTT path's twin)",
+    result=s.SubmitReadingResult,
+    original_name="submitReading",
+    errors=(ReadingRefused,),
+)
+def submit_reading(context: CallContext, params: s.SubmitReadingParams) -> s.SubmitReadingResult:
+    """Authorised by the meter's own signature (docs/meter-protocol.md), not by
+    an account. Runs the same checks and the same minting as the MQTT path. A
+    reading already accepted is a success with status ``duplicate`` that mints
+    nothing; a refused one is error 4003 with ``data.rejection`` and is
+    recorded for the meter (``energy.getRejections``)."""
+    outcome = ingest.record_document(
+        context.market,
+        dict(context.raw_params),
+        topic_meter_address=None,
+        received_at_ms=context.market.clock() * 1000,
+    )
+    if outcome.status == ingest.Status.REJECTED:
+        raise ReadingRefused(
+            f"reading rejected: {outcome.detail}",
+            rejection=str(outcome.reason),
+            detail=outcome.detail,
+        )
+    credit = outcome.credit
+    wh = credit.wh if credit is not None and outcome.status == ingest.Status.ACCEPTED else 0
+    return s.SubmitReadingResult(
+        status=str(outcome.status),
+        credit_id=credit.credit_id if credit is not None else None,
+        amount_kwh=units.kwh_from_wh(wh),
+        amount_wh=wh,
+        reading_hash=outcome.reading_hash or "",
+        credit=s.CreditResult.of(credit) if credit is not None else None,
+    )
+
+
+@registry.method(
+    "energy.getCredits",
+    summary="A provider's credits with their state and provenance, newest first",
+    result=s.CreditsResult,
+    original_name="getCredits",
+    errors=(NotFound,),
+)
+def get_credits(context: CallContext, params: s.CreditsParams) -> s.CreditsResult:
+    page = meters.provider_credits(context.market, params.provider_id, params.limit, params.cursor)
+    return s.CreditsResult(
+        credits=[s.CreditResult.of(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@registry.method(
+    "energy.getMeter",
+    summary="A meter's key, last accepted reading and counts of refusals",
+    result=s.MeterResult,
+    errors=(NotFound,),
+)
+def get_meter(context: CallContext, params: s.MeterRef) -> s.MeterResult:
+    return s.MeterResult.of(meters.get_meter(context.market, params.meter_address))
+
+
+@registry.method(
+    "energy.getRejections",
+    summary="A meter's refused readings and why, newest first",
+    result=s.RejectionsResult,
+)
+def get_rejections(context: CallContext, params: s.RejectionsParams) -> s.RejectionsResult:
+    page = meters.meter_rejections(
+        context.market, params.meter_address, params.limit, params.cursor
+    )
+    return s.RejectionsResult(
+        rejections=[s.RejectionResult.of(r) for r in page.items], next_cursor=page.next_cursor
+    )

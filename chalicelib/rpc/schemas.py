@@ -25,6 +25,7 @@ from pydantic import (
 
 from chalicelib.domain import signing, units
 from chalicelib.domain.accounts import ACCOUNT_NAME, Account
+from chalicelib.domain.credits import Credit
 from chalicelib.domain.ledger import CHAIN_REFERENCE, LedgerEntry
 from chalicelib.domain.providers import (
     JURISDICTION,
@@ -33,6 +34,7 @@ from chalicelib.domain.providers import (
     Provider,
     ProviderStatus,
 )
+from chalicelib.domain.readings import MeterState, RejectionRecord, topic_for
 from chalicelib.services.auth import NONCE
 
 
@@ -279,6 +281,9 @@ class ProviderUpdates(Params):
     capacity_kwh: PositiveKwhAsWh | None = None
     price_per_kwh: PositivePricePerKwh | None = None
     paused: StrictBool | None = None
+    meter_public_key: PublicKeyHex | None = Field(
+        default=None, description="Rotate the meter's Ed25519 key (after re-provisioning)"
+    )
 
 
 class UpdateProviderParams(SignedParams):
@@ -370,4 +375,139 @@ def _degrees(micro_deg: int) -> Decimal:
 
 class ProviderListResult(Result):
     providers: list[ProviderResult]
+    next_cursor: str | None
+
+
+# -- meters, readings and credits ---------------------------------------------------
+
+ReadingNumber = Annotated[
+    int | Decimal | StrictStr,
+    WithJsonSchema({"oneOf": [{"type": "number"}, {"type": "string"}]}),
+]
+
+
+class SubmitReadingParams(Params):
+    """The original submitReading payload; the meter's signature authorises it."""
+
+    provider_id: StrictStr
+    meter_address: StrictStr
+    kwh_reading: ReadingNumber = Field(description="Cumulative counter, kWh (≤ 3 decimals)")
+    timestamp: ReadingNumber = Field(description="Unix seconds (≤ 3 decimals)")
+    signature: StrictStr = Field(description="Ed25519 over the reading message, hex")
+
+
+class CreditResult(Result):
+    credit_id: str = Field(description="The SHA-256 of the signed reading message")
+    provider_id: str
+    meter_address: str
+    energy_type: EnergyType
+    jurisdiction: str
+    amount_kwh: Decimal
+    amount_wh: int
+    interval_start_ms: int
+    interval_end_ms: int
+    state: str
+    minted_at_ms: int
+    expires_at_ms: int
+    counter_wh: int = Field(description="The meter's counter at interval end")
+    signature: str = Field(description="The meter's signature: verify it with the meter key")
+
+    @classmethod
+    def of(cls, credit: Credit) -> CreditResult:
+        return cls(
+            credit_id=credit.credit_id,
+            provider_id=credit.provider_id,
+            meter_address=credit.meter_address,
+            energy_type=credit.energy_type,
+            jurisdiction=credit.jurisdiction,
+            amount_kwh=units.kwh_from_wh(credit.wh),
+            amount_wh=credit.wh,
+            interval_start_ms=credit.interval_start_ms,
+            interval_end_ms=credit.interval_end_ms,
+            state=str(credit.state),
+            minted_at_ms=credit.minted_at_ms,
+            expires_at_ms=credit.expires_at_ms,
+            counter_wh=credit.counter_wh,
+            signature=credit.signature,
+        )
+
+
+class SubmitReadingResult(Result):
+    status: str = Field(description="accepted, or duplicate for a reading already accepted")
+    credit_id: str | None = Field(description="Null only for a duplicate whose credit is gone")
+    amount_kwh: Decimal = Field(description="Energy minted; 0 for a meter's first reading")
+    amount_wh: int
+    reading_hash: str
+    credit: CreditResult | None
+
+
+class CreditsParams(Params):
+    provider_id: ProviderId
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class CreditsResult(Result):
+    credits: list[CreditResult]
+    next_cursor: str | None
+
+
+class MeterRef(Params):
+    meter_address: MeterAddress
+
+
+class MeterResult(Result):
+    meter_address: str
+    provider_id: str
+    public_key: str
+    active: bool
+    topic: str
+    last_counter_wh: int | None
+    last_timestamp_ms: int | None
+    last_reading_hash: str | None
+    accepted_readings: int
+    rejections: dict[str, int] = Field(description="Refused readings by reason")
+
+    @classmethod
+    def of(cls, meter: MeterState) -> MeterResult:
+        return cls(
+            meter_address=meter.meter_address,
+            provider_id=meter.provider_id,
+            public_key=meter.public_key,
+            active=meter.active,
+            topic=topic_for(meter.meter_address),
+            last_counter_wh=meter.last_counter_wh,
+            last_timestamp_ms=meter.last_timestamp_ms,
+            last_reading_hash=meter.last_reading_hash,
+            accepted_readings=meter.accepted_readings,
+            rejections=dict(meter.rejections),
+        )
+
+
+class RejectionsParams(Params):
+    meter_address: MeterAddress
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class RejectionResult(Result):
+    reason: str
+    detail: str
+    at_ms: int
+    received_at_ms: int
+    reading_hash: str | None
+
+    @classmethod
+    def of(cls, record: RejectionRecord) -> RejectionResult:
+        return cls(
+            reason=str(record.reason),
+            detail=record.detail,
+            at_ms=record.at_ms,
+            received_at_ms=record.received_at_ms,
+            reading_hash=record.reading_hash,
+        )
+
+
+class RejectionsResult(Result):
+    rejections: list[RejectionResult]
     next_cursor: str | None

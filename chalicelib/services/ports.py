@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.credits import Credit
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
+from chalicelib.domain.readings import MeterState, RejectionRecord
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,48 @@ class ProviderRepository(Protocol):
         AlreadyExists when either is taken."""
 
     def save(self, provider: Provider, expected_version: int) -> None:
-        """Stage: replace the provider if it still has ``expected_version``;
-        fails with ConcurrentUpdate otherwise."""
+        """Stage: write the provider's profile and stake if it still has
+        ``expected_version``; fails with ConcurrentUpdate otherwise. Counters
+        kept by ingestion (available Wh, reading slots) are not touched."""
+
+    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
+        """Stage: add minted Wh to the provider's available energy and store
+        the recent reading slots (for uptime)."""
+
+
+class MeterRepository(Protocol):
+    def get(self, meter_address: str) -> MeterState | None: ...
+
+    def get_with_provider(
+        self, meter_address: str, provider_id: str
+    ) -> tuple[MeterState | None, Provider | None]:
+        """The meter and the provider a reading names, in one read."""
+
+    def advance(self, before: MeterState, after: MeterState) -> None:
+        """Stage: store the meter's new last reading if its last reading is still
+        ``before``'s; fails with ConcurrentUpdate otherwise."""
+
+    def rotate_key(self, meter_address: str, public_key: str) -> None:
+        """Stage: register a new Ed25519 key for the meter."""
+
+    def record_rejection(self, record: RejectionRecord, meter_known: bool) -> None:
+        """Stage: keep the refused reading and count it on the meter. Fails with
+        AlreadyExists when this very delivery was already recorded."""
+
+    def rejections(
+        self, meter_address: str, limit: int, cursor: str | None
+    ) -> Page[RejectionRecord]:
+        """A meter's refused readings, newest first."""
+
+
+class CreditRepository(Protocol):
+    def get(self, credit_id: str) -> Credit | None: ...
+
+    def mint(self, credit: Credit) -> None:
+        """Stage: create the credit; fails with AlreadyExists if it was minted."""
+
+    def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
+        """A provider's credits (baselines excluded), newest first."""
 
 
 class UnitOfWork(Protocol):
@@ -123,6 +165,12 @@ class UnitOfWork(Protocol):
 
     @property
     def providers(self) -> ProviderRepository: ...
+
+    @property
+    def meters(self) -> MeterRepository: ...
+
+    @property
+    def credits(self) -> CreditRepository: ...
 
     def commit(self) -> None:
         """Apply every staged write, or none; raises the failing write's error."""

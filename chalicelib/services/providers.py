@@ -46,6 +46,7 @@ class ProviderUpdate:
     capacity_wh: int | None = None
     price_micro_block_per_kwh: int | None = None
     paused: bool | None = None
+    meter_public_key: str | None = None
 
 
 def register_provider(market: Market, call: SignedCall, registration: Registration) -> Provider:
@@ -91,7 +92,7 @@ def _register(market: Market, call: SignedCall, registration: Registration) -> P
 def update_provider(
     market: Market, call: SignedCall, provider_id: str, update: ProviderUpdate
 ) -> Provider:
-    """Change price, capacity, name or pause state (owner only)."""
+    """Change price, capacity, name, pause state or the meter's key (owner only)."""
 
     def attempt() -> Provider:
         uow = market.unit_of_work()
@@ -104,8 +105,11 @@ def update_provider(
             capacity_wh=update.capacity_wh,
             price_micro_block_per_kwh=update.price_micro_block_per_kwh,
             paused=update.paused,
+            meter_public_key=update.meter_public_key,
         )
         uow.providers.save(changed, expected_version=current.version)
+        if update.meter_public_key is not None:
+            uow.meters.rotate_key(current.meter_address, changed.meter_public_key)
         uow.commit()
         return changed
 

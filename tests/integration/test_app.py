@@ -15,7 +15,7 @@ from chalicelib.adapters.aws import dynamodb_client
 from chalicelib.client import MarketplaceClient, Signer
 from chalicelib.config import get_settings
 from chalicelib.rpc.methods import openrpc, registry
-from chalicelib.wiring import dispatcher
+from chalicelib.wiring import dispatcher, ingest_market
 from tests.support import BLOCK, registration_params
 
 
@@ -30,11 +30,11 @@ def chalice_client(
 ) -> Iterator[Client]:
     monkeypatch.setenv("MARKETPLACE_ID", "energy-marketplace-app-test")
     monkeypatch.setenv("OPERATOR_PUBLIC_KEY", operator.public_key)
-    for cache in (get_settings, dispatcher, dynamodb_client):
+    for cache in (get_settings, dispatcher, ingest_market, dynamodb_client):
         cache.cache_clear()
     with Client(app) as client:
         yield client
-    for cache in (get_settings, dispatcher, dynamodb_client):
+    for cache in (get_settings, dispatcher, ingest_market, dynamodb_client):
         cache.cache_clear()
 
 

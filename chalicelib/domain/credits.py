@@ -1,0 +1,47 @@
+"""Energy credits: verified generation, in Wh, with where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from chalicelib.domain.providers import EnergyType
+
+# Unsold credits leave the market this long after minting (configurable).
+DEFAULT_CREDIT_LIFETIME_MS: Final = 30 * 24 * 3_600_000
+
+
+class CreditState(StrEnum):
+    # A meter's first accepted reading sets its counter and carries no energy;
+    # it is stored like a credit so that its redelivery is known as one.
+    BASELINE = "baseline"
+    AVAILABLE = "available"  # offered at the provider's price
+    RESERVED = "reserved"  # held for a purchase awaiting settlement
+    HELD = "held"  # owned by a buyer after settlement
+    RETIRED = "retired"  # claimed for carbon reporting
+    EXPIRED = "expired"  # unsold at expiry, out of the market
+    REVOKED = "revoked"  # its reading was found fraudulent
+
+
+@dataclass(frozen=True)
+class Credit:
+    """The Wh one accepted reading added, minted once.
+
+    ``credit_id`` is the reading's hash: a redelivered reading maps to the
+    same credit, which is what makes minting idempotent.
+    """
+
+    credit_id: str
+    provider_id: str
+    meter_address: str
+    energy_type: EnergyType
+    jurisdiction: str
+    interval_start_ms: int  # the previous accepted reading's time
+    interval_end_ms: int  # this reading's time
+    wh: int
+    counter_wh: int  # the meter's cumulative counter at interval end
+    signature: str  # the meter's signature over the reading, for provenance
+    minted_at_ms: int
+    expires_at_ms: int
+    state: CreditState = CreditState.AVAILABLE

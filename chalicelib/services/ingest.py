@@ -1,0 +1,322 @@
+"""Turning a meter reading into a credit, exactly once.
+
+One use case serves both paths: the MQTT topic rule's Lambda and the
+``energy.submitReading`` method. Delivery is at least once, so a reading
+already accepted is a success that mints nothing; everything else either
+passes every rule and is minted in one atomic write (meter state, credit,
+provider's available energy) or is refused with a recorded reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Final
+
+from chalicelib.domain.credits import Credit, CreditState
+from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
+from chalicelib.domain.providers import (
+    UPTIME_SLOT_SECONDS,
+    UPTIME_WINDOW_SLOTS,
+    Provider,
+    ProviderStatus,
+)
+from chalicelib.domain.readings import (
+    MAX_PAYLOAD_BYTES,
+    MeterState,
+    Reading,
+    ReadingRejected,
+    ReadingRules,
+    Rejection,
+    RejectionRecord,
+    check_reading,
+    parse_payload,
+)
+from chalicelib.services.market import Market
+
+logger = logging.getLogger(__name__)
+
+# A reading that loses a race with another reading of the same meter is
+# judged again against the winner; more rounds than this means a meter is
+# being flooded, and the delivery is left to be retried by the sender.
+MAX_ROUNDS: Final = 4
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    meter_address: str | None
+    reading_hash: str | None = None
+    credit: Credit | None = None  # the credit minted (or minted before, for a duplicate)
+    reason: Rejection | None = None
+    detail: str = ""
+
+
+def record_payload(
+    market: Market, payload: bytes, *, topic_meter_address: str | None, received_at_ms: int
+) -> Outcome:
+    """A raw MQTT payload, as the topic rule delivers it."""
+    payload_hash = hashlib.sha256(payload).hexdigest()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return _refuse(
+            market,
+            topic_meter_address,
+            Rejection.OVERSIZED,
+            f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+            at_ms=received_at_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+        )
+    try:
+        document = json.loads(
+            payload.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return _refuse(
+            market,
+            topic_meter_address,
+            Rejection.MALFORMED,
+            "payload is not a UTF-8 JSON object",
+            at_ms=received_at_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+        )
+    return record_document(
+        market,
+        document,
+        topic_meter_address=topic_meter_address,
+        received_at_ms=received_at_ms,
+        payload_hash=payload_hash,
+    )
+
+
+def record_document(
+    market: Market,
+    document: Any,
+    *,
+    topic_meter_address: str | None,
+    received_at_ms: int,
+    payload_hash: str | None = None,
+) -> Outcome:
+    """A reading's JSON fields (``energy.submitReading`` params, or a parsed payload)."""
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(
+            json.dumps(document, sort_keys=True, default=str).encode()
+        ).hexdigest()
+    if not isinstance(document, dict):
+        return _refuse(
+            market,
+            topic_meter_address,
+            Rejection.MALFORMED,
+            "payload is not a JSON object",
+            at_ms=received_at_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+        )
+    try:
+        reading = parse_payload(document)
+    except ReadingRejected as refused:
+        return _refuse(
+            market,
+            topic_meter_address,
+            refused.reason,
+            refused.detail,
+            at_ms=received_at_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+        )
+    if topic_meter_address is not None and reading.meter_address != topic_meter_address:
+        # The broker authenticated the topic's meter; the payload names another.
+        return _refuse(
+            market,
+            topic_meter_address,
+            Rejection.TOPIC_MISMATCH,
+            "meter_address differs from the topic's",
+            at_ms=reading.timestamp_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+            reading_hash=reading.reading_hash,
+        )
+    for _ in range(MAX_ROUNDS - 1):
+        try:
+            return _record(market, reading, received_at_ms, payload_hash)
+        except ConcurrentUpdate:
+            continue
+    return _record(market, reading, received_at_ms, payload_hash)
+
+
+def _record(market: Market, reading: Reading, received_at_ms: int, payload_hash: str) -> Outcome:
+    uow = market.unit_of_work()
+    meter, provider = uow.meters.get_with_provider(reading.meter_address, reading.provider_id)
+    if meter is None:
+        return _refuse(
+            market,
+            reading.meter_address,
+            Rejection.UNKNOWN_METER,
+            "no meter is registered at this address",
+            at_ms=reading.timestamp_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+            reading_hash=reading.reading_hash,
+        )
+    duplicate = _earlier_delivery(market, meter, reading)
+    if duplicate is not None:
+        return duplicate
+    now_ms = market.clock() * 1000
+    try:
+        if provider is None:
+            raise ReadingRejected(
+                Rejection.PROVIDER_MISMATCH, "provider_id is not this meter's provider"
+            )
+        wh = check_reading(
+            reading,
+            meter,
+            capacity_wh=provider.capacity_wh,
+            provider_suspended=provider.status == ProviderStatus.SUSPENDED,
+            now_ms=now_ms,
+            rules=ReadingRules(
+                max_clock_skew_ms=market.settings.max_clock_skew_ms,
+                max_age_ms=market.settings.max_reading_age_ms,
+            ),
+        )
+    except ReadingRejected as refused:
+        return _refuse(
+            market,
+            reading.meter_address,
+            refused.reason,
+            refused.detail,
+            at_ms=reading.timestamp_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+            reading_hash=reading.reading_hash,
+            meter_known=True,
+        )
+    credit = _credit(market, reading, meter, provider, wh, now_ms)
+    uow.meters.advance(meter, meter.advanced(reading))
+    uow.credits.mint(credit)
+    uow.providers.record_generation(
+        provider.provider_id, wh, _recent_slots(provider, reading.timestamp_ms)
+    )
+    try:
+        uow.commit()
+    except AlreadyExists:
+        # Another delivery of this reading was minted between our read and write.
+        return Outcome(
+            Status.DUPLICATE,
+            reading.meter_address,
+            reading.reading_hash,
+            market.unit_of_work().credits.get(reading.reading_hash),
+        )
+    _emit_metric("ReadingsAccepted", reading.meter_address)
+    return Outcome(Status.ACCEPTED, reading.meter_address, reading.reading_hash, credit)
+
+
+def _earlier_delivery(market: Market, meter: MeterState, reading: Reading) -> Outcome | None:
+    """The outcome of a reading already accepted, or None for a new one.
+
+    The meter remembers its last reading; an older one can only be a
+    duplicate if its credit exists, so the credit is looked up only when the
+    counter has not moved forward.
+    """
+    if reading.reading_hash == meter.last_reading_hash:
+        credit = market.unit_of_work().credits.get(reading.reading_hash)
+    elif meter.last_counter_wh is not None and reading.counter_wh <= meter.last_counter_wh:
+        credit = market.unit_of_work().credits.get(reading.reading_hash)
+        if credit is None:
+            return None
+    else:
+        return None
+    _emit_metric("ReadingsDuplicate", reading.meter_address)
+    return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash, credit)
+
+
+def _credit(
+    market: Market, reading: Reading, meter: MeterState, provider: Provider, wh: int, now_ms: int
+) -> Credit:
+    baseline = meter.last_timestamp_ms is None
+    return Credit(
+        credit_id=reading.reading_hash,
+        provider_id=provider.provider_id,
+        meter_address=reading.meter_address,
+        energy_type=provider.energy_type,
+        jurisdiction=provider.jurisdiction,
+        interval_start_ms=reading.timestamp_ms if baseline else meter.last_timestamp_ms or 0,
+        interval_end_ms=reading.timestamp_ms,
+        wh=wh,
+        counter_wh=reading.counter_wh,
+        signature=reading.signature,
+        minted_at_ms=now_ms,
+        expires_at_ms=now_ms + market.settings.credit_lifetime_ms,
+        state=CreditState.BASELINE if baseline else CreditState.AVAILABLE,
+    )
+
+
+def _recent_slots(provider: Provider, timestamp_ms: int) -> frozenset[int]:
+    slot = timestamp_ms // 1000 // UPTIME_SLOT_SECONDS
+    return frozenset(
+        s for s in provider.reading_slots | {slot} if slot - UPTIME_WINDOW_SLOTS < s <= slot
+    )
+
+
+def _refuse(
+    market: Market,
+    meter_address: str | None,
+    reason: Rejection,
+    detail: str,
+    *,
+    at_ms: int,
+    received_at_ms: int,
+    payload_hash: str,
+    reading_hash: str | None = None,
+    meter_known: bool = False,
+) -> Outcome:
+    _emit_metric("ReadingsRejected", meter_address, reason=str(reason))
+    if meter_address is not None:
+        record = RejectionRecord(
+            meter_address, reason, detail[:200], at_ms, received_at_ms, payload_hash, reading_hash
+        )
+        uow = market.unit_of_work()
+        # Counted on the meter only once the meter was read and exists; earlier
+        # refusals (malformed, unknown meter) are kept and counted as metrics.
+        uow.meters.record_rejection(record, meter_known=meter_known)
+        # AlreadyExists: this very delivery was recorded (and counted) before.
+        with contextlib.suppress(AlreadyExists):
+            uow.commit()
+    return Outcome(Status.REJECTED, meter_address, reading_hash, reason=reason, detail=detail)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _emit_metric(name: str, meter_address: str | None, **dimensions: str) -> None:
+    # CloudWatch embedded metric format: one log line, no API call on the hot path.
+    logger.info(
+        json.dumps(
+            {
+                "_aws": {
+                    "CloudWatchMetrics": [
+                        {
+                            "Namespace": "EnergyMarketplace",
+                            "Dimensions": [sorted(dimensions)],
+                            "Metrics": [{"Name": name, "Unit": "Count"}],
+                        }
+                    ]
+                },
+                name: 1,
+                "meter_address": meter_address,
+                **dimensions,
+            }
+        )
+    )
