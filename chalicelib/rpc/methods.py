@@ -374,7 +374,7 @@ def submit_reading(context: CallContext, params: s.SubmitReadingParams) -> s.Sub
     wh = credit.wh if credit is not None and outcome.status == ingest.Status.ACCEPTED else 0
     return s.SubmitReadingResult(
         status=str(outcome.status),
-        credit_id=credit.credit_id if credit is not None else None,
+        credit_id=outcome.reading_hash or "",
         amount_kwh=units.kwh_from_wh(wh),
         amount_wh=wh,
         reading_hash=outcome.reading_hash or "",

@@ -434,11 +434,13 @@ class CreditResult(Result):
 
 class SubmitReadingResult(Result):
     status: str = Field(description="accepted, or duplicate for a reading already accepted")
-    credit_id: str | None = Field(description="Null only for a duplicate whose credit is gone")
+    credit_id: str = Field(description="The reading hash, which is the id of its credit")
     amount_kwh: Decimal = Field(description="Energy minted; 0 for a meter's first reading")
     amount_wh: int
     reading_hash: str
-    credit: CreditResult | None
+    credit: CreditResult | None = Field(
+        description="The credit minted; null for a duplicate of the latest reading"
+    )
 
 
 class CreditsParams(Params):

@@ -58,7 +58,8 @@ class Outcome:
     status: Status
     meter_address: str | None
     reading_hash: str | None = None
-    credit: Credit | None = None  # the credit minted (or minted before, for a duplicate)
+    # The credit minted; for a duplicate, the earlier credit when it was read.
+    credit: Credit | None = None
     reason: Rejection | None = None
     detail: str = ""
 
@@ -225,12 +226,13 @@ def _record(market: Market, reading: Reading, received_at_ms: int, payload_hash:
 def _earlier_delivery(market: Market, meter: MeterState, reading: Reading) -> Outcome | None:
     """The outcome of a reading already accepted, or None for a new one.
 
-    The meter remembers its last reading; an older one can only be a
-    duplicate if its credit exists, so the credit is looked up only when the
-    counter has not moved forward.
+    The meter remembers its last reading (the common redelivery, answered
+    without another read); an older one can only be a duplicate if its credit
+    exists, so the credit is looked up only when the counter has not moved
+    forward.
     """
     if reading.reading_hash == meter.last_reading_hash:
-        credit = market.unit_of_work().credits.get(reading.reading_hash)
+        credit = None
     elif meter.last_counter_wh is not None and reading.counter_wh <= meter.last_counter_wh:
         credit = market.unit_of_work().credits.get(reading.reading_hash)
         if credit is None:
