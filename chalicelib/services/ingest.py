@@ -149,15 +149,19 @@ def record_document(
             payload_hash=payload_hash,
             reading_hash=reading.reading_hash,
         )
+    # Over MQTT the broker authenticated the topic's meter (mTLS + policy).
+    authenticated = topic_meter_address is not None
     for _ in range(MAX_ROUNDS - 1):
         try:
-            return _record(market, reading, received_at_ms, payload_hash)
+            return _record(market, reading, received_at_ms, payload_hash, authenticated)
         except ConcurrentUpdate:
             continue
-    return _record(market, reading, received_at_ms, payload_hash)
+    return _record(market, reading, received_at_ms, payload_hash, authenticated)
 
 
-def _record(market: Market, reading: Reading, received_at_ms: int, payload_hash: str) -> Outcome:
+def _record(
+    market: Market, reading: Reading, received_at_ms: int, payload_hash: str, authenticated: bool
+) -> Outcome:
     uow = market.unit_of_work()
     meter, provider = uow.meters.get_with_provider(reading.meter_address, reading.provider_id)
     if meter is None:
@@ -201,7 +205,10 @@ def _record(market: Market, reading: Reading, received_at_ms: int, payload_hash:
             received_at_ms=received_at_ms,
             payload_hash=payload_hash,
             reading_hash=reading.reading_hash,
-            meter_known=True,
+            # Counted on the meter only when it came over the meter's own
+            # authenticated channel: anyone can send a forged reading over HTTP,
+            # and a count that stakes are slashed on must not be theirs to raise.
+            meter_known=authenticated,
         )
     credit = _credit(market, reading, meter, provider, wh, now_ms)
     uow.meters.advance(meter, meter.advanced(reading))

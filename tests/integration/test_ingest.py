@@ -286,3 +286,20 @@ def test_the_topic_rule_event_is_handled_and_a_broken_one_raises(market: MarketH
     for broken in ({}, {**event, "payload": "%%%"}, {**event, "received_at_ms": "soon"}, None):
         with pytest.raises(MalformedEvent):
             handle_reading_event(market.market, broken)
+
+
+def test_forged_readings_over_http_are_not_counted_against_the_meter(
+    market: MarketHarness,
+) -> None:
+    meter = metered_provider(market)
+    market.client.call("energy.submitReading", meter.reading(1_000, T0))
+    forger = SimulatedMeter(meter.meter_address, meter.provider_id, Signer.generate("f"))
+    with pytest.raises(RpcError) as refused:
+        market.client.call("energy.submitReading", forger.reading(2_000, T0 + QUARTER))
+    assert refused.value.data["rejection"] == "bad_signature"
+    state = market.client.call("energy.getMeter", {"meter_address": meter.meter_address})
+    assert state["rejections"] == {}  # recorded, but not the meter's fault
+    rejections = market.client.call("energy.getRejections", {"meter_address": meter.meter_address})[
+        "rejections"
+    ]
+    assert [r["reason"] for r in rejections] == ["bad_signature"]
