@@ -75,8 +75,6 @@ succeed; nothing here passes or fails on speed.
    packages its import time goes to.
 """
 
-# ruff: noqa: E402  (the repository root goes onto sys.path before its modules are imported)
-
 from __future__ import annotations
 
 import os

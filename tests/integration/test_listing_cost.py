@@ -46,7 +46,8 @@ def test_a_rare_filter_pages_through_the_registry_at_a_bounded_cost(dynamodb: An
             scanned.append(parsed["ScannedCount"])
 
     dynamodb.meta.events.register("after-call.dynamodb.Query", record)
-    found, cursor, calls = [], None, 0
+    found: list[str] = []
+    cursor, calls = None, 0
     while True:
         scanned.clear()
         page = market.client.call(
