@@ -15,7 +15,7 @@ PIP_SPEC := pip<26.3
 # pip warns once per package. Drop those lines, keep everything else.
 PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: help setup test lint typecheck pytest run bench fmt clean distclean
+.PHONY: help setup mosquitto test lint typecheck pytest run bench fmt clean distclean
 
 help:
 	@echo "make test       lint, format check, type check and every test (what CI runs)"
@@ -34,7 +34,22 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --progress-bar off --disable-pip-version-check -r requirements-dev.txt 2>&1 | $(PIP_FILTER)
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The local MQTT broker (tests/e2e and `make run`). Debian puts it in /usr/sbin.
+# Installed only when missing; the package index is refreshed only if the first
+# install attempt fails. Debian may also enable mosquitto's own service on port
+# 1883: harmless, the stack runs its own instance on its own port and config.
+MOSQUITTO_FOUND := command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+mosquitto:
+	@if ! { $(MOSQUITTO_FOUND); }; then \
+		echo "Installing mosquitto (the local MQTT broker) ..."; \
+		$(APT_GET) install -y -qq --no-install-recommends mosquitto >/dev/null 2>&1 \
+			|| { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends mosquitto; }; \
+	fi
+	@$(MOSQUITTO_FOUND) || { echo "error: mosquitto is still missing" >&2; exit 1; }
+
+setup: $(STAMP) mosquitto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,16 +58,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) mosquitto
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
-run: $(STAMP)
+run: $(STAMP) mosquitto
 	$(BIN)/python -m infra.local_stack
 
 bench: $(STAMP)
-	@shopt -s nullglob; benches=(bench/*.py); \
+	@shopt -s nullglob; benches=(bench/[!_]*.py); \
 	if [ $${#benches[@]} -eq 0 ]; then echo "No benchmarks in bench/."; fi; \
 	for bench in "$${benches[@]}"; do \
 		echo "== $$bench"; PYTHONPATH=$(CURDIR) $(BIN)/python "$$bench"; \

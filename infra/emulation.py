@@ -1,20 +1,36 @@
-"""Build the offline (moto) DynamoDB tables from infra/template.yaml, the one table definition."""
+"""Build the offline (moto) resources from infra/template.yaml, the one definition.
+
+Tables (DynamoDB), the meter thing type and policy (IoT), the ingest
+dead-letter queue (SQS), and the topic rule's SQL for the rules bridge.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from botocore.exceptions import ClientError
 
 TEMPLATE_PATH = Path(__file__).with_name("template.yaml")
 
 _TABLE_TYPE = "AWS::DynamoDB::Table"
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+# Logical ids of the IoT and queue resources the offline stack builds or reads.
+METER_THING_TYPE_ID = "MeterThingType"
+METER_POLICY_ID = "MeterPolicy"
+INGEST_TOPIC_RULE_ID = "IngestTopicRule"
+INGEST_DEAD_LETTER_QUEUE_ID = "IngestDeadLetterQueue"
+# moto's default account; any 12 digits would do offline.
+OFFLINE_ACCOUNT_ID = "123456789012"
+_RULE_TOPIC_FILTER = re.compile(r"\bFROM\s+'([^']+)'", re.IGNORECASE)
 
 
 class TemplateError(ValueError):
@@ -79,13 +95,18 @@ def table_logical_ids(template: Mapping[str, Any] | None = None) -> dict[str, st
 
 
 def _resolve_sub(value: Any, pseudo_parameters: Mapping[str, str]) -> str:
-    """Resolve a plain string or an {"Fn::Sub": "..."} using only the given pseudo parameters."""
+    """Resolve a plain string or an {"Fn::Sub": "..."} using only the given pseudo parameters.
+
+    ``${!Name}`` is Fn::Sub's escape for a literal ``${Name}`` (an IoT policy variable).
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
             if name not in pseudo_parameters:
                 raise TemplateError(f"cannot resolve ${{{name}}} offline in {value!r}")
             return pseudo_parameters[name]
@@ -179,3 +200,178 @@ def create_tables(client: DynamoDBClient, stack_name: str) -> dict[str, str]:
             )
         environment[variable] = table_name
     return environment
+
+
+# --- IoT and SQS ---------------------------------------------------------------------------
+
+
+class IotClient(Protocol):
+    """The part of a boto3 IoT client the emulation and provisioning use."""
+
+    def create_thing_type(self, **kwargs: Any) -> Any: ...
+
+    def describe_thing_type(self, **kwargs: Any) -> Any: ...
+
+    def create_policy(self, **kwargs: Any) -> Any: ...
+
+    def get_policy(self, **kwargs: Any) -> Any: ...
+
+
+class SqsClient(Protocol):
+    """The part of a boto3 SQS client the emulation uses."""
+
+    def create_queue(self, **kwargs: Any) -> Any: ...
+
+
+def pseudo_parameters(
+    stack_name: str, region: str, account_id: str = OFFLINE_ACCOUNT_ID, partition: str = "aws"
+) -> dict[str, str]:
+    return {
+        "AWS::StackName": stack_name,
+        "AWS::Region": region,
+        "AWS::AccountId": account_id,
+        "AWS::Partition": partition,
+    }
+
+
+def _resolve(value: Any, parameters: Mapping[str, str]) -> Any:
+    """Resolve every Fn::Sub inside ``value`` (a policy document, say)."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::Sub"}:
+            return _resolve_sub(value, parameters)
+        if any(key.startswith("Fn::") or key == "Ref" for key in value):
+            raise TemplateError(f"cannot resolve {value!r} offline")
+        return {key: _resolve(item, parameters) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, parameters) for item in value]
+    return value
+
+
+def _resource(logical_id: str, resource_type: str) -> Mapping[str, Any]:
+    resource = _load_template_cached()["Resources"].get(logical_id)
+    if not isinstance(resource, dict) or resource.get("Type") != resource_type:
+        raise TemplateError(f"the template has no {resource_type} named {logical_id}")
+    properties = resource.get("Properties")
+    if not isinstance(properties, dict):
+        raise TemplateError(f"{logical_id} has no Properties")
+    return properties
+
+
+def meter_thing_type(stack_name: str) -> dict[str, Any]:
+    """Kwargs of iot create_thing_type for the meter thing type."""
+    properties = _resource(METER_THING_TYPE_ID, "AWS::IoT::ThingType")
+    name = _resolve_sub(properties["ThingTypeName"], {"AWS::StackName": stack_name})
+    cfn_properties = properties.get("ThingTypeProperties", {})
+    # CloudFormation spells the properties in PascalCase, the IoT API in camelCase.
+    api_properties: dict[str, Any] = {}
+    if "ThingTypeDescription" in cfn_properties:
+        api_properties["thingTypeDescription"] = str(cfn_properties["ThingTypeDescription"])
+    if "SearchableAttributes" in cfn_properties:
+        api_properties["searchableAttributes"] = list(cfn_properties["SearchableAttributes"])
+    return {"thingTypeName": name, "thingTypeProperties": api_properties}
+
+
+def meter_thing_type_name(stack_name: str) -> str:
+    return str(meter_thing_type(stack_name)["thingTypeName"])
+
+
+def meter_policy_name(stack_name: str) -> str:
+    properties = _resource(METER_POLICY_ID, "AWS::IoT::Policy")
+    return _resolve_sub(properties["PolicyName"], {"AWS::StackName": stack_name})
+
+
+def meter_policy_document(
+    stack_name: str, region: str, account_id: str = OFFLINE_ACCOUNT_ID, partition: str = "aws"
+) -> dict[str, Any]:
+    """The meter IoT policy document, resolved for one account and region."""
+    properties = _resource(METER_POLICY_ID, "AWS::IoT::Policy")
+    document = _resolve(
+        properties["PolicyDocument"], pseudo_parameters(stack_name, region, account_id, partition)
+    )
+    if not isinstance(document, dict):
+        raise TemplateError("MeterPolicy's PolicyDocument is not a mapping")
+    return document
+
+
+def dead_letter_queue(stack_name: str) -> dict[str, Any]:
+    """Kwargs of sqs create_queue for the ingest dead-letter queue."""
+    properties = _resource(INGEST_DEAD_LETTER_QUEUE_ID, "AWS::SQS::Queue")
+    attributes: dict[str, str] = {}
+    if "MessageRetentionPeriod" in properties:
+        attributes["MessageRetentionPeriod"] = str(properties["MessageRetentionPeriod"])
+    if "SqsManagedSseEnabled" in properties:
+        attributes["SqsManagedSseEnabled"] = str(properties["SqsManagedSseEnabled"]).lower()
+    return {
+        "QueueName": _resolve_sub(properties["QueueName"], {"AWS::StackName": stack_name}),
+        "Attributes": attributes,
+    }
+
+
+@dataclass(frozen=True)
+class TopicRule:
+    """What the rules bridge needs of the ingest topic rule."""
+
+    sql: str
+    sql_version: str
+    topic_filter: str
+    function_logical_id: str
+
+
+def ingest_topic_rule() -> TopicRule:
+    properties = _resource(INGEST_TOPIC_RULE_ID, "AWS::IoT::TopicRule")
+    payload = properties["TopicRulePayload"]
+    sql = " ".join(str(payload["Sql"]).split())
+    match = _RULE_TOPIC_FILTER.search(sql)
+    if match is None:
+        raise TemplateError(f"cannot find the topic filter in {sql!r}")
+    lambda_actions = [action["Lambda"] for action in payload["Actions"] if "Lambda" in action]
+    if len(lambda_actions) != 1:
+        raise TemplateError("the ingest topic rule must have exactly one Lambda action")
+    target = lambda_actions[0]["FunctionArn"]
+    if not (isinstance(target, dict) and list(target) == ["Fn::GetAtt"]):
+        raise TemplateError(f"the rule's Lambda action does not name a function: {target!r}")
+    return TopicRule(
+        sql=sql,
+        sql_version=str(payload["AwsIotSqlVersion"]),
+        topic_filter=match.group(1),
+        function_logical_id=str(target["Fn::GetAtt"][0]),
+    )
+
+
+def create_iot_resources(
+    client: IotClient, stack_name: str, region: str, account_id: str = OFFLINE_ACCOUNT_ID
+) -> dict[str, str]:
+    """Create the meter thing type and policy (where missing); return their names.
+
+    Idempotent, so provisioning can call it too: in AWS the stack has made both
+    already and nothing is created.
+    """
+    thing_type = meter_thing_type(stack_name)
+    try:
+        client.describe_thing_type(thingTypeName=thing_type["thingTypeName"])
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceNotFoundException":
+            raise
+        client.create_thing_type(**thing_type)
+    policy_name = meter_policy_name(stack_name)
+    try:
+        client.get_policy(policyName=policy_name)
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceNotFoundException":
+            raise
+        client.create_policy(
+            policyName=policy_name,
+            policyDocument=json.dumps(meter_policy_document(stack_name, region, account_id)),
+        )
+    return {"thing_type": str(thing_type["thingTypeName"]), "policy": policy_name}
+
+
+def create_queues(client: SqsClient, stack_name: str) -> dict[str, str]:
+    """Create the ingest dead-letter queue; return logical id -> queue URL."""
+    queue_url = client.create_queue(**dead_letter_queue(stack_name))["QueueUrl"]
+    return {INGEST_DEAD_LETTER_QUEUE_ID: str(queue_url)}
+
+
+def _error_code(exc: ClientError) -> str | None:
+    code = exc.response.get("Error", {}).get("Code")
+    return None if code is None else str(code)

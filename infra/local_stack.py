@@ -1,4 +1,15 @@
-"""Run the marketplace on this machine: moto, the tables from infra/, and `chalice local`."""
+"""Run the marketplace on this machine: moto, the resources from infra/, MQTT and `chalice local`.
+
+What runs, in start order (and stopped in reverse):
+
+- moto (AWS emulation), with the tables, the meter thing type and policy, and the
+  ingest dead-letter queue built from infra/template.yaml;
+- mosquitto, the stand-in for IoT Core's broker: TLS with client certificates
+  from the local CA, the meter ACL (iot/broker.py);
+- the rules bridge, the stand-in for the ingest topic rule: a subprocess with the
+  same environment as the API, invoking ``app.ingest_reading`` (iot/rules_bridge.py);
+- ``chalice local``, the JSON-RPC API.
+"""
 
 from __future__ import annotations
 
@@ -23,14 +34,24 @@ from typing import IO, Any
 import boto3
 from nacl.signing import SigningKey
 
-from infra.emulation import create_tables
+from infra.emulation import (
+    INGEST_DEAD_LETTER_QUEUE_ID,
+    OFFLINE_ACCOUNT_ID,
+    create_iot_resources,
+    create_queues,
+    create_tables,
+)
 from infra.moto_server import LocalMotoServer
+from iot import rules_bridge
+from iot.broker import BRIDGE_IDENTITY, Broker
+from iot.ca import CertificateAuthority
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STACK_NAME = "energy-marketplace-local"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MOTO_PORT = 5000
 DEFAULT_API_PORT = 8000
+DEFAULT_MQTT_PORT = 8883
 DEFAULT_STATE_DIR = Path(".local")
 OPERATOR_KEY_FILE = "operator.key"
 REGION = "us-east-1"
@@ -38,7 +59,16 @@ REGION = "us-east-1"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 DISCOVER_REQUEST = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
 # How a person at the terminal picks another port for each server.
-_PORT_HINTS = {"moto": "--moto-port or MOTO_PORT", "API": "--api-port or API_PORT"}
+_PORT_HINTS = {
+    "moto": "--moto-port or MOTO_PORT",
+    "API": "--api-port or API_PORT",
+    "MQTT": "--mqtt-port or MQTT_PORT",
+}
+# Where the local stack keeps the CA, the broker's files and the bridge's, under state_dir.
+CA_DIR = "ca"
+BROKER_DIR = "broker"
+BRIDGE_DIR = "bridge"
+BRIDGE_STATUS_FILE = "status.json"
 
 
 class LocalStackError(RuntimeError):
@@ -106,10 +136,11 @@ def _chalice_executable() -> str:
 
 
 class LocalStack:
-    """moto + tables from the template + `chalice local`, started and stopped together.
+    """moto + resources from the template + mosquitto + rules bridge + `chalice local`.
 
-    Use it as a context manager. Pass port 0 for moto and free_port() for the API to
-    run beside another instance (tests do).
+    Use it as a context manager. Pass port 0 for moto and MQTT and free_port() for
+    the API to run beside another instance (tests do); ``mqtt=False`` leaves out the
+    broker and the bridge.
     """
 
     def __init__(
@@ -118,12 +149,17 @@ class LocalStack:
         host: str = DEFAULT_HOST,
         moto_port: int = DEFAULT_MOTO_PORT,
         api_port: int = DEFAULT_API_PORT,
+        # 0: a free port (read it from mqtt_port once started). `make run` passes 8883;
+        # tests that predate MQTT start stacks side by side without naming a port.
+        mqtt_port: int = 0,
+        mqtt: bool = True,
         state_dir: Path = DEFAULT_STATE_DIR,
         project_dir: Path = PROJECT_DIR,
         stack_name: str = DEFAULT_STACK_NAME,
         stage: str = "local",
         autoreload: bool = False,
         chalice_output: IO[Any] | None = None,
+        bridge_output: IO[Any] | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         self.host = host
@@ -135,12 +171,23 @@ class LocalStack:
         self.autoreload = autoreload
         # None lets chalice write to our stdout/stderr; tests pass a file.
         self.chalice_output = chalice_output
+        # The bridge writes where chalice does unless told otherwise.
+        self.bridge_output = bridge_output if bridge_output is not None else chalice_output
+        self.mqtt = mqtt
+        self._requested_mqtt_port = mqtt_port
+        self.mqtt_port: int | None = None
         self.startup_timeout = startup_timeout
         self._requested_moto_port = moto_port
         self._moto: LocalMotoServer | None = None
         self._moto_port: int | None = None
         self._chalice: subprocess.Popen[bytes] | None = None
+        self._broker: Broker | None = None
+        self._bridge: subprocess.Popen[bytes] | None = None
+        self.ca: CertificateAuthority | None = None
         self.table_names: dict[str, str] = {}
+        self.iot_names: dict[str, str] = {}
+        self.queue_urls: dict[str, str] = {}
+        self.failed_component: str | None = None
         self.operator_key: SigningKey | None = None
         self.operator_key_path = state_dir / OPERATOR_KEY_FILE
 
@@ -169,6 +216,10 @@ class LocalStack:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "AWS_ENDPOINT_URL_DYNAMODB": self.moto_endpoint,
+            # The bridge's dead-letter queue and provisioning (python -m iot.provision).
+            "AWS_ENDPOINT_URL_SQS": self.moto_endpoint,
+            "AWS_ENDPOINT_URL_IOT": self.moto_endpoint,
+            "AWS_ENDPOINT_URL_STS": self.moto_endpoint,
             # botocore otherwise sends some calls (streams) to account-scoped hosts.
             "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
             "MARKETPLACE_ID": self.stack_name,
@@ -178,6 +229,51 @@ class LocalStack:
     @property
     def chalice_pid(self) -> int | None:
         return None if self._chalice is None else self._chalice.pid
+
+    @property
+    def broker_pid(self) -> int | None:
+        return None if self._broker is None else self._broker.pid
+
+    @property
+    def bridge_pid(self) -> int | None:
+        return None if self._bridge is None else self._bridge.pid
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / CA_DIR
+
+    @property
+    def bridge_dir(self) -> Path:
+        return self.state_dir / BRIDGE_DIR
+
+    @property
+    def bridge_status_path(self) -> Path:
+        return self.bridge_dir / BRIDGE_STATUS_FILE
+
+    @property
+    def broker_log_path(self) -> Path:
+        return self.state_dir / BROKER_DIR / "mosquitto.log"
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        try:
+            return self.queue_urls[INGEST_DEAD_LETTER_QUEUE_ID]
+        except KeyError:
+            raise LocalStackError("the local stack is not running") from None
+
+    def bridge_status(self) -> dict[str, Any]:
+        """The rules bridge's counters (iot.rules_bridge.RulesBridge.status), from its file."""
+        return rules_bridge.read_status(self.bridge_status_path)
+
+    def aws_client(self, service: str) -> Any:
+        """A boto3 client for ``service`` in this stack's moto."""
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_endpoint,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -192,11 +288,15 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
-        """Start moto, create the tables, start chalice local and wait until it answers."""
+        """Start moto, create the resources, the broker, the bridge and chalice local."""
         try:
             self._start_moto()
             self._create_tables()
+            self._create_iot_and_queues()
             self.operator_key, self.operator_key_path = load_or_create_operator_key(self.state_dir)
+            if self.mqtt:
+                self._start_broker()
+                self._start_bridge()
             self._start_chalice()
             self._wait_until_serving()
         except BaseException:
@@ -220,17 +320,57 @@ class LocalStack:
         self._moto_port = server.get_host_and_port()[1]
 
     def _create_tables(self) -> None:
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=self.moto_endpoint,
-            region_name=REGION,
-            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
-        self.table_names = create_tables(client, self.stack_name)
+        self.table_names = create_tables(self.aws_client("dynamodb"), self.stack_name)
 
-    def _start_chalice(self) -> None:
-        ensure_port_free(self.host, self.api_port, "API")
+    def _create_iot_and_queues(self) -> None:
+        self.iot_names = create_iot_resources(
+            self.aws_client("iot"), self.stack_name, REGION, OFFLINE_ACCOUNT_ID
+        )
+        self.queue_urls = create_queues(self.aws_client("sqs"), self.stack_name)
+
+    def _start_broker(self) -> None:
+        port = self._requested_mqtt_port
+        if port == 0:
+            port = free_port(self.host)
+        else:
+            ensure_port_free(self.host, port, "MQTT")
+        self.ca = CertificateAuthority.load_or_create(self.ca_dir)
+        broker_dir = self.state_dir / BROKER_DIR
+        # moto starts empty every time: readings queued for an old bridge session
+        # would meet meters that no longer exist.
+        shutil.rmtree(broker_dir / "data", ignore_errors=True)
+        self._broker = Broker(broker_dir, self.ca, host=self.host, port=port)
+        self._broker.start()
+        self.mqtt_port = port
+
+    def _start_bridge(self) -> None:
+        if self.ca is None or self.mqtt_port is None:
+            raise LocalStackError("the broker is not running")
+        bridge_dir = self.bridge_dir
+        bridge_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.ca.issue_client(BRIDGE_IDENTITY).write(
+            bridge_dir / "certificate.pem", bridge_dir / "private.key"
+        )
+        (bridge_dir / "ca.pem").write_bytes(self.ca.certificate_pem)
+        self._bridge = rules_bridge.spawn(
+            host=self.host,
+            port=self.mqtt_port,
+            tls_dir=bridge_dir,
+            stack_name=self.stack_name,
+            status_path=self.bridge_status_path,
+            environment=self.child_environment(),
+            cwd=self.project_dir,
+            output=self.bridge_output,
+        )
+        try:
+            rules_bridge.wait_until_subscribed(
+                self._bridge, self.bridge_status_path, self.startup_timeout
+            )
+        except rules_bridge.BridgeError as exc:
+            raise LocalStackError(str(exc)) from exc
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment of the stack's processes: ours, less AWS settings, plus the stack's."""
         environment = {
             name: value
             for name, value in os.environ.items()
@@ -241,6 +381,11 @@ class LocalStack:
         environment["NO_PROXY"] = ",".join(
             filter(None, [environment.get("NO_PROXY", ""), self.host, "localhost"])
         )
+        return environment
+
+    def _start_chalice(self) -> None:
+        ensure_port_free(self.host, self.api_port, "API")
+        environment = self.child_environment()
         command = [
             _chalice_executable(),
             "--project-dir",
@@ -298,16 +443,36 @@ class LocalStack:
             time.sleep(0.1)
 
     def wait(self) -> int:
-        """Block until chalice local exits; return its exit code."""
+        """Block until chalice local, the bridge or the broker exits; return its exit code.
+
+        ``failed_component`` names which one it was.
+        """
         if self._chalice is None:
             raise LocalStackError("the local stack is not running")
-        return self._chalice.wait()
+        while True:
+            components: list[tuple[str, subprocess.Popen[bytes] | None]] = [
+                ("chalice local", self._chalice),
+                ("the rules bridge", self._bridge),
+                ("mosquitto", self._broker.process if self._broker is not None else None),
+            ]
+            for name, process in components:
+                if process is not None and (code := process.poll()) is not None:
+                    self.failed_component = name
+                    return code
+            time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop chalice local (its whole process group) and moto. Safe to call twice."""
+        """Stop chalice local, the bridge, the broker and moto. Safe to call twice."""
         process, self._chalice = self._chalice, None
         if process is not None:
             _stop_process_group(process)
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            _stop_process_group(bridge)
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.stop()
+        self.mqtt_port = None
         server, self._moto = self._moto, None
         if server is not None:
             server.stop()
@@ -319,10 +484,31 @@ class LocalStack:
         tables = "\n".join(
             f"    {variable}={name}" for variable, name in sorted(self.table_names.items())
         )
+        mqtt = ""
+        if self.mqtt_port is not None:
+            mqtt = (
+                f"  MQTT broker:          mqtts://{self.host}:{self.mqtt_port} (mosquitto, "
+                f"client certificates from {self.ca_dir}; log {self.broker_log_path})\n"
+                f"  rules bridge:         pid {self.bridge_pid}, counters in "
+                f"{self.bridge_status_path}\n"
+                f"  dead-letter queue:    {self.queue_urls.get(INGEST_DEAD_LETTER_QUEUE_ID)}\n"
+                f"  IoT (moto):           thing type {self.iot_names.get('thing_type')}, "
+                f"policy {self.iot_names.get('policy')}\n"
+                "  a meter:\n"
+                f"    AWS_ENDPOINT_URL_IOT={self.moto_endpoint} AWS_ACCESS_KEY_ID=testing "
+                "AWS_SECRET_ACCESS_KEY=testing \\\n"
+                "      python -m iot.provision --meter-address solar_meter_001 "
+                "--owner <account> \\\n"
+                f"      --stack-name {self.stack_name} --local-ca {self.ca_dir} "
+                f"--port {self.mqtt_port} --out {self.state_dir}/meters/solar_meter_001\n"
+                "    python -m iot.meter --credentials "
+                f"{self.state_dir}/meters/solar_meter_001 --power-w 3000 --interval 60\n"
+            )
         return (
             "Energy Marketplace is running locally.\n"
             f"  moto (AWS emulation): {self.moto_endpoint}\n"
             f"  tables (stack {self.stack_name}):\n{tables}\n"
+            f"{mqtt}"
             f"  JSON-RPC API:         {self.rpc_url}\n"
             f"  operator key:         {self.operator_key_path} "
             f"(public key {self.environment['OPERATOR_PUBLIC_KEY']})\n"
@@ -386,10 +572,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="chalice local port (env API_PORT, default %(default)s)",
     )
     parser.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=_port_from_env("MQTT_PORT", DEFAULT_MQTT_PORT),
+        help="MQTT broker (TLS) port (env MQTT_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-mqtt",
+        dest="mqtt",
+        action="store_false",
+        help="run without the MQTT broker and the rules bridge",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=DEFAULT_STATE_DIR,
-        help="where the operator key is kept (default %(default)s)",
+        help="operator key, local CA, broker and bridge files (default %(default)s)",
     )
     parser.add_argument(
         "--autoreload",
@@ -406,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         moto_port=args.moto_port,
         api_port=args.api_port,
+        mqtt_port=args.mqtt_port,
+        mqtt=args.mqtt,
         state_dir=args.state_dir,
         autoreload=args.autoreload,
     )
@@ -415,15 +615,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGHUP, _raise_shutdown)
     try:
+        mqtt = f", MQTT on {args.host}:{args.mqtt_port}" if args.mqtt else ""
         print(
-            f"Starting moto on {args.host}:{args.moto_port} and the API on "
+            f"Starting moto on {args.host}:{args.moto_port}{mqtt} and the API on "
             f"{args.host}:{args.api_port} ...",
             flush=True,
         )
         stack.start()
         print(stack.describe(), flush=True)
         exit_code = stack.wait()
-        print(f"error: chalice local exited with code {exit_code}", file=sys.stderr)
+        print(f"error: {stack.failed_component} exited with code {exit_code}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, _Shutdown):
         print("\nStopping the local stack.", flush=True)

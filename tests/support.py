@@ -6,7 +6,6 @@ import copy
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
@@ -14,9 +13,7 @@ from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
 from chalicelib.client import MarketplaceClient, Signer, encode
 from chalicelib.config import Settings
 from chalicelib.domain.ledger import EntryKind
-from chalicelib.domain.readings import reading_message
-from chalicelib.domain.signing import sign
-from chalicelib.domain.units import kwh_from_wh
+from chalicelib.domain.readings import signed_payload
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.market import Market
@@ -206,14 +203,9 @@ class SimulatedMeter:
     key: Signer
 
     def reading(self, counter_wh: int, timestamp_ms: int, **overrides: Any) -> dict[str, Any]:
-        message = reading_message(self.provider_id, self.meter_address, counter_wh, timestamp_ms)
-        payload: dict[str, Any] = {
-            "provider_id": self.provider_id,
-            "meter_address": self.meter_address,
-            "kwh_reading": kwh_from_wh(counter_wh),
-            "timestamp": Decimal(timestamp_ms) / 1000,
-            "signature": sign(self.key.key, message),
-        }
+        payload = signed_payload(
+            self.key.key, self.provider_id, self.meter_address, counter_wh, timestamp_ms
+        )
         payload.update(overrides)
         return payload
 

@@ -25,6 +25,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
+from nacl.signing import SigningKey
+
 from chalicelib.domain import signing, units
 
 READING_DOMAIN: Final = b"energy-marketplace/meter-reading/v1"
@@ -111,6 +113,24 @@ def reading_message(
             str(timestamp_ms).encode(),
         ]
     )
+
+
+def signed_payload(
+    key: SigningKey, provider_id: str, meter_address: str, counter_wh: int, timestamp_ms: int
+) -> dict[str, Any]:
+    """What a meter publishes: the original submitReading fields, signed.
+
+    ``kwh_reading`` and ``timestamp`` are exact decimals with 3 places (whole
+    Wh, whole milliseconds); encode them without going through float.
+    """
+    message = reading_message(provider_id, meter_address, counter_wh, timestamp_ms)
+    return {
+        "provider_id": provider_id,
+        "meter_address": meter_address,
+        "kwh_reading": Decimal(counter_wh).scaleb(-3),
+        "timestamp": Decimal(timestamp_ms).scaleb(-3),
+        "signature": signing.sign(key, message),
+    }
 
 
 def parse_payload(payload: dict[str, Any]) -> Reading:

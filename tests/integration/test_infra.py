@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -18,9 +19,16 @@ import boto3
 import pytest
 import yaml
 
+from chalicelib.domain import readings
 from infra.emulation import (
+    OFFLINE_ACCOUNT_ID,
+    create_iot_resources,
+    create_queues,
     create_tables,
+    dead_letter_queue,
+    ingest_topic_rule,
     load_template,
+    meter_policy_document,
     table_definitions,
     table_environment,
     table_logical_ids,
@@ -32,6 +40,7 @@ from infra.local_stack import (
     load_or_create_operator_key,
 )
 from infra.moto_server import LocalMotoServer
+from iot.broker import meter_write_pattern, readings_topic_filter
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -110,6 +119,109 @@ def test_every_key_attribute_is_a_declared_string_and_every_declared_one_is_a_ke
     for index in properties["GlobalSecondaryIndexes"]:
         assert [e["KeyType"] for e in index["KeySchema"]] == ["HASH", "RANGE"]
         assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+# --- the IoT resources and the dead-letter queue -------------------------------------------
+
+# The event the ingest function receives (the contract with app.ingest_reading).
+RULE_EVENT_FIELDS = {
+    "payload": "encode(*, 'base64')",
+    "topic_meter_address": "topic(3)",
+    "client_id": "clientid()",
+    "received_at_ms": "timestamp()",
+}
+THING_NAME_VARIABLE = "${iot:Connection.Thing.ThingName}"
+
+
+def test_topic_rule_selects_every_meters_readings_and_builds_the_ingest_event() -> None:
+    rule = ingest_topic_rule()
+
+    assert rule.topic_filter == readings.topic_for("+") == readings_topic_filter()
+    assert rule.sql_version == "2016-03-23"
+    assert rule.function_logical_id == "IngestReading"
+    select = rule.sql.split(" FROM ")[0].removeprefix("SELECT ")
+    fields = {
+        name: expression for expression, name in re.findall(r"(.+?) AS (\w+)(?:, |$)", select)
+    }
+    assert fields == RULE_EVENT_FIELDS
+    # topic(3) is the meter address: energy(1)/meters(2)/<meter>(3)/readings(4).
+    assert readings.topic_for("solar_meter_001").split("/")[2] == "solar_meter_001"
+
+
+def test_topic_rule_sends_what_it_cannot_deliver_to_the_dead_letter_queue() -> None:
+    resources = load_template()["Resources"]
+    payload = resources["IngestTopicRule"]["Properties"]["TopicRulePayload"]
+    error_action = payload["ErrorAction"]["Sqs"]
+    assert error_action["QueueUrl"] == {"Ref": "IngestDeadLetterQueue"}
+    role = resources[error_action["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "iot.amazonaws.com"
+    }
+    granted = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert granted == [
+        {
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]},
+        }
+    ]
+    # IoT invokes Lambda asynchronously: a function that raises is dead-lettered by
+    # the function's own on-failure destination, into the same queue.
+    invoke_config = resources["IngestEventInvokeConfig"]["Properties"]
+    assert invoke_config["FunctionName"] == {"Ref": "IngestReading"}
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]
+    }
+    assert invoke_config["MaximumEventAgeInSeconds"] * 1000 == readings.DEFAULT_MAX_AGE_MS
+
+
+def test_meter_policy_allows_connecting_as_its_own_thing_and_publishing_its_own_readings() -> None:
+    document = meter_policy_document("stack-x", "eu-west-1", "111122223333")
+    statements = document["Statement"]
+
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+    assert sorted(statement["Action"] for statement in statements) == [
+        "iot:Connect",
+        "iot:Publish",
+    ]
+    by_action = {statement["Action"]: statement for statement in statements}
+    arn = "arn:aws:iot:eu-west-1:111122223333"
+    assert by_action["iot:Connect"]["Resource"] == [f"{arn}:client/{THING_NAME_VARIABLE}"]
+    assert by_action["iot:Connect"]["Condition"] == {
+        "Bool": {"iot:Connection.Thing.IsAttached": "true"}
+    }
+    assert by_action["iot:Publish"]["Resource"] == [
+        f"{arn}:topic/{readings.topic_for(THING_NAME_VARIABLE)}"
+    ]
+
+
+def test_the_local_broker_acl_enforces_the_policys_topic() -> None:
+    # The policy's topic with the thing name is the ACL's pattern with the username.
+    assert meter_write_pattern().replace("%u", THING_NAME_VARIABLE) == readings.topic_for(
+        THING_NAME_VARIABLE
+    )
+
+
+def test_iot_resources_and_queue_build_in_moto(aws_credentials: None, moto_server: str) -> None:
+    iot = boto3.client("iot", endpoint_url=moto_server, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+
+    names = create_iot_resources(iot, "test-iot", "us-east-1", OFFLINE_ACCOUNT_ID)
+    assert create_iot_resources(iot, "test-iot", "us-east-1", OFFLINE_ACCOUNT_ID) == names
+    queues = create_queues(sqs, "test-iot")
+
+    assert names == {"thing_type": "test-iot-meter", "policy": "test-iot-meter"}
+    thing_type = iot.describe_thing_type(thingTypeName="test-iot-meter")
+    assert thing_type["thingTypeProperties"]["searchableAttributes"] == ["provider_id"]
+    policy = json.loads(iot.get_policy(policyName="test-iot-meter")["policyDocument"])
+    assert policy == meter_policy_document("test-iot", "us-east-1", OFFLINE_ACCOUNT_ID)
+    queue_url = queues["IngestDeadLetterQueue"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
+    assert attributes["Attributes"]["MessageRetentionPeriod"] == "1209600"
+    assert queue_url.endswith("/" + dead_letter_queue("test-iot")["QueueName"])
+    iot.delete_policy(policyName="test-iot-meter")
+    iot.delete_thing_type(thingTypeName="test-iot-meter")
+    sqs.delete_queue(QueueUrl=queue_url)
 
 
 # --- the offline tables ------------------------------------------------------------------
@@ -269,6 +381,51 @@ def test_every_packaged_function_finds_every_table(packaged_template: dict[str, 
         assert variables.get("OPERATOR_PUBLIC_KEY") == {"Ref": "OperatorPublicKey"}, logical_id
 
 
+def test_packaged_stack_has_the_ingest_function_as_the_topic_rules_target(
+    packaged_template: dict[str, Any],
+) -> None:
+    resources = packaged_template["Resources"]
+    ingest = resources["IngestReading"]
+    assert ingest["Type"] == "AWS::Serverless::Function"
+    assert ingest["Properties"]["Handler"] == "app.ingest_reading"
+    rule = resources["IngestTopicRule"]
+    assert rule["Type"] == "AWS::IoT::TopicRule"
+    assert rule["Properties"]["TopicRulePayload"]["Actions"] == [
+        {"Lambda": {"FunctionArn": {"Fn::GetAtt": ["IngestReading", "Arn"]}}}
+    ]
+    permission = resources["IngestInvokePermission"]["Properties"]
+    assert permission["Principal"] == "iot.amazonaws.com"
+    assert permission["Action"] == "lambda:InvokeFunction"
+    assert permission["FunctionName"] == {"Fn::GetAtt": ["IngestReading", "Arn"]}
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["IngestTopicRule", "Arn"]}
+    for logical_id, resource_type in {
+        "MeterThingType": "AWS::IoT::ThingType",
+        "MeterPolicy": "AWS::IoT::Policy",
+        "IngestDeadLetterQueue": "AWS::SQS::Queue",
+        "IngestTopicRuleErrorRole": "AWS::IAM::Role",
+        "IngestEventInvokeConfig": "AWS::Lambda::EventInvokeConfig",
+    }.items():
+        assert resources[logical_id]["Type"] == resource_type, logical_id
+
+
+def test_the_ingest_function_may_write_to_the_dead_letter_queue(
+    packaged_template: dict[str, Any],
+) -> None:
+    resources = packaged_template["Resources"]
+    assert resources["IngestReading"]["Properties"]["Role"] == {
+        "Fn::GetAtt": ["DefaultRole", "Arn"]
+    }
+    policy = resources["IngestDeadLetterPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "DefaultRole"}]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]},
+        }
+    ]
+
+
 def test_operator_key_is_a_parameter_without_default(packaged_template: dict[str, Any]) -> None:
     parameters = packaged_template["Parameters"]
     assert "Default" not in parameters["OperatorPublicKey"]
@@ -315,6 +472,14 @@ def _post_rpc(url: str) -> int:
         return error.code
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _group_alive(group: int) -> bool:
     try:
         os.killpg(group, 0)
@@ -339,13 +504,23 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
         LocalStack(
             moto_port=0,
             api_port=free_port(),
+            mqtt_port=0,
             state_dir=tmp_path / "state",
             chalice_output=log,
         ) as stack,
     ):
+        groups = [stack.chalice_pid, stack.bridge_pid, stack.broker_pid]
         chalice_group = stack.chalice_pid
         assert chalice_group is not None
+        assert None not in groups
         assert 100 <= _post_rpc(stack.rpc_url) < 600
+        assert stack.bridge_status()["subscribed"] is True
+        mqtt_port = stack.mqtt_port
+        assert mqtt_port is not None
+        iot = stack.aws_client("iot")
+        assert iot.describe_thing_type(thingTypeName=stack.iot_names["thing_type"])
+        assert iot.get_policy(policyName=stack.iot_names["policy"])
+        assert stack.aws_client("sqs").get_queue_url(QueueName=f"{stack.stack_name}-ingest-dlq")
 
         client = boto3.client(
             "dynamodb",
@@ -360,10 +535,13 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
         assert stack.environment["OPERATOR_PUBLIC_KEY"] == key.verify_key.encode().hex()
         api_port = stack.api_port
 
+    for group in groups:
+        assert group is not None and not _process_alive(group), log_path.read_text()
     assert not _group_alive(chalice_group), log_path.read_text()
-    with socket.socket() as probe:  # the API port is free again
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("127.0.0.1", api_port))
+    for port in (api_port, mqtt_port):  # the API and MQTT ports are free again
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
 
 
 def test_local_stack_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:

@@ -6,14 +6,18 @@ followed by the answer, fenced as ```` ```json response <method> ````. Here the
 requests must validate against the method's params model, the responses
 against its result model (or, for an error, be one the method declares), and
 replaying every request in document order against a fresh in-memory market
-must give exactly the responses shown.
+must give exactly the responses shown. Meter readings
+(``energy.submitReading``) carry the example meter's real signature, and the
+market's clock reads each reading's timestamp as it arrives.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from nacl.signing import SigningKey
 
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
 from chalicelib.config import Settings
-from chalicelib.domain import signing
+from chalicelib.domain import readings, signing
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.market import Market
@@ -41,6 +45,12 @@ EXAMPLE_SEEDS = {
     "alice.theblock": bytes(range(32)).hex(),  # the key of the worked signing example
     "operator": bytes(range(32, 64)).hex(),
 }
+# The meters of that story, by address, and the seeds of the keys they sign
+# readings with (the public key is the registered ``meter_public_key``).
+EXAMPLE_METER_SEEDS = {
+    "solar_meter_001": bytes(range(64, 96)).hex(),
+}
+READING_METHOD = "energy.submitReading"
 
 # Protocol errors a documented error response may show, by data.reason.
 PROTOCOL_REASONS = {
@@ -177,6 +187,33 @@ def test_example_request_is_a_valid_call_of_its_method(block: Block) -> None:
         assert "auth" not in params
 
 
+def reading_signature(params: dict[str, Any]) -> str:
+    """The example meter's signature over a reading's message (docs/meter-protocol.md)."""
+    counter_wh = Decimal(params["kwh_reading"]) * 1000
+    timestamp_ms = Decimal(params["timestamp"]) * 1000
+    assert counter_wh == counter_wh.to_integral_value(), "kwh_reading is not whole Wh"
+    assert timestamp_ms == timestamp_ms.to_integral_value(), "timestamp is not whole ms"
+    message = readings.reading_message(
+        params["provider_id"], params["meter_address"], int(counter_wh), int(timestamp_ms)
+    )
+    key = SigningKey(bytes.fromhex(EXAMPLE_METER_SEEDS[params["meter_address"]]))
+    return signing.sign(key, message)
+
+
+READINGS = [b for b in REQUESTS if b.method == READING_METHOD]
+
+
+def test_there_are_reading_examples() -> None:
+    assert READINGS
+
+
+@pytest.mark.parametrize("block", READINGS, ids=lambda b: b.label)
+def test_example_reading_carries_the_example_meters_real_signature(block: Block) -> None:
+    # Not a placeholder: the credit shows the signature, so the response depends on it.
+    params = block.parsed()["params"]
+    assert params["signature"] == reading_signature(params)
+
+
 # -- (c) responses -----------------------------------------------------------------
 
 
@@ -256,13 +293,18 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
         clock=lambda: now[0],
     )
     dispatcher = Dispatcher(registry, market)
+
+    def clock_reads(when: int, label: str) -> None:
+        assert when >= now[0], f"{label}: the story's clock runs backwards"
+        now[0] = when
+
     for request_block, response_block in exchanges():
         request = request_block.parsed()
         params = request.get("params", {})
         if "auth" in params:
             # The document shows a placeholder signature; sign the call for real.
             auth = params["auth"]
-            now[0] = auth["timestamp"]
+            clock_reads(auth["timestamp"], request_block.label)
             message = signing.request_message(
                 marketplace_id=EXAMPLE_MARKETPLACE_ID,
                 method=request["method"],
@@ -272,6 +314,10 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
                 timestamp=auth["timestamp"],
             )
             auth["signature"] = signing.sign(keys[auth["account"]], message)
+        elif request["method"] == READING_METHOD:
+            # The meter sends each reading as it takes it; its signature is real
+            # (test_example_reading_carries_the_example_meters_real_signature).
+            clock_reads(math.ceil(Decimal(params["timestamp"])), request_block.label)
         answer = dispatcher.handle(simplejson.dumps(request, use_decimal=True).encode())
         assert answer is not None, request_block.label
         got = simplejson.loads(answer, use_decimal=True)
@@ -331,4 +377,4 @@ def test_every_relative_link_points_to_an_existing_file(path: Path) -> None:
 
 def test_the_docs_are_linked_from_the_readme() -> None:
     links = {t.partition("#")[0] for t in relative_links(README)}
-    assert {"docs/api.md", "docs/architecture.md"} <= links
+    assert {"docs/api.md", "docs/architecture.md", "docs/meter-protocol.md"} <= links
