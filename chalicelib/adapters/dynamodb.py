@@ -6,7 +6,10 @@ module knows which item lives under which key:
 registry  ACCOUNT#<name>   / ACCOUNT          account: key, roles (a string set)
           ACCOUNT#<name>   / NONCE#<nonce>    a used request nonce (TTL)
           PROVIDER#<id>    / PROVIDER         provider (GSIs: type, jurisdiction, owner)
-          METER#<address>  / METER            meter address claim (unique) and key
+          METER#<address>  / METER            meter address claim (unique), key, last reading
+          METER#<address>  / REJECTION#<at>#<hash>   a refused (or duplicate) reading (TTL)
+credits   CREDIT#<reading hash> / CREDIT    a credit (or a meter's baseline reading);
+                                            sparse GSI keys while on sale / held
 ledger    ACCOUNT#<name>   / BALANCE          available balance
           <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
           TREASURY         / SHARD#<n>        treasury balance, sharded
@@ -53,7 +56,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import EnergyType, Location, Provider
 from chalicelib.domain.readings import MeterState, Rejection, RejectionRecord
-from chalicelib.services.ports import Page, ProviderQuery
+from chalicelib.services.ports import ListingFacts, Page, ProviderQuery
 
 Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
 
@@ -182,13 +185,31 @@ def provider_to_item(provider: Provider) -> Item:
             "open_obligations": provider.open_obligations,
             "settled_purchases": provider.settled_purchases,
             "upheld_disputes": provider.upheld_disputes,
-            # A number set may not be empty in DynamoDB: omit it instead.
-            "reading_slots": set(provider.reading_slots) or None,
+            **slots_to_attributes(provider.reading_slots),
             "created_at": provider.created_at,
             "updated_at": provider.updated_at,
             "version": provider.version,
         }
     )
+
+
+def slots_to_attributes(slots: frozenset[int]) -> dict[str, int | None]:
+    """Recent reading slots as a bitmap: bit n set = a reading in slot ``last - n``.
+
+    Two small numbers instead of a set of up to 96: the provider item stays
+    under 1 KB, so each of its writes is one write unit.
+    """
+    if not slots:
+        return {"reading_slot_last": None, "reading_slot_bits": None}
+    last = max(slots)
+    return {"reading_slot_last": last, "reading_slot_bits": sum(1 << (last - s) for s in slots)}
+
+
+def slots_from_attributes(values: dict[str, Any]) -> frozenset[int]:
+    if "reading_slot_last" not in values:
+        return frozenset()
+    last, bits = _int(values["reading_slot_last"]), _int(values["reading_slot_bits"])
+    return frozenset(last - n for n in range(bits.bit_length()) if bits >> n & 1)
 
 
 def provider_from_item(item: Item) -> Provider:
@@ -210,7 +231,7 @@ def provider_from_item(item: Item) -> Provider:
         open_obligations=_int(v["open_obligations"]),
         settled_purchases=_int(v["settled_purchases"]),
         upheld_disputes=_int(v["upheld_disputes"]),
-        reading_slots=frozenset(_int(s) for s in v.get("reading_slots", set())),
+        reading_slots=slots_from_attributes(v),
         created_at=_int(v["created_at"]),
         updated_at=_int(v["updated_at"]),
         version=_int(v["version"]),
@@ -218,7 +239,11 @@ def provider_from_item(item: Item) -> Provider:
 
 
 # Written by ingestion with ADD/SET of their own, never by a profile save.
-_NOT_PROFILE: Final = frozenset({"pk", "sk", "available_wh", "reading_slots"})
+_NOT_PROFILE: Final = frozenset(
+    {"pk", "sk", "available_wh", "reading_slot_last", "reading_slot_bits"}
+)
+# Index partitions per expiry hour (see expiry_slot).
+EXPIRY_SHARDS: Final = 16
 # Refused readings are kept this long for their owner, then expire (TTL).
 REJECTION_RETENTION_SECONDS: Final = 30 * 86_400
 
@@ -285,7 +310,7 @@ def credit_to_item(credit: Credit) -> Item:
         values["minted_key"] = minted_key(credit)
     if credit.state == CreditState.AVAILABLE:
         values["available_provider_id"] = credit.provider_id
-        values["expiry_slot"] = expiry_slot(credit.expires_at_ms)
+        values["expiry_slot"] = expiry_slot(credit.expires_at_ms, credit.credit_id)
         values["expiry_key"] = f"{credit.expires_at_ms:015d}#{credit.credit_id}"
     return to_item(values)
 
@@ -309,9 +334,15 @@ def credit_from_item(item: Item) -> Credit:
     )
 
 
-def expiry_slot(expires_at_ms: int) -> str:
-    """The hour a credit expires in: the expiry job reads one slot at a time."""
-    return f"H{expires_at_ms // 3_600_000}"
+def expiry_slot(expires_at_ms: int, credit_id: str) -> str:
+    """The hour a credit expires in, and one of EXPIRY_SHARDS shards of it.
+
+    Every credit minted in an hour expires in the same hour; at 1,100 readings
+    a second one index partition per hour would take every write. The shard
+    (from the credit id, a hash) spreads them; the expiry job reads each shard
+    of each due hour.
+    """
+    return f"H{expires_at_ms // 3_600_000}#{int(credit_id[:8], 16) % EXPIRY_SHARDS:02d}"
 
 
 def entry_to_item(entry: LedgerEntry) -> Item:
@@ -540,8 +571,8 @@ class DynamoProviders:
         return provider_from_item(found["Item"]) if "Item" in found else None
 
     def owned_by(self, owner: str) -> Sequence[Provider]:
-        return [
-            provider_from_item(item)
+        ids = [
+            from_item(item)["provider_id"]
             for item in _query_all(
                 self._client,
                 TableName=self._tables.registry,
@@ -551,6 +582,23 @@ class DynamoProviders:
                 ExpressionAttributeValues=to_item({":o": owner}),
             )
         ]
+        return self._whole(ids)
+
+    def _whole(self, provider_ids: Sequence[str]) -> list[Provider]:
+        """The providers behind index entries, read whole, in the given order."""
+        found: dict[str, Provider] = {}
+        for start in range(0, len(provider_ids), 100):  # BatchGetItem takes 100 keys
+            keys = [provider_key(pid) for pid in provider_ids[start : start + 100]]
+            request: dict[str, Any] = {self._tables.registry: {"Keys": keys}}
+            while request:
+                response = self._client.batch_get_item(
+                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
+                )
+                for item in response["Responses"].get(self._tables.registry, []):
+                    provider = provider_from_item(item)
+                    found[provider.provider_id] = provider
+                request = response.get("UnprocessedKeys") or {}
+        return [found[pid] for pid in provider_ids if pid in found]
 
     def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
         after = decode_price_cursor(cursor) if cursor else ""
@@ -583,21 +631,24 @@ class DynamoProviders:
         # examined items, so a rare filter costs a bounded amount per call: the
         # page may then be short, and its cursor resumes after the last item
         # examined (every partition has been read in order up to it).
-        page: list[Provider] = []
+        page: list[str] = []  # price keys: price, then provider id
         last_key = after
-        for examined, (key, provider) in enumerate(merged):
+        for examined, (key, facts) in enumerate(merged):
             if len(page) == limit:
-                return Page(page, encode_cursor(price_key(page[-1])))
+                return Page(self._whole_page(page), encode_cursor(page[-1]))
             if examined == LIST_EXAMINE_BUDGET:
-                return Page(page, encode_cursor(last_key))
+                return Page(self._whole_page(page), encode_cursor(last_key))
             last_key = key
-            if query.admits(provider):
-                page.append(provider)
-        return Page(page, None)
+            if query.admits_listing(facts):
+                page.append(key)
+        return Page(self._whole_page(page), None)
+
+    def _whole_page(self, price_keys: Sequence[str]) -> list[Provider]:
+        return self._whole([key.split("#", 1)[1] for key in price_keys])
 
     def _partition(
         self, index: str, attribute: str, value: str, after: str, upper: str, chunk: int
-    ) -> Iterator[tuple[str, Provider]]:
+    ) -> Iterator[tuple[str, ListingFacts]]:
         request: dict[str, Any] = {
             "TableName": self._tables.registry,
             "IndexName": index,
@@ -606,8 +657,17 @@ class DynamoProviders:
             "ExpressionAttributeValues": to_item({":p": value, ":lo": after + "!", ":hi": upper}),
         }
         for item in _query_all(self._client, Limit=chunk, **request):
-            provider = provider_from_item(item)
-            yield price_key(provider), provider
+            entry = from_item(item)
+            yield (
+                entry["price_key"],
+                ListingFacts(
+                    energy_type=entry["energy_type"],
+                    jurisdiction=entry["jurisdiction"],
+                    price_micro_block_per_kwh=int(entry["price_key"].split("#", 1)[0]),
+                    capacity_wh=_int(entry["capacity_wh"]),
+                    status=entry["status"],
+                ),
+            )
 
     def add(self, provider: Provider) -> None:
         self._staged.put(
@@ -659,10 +719,16 @@ class DynamoProviders:
         self._staged.update(
             self._tables.registry,
             provider_key(provider_id),
-            "ADD available_wh :wh SET reading_slots = :slots",
+            "ADD available_wh :wh SET reading_slot_last = :last, reading_slot_bits = :bits",
             "attribute_exists(pk)",
             lambda: NotFound("no such provider", provider_id=provider_id),
-            ExpressionAttributeValues=to_item({":wh": wh, ":slots": set(reading_slots)}),
+            ExpressionAttributeValues=to_item(
+                {":wh": wh}
+                | {
+                    f":{k.removeprefix('reading_slot_')}": v
+                    for k, v in slots_to_attributes(reading_slots).items()
+                }
+            ),
         )
 
 
@@ -683,7 +749,10 @@ class DynamoMeters:
     ) -> tuple[MeterState | None, Provider | None]:
         keys = [meter_key(meter_address), provider_key(provider_id)]
         found: list[Item] = []
-        request: dict[str, Any] = {self._tables.registry: {"Keys": keys}}
+        # Strongly consistent: a redelivery arriving within replication lag
+        # must see the meter state its first delivery wrote, or it would be
+        # judged a counter that went backwards.
+        request: dict[str, Any] = {self._tables.registry: {"Keys": keys, "ConsistentRead": True}}
         while request:
             response = self._client.batch_get_item(
                 RequestItems=request, ReturnConsumedCapacity="TOTAL"
@@ -796,6 +865,7 @@ class DynamoCredits:
         found = self._client.get_item(
             TableName=self._tables.credits,
             Key=credit_key(credit_id),
+            ConsistentRead=True,  # decides whether a reading is a duplicate
             ReturnConsumedCapacity="TOTAL",
         )
         return credit_from_item(found["Item"]) if "Item" in found else None

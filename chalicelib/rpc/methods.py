@@ -350,7 +350,7 @@ def openrpc() -> dict[str, Any]:
     summary="Submit a signed meter reading over HTTP (the MQTT path's twin)",
     result=s.SubmitReadingResult,
     original_name="submitReading",
-    errors=(ReadingRefused,),
+    errors=(ReadingRefused, ConcurrentUpdate),
 )
 def submit_reading(context: CallContext, params: s.SubmitReadingParams) -> s.SubmitReadingResult:
     """Authorised by the meter's own signature (docs/meter-protocol.md), not by

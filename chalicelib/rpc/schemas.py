@@ -380,20 +380,28 @@ class ProviderListResult(Result):
 
 # -- meters, readings and credits ---------------------------------------------------
 
-ReadingNumber = Annotated[
-    int | Decimal | StrictStr,
-    WithJsonSchema({"oneOf": [{"type": "number"}, {"type": "string"}]}),
+ReadingTimestamp = Annotated[
+    int,
+    BeforeValidator(lambda v, info: units.milliseconds_from_seconds(v, info.field_name or "")),
+    _number_schema("Unix seconds, exact to 1 ms (at most 3 decimal places)."),
 ]
 
 
 class SubmitReadingParams(Params):
-    """The original submitReading payload; the meter's signature authorises it."""
+    """The original submitReading payload; the meter's signature authorises it.
 
-    provider_id: StrictStr
-    meter_address: StrictStr
-    kwh_reading: ReadingNumber = Field(description="Cumulative counter, kWh (≤ 3 decimals)")
-    timestamp: ReadingNumber = Field(description="Unix seconds (≤ 3 decimals)")
-    signature: StrictStr = Field(description="Ed25519 over the reading message, hex")
+    Validated here with the same exact conversions the meter protocol uses,
+    so a malformed reading is a -32602 like any bad parameter; the ingest use
+    case then parses the very params received.
+    """
+
+    provider_id: ProviderId
+    meter_address: MeterAddress
+    kwh_reading: KwhAsWh = Field(description="Cumulative counter, kWh (≤ 3 decimals)")
+    timestamp: ReadingTimestamp = Field(description="Unix seconds (≤ 3 decimals)")
+    signature: Annotated[StrictStr, Field(pattern=r"^(0x)?[0-9a-fA-F]{128}$")] = Field(
+        description="Ed25519 over the reading message (docs/meter-protocol.md), hex"
+    )
 
 
 class CreditResult(Result):

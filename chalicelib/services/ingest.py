@@ -35,6 +35,7 @@ from chalicelib.domain.readings import (
     Rejection,
     RejectionRecord,
     check_reading,
+    is_signed_by,
     parse_payload,
 )
 from chalicelib.services.market import Market
@@ -164,20 +165,50 @@ def _record(
 ) -> Outcome:
     uow = market.unit_of_work()
     meter, provider = uow.meters.get_with_provider(reading.meter_address, reading.provider_id)
-    if meter is None:
+
+    def refuse(reason: Rejection, detail: str, *, signed: bool) -> Outcome:
+        # Kept in the meter's log when it came over the meter's own channel or
+        # carries the meter's signature; counted on the meter (what stakes are
+        # later slashed on) only for its own channel: anyone can post a forged
+        # reading over HTTP, and such a count must not be theirs to raise.
         return _refuse(
             market,
             reading.meter_address,
-            Rejection.UNKNOWN_METER,
-            "no meter is registered at this address",
+            reason,
+            detail,
             at_ms=reading.timestamp_ms,
             received_at_ms=received_at_ms,
             payload_hash=payload_hash,
             reading_hash=reading.reading_hash,
+            record=authenticated or signed,
+            count=authenticated and meter is not None,
         )
-    duplicate = _earlier_delivery(market, meter, reading)
-    if duplicate is not None:
-        return duplicate
+
+    if meter is None:
+        return refuse(
+            Rejection.UNKNOWN_METER, "no meter is registered at this address", signed=False
+        )
+    if not is_signed_by(reading, meter):
+        return refuse(
+            Rejection.BAD_SIGNATURE, "signature does not match the meter's key", signed=False
+        )
+    if _already_accepted(market, meter, reading):
+        # A redelivery (or a replay) of a reading accepted before: a success
+        # that mints nothing, kept in the log once per distinct message.
+        _refuse(
+            market,
+            reading.meter_address,
+            Rejection.DUPLICATE,
+            "this reading was accepted before; nothing minted",
+            at_ms=reading.timestamp_ms,
+            received_at_ms=received_at_ms,
+            payload_hash=payload_hash,
+            reading_hash=reading.reading_hash,
+            record=True,
+            count=authenticated,
+            metric="ReadingsDuplicate",
+        )
+        return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
     now_ms = market.clock() * 1000
     try:
         if provider is None:
@@ -196,20 +227,7 @@ def _record(
             ),
         )
     except ReadingRejected as refused:
-        return _refuse(
-            market,
-            reading.meter_address,
-            refused.reason,
-            refused.detail,
-            at_ms=reading.timestamp_ms,
-            received_at_ms=received_at_ms,
-            payload_hash=payload_hash,
-            reading_hash=reading.reading_hash,
-            # Counted on the meter only when it came over the meter's own
-            # authenticated channel: anyone can send a forged reading over HTTP,
-            # and a count that stakes are slashed on must not be theirs to raise.
-            meter_known=authenticated,
-        )
+        return refuse(refused.reason, refused.detail, signed=True)
     credit = _credit(market, reading, meter, provider, wh, now_ms)
     uow.meters.advance(meter, meter.advanced(reading))
     uow.credits.mint(credit)
@@ -220,34 +238,24 @@ def _record(
         uow.commit()
     except AlreadyExists:
         # Another delivery of this reading was minted between our read and write.
-        return Outcome(
-            Status.DUPLICATE,
-            reading.meter_address,
-            reading.reading_hash,
-            market.unit_of_work().credits.get(reading.reading_hash),
-        )
+        return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
     _emit_metric("ReadingsAccepted", reading.meter_address)
     return Outcome(Status.ACCEPTED, reading.meter_address, reading.reading_hash, credit)
 
 
-def _earlier_delivery(market: Market, meter: MeterState, reading: Reading) -> Outcome | None:
-    """The outcome of a reading already accepted, or None for a new one.
+def _already_accepted(market: Market, meter: MeterState, reading: Reading) -> bool:
+    """Whether this very reading was accepted before.
 
     The meter remembers its last reading (the common redelivery, answered
-    without another read); an older one can only be a duplicate if its credit
-    exists, so the credit is looked up only when the counter has not moved
-    forward.
+    without another read); an older one can only have been accepted if its
+    credit exists, so the credit is looked up only when the counter has not
+    moved forward.
     """
     if reading.reading_hash == meter.last_reading_hash:
-        credit = None
-    elif meter.last_counter_wh is not None and reading.counter_wh <= meter.last_counter_wh:
-        credit = market.unit_of_work().credits.get(reading.reading_hash)
-        if credit is None:
-            return None
-    else:
-        return None
-    _emit_metric("ReadingsDuplicate", reading.meter_address)
-    return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash, credit)
+        return True
+    if meter.last_counter_wh is not None and reading.counter_wh <= meter.last_counter_wh:
+        return market.unit_of_work().credits.get(reading.reading_hash) is not None
+    return False
 
 
 def _credit(
@@ -288,18 +296,18 @@ def _refuse(
     received_at_ms: int,
     payload_hash: str,
     reading_hash: str | None = None,
-    meter_known: bool = False,
+    record: bool = True,
+    count: bool = False,
+    metric: str = "ReadingsRejected",
 ) -> Outcome:
-    _emit_metric("ReadingsRejected", meter_address, reason=str(reason))
-    if meter_address is not None:
-        record = RejectionRecord(
+    _emit_metric(metric, meter_address, reason=str(reason))
+    if record and meter_address is not None:
+        entry = RejectionRecord(
             meter_address, reason, detail[:200], at_ms, received_at_ms, payload_hash, reading_hash
         )
         uow = market.unit_of_work()
-        # Counted on the meter only once the meter was read and exists; earlier
-        # refusals (malformed, unknown meter) are kept and counted as metrics.
-        uow.meters.record_rejection(record, meter_known=meter_known)
-        # AlreadyExists: this very delivery was recorded (and counted) before.
+        uow.meters.record_rejection(entry, meter_known=count)
+        # AlreadyExists: this very message was recorded (and counted) before.
         with contextlib.suppress(AlreadyExists):
             uow.commit()
     return Outcome(Status.REJECTED, meter_address, reading_hash, reason=reason, detail=detail)

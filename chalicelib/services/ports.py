@@ -33,16 +33,38 @@ class ProviderQuery:
     include_inactive: bool = False
 
     def admits(self, provider: Provider) -> bool:
+        return self.admits_listing(
+            ListingFacts(
+                energy_type=provider.energy_type,
+                jurisdiction=provider.jurisdiction,
+                price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+                capacity_wh=provider.capacity_wh,
+                status=provider.status,
+            )
+        )
+
+    def admits_listing(self, facts: ListingFacts) -> bool:
         return (
-            (self.energy_type is None or provider.energy_type == self.energy_type)
-            and (self.jurisdiction is None or provider.jurisdiction == self.jurisdiction)
+            (self.energy_type is None or facts.energy_type == self.energy_type)
+            and (self.jurisdiction is None or facts.jurisdiction == self.jurisdiction)
             and (
                 self.max_price_micro_block_per_kwh is None
-                or provider.price_micro_block_per_kwh <= self.max_price_micro_block_per_kwh
+                or facts.price_micro_block_per_kwh <= self.max_price_micro_block_per_kwh
             )
-            and (self.min_capacity_wh is None or provider.capacity_wh >= self.min_capacity_wh)
-            and (self.include_inactive or provider.status == ProviderStatus.ACTIVE)
+            and (self.min_capacity_wh is None or facts.capacity_wh >= self.min_capacity_wh)
+            and (self.include_inactive or facts.status == ProviderStatus.ACTIVE)
         )
+
+
+@dataclass(frozen=True)
+class ListingFacts:
+    """What a provider listing filters on: all an index entry needs to carry."""
+
+    energy_type: str
+    jurisdiction: str
+    price_micro_block_per_kwh: int
+    capacity_wh: int
+    status: str
 
 
 T = TypeVar("T")

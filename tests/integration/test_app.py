@@ -103,7 +103,7 @@ def test_every_method_works_through_the_deployed_route(
     assert {m["name"] for m in discovered["methods"]} == {m.name for m in registry}
 
 
-def test_list_providers_reads_indexes_and_never_scans(
+def test_list_providers_reads_keys_and_indexes_and_never_scans(
     market: MarketplaceClient, operator: Signer, dynamodb_calls: list[str]
 ) -> None:
     alice = Signer.generate("alice.theblock")
@@ -125,7 +125,8 @@ def test_list_providers_reads_indexes_and_never_scans(
         {"min_capacity": 10, "limit": 1},
     ):
         assert market.call("energy.listProviders", filters)["providers"]
-    assert dynamodb_calls and set(dynamodb_calls) == {"Query"}
+    # Index queries, then the page's providers read whole by key.
+    assert dynamodb_calls and set(dynamodb_calls) == {"Query", "BatchGetItem"}
     dynamodb_calls.clear()
     market.call("energy.getAccount", {"name": "alice.theblock"})
     assert "Scan" not in dynamodb_calls

@@ -118,7 +118,30 @@ def test_every_key_attribute_is_a_declared_string_and_every_declared_one_is_a_ke
     assert set(declared.values()) == {"S"}
     for index in properties["GlobalSecondaryIndexes"]:
         assert [e["KeyType"] for e in index["KeySchema"]] == ["HASH", "RANGE"]
-        assert index["Projection"] == {"ProjectionType": "ALL"}
+        if index["IndexName"] not in PROVIDER_INDEXES:
+            assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+# The registry's provider indexes carry what listings filter on and nothing that
+# ingestion writes on every reading, so a reading costs no index write.
+PROVIDER_INDEXES = {"ProvidersByEnergyType", "ProvidersByJurisdiction", "ProvidersByOwner"}
+LISTING_FACTS = {"energy_type", "jurisdiction", "price_key", "capacity_wh", "status", "provider_id"}
+INGEST_COUNTERS = {"available_wh", "reading_slot_last", "reading_slot_bits"}
+
+
+def test_provider_indexes_hold_the_listing_facts_and_no_ingest_counter() -> None:
+    properties = load_template()["Resources"]["RegistryTable"]["Properties"]
+    indexes = {i["IndexName"]: i for i in properties["GlobalSecondaryIndexes"]}
+    assert set(indexes) == PROVIDER_INDEXES
+    for name in ("ProvidersByEnergyType", "ProvidersByJurisdiction"):
+        projection = indexes[name]["Projection"]
+        carried = set(projection["NonKeyAttributes"]) | {
+            k["AttributeName"] for k in indexes[name]["KeySchema"]
+        }
+        assert projection["ProjectionType"] == "INCLUDE"
+        assert carried >= LISTING_FACTS
+        assert not carried & INGEST_COUNTERS
+    assert indexes["ProvidersByOwner"]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
 
 
 # --- the IoT resources and the dead-letter queue -------------------------------------------

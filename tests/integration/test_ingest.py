@@ -109,9 +109,9 @@ def test_a_bad_reading_is_recorded_and_mints_nothing(
         "too old": meter.payload(51_000, NOW * 1000 - 7 * 3_600_000),
         "time going backwards": meter.payload(51_000, T0 - 1),
         "implausible jump": meter.payload(50_000 + 2_627, T0 + QUARTER),
-        "another provider": meter.payload(
-            51_000, T0 + QUARTER, provider_id="energy-0x0000000000000000"
-        ),
+        "another provider": SimulatedMeter(
+            meter.meter_address, "energy-0x0000000000000000", meter.key
+        ).payload(51_000, T0 + QUARTER),
     }
     before = minted_state(market, meter)
     outcome = ingest(market, payloads[case], meter.meter_address)
@@ -288,7 +288,7 @@ def test_the_topic_rule_event_is_handled_and_a_broken_one_raises(market: MarketH
             handle_reading_event(market.market, broken)
 
 
-def test_forged_readings_over_http_are_not_counted_against_the_meter(
+def test_forged_readings_over_http_leave_no_trace_on_the_meter(
     market: MarketHarness,
 ) -> None:
     meter = metered_provider(market)
@@ -297,9 +297,26 @@ def test_forged_readings_over_http_are_not_counted_against_the_meter(
     with pytest.raises(RpcError) as refused:
         market.client.call("energy.submitReading", forger.reading(2_000, T0 + QUARTER))
     assert refused.value.data["rejection"] == "bad_signature"
+    # Anyone can post to the API: what the meter did not sign is answered, not
+    # kept against it (over MQTT, its own authenticated channel, it is both).
     state = market.client.call("energy.getMeter", {"meter_address": meter.meter_address})
-    assert state["rejections"] == {}  # recorded, but not the meter's fault
-    rejections = market.client.call("energy.getRejections", {"meter_address": meter.meter_address})[
-        "rejections"
-    ]
-    assert [r["reason"] for r in rejections] == ["bad_signature"]
+    assert state["rejections"] == {}
+    log = market.client.call("energy.getRejections", {"meter_address": meter.meter_address})
+    assert log["rejections"] == []
+
+
+def test_a_replay_is_logged_once_and_a_tampered_replay_is_refused(
+    market: MarketHarness,
+) -> None:
+    meter = metered_provider(market)
+    first, second = meter.payload(1_000, T0), meter.payload(2_000, T0 + QUARTER)
+    for payload in (first, second, first, first, second):
+        ingest(market, payload, meter.meter_address)
+    log = market.client.call("energy.getRejections", {"meter_address": meter.meter_address})
+    assert sorted(r["reason"] for r in log["rejections"]) == ["duplicate", "duplicate"]
+    state = market.client.call("energy.getMeter", {"meter_address": meter.meter_address})
+    assert state["rejections"] == {"duplicate": 2}
+    garbled = json.loads(second)
+    garbled["signature"] = "00" * 64
+    outcome = ingest(market, json.dumps(garbled).encode(), meter.meter_address)
+    assert (outcome.status, outcome.reason) == (Status.REJECTED, "bad_signature")
