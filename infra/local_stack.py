@@ -164,7 +164,9 @@ class LocalStack:
     ) -> None:
         self.host = host
         self.api_port = api_port
-        self.state_dir = state_dir
+        # Absolute: the broker runs in its own directory, the bridge and chalice
+        # in theirs, and every path handed to them must mean the same file.
+        self.state_dir = state_dir.resolve()
         self.project_dir = project_dir
         self.stack_name = stack_name
         self.stage = stage
@@ -592,8 +594,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--autoreload",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="restart the API when the code changes (default on)",
+        # Off by default: chalice's file watcher polls the whole project, the
+        # state directory included, where the broker and the bridge write all
+        # the time, so the API would restart every few seconds.
+        default=False,
+        help="restart the API when the code changes (default off)",
     )
     return parser.parse_args(argv)
 

@@ -153,7 +153,9 @@ class Broker:
         startup_timeout: float = 15.0,
         output: IO[Any] | None = None,
     ) -> None:
-        self.directory = directory
+        # Absolute: mosquitto runs with this directory as its cwd, and its config
+        # names files by path.
+        self.directory = directory.resolve()
         self.ca = ca
         self.host = host
         self.port = port

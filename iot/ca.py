@@ -92,7 +92,7 @@ class CertificateAuthority:
     """The CA whose key and certificate live in ``directory`` (created on first use)."""
 
     def __init__(self, directory: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate):
-        self.directory = directory
+        self.directory = directory.resolve()
         self._key = key
         self.certificate = cert
 

@@ -194,7 +194,8 @@ def _record(
         )
     if _already_accepted(market, meter, reading):
         # A redelivery (or a replay) of a reading accepted before: a success
-        # that mints nothing, kept in the log once per distinct message.
+        # that mints nothing, kept in the log once per distinct message. Not
+        # counted on the meter: one conditional put, the cheapest record.
         _refuse(
             market,
             reading.meter_address,
@@ -205,7 +206,7 @@ def _record(
             payload_hash=payload_hash,
             reading_hash=reading.reading_hash,
             record=True,
-            count=authenticated,
+            count=False,
             metric="ReadingsDuplicate",
         )
         return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
