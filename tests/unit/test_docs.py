@@ -381,3 +381,14 @@ def test_every_relative_link_points_to_an_existing_file(path: Path) -> None:
 def test_the_docs_are_linked_from_the_readme() -> None:
     links = {t.partition("#")[0] for t in relative_links(README)}
     assert {"docs/api.md", "docs/architecture.md", "docs/meter-protocol.md"} <= links
+
+
+def test_the_deployment_guide_names_the_template_parameters_and_outputs() -> None:
+    """docs/deploy.md tells an operator what to pass and what to read back."""
+    import yaml
+
+    template = yaml.safe_load((ROOT / "infra" / "template.yaml").read_text())
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    for name in [*template["Parameters"], "EndpointURL", "IngestDeadLetterQueueUrl"]:
+        assert name in guide, name
+    assert "--merge-template infra/template.yaml" in guide
