@@ -32,8 +32,6 @@ class Settings(BaseSettings):
     max_clock_skew_ms: int = Field(default=DEFAULT_MAX_CLOCK_SKEW_MS, ge=0, le=3_600_000)
     max_reading_age_ms: int = Field(default=DEFAULT_MAX_AGE_MS, ge=60_000, le=7 * 86_400_000)
     credit_lifetime_ms: int = Field(default=DEFAULT_CREDIT_LIFETIME_MS, ge=3_600_000)
-    # Shards of the treasury balance, so fee credits do not pile onto one item.
-    treasury_shards: int = Field(default=8, ge=1, le=64)
 
 
 @lru_cache(maxsize=1)
