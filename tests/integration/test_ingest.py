@@ -237,6 +237,10 @@ def test_shuffled_redelivery_mints_exactly_what_accepted_readings_justify(
     state = market.client.call("energy.getMeter", {"meter_address": meter.meter_address})
     assert state["last_counter_wh"] == accepted_counters[-1]
     assert state["accepted_readings"] == len(accepted)
+    # Wh is conserved: everything minted is still available (nothing is sold yet),
+    # and the provider's counter agrees with its credits.
+    provider = market.client.call("energy.getProvider", {"provider_id": meter.provider_id})
+    assert provider["available_wh"] == totals.minted_wh
 
 
 def test_submit_reading_over_the_api_uses_the_same_rules(market: MarketHarness) -> None:
