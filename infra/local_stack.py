@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import IO, Any
 
 import boto3
@@ -45,6 +45,7 @@ from infra.moto_server import LocalMotoServer
 from iot import rules_bridge
 from iot.broker import BRIDGE_IDENTITY, Broker
 from iot.ca import CertificateAuthority
+from iot.lifecycle import StartStop
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STACK_NAME = "energy-marketplace-local"
@@ -135,7 +136,7 @@ def _chalice_executable() -> str:
     return found
 
 
-class LocalStack:
+class LocalStack(StartStop):
     """moto + resources from the template + mosquitto + rules bridge + `chalice local`.
 
     Use it as a context manager. Pass port 0 for moto and MQTT and free_port() for
@@ -276,18 +277,6 @@ class LocalStack:
             aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
-
-    def __enter__(self) -> LocalStack:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start moto, create the resources, the broker, the bridge and chalice local."""

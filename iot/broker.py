@@ -30,11 +30,11 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final
 
 from chalicelib.domain import readings
 from iot.ca import CertificateAuthority, IssuedCertificate
+from iot.lifecycle import StartStop
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8883  # MQTT over TLS, as AWS IoT Core
@@ -135,7 +135,7 @@ def config_text(
     )
 
 
-class Broker:
+class Broker(StartStop):
     """mosquitto on ``host:port`` with TLS from the local CA and the meter ACL.
 
     Its files (config, ACL, server certificate, persistence, log) live in
@@ -218,18 +218,6 @@ class Broker:
             encoding="utf-8",
         )
         return self.config_path
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start mosquitto and return once its TLS listener completes a handshake."""

@@ -57,12 +57,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Final, Protocol
 
 from infra.emulation import dead_letter_queue, ingest_topic_rule
 from iot.broker import BRIDGE_IDENTITY, DEFAULT_HOST, DEFAULT_PORT
 from iot.ca import write_file
+from iot.lifecycle import StartStop
 
 logger = logging.getLogger("iot.rules_bridge")
 
@@ -168,7 +169,7 @@ class _Message:
     acknowledge: Callable[[], None]
 
 
-class RulesBridge:
+class RulesBridge(StartStop):
     """Subscribe to the rule's topic filter and hand each message to the ingest handler."""
 
     def __init__(
@@ -295,18 +296,6 @@ class RulesBridge:
             )
 
     # -- MQTT ----------------------------------------------------------------------------
-
-    def __enter__(self) -> RulesBridge:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the workers, connect, subscribe; return once the subscription is granted."""
