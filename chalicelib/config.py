@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from chalicelib.domain.credits import DEFAULT_CREDIT_LIFETIME_MS
 from chalicelib.domain.readings import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_CLOCK_SKEW_MS
+from chalicelib.domain.trading import DEFAULT_DISPUTE_WINDOW_MS
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     max_clock_skew_ms: int = Field(default=DEFAULT_MAX_CLOCK_SKEW_MS, ge=0, le=3_600_000)
     max_reading_age_ms: int = Field(default=DEFAULT_MAX_AGE_MS, ge=60_000, le=7 * 86_400_000)
     credit_lifetime_ms: int = Field(default=DEFAULT_CREDIT_LIFETIME_MS, ge=3_600_000)
+    # Trading: a purchase settles this long after its newest credit was minted.
+    dispute_window_ms: int = Field(default=DEFAULT_DISPUTE_WINDOW_MS, ge=0)
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +72,13 @@ class Totals:
     withdrawals: int
     minted_wh: int = 0  # energy in credits (baselines carry none)
     credits: int = 0  # credits minted, baselines excluded
+    escrow: int = 0  # micro-BLOCK held by open purchases
+    available_wh: int = 0  # energy in credits on sale
+    reserved_wh: int = 0  # energy in credits reserved for open purchases
 
     @property
     def held(self) -> int:
-        return self.balances + self.stakes + self.treasury
+        return self.balances + self.stakes + self.treasury + self.escrow
 
 
 _meters = itertools.count(1)
@@ -124,6 +127,11 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
                 withdrawals=sum(e.micro_block for e in entries if e.kind == EntryKind.WITHDRAWAL),
                 minted_wh=sum(c.wh for c in state.credits.values()),
                 credits=sum(1 for c in state.credits.values() if c.state != "baseline"),
+                escrow=sum(
+                    p.escrow_micro_block for p in state.purchases.values() if p.status == "open"
+                ),
+                available_wh=sum(c.wh for c in state.credits.values() if c.state == "available"),
+                reserved_wh=sum(c.wh for c in state.credits.values() if c.state == "reserved"),
             )
 
     return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
@@ -163,6 +171,13 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
             withdrawals=total(ledger, kind="withdrawal"),
             minted_wh=sum(int(i["wh"]) for i in credits),
             credits=sum(1 for i in credits if i["state"] != "baseline"),
+            escrow=sum(
+                int(i["escrow_micro_block"])
+                for i in ledger
+                if i["sk"] == "PURCHASE" and i["status"] == "open"
+            ),
+            available_wh=sum(int(i["wh"]) for i in credits if i["state"] == "available"),
+            reserved_wh=sum(int(i["wh"]) for i in credits if i["state"] == "reserved"),
         )
 
     harness = _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)
@@ -201,6 +216,7 @@ class SimulatedMeter:
     meter_address: str
     provider_id: str
     key: Signer
+    owner: Signer | None = None  # the provider's owner, when the test made it
 
     def reading(self, counter_wh: int, timestamp_ms: int, **overrides: Any) -> dict[str, Any]:
         payload = signed_payload(
@@ -220,4 +236,31 @@ def metered_provider(
     signer = harness.funded_account(owner, block=20_000)
     key = Signer.generate("meter")
     provider = harness.provider(signer, meter_public_key=key.public_key, **overrides)
-    return SimulatedMeter(provider["meter_address"], provider["provider_id"], key)
+    return SimulatedMeter(provider["meter_address"], provider["provider_id"], key, signer)
+
+
+def selling_provider(
+    harness: MarketHarness,
+    credits_wh: Sequence[int],
+    owner: str = "seller.theblock",
+    **overrides: Any,
+) -> SimulatedMeter:
+    """A provider whose meter has minted one credit per amount, oldest first."""
+    from chalicelib.services.ingest import Status, record_payload
+
+    meter = metered_provider(harness, owner, capacity_kwh=10_000, **overrides)
+    start_ms = harness.clock.now * 1000 - (len(credits_wh) + 1) * 60_000
+    counter = 1_000
+    readings = [(counter, start_ms)]
+    for n, wh in enumerate(credits_wh, start=1):
+        counter += wh
+        readings.append((counter, start_ms + n * 60_000))
+    for counter_wh, at_ms in readings:
+        outcome = record_payload(
+            harness.market,
+            meter.payload(counter_wh, at_ms),
+            topic_meter_address=meter.meter_address,
+            received_at_ms=harness.clock.now * 1000,
+        )
+        assert outcome.status == Status.ACCEPTED, outcome
+    return meter

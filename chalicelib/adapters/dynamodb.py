@@ -56,6 +56,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import EnergyType, Location, Provider
 from chalicelib.domain.readings import MeterState, Rejection, RejectionRecord
+from chalicelib.domain.trading import Purchase, PurchaseStatus, split_part
 from chalicelib.services.ports import ListingFacts, Page, ProviderQuery
 
 Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
@@ -302,6 +303,8 @@ def credit_to_item(credit: Credit) -> Item:
         "expires_at_ms": credit.expires_at_ms,
         "state": str(credit.state),
         "issuer_provider_id": credit.provider_id,
+        "purchase_id": credit.purchase_id,
+        "parent_credit_id": credit.parent_credit_id,
     }
     if credit.state != CreditState.BASELINE:
         # Index keys: CreditsByProvider, and while on sale AvailableByProvider
@@ -331,6 +334,8 @@ def credit_from_item(item: Item) -> Credit:
         minted_at_ms=_int(v["minted_at_ms"]),
         expires_at_ms=_int(v["expires_at_ms"]),
         state=CreditState(v["state"]),
+        purchase_id=v.get("purchase_id"),
+        parent_credit_id=v.get("parent_credit_id"),
     )
 
 
@@ -714,6 +719,29 @@ class DynamoProviders:
             ),
         )
 
+    def reserve_energy(self, provider: Provider, wh: int) -> None:
+        # The version moves: a stake withdrawal that read the provider before
+        # this obligation opened must fail its version condition.
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider.provider_id),
+            "ADD available_wh :minus, open_obligations :one, version :one",
+            "available_wh >= :wh AND #status = :active AND price_micro_block_per_kwh = :price",
+            lambda: ConcurrentUpdate(
+                "the provider changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":minus": -wh,
+                    ":one": 1,
+                    ":wh": wh,
+                    ":active": "active",
+                    ":price": provider.price_micro_block_per_kwh,
+                }
+            ),
+        )
+
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         # ADD commutes with the owner's profile writes, which never touch these.
         self._staged.update(
@@ -878,6 +906,65 @@ class DynamoCredits:
             lambda: AlreadyExists("this reading was already minted", credit_id=credit.credit_id),
         )
 
+    def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName="AvailableByProvider",
+            KeyConditionExpression="available_provider_id = :p",
+            ExpressionAttributeValues=to_item({":p": provider_id}),
+            ScanIndexForward=True,  # oldest first
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [credit_from_item(item) for item in response["Items"]]
+
+    def reserve(self, credit: Credit, purchase_id: str) -> None:
+        # Leaving the sparse on-sale indexes is removing their key attributes.
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :reserved, purchase_id = :purchase"
+            " REMOVE available_provider_id, expiry_slot, expiry_key",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":reserved": str(CreditState.RESERVED),
+                    ":available": str(CreditState.AVAILABLE),
+                    ":purchase": purchase_id,
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+
+    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+        part = split_part(credit, take_wh, purchase_id)
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET wh = :left",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":left": credit.wh - take_wh,
+                    ":available": str(CreditState.AVAILABLE),
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+        self._staged.put(
+            self._tables.credits,
+            credit_to_item(part),
+            "attribute_not_exists(pk)",
+            lambda: ConcurrentUpdate(
+                "the credit was split already; retry", credit_id=part.credit_id
+            ),
+        )
+        return part
+
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         key_condition = "provider_id = :p"
         values: dict[str, Any] = {":p": provider_id}
@@ -909,6 +996,68 @@ def _query_all(client: Any, **request: Any) -> Iterator[Item]:
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
+def purchase_key(purchase_id: str) -> Item:
+    return to_item({"pk": f"PURCHASE#{purchase_id}", "sk": "PURCHASE"})
+
+
+def purchase_to_item(purchase: Purchase) -> Item:
+    values: dict[str, Any] = from_item(purchase_key(purchase.purchase_id)) | {
+        "purchase_id": purchase.purchase_id,
+        "buyer": purchase.buyer,
+        "provider_id": purchase.provider_id,
+        "wh": purchase.wh,
+        "price_micro_block_per_kwh": purchase.price_micro_block_per_kwh,
+        "escrow_micro_block": purchase.escrow_micro_block,
+        "credit_ids": list(purchase.credit_ids),
+        "created_at_ms": purchase.created_at_ms,
+        "settles_at_ms": purchase.settles_at_ms,
+        "status": str(purchase.status),
+    }
+    if purchase.status == PurchaseStatus.OPEN:
+        # PurchasesDue (sparse): the settlement job reads the hours that are due.
+        values["due_slot"] = f"D{purchase.settles_at_ms // 3_600_000}"
+        values["due_key"] = f"{purchase.settles_at_ms:015d}#{purchase.purchase_id}"
+    return to_item(values)
+
+
+def purchase_from_item(item: Item) -> Purchase:
+    v = from_item(item)
+    return Purchase(
+        purchase_id=v["purchase_id"],
+        buyer=v["buyer"],
+        provider_id=v["provider_id"],
+        wh=_int(v["wh"]),
+        price_micro_block_per_kwh=_int(v["price_micro_block_per_kwh"]),
+        escrow_micro_block=_int(v["escrow_micro_block"]),
+        credit_ids=tuple(v["credit_ids"]),
+        created_at_ms=_int(v["created_at_ms"]),
+        settles_at_ms=_int(v["settles_at_ms"]),
+        status=PurchaseStatus(v["status"]),
+    )
+
+
+class DynamoPurchases:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, purchase_id: str) -> Purchase | None:
+        found = self._client.get_item(
+            TableName=self._tables.ledger,
+            Key=purchase_key(purchase_id),
+            ConsistentRead=True,  # decides whether a retried purchase buys again
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return purchase_from_item(found["Item"]) if "Item" in found else None
+
+    def add(self, purchase: Purchase) -> None:
+        self._staged.put(
+            self._tables.ledger,
+            purchase_to_item(purchase),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("purchase already recorded", purchase_id=purchase.purchase_id),
+        )
+
+
 class DynamoUnitOfWork:
     def __init__(self, client: Any, tables: Tables) -> None:
         self._client = client
@@ -919,6 +1068,7 @@ class DynamoUnitOfWork:
         self.providers = DynamoProviders(client, tables, self._staged)
         self.meters = DynamoMeters(client, tables, self._staged)
         self.credits = DynamoCredits(client, tables, self._staged)
+        self.purchases = DynamoPurchases(client, tables, self._staged)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -33,8 +33,9 @@ from chalicelib.domain.errors import (
     ReplayedRequest,
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
-from chalicelib.domain.providers import Provider
+from chalicelib.domain.providers import Provider, ProviderStatus
 from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.trading import Purchase, split_part
 from chalicelib.services.ports import Page, ProviderQuery
 
 
@@ -50,6 +51,7 @@ class MemoryState:
     meters: dict[str, MeterState] = field(default_factory=dict)
     rejections: dict[tuple[str, str], RejectionRecord] = field(default_factory=dict)
     credits: dict[str, Credit] = field(default_factory=dict)
+    purchases: dict[str, Purchase] = field(default_factory=dict)
 
 
 # A staged write: a condition that returns the error to raise (or None), and
@@ -240,6 +242,31 @@ class MemoryProviders:
 
         self._staged.stage(check, apply)
 
+    def reserve_energy(self, provider: Provider, wh: int) -> None:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.providers.get(provider.provider_id)
+            if (
+                stored is None
+                or stored.available_wh < wh
+                or stored.status != ProviderStatus.ACTIVE
+                or stored.price_micro_block_per_kwh != provider.price_micro_block_per_kwh
+            ):
+                return ConcurrentUpdate(
+                    "the provider changed; retry", provider_id=provider.provider_id
+                )
+            return None
+
+        def apply(s: MemoryState) -> None:
+            stored = s.providers[provider.provider_id]
+            s.providers[provider.provider_id] = replace(
+                stored,
+                available_wh=stored.available_wh - wh,
+                open_obligations=stored.open_obligations + 1,
+                version=stored.version + 1,
+            )
+
+        self._staged.stage(check, apply)
+
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         def apply(s: MemoryState) -> None:
             stored = s.providers[provider_id]
@@ -354,6 +381,45 @@ class MemoryCredits:
             lambda s: s.credits.__setitem__(credit.credit_id, credit),
         )
 
+    def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
+        on_sale = sorted(
+            (
+                c
+                for c in self._state.credits.values()
+                if c.provider_id == provider_id and c.state == CreditState.AVAILABLE
+            ),
+            key=minted_key,
+        )
+        return on_sale[:limit]
+
+    def _on_sale_as_read(self, credit: Credit) -> Check:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.credits.get(credit.credit_id)
+            if stored is None or stored.state != CreditState.AVAILABLE or stored.wh != credit.wh:
+                return ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id)
+            return None
+
+        return check
+
+    def reserve(self, credit: Credit, purchase_id: str) -> None:
+        self._staged.stage(
+            self._on_sale_as_read(credit),
+            lambda s: s.credits.__setitem__(
+                credit.credit_id,
+                replace(credit, state=CreditState.RESERVED, purchase_id=purchase_id),
+            ),
+        )
+
+    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+        part = split_part(credit, take_wh, purchase_id)
+
+        def apply(s: MemoryState) -> None:
+            s.credits[credit.credit_id] = replace(credit, wh=credit.wh - take_wh)
+            s.credits[part.credit_id] = part
+
+        self._staged.stage(self._on_sale_as_read(credit), apply)
+        return part
+
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         before = decode_minted_cursor(cursor) if cursor else "~"
         ordered = sorted(
@@ -371,6 +437,24 @@ class MemoryCredits:
         return Page([c for _, c in page], encode_cursor(page[-1][0]) if more else None)
 
 
+class MemoryPurchases:
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def get(self, purchase_id: str) -> Purchase | None:
+        return self._state.purchases.get(purchase_id)
+
+    def add(self, purchase: Purchase) -> None:
+        self._staged.stage(
+            lambda s: (
+                AlreadyExists("purchase already recorded", purchase_id=purchase.purchase_id)
+                if purchase.purchase_id in s.purchases
+                else None
+            ),
+            lambda s: s.purchases.__setitem__(purchase.purchase_id, purchase),
+        )
+
+
 class MemoryUnitOfWork:
     def __init__(self, state: MemoryState) -> None:
         self._state = state
@@ -381,6 +465,7 @@ class MemoryUnitOfWork:
         self.providers = MemoryProviders(self._staged, state)
         self.meters = MemoryMeters(self._staged, state)
         self.credits = MemoryCredits(self._staged, state)
+        self.purchases = MemoryPurchases(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

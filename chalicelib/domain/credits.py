@@ -45,3 +45,7 @@ class Credit:
     minted_at_ms: int
     expires_at_ms: int
     state: CreditState = CreditState.AVAILABLE
+    purchase_id: str | None = None  # the purchase it is reserved for, or was sold in
+    # A credit split off another by a purchase carries the reading's provenance
+    # through its parent (the parent's id is the reading hash).
+    parent_credit_id: str | None = None

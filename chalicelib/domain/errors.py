@@ -113,3 +113,31 @@ class InvalidCursor(DomainError):
 
     code = -32602  # it is a bad parameter, whatever layer notices it
     reason = "invalid_cursor"
+
+
+class PriceAboveLimit(DomainError):
+    """The provider's price is above the buyer's max_price_per_kwh."""
+
+    code = 4004
+    reason = "price_above_limit"
+
+
+class InsufficientEnergy(DomainError):
+    """The provider has less energy on sale than the purchase asks for."""
+
+    code = 4005
+    reason = "insufficient_energy"
+
+
+class ProviderNotSelling(DomainError):
+    """The provider is paused or suspended."""
+
+    code = 4006
+    reason = "provider_not_selling"
+
+
+class PurchaseTooLarge(DomainError):
+    """The purchase would take more credits than one atomic write holds."""
+
+    code = 4007
+    reason = "purchase_too_large"

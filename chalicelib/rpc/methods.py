@@ -18,12 +18,16 @@ from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     InsufficientBalance,
+    InsufficientEnergy,
     InsufficientStake,
     InvalidState,
     NotAuthenticated,
     NotAuthorised,
     NotFound,
     OpenObligations,
+    PriceAboveLimit,
+    ProviderNotSelling,
+    PurchaseTooLarge,
     ReadingRefused,
     ReplayedRequest,
     StaleRequest,
@@ -32,7 +36,7 @@ from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Locat
 from chalicelib.rpc import schemas as s
 from chalicelib.rpc.openrpc import openrpc_document
 from chalicelib.rpc.registry import CallContext, Registry
-from chalicelib.services import accounts, ingest, meters, providers
+from chalicelib.services import accounts, ingest, meters, providers, trading
 from chalicelib.services.auth import SignedCall
 from chalicelib.services.ports import ProviderQuery
 
@@ -418,3 +422,53 @@ def get_rejections(context: CallContext, params: s.RejectionsParams) -> s.Reject
     return s.RejectionsResult(
         rejections=[s.RejectionResult.of(r) for r in page.items], next_cursor=page.next_cursor
     )
+
+
+# -- trading -------------------------------------------------------------------------
+
+
+@registry.method(
+    "energy.purchaseEnergy",
+    summary="Buy energy from a provider: credits reserved, cost held in escrow",
+    result=s.PurchaseResult,
+    signed=True,
+    original_name="purchaseEnergy",
+    errors=(
+        *AUTH_ERRORS,
+        NotFound,
+        PriceAboveLimit,
+        InsufficientEnergy,
+        ProviderNotSelling,
+        PurchaseTooLarge,
+        InsufficientBalance,
+    ),
+)
+def purchase_energy(context: CallContext, params: s.PurchaseParams) -> s.PurchaseResult:
+    """Signed by the buyer. In one atomic write the cost (price x energy, rounded
+    up to a micro-BLOCK) moves from the buyer's balance into escrow and the
+    energy is reserved from the provider's credits, oldest first (the last one
+    split if needed). Refused, changing nothing, when the price is above
+    ``max_price_per_kwh``, the balance or the energy on sale is short, the
+    provider is paused or suspended, or the buyer owns the provider. A second
+    purchase with the same ``idempotency_key`` returns the first."""
+    purchase = trading.purchase_energy(
+        context.market,
+        signed_call(context, params),
+        trading.Order(
+            provider_id=params.provider_id,
+            wh=params.kwh_amount,
+            max_price_micro_block_per_kwh=params.max_price_per_kwh,
+            idempotency_key=params.idempotency_key,
+        ),
+    )
+    return s.PurchaseResult.of(purchase)
+
+
+@registry.method(
+    "energy.getPurchase",
+    summary="One purchase: its status, escrow and credits",
+    result=s.PurchaseResult,
+    errors=(NotFound,),
+)
+def get_purchase(context: CallContext, params: s.PurchaseRef) -> s.PurchaseResult:
+    return s.PurchaseResult.of(trading.get_purchase(context.market, params.transaction_id))

@@ -35,6 +35,7 @@ from chalicelib.domain.providers import (
     ProviderStatus,
 )
 from chalicelib.domain.readings import MeterState, RejectionRecord, topic_for
+from chalicelib.domain.trading import Purchase
 from chalicelib.services.auth import NONCE
 
 
@@ -521,3 +522,56 @@ class RejectionResult(Result):
 class RejectionsResult(Result):
     rejections: list[RejectionResult]
     next_cursor: str | None
+
+
+# -- trading -------------------------------------------------------------------------
+
+TransactionId = Annotated[StrictStr, Field(pattern=r"^pur-[0-9a-f]{32}$")]
+
+
+class PurchaseParams(SignedParams):
+    provider_id: ProviderId
+    kwh_amount: PositiveKwhAsWh = Field(description="Energy to buy, kWh")
+    max_price_per_kwh: PricePerKwh = Field(description="The most to pay, BLOCK per kWh")
+    idempotency_key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")] | None = Field(
+        default=None,
+        description="Retrying with the same key never buys twice; default: the request's nonce",
+    )
+
+
+class PurchaseRef(Params):
+    transaction_id: TransactionId
+
+
+class PurchaseResult(Result):
+    transaction_id: str
+    status: str
+    buyer: str
+    provider_id: str
+    kwh_amount: Decimal
+    amount_wh: int
+    price_per_kwh: Decimal = Field(description="BLOCK per kWh, the provider's price")
+    price_micro_block_per_kwh: int
+    total_cost: Decimal = Field(description="BLOCK, held in escrow until settlement")
+    total_cost_micro_block: int
+    credit_ids: list[str]
+    created_at_ms: int
+    settles_at_ms: int = Field(description="When settlement may run without the buyer")
+
+    @classmethod
+    def of(cls, purchase: Purchase) -> PurchaseResult:
+        return cls(
+            transaction_id=purchase.purchase_id,
+            status=str(purchase.status),
+            buyer=purchase.buyer,
+            provider_id=purchase.provider_id,
+            kwh_amount=units.kwh_from_wh(purchase.wh),
+            amount_wh=purchase.wh,
+            price_per_kwh=units.block_from_micro(purchase.price_micro_block_per_kwh),
+            price_micro_block_per_kwh=purchase.price_micro_block_per_kwh,
+            total_cost=units.block_from_micro(purchase.escrow_micro_block),
+            total_cost_micro_block=purchase.escrow_micro_block,
+            credit_ids=list(purchase.credit_ids),
+            created_at_ms=purchase.created_at_ms,
+            settles_at_ms=purchase.settles_at_ms,
+        )

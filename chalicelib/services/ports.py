@@ -20,6 +20,7 @@ from chalicelib.domain.credits import Credit
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
 from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.trading import Purchase
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ class ProviderRepository(Protocol):
         ``expected_version``; fails with ConcurrentUpdate otherwise. Counters
         kept by ingestion (available Wh, reading slots) are not touched."""
 
+    def reserve_energy(self, provider: Provider, wh: int) -> None:
+        """Stage: take ``wh`` off the provider's available energy and open an
+        obligation, if it still sells at the price read and has the energy;
+        fails with ConcurrentUpdate otherwise."""
+
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         """Stage: add minted Wh to the provider's available energy and store
         the recent reading slots (for uptime)."""
@@ -173,6 +179,25 @@ class CreditRepository(Protocol):
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         """A provider's credits (baselines excluded), newest first."""
 
+    def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
+        """Up to ``limit`` of a provider's credits on sale, oldest first."""
+
+    def reserve(self, credit: Credit, purchase_id: str) -> None:
+        """Stage: take the whole credit off sale for a purchase. Fails with
+        ConcurrentUpdate unless it is still on sale with the Wh that was read."""
+
+    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+        """Stage: keep ``credit.wh - take_wh`` on sale and reserve a new credit of
+        ``take_wh`` for the purchase; return the new credit. Fails with
+        ConcurrentUpdate unless the credit is still on sale with the Wh read."""
+
+
+class PurchaseRepository(Protocol):
+    def get(self, purchase_id: str) -> Purchase | None: ...
+
+    def add(self, purchase: Purchase) -> None:
+        """Stage: record the purchase and its escrow. Fails with AlreadyExists."""
+
 
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's concrete repositories satisfy them.
@@ -193,6 +218,9 @@ class UnitOfWork(Protocol):
 
     @property
     def credits(self) -> CreditRepository: ...
+
+    @property
+    def purchases(self) -> PurchaseRepository: ...
 
     def commit(self) -> None:
         """Apply every staged write, or none; raises the failing write's error."""

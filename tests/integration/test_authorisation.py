@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.client import RpcError, Signer, unwrap
 from chalicelib.rpc.methods import registry
-from tests.support import BLOCK, MarketHarness, registration_params
+from tests.support import BLOCK, MarketHarness, registration_params, selling_provider
 
 
 @dataclass
@@ -57,6 +57,13 @@ def revoke_role(market: MarketHarness) -> Scenario:
     return Scenario({"account": "alice.theblock", "role": "validator"}, market.operator, alice)
 
 
+def purchase_energy(market: MarketHarness) -> Scenario:
+    meter = selling_provider(market, [5_000, 5_000])
+    bob = market.funded_account("bob.theblock", block=100)
+    params = {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.10"}
+    return Scenario(params, bob, None)
+
+
 def withdraw(market: MarketHarness) -> Scenario:
     alice = market.funded_account("alice.theblock", block=10)
     return Scenario({"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, alice, None)
@@ -90,6 +97,7 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.createAccount": create_account,
     "energy.deposit": deposit,
     "energy.withdraw": withdraw,
+    "energy.purchaseEnergy": purchase_energy,
     "energy.grantRole": grant_role,
     "energy.revokeRole": revoke_role,
     "energy.registerProvider": register_provider,
@@ -128,9 +136,11 @@ def test_a_signature_by_another_key_is_refused(market: MarketHarness, method: st
     assert _refused(market, request).reason == "not_authenticated"
 
 
-@pytest.mark.parametrize(
-    "method", sorted(m for m in SCENARIOS if m not in ("energy.createAccount", "energy.withdraw"))
-)
+# These act for their signer by definition: there is no one else to act for.
+ACTING_FOR_THE_SIGNER = ("energy.createAccount", "energy.withdraw", "energy.purchaseEnergy")
+
+
+@pytest.mark.parametrize("method", sorted(m for m in SCENARIOS if m not in ACTING_FOR_THE_SIGNER))
 def test_a_genuine_signer_acting_for_someone_else_is_refused(
     market: MarketHarness, method: str
 ) -> None:
@@ -141,6 +151,7 @@ def test_a_genuine_signer_acting_for_someone_else_is_refused(
 
 
 TAMPERINGS: dict[str, Any] = {
+    "kwh_amount": 3,
     "amount_micro_block": 2 * BLOCK,
     "price_per_kwh": 0.01,
     "public_key": Signer.generate("other").public_key,

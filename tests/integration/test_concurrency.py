@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.client import RpcError
+from chalicelib.client import RpcError, Signer
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,
@@ -125,3 +125,40 @@ def test_concurrent_role_changes_all_take_effect(market: MarketHarness) -> None:
     assert (len(results), refusals) == (2, [])
     account = market.client.call("energy.getAccount", {"name": "alice.theblock"})
     assert account["roles"] == ["buyer", "provider", "validator"]
+
+
+def test_racing_buyers_never_buy_more_than_is_on_sale(market: MarketHarness) -> None:
+    """12 buyers race for 3 kWh each; 20 kWh are on sale in 8 credits."""
+    from tests.support import selling_provider
+
+    meter = selling_provider(market, [2_500] * 8)
+    buyers = [market.funded_account(f"buyer{n}.theblock", block=10) for n in range(12)]
+    order = {"provider_id": meter.provider_id, "kwh_amount": 3, "max_price_per_kwh": "0.10"}
+
+    def buyer_buys(buyer: Signer) -> Callable[[], Any]:
+        return lambda: market.client.call("energy.purchaseEnergy", order, buyer)
+
+    results, refusals = race([buyer_buys(buyer) for buyer in buyers])
+    assert len(results) <= 6  # 6 x 3 kWh fit in 20 kWh; a 7th does not
+    assert set(refusals) <= {"insufficient_energy", "concurrent_update"}
+    # A buyer told `concurrent_update` (it lost the race four times) may simply
+    # try again; sequentially, every such retry is now decided.
+    bought = {r["buyer"] for r in results}
+    for buyer in buyers:
+        if buyer.account not in bought:
+            try:
+                results.append(market.client.call("energy.purchaseEnergy", order, buyer))
+            except RpcError as refused:
+                reason = refused.reason
+            else:
+                continue
+            assert reason == "insufficient_energy"
+    assert len(results) == 6
+    totals = market.audit()
+    assert totals.reserved_wh == 18_000
+    assert totals.available_wh == 2_000
+    assert totals.minted_wh == totals.available_wh + totals.reserved_wh
+    assert totals.escrow == sum(r["total_cost_micro_block"] for r in results)
+    assert totals.held == totals.deposits - totals.withdrawals
+    reserved = [c for r in results for c in r["credit_ids"]]
+    assert len(reserved) == len(set(reserved))  # no credit reserved twice

@@ -10,6 +10,7 @@ also keeps its own model of every balance and stake and checks them.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -33,6 +34,7 @@ from tests.support import (
     dynamodb_market,
     memory_market,
     registration_params,
+    selling_provider,
     tables_from_environment,
 )
 
@@ -65,7 +67,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return self.market.client.call(method, params, signer)
         except RpcError as refused:
             code = refused.code
-        assert code in (-32602, 1001, 1004, 2001, 2002, 3001, 3002, 4001, 4002)
+        assert code in (-32602, 1001, 1004, 2001, 2002, 3001, 3002, 4001, 4002, 4004, 4005)
         return None
 
     @initialize()
@@ -75,6 +77,24 @@ class LedgerMachine(RuleBasedStateMachine):
             self.market.client.create_account(signer)
             self.signers[name] = signer
             self.balances[name] = 0
+        # A provider outside the model's accounts, with energy on sale.
+        self.seller = selling_provider(self.market, [1_500, 2_500, 4_000])
+        self.deposited += 20_000 * BLOCK  # the seller's funding
+
+    @rule(
+        name=st.sampled_from(NAMES),
+        wh=st.integers(1, 9_000),
+        max_price=st.sampled_from(["0.05", "0.08", "1"]),
+    )
+    def purchase(self, name: str, wh: int, max_price: str) -> None:
+        params = {
+            "provider_id": self.seller.provider_id,
+            "kwh_amount": Decimal(wh) / 1000,
+            "max_price_per_kwh": max_price,
+        }
+        result = self.attempt("energy.purchaseEnergy", params, self.signers[name])
+        if result is not None:
+            self.balances[name] -= result["total_cost_micro_block"]
 
     @rule(name=st.sampled_from([*NAMES, "nobody.theblock"]), amount=amounts, reuse_tx=st.booleans())
     def deposit(self, name: str, amount: int, reuse_tx: bool) -> None:
@@ -141,6 +161,11 @@ class LedgerMachine(RuleBasedStateMachine):
         assert totals.deposits == self.deposited
         assert totals.withdrawals == self.withdrawn
         assert totals.held == totals.deposits - totals.withdrawals
+
+    @invariant()
+    def wh_is_conserved(self) -> None:
+        totals = self.market.audit()
+        assert totals.minted_wh == totals.available_wh + totals.reserved_wh == 8_000
 
     @invariant()
     def every_balance_and_stake_is_what_the_model_says(self) -> None:

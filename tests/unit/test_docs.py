@@ -45,6 +45,7 @@ EXAMPLE_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 EXAMPLE_SEEDS = {
     "alice.theblock": bytes(range(32)).hex(),  # the key of the worked signing example
     "operator": bytes(range(32, 64)).hex(),
+    "bob.theblock": bytes(range(96, 128)).hex(),
 }
 # The meters of that story, by address, and the seeds of the keys they sign
 # readings with (the public key is the registered ``meter_public_key``).

@@ -1,0 +1,91 @@
+"""Purchases: energy reserved for a buyer, paid into escrow, settled later."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Final
+
+from chalicelib.domain.credits import Credit, CreditState
+
+# One purchase is one DynamoDB transaction (at most 100 items): the nonce, the
+# buyer's balance, the purchase, the provider and its credits. The credits get
+# what is left, one of them possibly split.
+MAX_CREDITS_PER_PURCHASE: Final = 90
+# Settlement waits this long after the newest credit of a purchase was minted,
+# so that a dispute can still freeze it (configurable).
+DEFAULT_DISPUTE_WINDOW_MS: Final = 24 * 3_600_000
+
+
+class PurchaseStatus(StrEnum):
+    OPEN = "open"  # paid into escrow, credits reserved, awaiting settlement
+    SETTLED = "settled"
+
+
+@dataclass(frozen=True)
+class Purchase:
+    purchase_id: str
+    buyer: str
+    provider_id: str
+    wh: int
+    price_micro_block_per_kwh: int
+    escrow_micro_block: int  # the cost, held until settlement
+    credit_ids: tuple[str, ...]
+    created_at_ms: int
+    settles_at_ms: int
+    status: PurchaseStatus = PurchaseStatus.OPEN
+
+
+def purchase_id_for(buyer: str, idempotency_key: str) -> str:
+    """Stable per (buyer, key): a retried purchase finds the first one."""
+    digest = hashlib.sha256(f"purchase\n{buyer}\n{idempotency_key}".encode()).hexdigest()
+    return f"pur-{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Which available credits a purchase takes: whole ones, and a part of one."""
+
+    whole: tuple[Credit, ...]
+    split: Credit | None = None  # the credit a part is taken from
+    split_wh: int = 0  # how much of it
+
+    @property
+    def credit_count(self) -> int:
+        return len(self.whole) + (1 if self.split else 0)
+
+
+def allocate(available_oldest_first: Sequence[Credit], wh: int) -> Allocation | None:
+    """Take ``wh`` from the oldest credits first; None if they do not hold enough."""
+    whole: list[Credit] = []
+    remaining = wh
+    for credit in available_oldest_first:
+        if remaining == 0:
+            break
+        if credit.wh <= remaining:
+            whole.append(credit)
+            remaining -= credit.wh
+        else:
+            return Allocation(tuple(whole), credit, remaining)
+    return Allocation(tuple(whole)) if remaining == 0 else None
+
+
+def split_credit_id(parent_id: str, purchase_id: str) -> str:
+    """The id of the part of ``parent_id`` a purchase takes: still a 64-hex hash."""
+    return hashlib.sha256(f"split\n{parent_id}\n{purchase_id}".encode()).hexdigest()
+
+
+def split_part(credit: Credit, take_wh: int, purchase_id: str) -> Credit:
+    """The part of ``credit`` a purchase takes, reserved for it; same provenance."""
+    if not 0 < take_wh < credit.wh:
+        raise ValueError("a split takes part of a credit, not none or all of it")
+    return replace(
+        credit,
+        credit_id=split_credit_id(credit.credit_id, purchase_id),
+        wh=take_wh,
+        state=CreditState.RESERVED,
+        purchase_id=purchase_id,
+        parent_credit_id=credit.parent_credit_id or credit.credit_id,
+    )

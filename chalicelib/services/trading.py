@@ -1,0 +1,134 @@
+"""Buying energy: a purchase reserves credits and pays into escrow, atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.domain import units
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    InsufficientEnergy,
+    NotAuthorised,
+    NotFound,
+    PriceAboveLimit,
+    ProviderNotSelling,
+    PurchaseTooLarge,
+    ReplayedRequest,
+)
+from chalicelib.domain.providers import ProviderStatus
+from chalicelib.domain.trading import (
+    MAX_CREDITS_PER_PURCHASE,
+    Purchase,
+    allocate,
+    purchase_id_for,
+)
+from chalicelib.services.accounts import commit_spending
+from chalicelib.services.auth import SignedCall, authenticate
+from chalicelib.services.market import Market, retry_on_conflict
+
+
+@dataclass(frozen=True)
+class Order:
+    provider_id: str
+    wh: int
+    max_price_micro_block_per_kwh: int
+    idempotency_key: str | None  # None: the request's nonce is the key
+
+
+def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
+    """Reserve ``order.wh`` of the provider's oldest credits for the signer and
+    move their cost from the signer's balance into escrow, in one transaction.
+
+    A purchase with an idempotency key that was used before by the same buyer
+    returns the first purchase and buys nothing more.
+    """
+    purchase_id = purchase_id_for(call.account, order.idempotency_key or call.nonce)
+
+    def attempt() -> Purchase:
+        uow = market.unit_of_work()
+        buyer = authenticate(market, uow, call)
+        earlier = uow.purchases.get(purchase_id)
+        if earlier is not None:
+            if order.idempotency_key is None:
+                # Keyed by the nonce: the very same signed request again.
+                raise ReplayedRequest("this request was already received", nonce=call.nonce)
+            return earlier
+        provider = uow.providers.get(order.provider_id)
+        if provider is None:
+            raise NotFound("no such provider", provider_id=order.provider_id)
+        if provider.owner == buyer:
+            raise NotAuthorised(
+                "a provider's owner cannot buy its own energy", provider_id=provider.provider_id
+            )
+        if provider.status != ProviderStatus.ACTIVE:
+            raise ProviderNotSelling("the provider is not selling", status=str(provider.status))
+        if provider.price_micro_block_per_kwh > order.max_price_micro_block_per_kwh:
+            raise PriceAboveLimit(
+                "the provider's price is above max_price_per_kwh",
+                price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+                max_price_micro_block_per_kwh=order.max_price_micro_block_per_kwh,
+            )
+        on_sale = uow.credits.available(provider.provider_id, MAX_CREDITS_PER_PURCHASE + 1)
+        allocation = allocate(on_sale, order.wh)
+        if allocation is None:
+            if len(on_sale) > MAX_CREDITS_PER_PURCHASE:
+                raise PurchaseTooLarge(
+                    "the purchase needs more credits than one purchase can take",
+                    max_credits=MAX_CREDITS_PER_PURCHASE,
+                    max_wh=sum(c.wh for c in on_sale[:MAX_CREDITS_PER_PURCHASE]),
+                )
+            raise InsufficientEnergy(
+                "the provider has less energy on sale",
+                available_wh=sum(c.wh for c in on_sale),
+                requested_wh=order.wh,
+            )
+        if allocation.credit_count > MAX_CREDITS_PER_PURCHASE:
+            raise PurchaseTooLarge(
+                "the purchase needs more credits than one purchase can take",
+                max_credits=MAX_CREDITS_PER_PURCHASE,
+                max_wh=sum(c.wh for c in on_sale[:MAX_CREDITS_PER_PURCHASE]),
+            )
+        now_ms = market.clock() * 1000
+        cost = units.cost_micro_block(order.wh, provider.price_micro_block_per_kwh)
+        credit_ids = [c.credit_id for c in allocation.whole]
+        for credit in allocation.whole:
+            uow.credits.reserve(credit, purchase_id)
+        if allocation.split is not None:
+            part = uow.credits.split(allocation.split, allocation.split_wh, purchase_id, now_ms)
+            credit_ids.append(part.credit_id)
+        newest = max(
+            [c.minted_at_ms for c in allocation.whole]
+            + ([allocation.split.minted_at_ms] if allocation.split else [])
+        )
+        purchase = Purchase(
+            purchase_id=purchase_id,
+            buyer=buyer,
+            provider_id=provider.provider_id,
+            wh=order.wh,
+            price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+            escrow_micro_block=cost,
+            credit_ids=tuple(credit_ids),
+            created_at_ms=now_ms,
+            settles_at_ms=max(now_ms, newest + market.settings.dispute_window_ms),
+        )
+        uow.purchases.add(purchase)
+        uow.providers.reserve_energy(provider, order.wh)
+        uow.ledger.debit(buyer, cost)
+        try:
+            commit_spending(market, uow, buyer, cost)
+        except AlreadyExists:
+            # The same purchase committed by a concurrent retry: it is the answer.
+            found = market.unit_of_work().purchases.get(purchase_id)
+            if found is None:
+                raise
+            return found
+        return purchase
+
+    return retry_on_conflict(attempt)
+
+
+def get_purchase(market: Market, purchase_id: str) -> Purchase:
+    purchase = market.unit_of_work().purchases.get(purchase_id)
+    if purchase is None:
+        raise NotFound("no such purchase", transaction_id=purchase_id)
+    return purchase
