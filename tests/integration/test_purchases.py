@@ -141,9 +141,16 @@ def test_an_open_purchase_holds_the_providers_stake(market: MarketHarness) -> No
     meter = selling_provider(market, [2_500], owner="seller.theblock")
     bob = market.funded_account("bob.theblock", block=10)
     buy(market, bob, meter.provider_id, 1)
-    uow = market.uow()
-    provider = uow.providers.get(meter.provider_id)
-    assert provider is not None and provider.open_obligations == 1
+    assert meter.owner is not None
+    before = market.snapshot()
+    with pytest.raises(RpcError) as refused:
+        market.client.call(
+            "energy.withdrawStake",
+            {"provider_id": meter.provider_id, "amount_micro_block": BLOCK},
+            meter.owner,
+        )
+    assert (refused.value.reason, refused.value.data["open_obligations"]) == ("open_obligations", 1)
+    assert market.snapshot() == before
 
 
 def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
