@@ -7,11 +7,16 @@ the method registry pay for them on first use only.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from chalice import Chalice, Response
 
 app = Chalice(app_name="energy-marketplace")
+# The Lambda runtime's root logger passes WARNING and above; the marketplace's
+# INFO lines include its CloudWatch embedded metrics (ReadingsAccepted, ...).
+logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 JSON_CONTENT_TYPES = ["application/json", "application/json-rpc", "text/plain"]
 

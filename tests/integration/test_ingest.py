@@ -324,3 +324,19 @@ def test_a_replay_is_logged_once_and_a_tampered_replay_is_refused(
     garbled["signature"] = "00" * 64
     outcome = ingest(market, json.dumps(garbled).encode(), meter.meter_address)
     assert (outcome.status, outcome.reason) == (Status.REJECTED, "bad_signature")
+
+
+def test_each_outcome_is_an_embedded_metric_line(
+    market: MarketHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    meter = metered_provider(market)
+    with caplog.at_level(logging.INFO, logger="chalicelib"):
+        ingest(market, meter.payload(1_000, T0), meter.meter_address)
+        ingest(market, meter.payload(1_000, T0), meter.meter_address)
+        ingest(market, b"{oops", meter.meter_address)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+    names = [m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] for m in lines]
+    assert names == ["ReadingsAccepted", "ReadingsDuplicate", "ReadingsRejected"]
+    assert lines[2]["reason"] == "malformed" and lines[2]["ReadingsRejected"] == 1
