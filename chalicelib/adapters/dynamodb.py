@@ -938,7 +938,7 @@ class DynamoCredits:
             ),
         )
 
-    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+    def split(self, credit: Credit, take_wh: int, purchase_id: str) -> Credit:
         part = split_part(credit, take_wh, purchase_id)
         self._staged.update(
             self._tables.credits,

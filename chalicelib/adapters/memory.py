@@ -8,8 +8,9 @@ the ``market`` fixture, so the two cannot drift.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from chalicelib.adapters.keys import (
     decode_entry_cursor,
@@ -53,6 +54,8 @@ class MemoryState:
     credits: dict[str, Credit] = field(default_factory=dict)
     purchases: dict[str, Purchase] = field(default_factory=dict)
 
+
+T = TypeVar("T")
 
 # A staged write: a condition that returns the error to raise (or None), and
 # the change to apply once every condition of the commit holds.
@@ -130,16 +133,12 @@ class MemoryLedger:
         return sum(self._state.treasury.values())
 
     def entries(self, account: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
-        after = decode_entry_cursor(cursor) if cursor else ""
-        ordered = sorted(
+        keyed = (
             (entry_key(e.at, e.kind, e.entry_id), e)
             for e in self._state.entries.values()
             if e.account == account
         )
-        later = [(k, e) for k, e in ordered if k > after]
-        page = later[:limit]
-        more = len(later) > limit
-        return Page([e for _, e in page], encode_cursor(page[-1][0]) if more else None)
+        return _page(keyed, decode_entry_cursor(cursor) if cursor else None, limit)
 
     def open_account(self, account: str) -> None:
         self._staged.stage(
@@ -195,14 +194,8 @@ class MemoryProviders:
         )
 
     def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
-        after = decode_price_cursor(cursor) if cursor else ""
-        ordered = sorted(
-            (price_key(p), p) for p in self._state.providers.values() if query.admits(p)
-        )
-        later = [(k, p) for k, p in ordered if k > after]
-        page = later[:limit]
-        more = len(later) > limit
-        return Page([p for _, p in page], encode_cursor(page[-1][0]) if more else None)
+        keyed = ((price_key(p), p) for p in self._state.providers.values() if query.admits(p))
+        return _page(keyed, decode_price_cursor(cursor) if cursor else None, limit)
 
     def add(self, provider: Provider) -> None:
         def check(s: MemoryState) -> DomainError | None:
@@ -352,16 +345,10 @@ class MemoryMeters:
     def rejections(
         self, meter_address: str, limit: int, cursor: str | None
     ) -> Page[RejectionRecord]:
-        before = decode_rejection_cursor(cursor) if cursor else "~"
-        ordered = sorted(
-            ((k, r) for (a, k), r in self._state.rejections.items() if a == meter_address),
-            key=lambda pair: pair[0],
-            reverse=True,
+        keyed = ((k, r) for (a, k), r in self._state.rejections.items() if a == meter_address)
+        return _page(
+            keyed, decode_rejection_cursor(cursor) if cursor else None, limit, newest_first=True
         )
-        earlier = [(k, r) for k, r in ordered if k < before]
-        page = earlier[:limit]
-        more = len(earlier) > limit
-        return Page([r for _, r in page], encode_cursor(page[-1][0]) if more else None)
 
 
 class MemoryCredits:
@@ -410,7 +397,7 @@ class MemoryCredits:
             ),
         )
 
-    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+    def split(self, credit: Credit, take_wh: int, purchase_id: str) -> Credit:
         part = split_part(credit, take_wh, purchase_id)
 
         def apply(s: MemoryState) -> None:
@@ -421,20 +408,14 @@ class MemoryCredits:
         return part
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
-        before = decode_minted_cursor(cursor) if cursor else "~"
-        ordered = sorted(
-            (
-                (minted_key(c), c)
-                for c in self._state.credits.values()
-                if c.provider_id == provider_id and c.state != CreditState.BASELINE
-            ),
-            key=lambda pair: pair[0],
-            reverse=True,
+        keyed = (
+            (minted_key(c), c)
+            for c in self._state.credits.values()
+            if c.provider_id == provider_id and c.state != CreditState.BASELINE
         )
-        earlier = [(k, c) for k, c in ordered if k < before]
-        page = earlier[:limit]
-        more = len(earlier) > limit
-        return Page([c for _, c in page], encode_cursor(page[-1][0]) if more else None)
+        return _page(
+            keyed, decode_minted_cursor(cursor) if cursor else None, limit, newest_first=True
+        )
 
 
 class MemoryPurchases:
@@ -453,6 +434,25 @@ class MemoryPurchases:
             ),
             lambda s: s.purchases.__setitem__(purchase.purchase_id, purchase),
         )
+
+
+def _page(
+    keyed: Iterable[tuple[str, T]],
+    cursor_key: str | None,
+    limit: int,
+    *,
+    newest_first: bool = False,
+) -> Page[T]:
+    """One page of ``(sort key, item)`` pairs after the cursor's key, the way a
+    DynamoDB Query pages: by sort key, ascending or (newest first) descending."""
+    ordered = sorted(keyed, key=lambda pair: pair[0], reverse=newest_first)
+    if cursor_key is not None:
+        ordered = [
+            (k, item) for k, item in ordered if (k < cursor_key if newest_first else k > cursor_key)
+        ]
+    page = ordered[:limit]
+    more = len(ordered) > limit
+    return Page([item for _, item in page], encode_cursor(page[-1][0]) if more else None)
 
 
 class MemoryUnitOfWork:

@@ -52,10 +52,6 @@ class Allocation:
     split: Credit | None = None  # the credit a part is taken from
     split_wh: int = 0  # how much of it
 
-    @property
-    def credit_count(self) -> int:
-        return len(self.whole) + (1 if self.split else 0)
-
 
 def allocate(available_oldest_first: Sequence[Credit], wh: int) -> Allocation | None:
     """Take ``wh`` from the oldest credits first; None if they do not hold enough."""

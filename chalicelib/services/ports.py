@@ -186,7 +186,7 @@ class CreditRepository(Protocol):
         """Stage: take the whole credit off sale for a purchase. Fails with
         ConcurrentUpdate unless it is still on sale with the Wh that was read."""
 
-    def split(self, credit: Credit, take_wh: int, purchase_id: str, now_ms: int) -> Credit:
+    def split(self, credit: Credit, take_wh: int, purchase_id: str) -> Credit:
         """Stage: keep ``credit.wh - take_wh`` on sale and reserve a new credit of
         ``take_wh`` for the purchase; return the new credit. Fails with
         ConcurrentUpdate unless the credit is still on sale with the Wh read."""

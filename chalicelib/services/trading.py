@@ -68,8 +68,9 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
                 price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
                 max_price_micro_block_per_kwh=order.max_price_micro_block_per_kwh,
             )
+        # One more than a purchase may take tells "too large" from "not enough".
         on_sale = uow.credits.available(provider.provider_id, MAX_CREDITS_PER_PURCHASE + 1)
-        allocation = allocate(on_sale, order.wh)
+        allocation = allocate(on_sale[:MAX_CREDITS_PER_PURCHASE], order.wh)
         if allocation is None:
             if len(on_sale) > MAX_CREDITS_PER_PURCHASE:
                 raise PurchaseTooLarge(
@@ -82,19 +83,13 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
                 available_wh=sum(c.wh for c in on_sale),
                 requested_wh=order.wh,
             )
-        if allocation.credit_count > MAX_CREDITS_PER_PURCHASE:
-            raise PurchaseTooLarge(
-                "the purchase needs more credits than one purchase can take",
-                max_credits=MAX_CREDITS_PER_PURCHASE,
-                max_wh=sum(c.wh for c in on_sale[:MAX_CREDITS_PER_PURCHASE]),
-            )
         now_ms = market.clock() * 1000
         cost = units.cost_micro_block(order.wh, provider.price_micro_block_per_kwh)
         credit_ids = [c.credit_id for c in allocation.whole]
         for credit in allocation.whole:
             uow.credits.reserve(credit, purchase_id)
         if allocation.split is not None:
-            part = uow.credits.split(allocation.split, allocation.split_wh, purchase_id, now_ms)
+            part = uow.credits.split(allocation.split, allocation.split_wh, purchase_id)
             credit_ids.append(part.credit_id)
         newest = max(
             [c.minted_at_ms for c in allocation.whole]

@@ -166,3 +166,17 @@ def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
     answer = market.client.send(request)
     assert answer["error"]["data"]["reason"] == "replayed_request"
     assert market.snapshot() == before
+
+
+def test_a_purchase_needing_more_credits_than_one_write_holds_is_refused(
+    market: MarketHarness,
+) -> None:
+    meter = selling_provider(market, [10] * 95)  # 95 credits of 10 Wh
+    bob = market.funded_account("bob.theblock", block=10)
+    before = market.snapshot()
+    with pytest.raises(RpcError) as refused:
+        buy(market, bob, meter.provider_id, "0.95")  # all 95 of them
+    assert refused.value.reason == "purchase_too_large"
+    assert refused.value.data["max_wh"] == 900  # what 90 credits hold
+    assert market.snapshot() == before
+    assert buy(market, bob, meter.provider_id, "0.9")["amount_wh"] == 900
