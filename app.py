@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from chalice import Chalice, Response
+from chalice import Chalice, Rate, Response
 
 app = Chalice(app_name="energy-marketplace")
 # The Lambda runtime's root logger passes WARNING and above; the marketplace's
@@ -54,3 +54,24 @@ def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.wiring import ingest_market
 
     return handle_reading_event(ingest_market(), event)
+
+
+# Scheduled jobs (EventBridge rules). Each reads only the work due since its
+# watermark; both are safe to run twice or concurrently. `make run` calls the
+# same functions on a timer (infra/local_stack.py).
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="settle_due_purchases")
+def settle_due_purchases(event: Any) -> dict[str, Any]:
+    """Settle every purchase whose dispute window has passed."""
+    from chalicelib.services.settlement import run_settlement
+    from chalicelib.wiring import jobs_market
+
+    return run_settlement(jobs_market()).as_log()
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="expire_unsold_credits")
+def expire_unsold_credits(event: Any) -> dict[str, Any]:
+    """Take credits unsold at their expiry out of the market."""
+    from chalicelib.services.expiry import run_expiry
+    from chalicelib.wiring import jobs_market
+
+    return run_expiry(jobs_market()).as_log()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
+from chalicelib.domain.carbon import DEFAULT_G_CO2_PER_KWH
 from chalicelib.domain.credits import DEFAULT_CREDIT_LIFETIME_MS
 from chalicelib.domain.readings import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_CLOCK_SKEW_MS
-from chalicelib.domain.trading import DEFAULT_DISPUTE_WINDOW_MS
+from chalicelib.domain.trading import DEFAULT_DISPUTE_WINDOW_MS, MAX_MARKET_FEE_BPS
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,18 @@ class Settings(BaseSettings):
     credit_lifetime_ms: int = Field(default=DEFAULT_CREDIT_LIFETIME_MS, ge=3_600_000)
     # Trading: a purchase settles this long after its newest credit was minted.
     dispute_window_ms: int = Field(default=DEFAULT_DISPUTE_WINDOW_MS, ge=0)
+    # The treasury's share of each settled purchase, in basis points (1/100 %).
+    market_fee_bps: int = Field(default=0, ge=0, le=MAX_MARKET_FEE_BPS)
+    # The key that signs settlement receipts: the hex Ed25519 seed itself
+    # (local runs and tests), or the name of an SSM SecureString holding it
+    # (deployments; read once per container, on first use).
+    receipt_signing_key: SecretStr = SecretStr("")
+    receipt_signing_key_parameter: str = ""
+    # Grams of CO2 avoided per kWh, by energy type (the original description's
+    # factors; battery energy is stored, not generated, so it avoids none).
+    carbon_g_co2_per_kwh: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_G_CO2_PER_KWH)
+    )
 
 
 @lru_cache(maxsize=1)

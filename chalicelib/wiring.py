@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib.adapters.aws import dynamodb_client
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables
+from chalicelib.adapters.receipt_key import receipt_signing_key
 from chalicelib.config import get_settings
 from chalicelib.services.market import Market
 
@@ -23,6 +24,7 @@ def market() -> Market:
         settings=settings,
         unit_of_work=lambda: DynamoUnitOfWork(client, tables),
         clock=lambda: int(time.time()),
+        receipt_key=lambda: receipt_signing_key(settings),
     )
 
 
@@ -37,4 +39,10 @@ def dispatcher() -> Dispatcher:
 @lru_cache(maxsize=1)
 def ingest_market() -> Market:
     """The ingest function's own graph: no JSON-RPC registry on its cold start."""
+    return market()
+
+
+@lru_cache(maxsize=1)
+def jobs_market() -> Market:
+    """The scheduled jobs' graph (one per container, like the others)."""
     return market()

@@ -75,6 +75,11 @@ class Totals:
     escrow: int = 0  # micro-BLOCK held by open purchases
     available_wh: int = 0  # energy in credits on sale
     reserved_wh: int = 0  # energy in credits reserved for open purchases
+    held_wh: int = 0  # bought and settled, held by buyers
+    retired_wh: int = 0
+    expired_wh: int = 0
+    settled: int = 0  # purchases settled
+    receipts: int = 0  # settlement receipts written
 
     @property
     def held(self) -> int:
@@ -103,10 +108,17 @@ def registration_params(owner: str, **overrides: Any) -> dict[str, Any]:
     return params
 
 
+# The marketplace's receipt signing key in tests (an Ed25519 seed, hex).
+RECEIPT_SEED = bytes(range(160, 192)).hex()
+
+
 def settings_for(operator: Signer, **overrides: Any) -> Settings:
-    return Settings(
-        marketplace_id=MARKETPLACE_ID, operator_public_key=operator.public_key, **overrides
-    )
+    values: dict[str, Any] = {
+        "marketplace_id": MARKETPLACE_ID,
+        "operator_public_key": operator.public_key,
+        "receipt_signing_key": RECEIPT_SEED,
+    }
+    return Settings(**(values | overrides))
 
 
 def memory_market(clock: Clock | None = None) -> MarketHarness:
@@ -132,6 +144,11 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
                 ),
                 available_wh=sum(c.wh for c in state.credits.values() if c.state == "available"),
                 reserved_wh=sum(c.wh for c in state.credits.values() if c.state == "reserved"),
+                held_wh=sum(c.wh for c in state.credits.values() if c.state == "held"),
+                retired_wh=sum(c.wh for c in state.credits.values() if c.state == "retired"),
+                expired_wh=sum(c.wh for c in state.credits.values() if c.state == "expired"),
+                settled=sum(1 for p in state.purchases.values() if p.status == "settled"),
+                receipts=len(state.receipts),
             )
 
     return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
@@ -149,7 +166,7 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
                 ),
                 key=lambda item: (item["pk"]["S"], item["sk"]["S"]),
             )
-            for name in (tables.registry, tables.ledger, tables.credits)
+            for name in (tables.registry, tables.ledger, tables.credits, tables.receipts)
         }
 
     def audit() -> Totals:
@@ -157,6 +174,10 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
         registry = [from_item(i) for i in tables_now[tables.registry]]
         ledger = [from_item(i) for i in tables_now[tables.ledger]]
         credits = [from_item(i) for i in tables_now[tables.credits]]
+        receipts = [from_item(i) for i in tables_now[tables.receipts]]
+
+        def energy(state: str) -> int:
+            return sum(int(i["wh"]) for i in credits if i["state"] == state)
 
         def total(items: list[dict[str, Any]], **match: str) -> int:
             return sum(
@@ -176,8 +197,13 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
                 for i in ledger
                 if i["sk"] == "PURCHASE" and i["status"] == "open"
             ),
-            available_wh=sum(int(i["wh"]) for i in credits if i["state"] == "available"),
-            reserved_wh=sum(int(i["wh"]) for i in credits if i["state"] == "reserved"),
+            available_wh=energy("available"),
+            reserved_wh=energy("reserved"),
+            held_wh=energy("held"),
+            retired_wh=energy("retired"),
+            expired_wh=energy("expired"),
+            settled=sum(1 for i in ledger if i["sk"] == "PURCHASE" and i["status"] == "settled"),
+            receipts=sum(1 for i in receipts if i["sk"].startswith("RECEIPT#")),
         )
 
     harness = _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)

@@ -27,3 +27,10 @@ def dynamodb_client() -> Any:
             max_pool_connections=32,
         ),
     )
+
+
+@lru_cache(maxsize=1)
+def ssm_client() -> Any:
+    import boto3
+
+    return boto3.client("ssm")

@@ -13,6 +13,12 @@ credits   CREDIT#<reading hash> / CREDIT    a credit (or a meter's baseline read
 ledger    ACCOUNT#<name>   / BALANCE          available balance
           <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
           TREASURY         / SHARD#<n>        treasury balance, sharded
+          ACCOUNT#<name>   / BOUGHT           Wh bought (settled) per energy type
+          PURCHASE#<id>    / PURCHASE         a purchase and its escrow (GSIs:
+                                              PurchasesDue while open, PurchasesByBuyer)
+receipts  CHAIN#<provider> / RECEIPT#<seq>    a signed settlement receipt (GSI ReceiptsByBuyer)
+          CHAIN#<provider> / HEAD             the chain's newest sequence and hash
+registry  JOB#<name>       / WATERMARK        the first hour a scheduled job still reads
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -31,31 +37,40 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.keys import (
+    buyer_key,
+    decode_buyer_cursor,
     decode_entry_cursor,
+    decode_issued_cursor,
     decode_minted_cursor,
     decode_price_cursor,
+    decode_receipt_cursor,
     decode_rejection_cursor,
     encode_cursor,
     entry_key,
+    expiry_slot,
+    issued_key,
     minted_key,
     price_bound,
     price_key,
+    receipt_sort_key,
     rejection_sort_key,
 )
 from chalicelib.config import Settings
 from chalicelib.domain.accounts import Account, Role
-from chalicelib.domain.credits import Credit, CreditState
+from chalicelib.domain.credits import Credit, CreditState, Retirement
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     DomainError,
     InsufficientBalance,
+    InvalidCursor,
     NotFound,
     ReplayedRequest,
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import EnergyType, Location, Provider
 from chalicelib.domain.readings import MeterState, Rejection, RejectionRecord
+from chalicelib.domain.receipts import ChainHead, Receipt
 from chalicelib.domain.trading import Purchase, PurchaseStatus, split_part
 from chalicelib.services.ports import ListingFacts, Page, ProviderQuery
 
@@ -131,6 +146,22 @@ def ledger_entry_key(kind: EntryKind, entry_id: str) -> Item:
     return to_item({"pk": f"{kind.upper()}#{entry_id}", "sk": "ENTRY"})
 
 
+def bought_key(name: str) -> Item:
+    return to_item({"pk": f"ACCOUNT#{name}", "sk": "BOUGHT"})
+
+
+def receipt_key(chain: str, sequence: int) -> Item:
+    return to_item({"pk": f"CHAIN#{chain}", "sk": receipt_sort_key(sequence)})
+
+
+def chain_head_key(chain: str) -> Item:
+    return to_item({"pk": f"CHAIN#{chain}", "sk": "HEAD"})
+
+
+def watermark_key(job: str) -> Item:
+    return to_item({"pk": f"JOB#{job}", "sk": "WATERMARK"})
+
+
 TREASURY_PK: Final = "TREASURY"
 
 
@@ -186,6 +217,8 @@ def provider_to_item(provider: Provider) -> Item:
             "open_obligations": provider.open_obligations,
             "settled_purchases": provider.settled_purchases,
             "upheld_disputes": provider.upheld_disputes,
+            "earned_micro_block": provider.earned_micro_block,
+            "sold_wh": provider.sold_wh,
             **slots_to_attributes(provider.reading_slots),
             "created_at": provider.created_at,
             "updated_at": provider.updated_at,
@@ -232,6 +265,8 @@ def provider_from_item(item: Item) -> Provider:
         open_obligations=_int(v["open_obligations"]),
         settled_purchases=_int(v["settled_purchases"]),
         upheld_disputes=_int(v["upheld_disputes"]),
+        earned_micro_block=_int(v.get("earned_micro_block", Decimal(0))),
+        sold_wh=_int(v.get("sold_wh", Decimal(0))),
         reading_slots=slots_from_attributes(v),
         created_at=_int(v["created_at"]),
         updated_at=_int(v["updated_at"]),
@@ -239,12 +274,21 @@ def provider_from_item(item: Item) -> Provider:
     )
 
 
-# Written by ingestion with ADD/SET of their own, never by a profile save.
+# Counters written by ingestion, purchases and settlement with ADD/SET of
+# their own, never by a profile save (so neither overwrites the other).
 _NOT_PROFILE: Final = frozenset(
-    {"pk", "sk", "available_wh", "reading_slot_last", "reading_slot_bits"}
+    {
+        "pk",
+        "sk",
+        "available_wh",
+        "reading_slot_last",
+        "reading_slot_bits",
+        "open_obligations",
+        "settled_purchases",
+        "earned_micro_block",
+        "sold_wh",
+    }
 )
-# Index partitions per expiry hour (see expiry_slot).
-EXPIRY_SHARDS: Final = 16
 # Refused readings are kept this long for their owner, then expire (TTL).
 REJECTION_RETENTION_SECONDS: Final = 30 * 86_400
 
@@ -305,7 +349,12 @@ def credit_to_item(credit: Credit) -> Item:
         "issuer_provider_id": credit.provider_id,
         "purchase_id": credit.purchase_id,
         "parent_credit_id": credit.parent_credit_id,
+        "held_by": credit.holder,
     }
+    if credit.retirement is not None:
+        values.update(retirement_attributes(credit.retirement))
+    if credit.state == CreditState.HELD:
+        values["holder"] = credit.holder  # HoldingsByOwner (sparse: held, not retired)
     if credit.state != CreditState.BASELINE:
         # Index keys: CreditsByProvider, and while on sale AvailableByProvider
         # and ExpiringBySlot (sparse: an item leaves an index with its key).
@@ -336,18 +385,29 @@ def credit_from_item(item: Item) -> Credit:
         state=CreditState(v["state"]),
         purchase_id=v.get("purchase_id"),
         parent_credit_id=v.get("parent_credit_id"),
+        holder=v.get("held_by"),
+        retirement=(
+            Retirement(
+                beneficiary=v["beneficiary"],
+                period_start_ms=_int(v["period_start_ms"]),
+                period_end_ms=_int(v["period_end_ms"]),
+                retired_by=v["retired_by"],
+                retired_at_ms=_int(v["retired_at_ms"]),
+            )
+            if "retired_at_ms" in v
+            else None
+        ),
     )
 
 
-def expiry_slot(expires_at_ms: int, credit_id: str) -> str:
-    """The hour a credit expires in, and one of EXPIRY_SHARDS shards of it.
-
-    Every credit minted in an hour expires in the same hour; at 1,100 readings
-    a second one index partition per hour would take every write. The shard
-    (from the credit id, a hash) spreads them; the expiry job reads each shard
-    of each due hour.
-    """
-    return f"H{expires_at_ms // 3_600_000}#{int(credit_id[:8], 16) % EXPIRY_SHARDS:02d}"
+def retirement_attributes(retirement: Retirement) -> dict[str, Any]:
+    return {
+        "beneficiary": retirement.beneficiary,
+        "period_start_ms": retirement.period_start_ms,
+        "period_end_ms": retirement.period_end_ms,
+        "retired_by": retirement.retired_by,
+        "retired_at_ms": retirement.retired_at_ms,
+    }
 
 
 def entry_to_item(entry: LedgerEntry) -> Item:
@@ -410,17 +470,13 @@ class _Staged:
         table: str,
         key: Item,
         expression: str,
-        condition: str,
+        condition: str | None,
         on_failed: Callable[[], DomainError],
         **extra: Any,
     ) -> None:
-        request = {
-            "TableName": table,
-            "Key": key,
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            **extra,
-        }
+        request = {"TableName": table, "Key": key, "UpdateExpression": expression, **extra}
+        if condition is not None:  # None: an ADD that commutes with everything
+            request["ConditionExpression"] = condition
         self.writes.append(_Write("Update", request, on_failed))
 
 
@@ -470,8 +526,17 @@ class DynamoAccounts:
 
 
 class DynamoNonces:
-    def __init__(self, tables: Tables, staged: _Staged) -> None:
-        self._tables, self._staged = tables, staged
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def seen(self, account: str, nonce: str) -> bool:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=nonce_key(account, nonce),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return "Item" in found
 
     def consume(self, account: str, nonce: str, expires_at: int) -> None:
         item = {**nonce_key(account, nonce), **to_item({"expires_at": expires_at})}
@@ -560,6 +625,36 @@ class DynamoLedger:
             lambda: AlreadyExists(
                 f"this {entry.kind} was already recorded", entry_id=entry.entry_id
             ),
+        )
+
+    def credit_treasury(self, shard: int, micro_block: int) -> None:
+        # ADD creates the shard on first use; shards spread the writes of
+        # every settlement in the market over several items.
+        self._staged.update(
+            self._tables.ledger,
+            to_item({"pk": TREASURY_PK, "sk": f"SHARD#{shard:02d}"}),
+            "ADD micro_block :m",
+            None,
+            lambda: ConcurrentUpdate("the treasury changed; retry"),
+            ExpressionAttributeValues=to_item({":m": micro_block}),
+        )
+
+    def bought(self, account: str) -> dict[str, int]:
+        found = self._client.get_item(
+            TableName=self._tables.ledger, Key=bought_key(account), ReturnConsumedCapacity="TOTAL"
+        )
+        values = from_item(found.get("Item", {}))
+        return {k.removeprefix("wh_"): _int(v) for k, v in values.items() if k.startswith("wh_")}
+
+    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
+        self._staged.update(
+            self._tables.ledger,
+            bought_key(account),
+            "ADD #wh :wh",
+            None,
+            lambda: ConcurrentUpdate("the account changed; retry", account=account),
+            ExpressionAttributeNames={"#wh": f"wh_{energy_type}"},
+            ExpressionAttributeValues=to_item({":wh": wh}),
         )
 
 
@@ -757,6 +852,29 @@ class DynamoProviders:
                     for k, v in slots_to_attributes(reading_slots).items()
                 }
             ),
+        )
+
+    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD open_obligations :minus_one, settled_purchases :one,"
+            " earned_micro_block :earned, sold_wh :wh",
+            "open_obligations >= :one",
+            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            ExpressionAttributeValues=to_item(
+                {":minus_one": -1, ":one": 1, ":earned": earned_micro_block, ":wh": wh}
+            ),
+        )
+
+    def expire_energy(self, provider_id: str, wh: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD available_wh :minus",
+            "available_wh >= :wh",
+            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            ExpressionAttributeValues=to_item({":minus": -wh, ":wh": wh}),
         )
 
 
@@ -965,6 +1083,108 @@ class DynamoCredits:
         )
         return part
 
+    def get_many(self, credit_ids: Sequence[str]) -> Sequence[Credit]:
+        found: dict[str, Credit] = {}
+        for start in range(0, len(credit_ids), 100):  # BatchGetItem takes 100 keys
+            keys = [credit_key(c) for c in dict.fromkeys(credit_ids[start : start + 100])]
+            request: dict[str, Any] = {self._tables.credits: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = self._client.batch_get_item(
+                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
+                )
+                for item in response["Responses"].get(self._tables.credits, []):
+                    credit = credit_from_item(item)
+                    found[credit.credit_id] = credit
+                request = response.get("UnprocessedKeys") or {}
+        return [found[c] for c in credit_ids if c in found]
+
+    def hold(self, credit_id: str, purchase_id: str, buyer: str) -> None:
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit_id),
+            "SET #state = :held, holder = :buyer, held_by = :buyer",
+            "#state = :reserved AND purchase_id = :purchase",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":held": str(CreditState.HELD),
+                    ":reserved": str(CreditState.RESERVED),
+                    ":purchase": purchase_id,
+                    ":buyer": buyer,
+                }
+            ),
+        )
+
+    def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
+        key_condition = "holder = :h"
+        values: dict[str, Any] = {":h": holder}
+        if cursor:
+            key_condition += " AND minted_key < :before"
+            values[":before"] = decode_minted_cursor(cursor)
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName="HoldingsByOwner",
+            KeyConditionExpression=key_condition,
+            ExpressionAttributeValues=to_item(values),
+            ScanIndexForward=False,
+            Limit=limit + 1,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        credits = [credit_from_item(i) for i in response["Items"]]
+        page = credits[:limit]
+        more = len(credits) > limit
+        return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
+
+    def expiring(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName="ExpiringBySlot",
+            KeyConditionExpression="expiry_slot = :slot AND expiry_key <= :now",
+            ExpressionAttributeValues=to_item({":slot": slot, ":now": f"{now_ms:015d}#~"}),
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [credit_from_item(i) for i in response["Items"]]
+
+    def expire(self, credit: Credit) -> None:
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :expired REMOVE available_provider_id, expiry_slot, expiry_key",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":expired": str(CreditState.EXPIRED),
+                    ":available": str(CreditState.AVAILABLE),
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+
+    def retire(self, credit: Credit, retirement: Retirement) -> None:
+        attributes = retirement_attributes(retirement)
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :retired, "
+            + ", ".join(f"{name} = :{name}" for name in attributes)
+            + " REMOVE holder",
+            "#state = :held AND holder = :holder",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":retired": str(CreditState.RETIRED),
+                    ":held": str(CreditState.HELD),
+                    ":holder": retirement.retired_by,
+                }
+                | {f":{name}": value for name, value in attributes.items()}
+            ),
+        )
+
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         key_condition = "provider_id = :p"
         values: dict[str, Any] = {":p": provider_id}
@@ -1012,10 +1232,15 @@ def purchase_to_item(purchase: Purchase) -> Item:
         "created_at_ms": purchase.created_at_ms,
         "settles_at_ms": purchase.settles_at_ms,
         "status": str(purchase.status),
+        "buyer_key": buyer_key(purchase),  # PurchasesByBuyer
+        "settled_at_ms": purchase.settled_at_ms,
+        "receipt_chain": purchase.receipt_chain,
+        "receipt_sequence": purchase.receipt_sequence,
+        "receipt_hash": purchase.receipt_hash,
     }
     if purchase.status == PurchaseStatus.OPEN:
         # PurchasesDue (sparse): the settlement job reads the hours that are due.
-        values["due_slot"] = f"D{purchase.settles_at_ms // 3_600_000}"
+        values["due_slot"] = due_slot(purchase.settles_at_ms // 3_600_000)
         values["due_key"] = f"{purchase.settles_at_ms:015d}#{purchase.purchase_id}"
     return to_item(values)
 
@@ -1033,7 +1258,15 @@ def purchase_from_item(item: Item) -> Purchase:
         created_at_ms=_int(v["created_at_ms"]),
         settles_at_ms=_int(v["settles_at_ms"]),
         status=PurchaseStatus(v["status"]),
+        settled_at_ms=_int(v["settled_at_ms"]) if "settled_at_ms" in v else None,
+        receipt_chain=v.get("receipt_chain"),
+        receipt_sequence=_int(v["receipt_sequence"]) if "receipt_sequence" in v else None,
+        receipt_hash=v.get("receipt_hash"),
     )
+
+
+def due_slot(hour: int) -> str:
+    return f"D{hour}"
 
 
 class DynamoPurchases:
@@ -1057,18 +1290,241 @@ class DynamoPurchases:
             lambda: AlreadyExists("purchase already recorded", purchase_id=purchase.purchase_id),
         )
 
+    def settle(self, settled: Purchase) -> None:
+        self._staged.update(
+            self._tables.ledger,
+            purchase_key(settled.purchase_id),
+            "SET #status = :settled, settled_at_ms = :at, buyer_key = :buyer_key,"
+            " receipt_chain = :chain, receipt_sequence = :sequence, receipt_hash = :hash"
+            " REMOVE due_slot, due_key",
+            "#status = :open",
+            lambda: ConcurrentUpdate(
+                "the purchase was settled already", transaction_id=settled.purchase_id
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":settled": str(PurchaseStatus.SETTLED),
+                    ":open": str(PurchaseStatus.OPEN),
+                    ":at": settled.settled_at_ms,
+                    ":buyer_key": buyer_key(settled),
+                    ":chain": settled.receipt_chain,
+                    ":sequence": settled.receipt_sequence,
+                    ":hash": settled.receipt_hash,
+                }
+            ),
+        )
+
+    def due(self, hour: int, now_ms: int, limit: int) -> Sequence[Purchase]:
+        response = self._client.query(
+            TableName=self._tables.ledger,
+            IndexName="PurchasesDue",
+            KeyConditionExpression="due_slot = :slot AND due_key <= :now",
+            ExpressionAttributeValues=to_item(
+                {":slot": due_slot(hour), ":now": f"{now_ms:015d}#~"}
+            ),
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [purchase_from_item(i) for i in response["Items"]]
+
+    def by_buyer(
+        self, buyer: str, *, open_only: bool, limit: int, cursor: str | None
+    ) -> Page[Purchase]:
+        prefix = "O#" if open_only else "S#"
+        values: dict[str, Any] = {":b": buyer}
+        if cursor:
+            after = decode_buyer_cursor(cursor)
+            if not after.startswith(prefix):
+                raise InvalidCursor("cursor is not one this listing issued")
+            # Open purchases list oldest first, settled ones newest first.
+            key_condition = (
+                "buyer = :b AND buyer_key BETWEEN :after AND :end"
+                if open_only
+                else "buyer = :b AND buyer_key BETWEEN :start AND :after"
+            )
+            values[":after"] = after
+            values[":end" if open_only else ":start"] = prefix + ("~" if open_only else "")
+        else:
+            key_condition = "buyer = :b AND begins_with(buyer_key, :prefix)"
+            values[":prefix"] = prefix
+        response = self._client.query(
+            TableName=self._tables.ledger,
+            IndexName="PurchasesByBuyer",
+            KeyConditionExpression=key_condition,
+            ExpressionAttributeValues=to_item(values),
+            ScanIndexForward=open_only,
+            Limit=limit + (2 if cursor else 1),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        purchases = [
+            purchase_from_item(i)
+            for i in response["Items"]
+            if not cursor or i["buyer_key"]["S"] != values[":after"]
+        ]
+        page = purchases[:limit]
+        more = len(purchases) > limit
+        return Page(page, encode_cursor(buyer_key(page[-1])) if more else None)
+
+
+def receipt_to_item(receipt: Receipt) -> Item:
+    return to_item(
+        from_item(receipt_key(receipt.chain, receipt.sequence))
+        | receipt.body()
+        | {
+            "receipt_hash": receipt.receipt_hash,
+            "signature": receipt.signature,
+            "issued_key": issued_key(receipt),  # ReceiptsByBuyer (with buyer)
+        }
+    )
+
+
+def receipt_from_item(item: Item) -> Receipt:
+    v = from_item(item)
+    return Receipt(
+        marketplace_id=v["marketplace_id"],
+        chain=v["chain"],
+        sequence=_int(v["sequence"]),
+        previous_hash=v["previous_hash"],
+        kind=v["kind"],
+        transaction_id=v["transaction_id"],
+        buyer=v["buyer"],
+        provider_id=v["provider_id"],
+        provider_owner=v["provider_owner"],
+        wh=_int(v["wh"]),
+        price_micro_block_per_kwh=_int(v["price_micro_block_per_kwh"]),
+        total_cost_micro_block=_int(v["total_cost_micro_block"]),
+        fee_micro_block=_int(v["fee_micro_block"]),
+        provider_amount_micro_block=_int(v["provider_amount_micro_block"]),
+        credit_ids=tuple(v["credit_ids"]),
+        settled_at_ms=_int(v["settled_at_ms"]),
+        settled_by=v["settled_by"],
+        receipt_hash=v["receipt_hash"],
+        signature=v["signature"],
+    )
+
+
+class DynamoReceipts:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def head(self, chain: str) -> ChainHead | None:
+        found = self._client.get_item(
+            TableName=self._tables.receipts,
+            Key=chain_head_key(chain),
+            ConsistentRead=True,  # the next receipt links to exactly this one
+            ReturnConsumedCapacity="TOTAL",
+        )
+        if "Item" not in found:
+            return None
+        v = from_item(found["Item"])
+        return ChainHead(chain, _int(v["sequence"]), v["receipt_hash"])
+
+    def get(self, chain: str, sequence: int) -> Receipt | None:
+        found = self._client.get_item(
+            TableName=self._tables.receipts,
+            Key=receipt_key(chain, sequence),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return receipt_from_item(found["Item"]) if "Item" in found else None
+
+    def append(self, receipt: Receipt) -> None:
+        self._staged.put(
+            self._tables.receipts,
+            receipt_to_item(receipt),
+            "attribute_not_exists(pk)",
+            lambda: ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain),
+        )
+        condition = "attribute_not_exists(pk)" if receipt.sequence == 1 else "#sequence = :previous"
+        self._staged.update(
+            self._tables.receipts,
+            chain_head_key(receipt.chain),
+            "SET #sequence = :sequence, receipt_hash = :hash",
+            condition,
+            lambda: ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain),
+            ExpressionAttributeNames={"#sequence": "sequence"},
+            ExpressionAttributeValues=to_item(
+                {":sequence": receipt.sequence, ":hash": receipt.receipt_hash}
+                | ({":previous": receipt.sequence - 1} if receipt.sequence > 1 else {})
+            ),
+        )
+
+    def by_chain(self, chain: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        after = decode_receipt_cursor(cursor) if cursor else "RECEIPT#"
+        response = self._client.query(
+            TableName=self._tables.receipts,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :after AND :end",
+            ExpressionAttributeValues=to_item(
+                {":pk": f"CHAIN#{chain}", ":after": after, ":end": "RECEIPT#~"}
+            ),
+            Limit=limit + (2 if cursor else 1),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        receipts = [receipt_from_item(i) for i in response["Items"] if i["sk"]["S"] != after]
+        page = receipts[:limit]
+        more = len(receipts) > limit
+        return Page(page, encode_cursor(receipt_sort_key(page[-1].sequence)) if more else None)
+
+    def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        key_condition = "buyer = :b"
+        values: dict[str, Any] = {":b": buyer}
+        if cursor:
+            key_condition += " AND issued_key < :before"
+            values[":before"] = decode_issued_cursor(cursor)
+        response = self._client.query(
+            TableName=self._tables.receipts,
+            IndexName="ReceiptsByBuyer",
+            KeyConditionExpression=key_condition,
+            ExpressionAttributeValues=to_item(values),
+            ScanIndexForward=False,
+            Limit=limit + 1,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        receipts = [receipt_from_item(i) for i in response["Items"]]
+        page = receipts[:limit]
+        more = len(receipts) > limit
+        return Page(page, encode_cursor(issued_key(page[-1])) if more else None)
+
+
+class DynamoJobs:
+    def __init__(self, client: Any, tables: Tables, staged: _Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def watermark(self, job: str) -> int | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=watermark_key(job),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return _int(from_item(found["Item"])["hour"]) if "Item" in found else None
+
+    def advance(self, job: str, hour: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            watermark_key(job),
+            "SET #hour = :hour",
+            "attribute_not_exists(pk) OR #hour < :hour",
+            lambda: ConcurrentUpdate("another run moved the watermark", job=job),
+            ExpressionAttributeNames={"#hour": "hour"},
+            ExpressionAttributeValues=to_item({":hour": hour}),
+        )
+
 
 class DynamoUnitOfWork:
     def __init__(self, client: Any, tables: Tables) -> None:
         self._client = client
         self._staged = _Staged()
         self.accounts = DynamoAccounts(client, tables, self._staged)
-        self.nonces = DynamoNonces(tables, self._staged)
+        self.nonces = DynamoNonces(client, tables, self._staged)
         self.ledger = DynamoLedger(client, tables, self._staged)
         self.providers = DynamoProviders(client, tables, self._staged)
         self.meters = DynamoMeters(client, tables, self._staged)
         self.credits = DynamoCredits(client, tables, self._staged)
         self.purchases = DynamoPurchases(client, tables, self._staged)
+        self.receipts = DynamoReceipts(client, tables, self._staged)
+        self.jobs = DynamoJobs(client, tables, self._staged)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -13,30 +13,39 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from chalicelib.adapters.keys import (
+    buyer_key,
+    decode_buyer_cursor,
     decode_entry_cursor,
+    decode_issued_cursor,
     decode_minted_cursor,
     decode_price_cursor,
+    decode_receipt_cursor,
     decode_rejection_cursor,
     encode_cursor,
     entry_key,
+    expiry_slot,
+    issued_key,
     minted_key,
     price_key,
+    receipt_sort_key,
     rejection_sort_key,
 )
 from chalicelib.domain.accounts import Account, Role
-from chalicelib.domain.credits import Credit, CreditState
+from chalicelib.domain.credits import Credit, CreditState, Retirement
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     DomainError,
     InsufficientBalance,
+    InvalidCursor,
     NotFound,
     ReplayedRequest,
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderStatus
 from chalicelib.domain.readings import MeterState, RejectionRecord
-from chalicelib.domain.trading import Purchase, split_part
+from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.domain.trading import Purchase, PurchaseStatus, split_part
 from chalicelib.services.ports import Page, ProviderQuery
 
 
@@ -53,6 +62,10 @@ class MemoryState:
     rejections: dict[tuple[str, str], RejectionRecord] = field(default_factory=dict)
     credits: dict[str, Credit] = field(default_factory=dict)
     purchases: dict[str, Purchase] = field(default_factory=dict)
+    bought: dict[str, dict[str, int]] = field(default_factory=dict)
+    receipts: dict[tuple[str, int], Receipt] = field(default_factory=dict)
+    heads: dict[str, ChainHead] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)
 
 
 T = TypeVar("T")
@@ -108,8 +121,11 @@ class MemoryAccounts:
 
 
 class MemoryNonces:
-    def __init__(self, staged: _Staged) -> None:
-        self._staged = staged
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def seen(self, account: str, nonce: str) -> bool:
+        return (account, nonce) in self._state.nonces
 
     def consume(self, account: str, nonce: str, expires_at: int) -> None:
         self._staged.stage(
@@ -179,6 +195,22 @@ class MemoryLedger:
             lambda s: s.entries.__setitem__(key, entry),
         )
 
+    def credit_treasury(self, shard: int, micro_block: int) -> None:
+        self._staged.stage(
+            lambda s: None,
+            lambda s: s.treasury.__setitem__(shard, s.treasury.get(shard, 0) + micro_block),
+        )
+
+    def bought(self, account: str) -> dict[str, int]:
+        return dict(self._state.bought.get(account, {}))
+
+    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
+        def apply(s: MemoryState) -> None:
+            counts = s.bought.setdefault(account, {})
+            counts[energy_type] = counts.get(energy_type, 0) + wh
+
+        self._staged.stage(lambda s: None, apply)
+
 
 class MemoryProviders:
     def __init__(self, staged: _Staged, state: MemoryState) -> None:
@@ -230,7 +262,13 @@ class MemoryProviders:
             stored = s.providers[provider.provider_id]
             # Ingestion's counters are not the profile's to write.
             s.providers[provider.provider_id] = replace(
-                provider, available_wh=stored.available_wh, reading_slots=stored.reading_slots
+                provider,
+                available_wh=stored.available_wh,
+                reading_slots=stored.reading_slots,
+                open_obligations=stored.open_obligations,
+                settled_purchases=stored.settled_purchases,
+                earned_micro_block=stored.earned_micro_block,
+                sold_wh=stored.sold_wh,
             )
 
         self._staged.stage(check, apply)
@@ -275,6 +313,38 @@ class MemoryProviders:
             ),
             apply,
         )
+
+    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.providers.get(provider_id)
+            if stored is None or stored.open_obligations < 1:
+                return ConcurrentUpdate("the provider changed; retry", provider_id=provider_id)
+            return None
+
+        def apply(s: MemoryState) -> None:
+            stored = s.providers[provider_id]
+            s.providers[provider_id] = replace(
+                stored,
+                open_obligations=stored.open_obligations - 1,
+                settled_purchases=stored.settled_purchases + 1,
+                earned_micro_block=stored.earned_micro_block + earned_micro_block,
+                sold_wh=stored.sold_wh + wh,
+            )
+
+        self._staged.stage(check, apply)
+
+    def expire_energy(self, provider_id: str, wh: int) -> None:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.providers.get(provider_id)
+            if stored is None or stored.available_wh < wh:
+                return ConcurrentUpdate("the provider changed; retry", provider_id=provider_id)
+            return None
+
+        def apply(s: MemoryState) -> None:
+            stored = s.providers[provider_id]
+            s.providers[provider_id] = replace(stored, available_wh=stored.available_wh - wh)
+
+        self._staged.stage(check, apply)
 
 
 class MemoryMeters:
@@ -407,6 +477,74 @@ class MemoryCredits:
         self._staged.stage(self._on_sale_as_read(credit), apply)
         return part
 
+    def get_many(self, credit_ids: Sequence[str]) -> Sequence[Credit]:
+        return [self._state.credits[c] for c in credit_ids if c in self._state.credits]
+
+    def _in_state(self, credit_id: str, state: CreditState, **match: object) -> Check:
+        def check(s: MemoryState) -> DomainError | None:
+            stored = s.credits.get(credit_id)
+            if (
+                stored is None
+                or stored.state != state
+                or any(getattr(stored, k) != v for k, v in match.items())
+            ):
+                return ConcurrentUpdate("the credit changed; retry", credit_id=credit_id)
+            return None
+
+        return check
+
+    def hold(self, credit_id: str, purchase_id: str, buyer: str) -> None:
+        self._staged.stage(
+            self._in_state(credit_id, CreditState.RESERVED, purchase_id=purchase_id),
+            lambda s: s.credits.__setitem__(
+                credit_id, replace(s.credits[credit_id], state=CreditState.HELD, holder=buyer)
+            ),
+        )
+
+    def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
+        keyed = (
+            (minted_key(c), c)
+            for c in self._state.credits.values()
+            if c.state == CreditState.HELD and c.holder == holder
+        )
+        return _page(
+            keyed, decode_minted_cursor(cursor) if cursor else None, limit, newest_first=True
+        )
+
+    def expiring(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
+        due = sorted(
+            (
+                c
+                for c in self._state.credits.values()
+                if c.state == CreditState.AVAILABLE
+                and expiry_slot(c.expires_at_ms, c.credit_id) == slot
+                and c.expires_at_ms <= now_ms
+            ),
+            key=lambda c: (c.expires_at_ms, c.credit_id),
+        )
+        return due[:limit]
+
+    def expire(self, credit: Credit) -> None:
+        self._staged.stage(
+            self._on_sale_as_read(credit),
+            lambda s: s.credits.__setitem__(
+                credit.credit_id, replace(s.credits[credit.credit_id], state=CreditState.EXPIRED)
+            ),
+        )
+
+    def retire(self, credit: Credit, retirement: Retirement) -> None:
+        self._staged.stage(
+            self._in_state(credit.credit_id, CreditState.HELD, holder=retirement.retired_by),
+            lambda s: s.credits.__setitem__(
+                credit.credit_id,
+                replace(
+                    s.credits[credit.credit_id],
+                    state=CreditState.RETIRED,
+                    retirement=retirement,
+                ),
+            ),
+        )
+
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         keyed = (
             (minted_key(c), c)
@@ -435,6 +573,101 @@ class MemoryPurchases:
             lambda s: s.purchases.__setitem__(purchase.purchase_id, purchase),
         )
 
+    def settle(self, settled: Purchase) -> None:
+        self._staged.stage(
+            lambda s: (
+                None
+                if s.purchases[settled.purchase_id].status == PurchaseStatus.OPEN
+                else ConcurrentUpdate(
+                    "the purchase was settled already", transaction_id=settled.purchase_id
+                )
+            ),
+            lambda s: s.purchases.__setitem__(settled.purchase_id, settled),
+        )
+
+    def due(self, hour: int, now_ms: int, limit: int) -> Sequence[Purchase]:
+        due = sorted(
+            (
+                p
+                for p in self._state.purchases.values()
+                if p.status == PurchaseStatus.OPEN
+                and p.settles_at_ms // 3_600_000 == hour
+                and p.settles_at_ms <= now_ms
+            ),
+            key=lambda p: (p.settles_at_ms, p.purchase_id),
+        )
+        return due[:limit]
+
+    def by_buyer(
+        self, buyer: str, *, open_only: bool, limit: int, cursor: str | None
+    ) -> Page[Purchase]:
+        prefix = "O#" if open_only else "S#"
+        keyed = (
+            (buyer_key(p), p)
+            for p in self._state.purchases.values()
+            if p.buyer == buyer and buyer_key(p).startswith(prefix)
+        )
+        after = decode_buyer_cursor(cursor) if cursor else None
+        if after is not None and not after.startswith(prefix):
+            raise InvalidCursor("cursor is not one this listing issued")
+        return _page(keyed, after, limit, newest_first=not open_only)
+
+
+class MemoryReceipts:
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def head(self, chain: str) -> ChainHead | None:
+        return self._state.heads.get(chain)
+
+    def get(self, chain: str, sequence: int) -> Receipt | None:
+        return self._state.receipts.get((chain, sequence))
+
+    def append(self, receipt: Receipt) -> None:
+        def check(s: MemoryState) -> DomainError | None:
+            head = s.heads.get(receipt.chain)
+            if (head.sequence if head else 0) != receipt.sequence - 1:
+                return ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain)
+            return None
+
+        def apply(s: MemoryState) -> None:
+            s.receipts[(receipt.chain, receipt.sequence)] = receipt
+            s.heads[receipt.chain] = ChainHead(
+                receipt.chain, receipt.sequence, receipt.receipt_hash
+            )
+
+        self._staged.stage(check, apply)
+
+    def by_chain(self, chain: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        keyed = (
+            (receipt_sort_key(n), r) for (c, n), r in self._state.receipts.items() if c == chain
+        )
+        return _page(keyed, decode_receipt_cursor(cursor) if cursor else None, limit)
+
+    def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        keyed = ((issued_key(r), r) for r in self._state.receipts.values() if r.buyer == buyer)
+        return _page(
+            keyed, decode_issued_cursor(cursor) if cursor else None, limit, newest_first=True
+        )
+
+
+class MemoryJobs:
+    def __init__(self, staged: _Staged, state: MemoryState) -> None:
+        self._staged, self._state = staged, state
+
+    def watermark(self, job: str) -> int | None:
+        return self._state.watermarks.get(job)
+
+    def advance(self, job: str, hour: int) -> None:
+        self._staged.stage(
+            lambda s: (
+                ConcurrentUpdate("another run moved the watermark", job=job)
+                if s.watermarks.get(job, -1) >= hour
+                else None
+            ),
+            lambda s: s.watermarks.__setitem__(job, hour),
+        )
+
 
 def _page(
     keyed: Iterable[tuple[str, T]],
@@ -460,12 +693,14 @@ class MemoryUnitOfWork:
         self._state = state
         self._staged = _Staged(state)
         self.accounts = MemoryAccounts(self._staged, state)
-        self.nonces = MemoryNonces(self._staged)
+        self.nonces = MemoryNonces(self._staged, state)
         self.ledger = MemoryLedger(self._staged, state)
         self.providers = MemoryProviders(self._staged, state)
         self.meters = MemoryMeters(self._staged, state)
         self.credits = MemoryCredits(self._staged, state)
         self.purchases = MemoryPurchases(self._staged, state)
+        self.receipts = MemoryReceipts(self._staged, state)
+        self.jobs = MemoryJobs(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -49,3 +49,21 @@ class Credit:
     # A credit split off another by a purchase carries the reading's provenance
     # through its parent (the parent's id is the reading hash).
     parent_credit_id: str | None = None
+    holder: str | None = None  # the buyer who owns it once settled (held or retired)
+    retirement: Retirement | None = None  # set once, when retired
+
+    @property
+    def reading_hash(self) -> str:
+        """The signed reading this energy was minted from."""
+        return self.parent_credit_id or self.credit_id
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """A claim on a credit's energy for carbon reporting; made once, for good."""
+
+    beneficiary: str
+    period_start_ms: int  # the reporting period the claim is for
+    period_end_ms: int
+    retired_by: str
+    retired_at_ms: int

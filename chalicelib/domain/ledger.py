@@ -26,6 +26,8 @@ class EntryKind(StrEnum):
     WITHDRAWAL = "withdrawal"
     STAKE = "stake"
     UNSTAKE = "unstake"
+    PURCHASE = "purchase"  # paid into escrow
+    SALE = "sale"  # escrow released to the provider's owner, less the fee
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ class Provider:
     open_obligations: int = 0
     settled_purchases: int = 0
     upheld_disputes: int = 0
+    # What settled sales paid the owner (after the market fee), and their Wh.
+    earned_micro_block: int = 0
+    sold_wh: int = 0
     # 15-minute slot numbers (unix time // 900) with an accepted reading.
     reading_slots: frozenset[int] = field(default_factory=frozenset)
     created_at: int = 0

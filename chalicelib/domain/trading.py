@@ -36,6 +36,31 @@ class Purchase:
     created_at_ms: int
     settles_at_ms: int
     status: PurchaseStatus = PurchaseStatus.OPEN
+    # Once settled: when, by whom, and the receipt that records it.
+    settled_at_ms: int | None = None
+    receipt_chain: str | None = None
+    receipt_sequence: int | None = None
+    receipt_hash: str | None = None
+
+    def is_due(self, now_ms: int) -> bool:
+        return self.status == PurchaseStatus.OPEN and self.settles_at_ms <= now_ms
+
+
+class SettledBy(StrEnum):
+    BUYER = "buyer"  # early, on the buyer's request
+    SCHEDULE = "schedule"  # by the settlement job, after the dispute window
+
+
+# A market fee is at most 10 % of a purchase, in basis points.
+MAX_MARKET_FEE_BPS: Final = 1_000
+
+
+def market_fee(escrow_micro_block: int, fee_bps: int) -> int:
+    """The treasury's share of a settled purchase, rounded down: the provider
+    is never paid less than its price minus the advertised fee."""
+    if not 0 <= fee_bps <= MAX_MARKET_FEE_BPS:
+        raise ValueError("market fee out of range")
+    return escrow_micro_block * fee_bps // 10_000
 
 
 def purchase_id_for(buyer: str, idempotency_key: str) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from chalicelib.domain import signing, units
+from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable
+from chalicelib.domain import carbon, signing, units
 from chalicelib.domain.accounts import Role
 from chalicelib.domain.errors import (
     AlreadyExists,
@@ -36,7 +37,17 @@ from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Locat
 from chalicelib.rpc import schemas as s
 from chalicelib.rpc.openrpc import openrpc_document
 from chalicelib.rpc.registry import CallContext, Registry
-from chalicelib.services import accounts, ingest, meters, providers, trading
+from chalicelib.services import (
+    accounts,
+    ingest,
+    meters,
+    offers,
+    portfolio,
+    providers,
+    retirement,
+    settlement,
+    trading,
+)
 from chalicelib.services.auth import SignedCall
 from chalicelib.services.ports import ProviderQuery
 
@@ -74,8 +85,19 @@ def get_market_info(context: CallContext, params: s.NoParams) -> s.MarketInfo:
         auth_window_seconds=settings.auth_window_seconds,
         energy_types=list(EnergyType),
         request_signing_domain=signing.REQUEST_DOMAIN.decode().strip(),
+        receipt_public_key=_receipt_public_key(context),
+        market_fee_bps=settings.market_fee_bps,
+        dispute_window_ms=settings.dispute_window_ms,
         api_version=API_VERSION,
     )
+
+
+def _receipt_public_key(context: CallContext) -> str:
+    try:
+        key = context.market.receipt_signing_key()
+    except ReceiptKeyUnavailable:
+        return ""
+    return key.verify_key.encode().hex()
 
 
 # -- accounts and ledger -------------------------------------------------------
@@ -472,3 +494,184 @@ def purchase_energy(context: CallContext, params: s.PurchaseParams) -> s.Purchas
 )
 def get_purchase(context: CallContext, params: s.PurchaseRef) -> s.PurchaseResult:
     return s.PurchaseResult.of(trading.get_purchase(context.market, params.transaction_id))
+
+
+@registry.method(
+    "energy.getOffers",
+    summary="What can be bought now: per provider, the energy on sale at its price",
+    result=s.OffersResult,
+    original_name="getOffers",
+)
+def get_offers(context: CallContext, params: s.OffersParams) -> s.OffersResult:
+    """Active providers with energy on sale, cheapest first, with the age of
+    the oldest credit (the one a purchase takes first). Filters: energy_type,
+    jurisdiction, max_price (BLOCK per kWh), min_kwh on sale. A selective
+    filter may return a short page with a cursor (as listProviders does)."""
+    page = offers.get_offers(
+        context.market,
+        ProviderQuery(
+            energy_type=params.energy_type,
+            jurisdiction=params.jurisdiction,
+            max_price_micro_block_per_kwh=params.max_price,
+        ),
+        params.min_kwh or 0,
+        params.limit,
+        params.cursor,
+    )
+    now = context.market.clock()
+    return s.OffersResult(
+        offers=[s.OfferResult.of(offer, now) for offer in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@registry.method(
+    "energy.settle",
+    summary="Settle a purchase now: escrow to the provider, credits to the buyer, a receipt",
+    result=s.SettlementResult,
+    signed=True,
+    original_name="settle",
+    errors=(*AUTH_ERRORS, NotFound),
+)
+def settle(context: CallContext, params: s.SettleParams) -> s.SettlementResult:
+    """Signed by the buyer, who may settle before the dispute window has passed
+    (the settlement job settles every purchase after it). Settling a purchase
+    that is already settled changes nothing and returns its receipt."""
+    outcome = settlement.settle_early(
+        context.market, signed_call(context, params), params.transaction_id
+    )
+    return _settlement_result(outcome)
+
+
+def _settlement_result(outcome: settlement.Settlement) -> s.SettlementResult:
+    return s.SettlementResult(
+        transaction_id=outcome.purchase.purchase_id,
+        status=str(outcome.purchase.status),
+        already_settled=outcome.already_settled,
+        receipt=s.ReceiptResult.of(outcome.receipt),
+    )
+
+
+@registry.method(
+    "energy.getReceipts",
+    summary="Settlement receipts: a provider's chain (oldest first) or a buyer's (newest first)",
+    result=s.ReceiptsResult,
+    original_name="getReceipts",
+)
+def get_receipts(context: CallContext, params: s.ReceiptsParams) -> s.ReceiptsResult:
+    """Give exactly one of ``provider_id`` and ``buyer``. A provider's receipts
+    come in chain order with the chain's head, so that pages concatenated are
+    an export the verifier checks (docs/receipts.md)."""
+    if params.buyer is not None:
+        page, head = settlement.buyer_receipts(
+            context.market, params.buyer, params.limit, params.cursor
+        )
+    else:
+        page, head = settlement.provider_receipts(
+            context.market, params.provider_id or "", params.limit, params.cursor
+        )
+    return s.ReceiptsResult(
+        receipts=[s.ReceiptResult.of(r) for r in page.items],
+        next_cursor=page.next_cursor,
+        head=(
+            s.ReceiptRef(chain=head.chain, sequence=head.sequence, receipt_hash=head.receipt_hash)
+            if head
+            else None
+        ),
+    )
+
+
+@registry.method(
+    "energy.getPortfolio",
+    summary="An account's balance, stake, escrow, purchases, holdings, earnings and carbon",
+    result=s.PortfolioResult,
+    errors=(NotFound,),
+)
+def get_portfolio(context: CallContext, params: s.PortfolioParams) -> s.PortfolioResult:
+    """Everything an account holds in one call: available balance, stake,
+    escrow and the open purchases behind it, held credits with their
+    provenance, settled purchases, what its providers earned, and the carbon
+    offset of the energy it bought. Holdings and history page separately."""
+    found = portfolio.get_portfolio(
+        context.market,
+        params.account,
+        holdings_limit=params.holdings_limit,
+        holdings_cursor=params.holdings_cursor,
+        history_limit=params.history_limit,
+        history_cursor=params.history_cursor,
+    )
+    return s.PortfolioResult(
+        account=found.account,
+        balance=found.balance_micro_block,
+        stake=found.stake_micro_block,
+        escrow=found.escrow_micro_block,
+        open_purchases=[s.PurchaseResult.of(p) for p in found.open_purchases],
+        holdings=[s.CreditResult.of(c) for c in found.holdings.items],
+        holdings_next_cursor=found.holdings.next_cursor,
+        purchase_history=[s.PurchaseResult.of(p) for p in found.history.items],
+        purchase_history_next_cursor=found.history.next_cursor,
+        providers=[p.provider_id for p in found.providers],
+        earnings=found.earned_micro_block,
+        sold_wh=found.sold_wh,
+        carbon_offset=_carbon_result(found.carbon),
+    )
+
+
+def _carbon_result(offset: portfolio.CarbonOffset) -> s.CarbonOffsetResult:
+    return s.CarbonOffsetResult(
+        total_kg_co2=carbon.kg_from_g(offset.g_co2),
+        total_g_co2=offset.g_co2,
+        equivalent_trees=offset.equivalent_trees,
+        bought_wh=offset.bought_wh,
+    )
+
+
+@registry.method(
+    "energy.getCarbonOffset",
+    summary="The CO2 the energy an account bought avoided",
+    result=s.CarbonOffsetResult,
+    original_name="getCarbonOffset",
+    errors=(NotFound,),
+)
+def get_carbon_offset(context: CallContext, params: s.CarbonParams) -> s.CarbonOffsetResult:
+    """Settled energy by type times the configured factors (grams of CO2 per
+    kWh: solar 400, wind 400, hydro 20, battery 0 by default)."""
+    uow = context.market.unit_of_work()
+    if uow.accounts.get(params.account) is None:
+        raise NotFound("no such account", account=params.account)
+    return _carbon_result(portfolio.carbon_offset(context.market, uow, params.account))
+
+
+@registry.method(
+    "energy.retireCredits",
+    summary="Claim held credits for a beneficiary: retired for good, with certificates",
+    result=s.RetireResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+)
+def retire_credits(context: CallContext, params: s.RetireParams) -> s.RetireResult:
+    """Signed by the holder. Every credit named must be held by the signer
+    (bought and settled) and cover at most one hour of production; all are
+    retired or none. Each becomes a certificate with the fields of an EnergyTag
+    granular certificate and the signed reading it came from."""
+    certificates = retirement.retire_credits(
+        context.market,
+        signed_call(context, params),
+        retirement.Claim(
+            credit_ids=tuple(params.credit_ids),
+            beneficiary=params.beneficiary,
+            period_start_ms=params.reporting_period_start_ms,
+            period_end_ms=params.reporting_period_end_ms,
+        ),
+    )
+    return s.RetireResult(certificates=[s.CertificateResult.of(c) for c in certificates])
+
+
+@registry.method(
+    "energy.getCertificate",
+    summary="A retirement certificate",
+    result=s.CertificateResult,
+    errors=(NotFound,),
+)
+def get_certificate(context: CallContext, params: s.CertificateRef) -> s.CertificateResult:
+    return s.CertificateResult.of(retirement.get_certificate(context.market, params.certificate_id))

@@ -21,10 +21,12 @@ from pydantic import (
     StrictInt,
     StrictStr,
     WithJsonSchema,
+    model_validator,
 )
 
 from chalicelib.domain import signing, units
 from chalicelib.domain.accounts import ACCOUNT_NAME, Account
+from chalicelib.domain.certificates import Certificate
 from chalicelib.domain.credits import Credit
 from chalicelib.domain.ledger import CHAIN_REFERENCE, LedgerEntry
 from chalicelib.domain.providers import (
@@ -35,8 +37,10 @@ from chalicelib.domain.providers import (
     ProviderStatus,
 )
 from chalicelib.domain.readings import MeterState, RejectionRecord, topic_for
+from chalicelib.domain.receipts import Receipt
 from chalicelib.domain.trading import Purchase
 from chalicelib.services.auth import NONCE
+from chalicelib.services.offers import Offer
 
 
 class Params(BaseModel):
@@ -172,6 +176,11 @@ class MarketInfo(Result):
     auth_window_seconds: int
     energy_types: list[EnergyType]
     request_signing_domain: str
+    receipt_public_key: str = Field(
+        description="Verifies settlement receipts (hex Ed25519); empty if not configured"
+    )
+    market_fee_bps: int = Field(description="Treasury's share of a settlement, 1/100 %")
+    dispute_window_ms: int = Field(description="How long after minting a purchase settles")
     api_version: str
 
 
@@ -420,6 +429,10 @@ class CreditResult(Result):
     expires_at_ms: int
     counter_wh: int = Field(description="The meter's counter at interval end")
     signature: str = Field(description="The meter's signature: verify it with the meter key")
+    reading_hash: str = Field(
+        description="The signed reading it was minted from (its own id, unless split off one)"
+    )
+    holder: str | None = Field(description="The buyer who owns it, once settled")
 
     @classmethod
     def of(cls, credit: Credit) -> CreditResult:
@@ -438,6 +451,8 @@ class CreditResult(Result):
             expires_at_ms=credit.expires_at_ms,
             counter_wh=credit.counter_wh,
             signature=credit.signature,
+            reading_hash=credit.reading_hash,
+            holder=credit.holder,
         )
 
 
@@ -557,6 +572,8 @@ class PurchaseResult(Result):
     credit_ids: list[str]
     created_at_ms: int
     settles_at_ms: int = Field(description="When settlement may run without the buyer")
+    settled_at_ms: int | None
+    receipt: ReceiptRef | None = Field(description="The settlement's receipt, once settled")
 
     @classmethod
     def of(cls, purchase: Purchase) -> PurchaseResult:
@@ -574,4 +591,260 @@ class PurchaseResult(Result):
             credit_ids=list(purchase.credit_ids),
             created_at_ms=purchase.created_at_ms,
             settles_at_ms=purchase.settles_at_ms,
+            settled_at_ms=purchase.settled_at_ms,
+            receipt=(
+                ReceiptRef(
+                    chain=purchase.receipt_chain,
+                    sequence=purchase.receipt_sequence,
+                    receipt_hash=purchase.receipt_hash,
+                )
+                if purchase.receipt_chain is not None
+                and purchase.receipt_sequence is not None
+                and purchase.receipt_hash is not None
+                else None
+            ),
         )
+
+
+class ReceiptRef(Result):
+    chain: str = Field(description="The provider id: each provider's receipts form one chain")
+    sequence: int
+    receipt_hash: str
+
+
+# -- offers ---------------------------------------------------------------------------
+
+
+class OffersParams(Params):
+    energy_type: EnergyType | None = None
+    jurisdiction: Jurisdiction | None = None
+    max_price: PricePerKwh | None = Field(default=None, description="BLOCK per kWh")
+    min_kwh: KwhAsWh | None = Field(default=None, description="At least this much on sale")
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class OfferResult(Result):
+    provider_id: str
+    display_name: str
+    energy_type: EnergyType
+    jurisdiction: str
+    latitude: Decimal
+    longitude: Decimal
+    price_per_kwh: Decimal = Field(description="BLOCK per kWh")
+    price_micro_block_per_kwh: int
+    available_kwh: Decimal
+    available_wh: int
+    oldest_credit_minted_at_ms: int = Field(description="A purchase takes the oldest first")
+    oldest_credit_age_seconds: int
+    rating: float | None
+
+    @classmethod
+    def of(cls, offer: Offer, now: int) -> OfferResult:
+        provider = offer.provider
+        return cls(
+            provider_id=provider.provider_id,
+            display_name=provider.display_name,
+            energy_type=provider.energy_type,
+            jurisdiction=provider.jurisdiction,
+            latitude=_degrees(provider.location.latitude_micro_deg),
+            longitude=_degrees(provider.location.longitude_micro_deg),
+            price_per_kwh=units.block_from_micro(provider.price_micro_block_per_kwh),
+            price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+            available_kwh=units.kwh_from_wh(offer.available_wh),
+            available_wh=offer.available_wh,
+            oldest_credit_minted_at_ms=offer.oldest_credit_minted_at_ms,
+            oldest_credit_age_seconds=max(0, now - offer.oldest_credit_minted_at_ms // 1000),
+            rating=provider.rating,
+        )
+
+
+class OffersResult(Result):
+    offers: list[OfferResult]
+    next_cursor: str | None
+
+
+# -- settlement and receipts ------------------------------------------------------------
+
+
+class SettleParams(SignedParams):
+    transaction_id: TransactionId
+
+
+class ReceiptResult(Result):
+    """A settlement receipt exactly as signed (docs/receipts.md)."""
+
+    marketplace_id: str
+    chain: str
+    sequence: int
+    previous_hash: str
+    kind: str
+    transaction_id: str
+    buyer: str
+    provider_id: str
+    provider_owner: str
+    wh: int
+    price_micro_block_per_kwh: int
+    total_cost_micro_block: int
+    fee_micro_block: int
+    provider_amount_micro_block: int
+    credit_ids: list[str]
+    settled_at_ms: int
+    settled_by: str
+    receipt_hash: str
+    signature: str
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> ReceiptResult:
+        return cls(**receipt.to_json())
+
+
+class SettlementResult(Result):
+    transaction_id: str
+    status: str
+    already_settled: bool = Field(description="True if it was settled before this request")
+    receipt: ReceiptResult
+
+
+class ReceiptsParams(Params):
+    provider_id: ProviderId | None = Field(
+        default=None, description="A provider's chain, oldest first"
+    )
+    buyer: AccountName | None = Field(default=None, description="A buyer's receipts, newest first")
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReceiptsParams:
+        if (self.provider_id is None) == (self.buyer is None):
+            raise ValueError("give exactly one of provider_id and buyer")
+        return self
+
+
+class ReceiptsResult(Result):
+    receipts: list[ReceiptResult]
+    next_cursor: str | None
+    head: ReceiptRef | None = Field(
+        description="A provider chain's newest receipt: an export ends here"
+    )
+
+
+# -- portfolio, carbon and retirement ------------------------------------------------------
+
+
+class PortfolioParams(Params):
+    account: AccountName
+    holdings_limit: PageLimit = 50
+    holdings_cursor: Cursor | None = None
+    history_limit: PageLimit = 20
+    history_cursor: Cursor | None = None
+
+
+class CarbonOffsetResult(Result):
+    total_kg_co2: Decimal = Field(description="CO2 avoided by the energy bought, kg")
+    total_g_co2: int
+    equivalent_trees: int = Field(description="Trees absorbing as much CO2 in a year")
+    bought_wh: dict[str, int] = Field(description="Settled Wh bought, by energy type")
+
+
+class PortfolioResult(Result):
+    account: str
+    balance: int = Field(description="Available balance, micro-BLOCK")
+    stake: int = Field(description="Stake of the account's providers, micro-BLOCK")
+    escrow: int = Field(description="Held for open purchases, micro-BLOCK")
+    open_purchases: list[PurchaseResult]
+    holdings: list[CreditResult] = Field(description="Credits held, newest first")
+    holdings_next_cursor: str | None
+    purchase_history: list[PurchaseResult] = Field(description="Settled, newest first")
+    purchase_history_next_cursor: str | None
+    providers: list[str]
+    earnings: int = Field(description="Paid to the account by settled sales, micro-BLOCK")
+    sold_wh: int
+    carbon_offset: CarbonOffsetResult
+
+
+class CarbonParams(Params):
+    account: AccountName
+
+
+class RetireParams(SignedParams):
+    credit_ids: Annotated[
+        list[Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]],
+        Field(min_length=1, max_length=50),
+    ]
+    beneficiary: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=200, description="Who the energy is claimed for"),
+    ]
+    reporting_period_start_ms: Annotated[StrictInt, Field(ge=0)]
+    reporting_period_end_ms: Annotated[StrictInt, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RetireParams:
+        if len(set(self.credit_ids)) != len(self.credit_ids):
+            raise ValueError("credit_ids must not repeat")
+        return self
+
+
+class CertificateResult(Result):
+    """A retirement certificate in the shape of an EnergyTag granular certificate."""
+
+    certificate_id: str
+    status: Literal["retired"] = "retired"
+    credit_id: str
+    energy_wh: int
+    production_start_ms: int
+    production_end_ms: int = Field(description="At most one hour after the start")
+    device_id: str = Field(description="The meter")
+    device_capacity_wh: int
+    provider_id: str
+    technology: str
+    jurisdiction: str
+    latitude: Decimal
+    longitude: Decimal
+    issued_at_ms: int
+    beneficiary: str
+    reporting_period_start_ms: int
+    reporting_period_end_ms: int
+    retired_by: str
+    retired_at_ms: int
+    reading_hash: str = Field(description="Provenance: the meter's signed reading")
+    reading_counter_wh: int
+    reading_timestamp_ms: int
+    reading_signature: str
+
+    @classmethod
+    def of(cls, certificate: Certificate) -> CertificateResult:
+        c = certificate
+        return cls(
+            certificate_id=c.certificate_id,
+            credit_id=c.credit_id,
+            energy_wh=c.wh,
+            production_start_ms=c.production_start_ms,
+            production_end_ms=c.production_end_ms,
+            device_id=c.device_id,
+            device_capacity_wh=c.device_capacity_wh,
+            provider_id=c.provider_id,
+            technology=c.technology,
+            jurisdiction=c.jurisdiction,
+            latitude=_degrees(c.latitude_micro_deg),
+            longitude=_degrees(c.longitude_micro_deg),
+            issued_at_ms=c.issued_at_ms,
+            beneficiary=c.beneficiary,
+            reporting_period_start_ms=c.reporting_period_start_ms,
+            reporting_period_end_ms=c.reporting_period_end_ms,
+            retired_by=c.retired_by,
+            retired_at_ms=c.retired_at_ms,
+            reading_hash=c.reading_hash,
+            reading_counter_wh=c.reading_counter_wh,
+            reading_timestamp_ms=c.reading_timestamp_ms,
+            reading_signature=c.reading_signature,
+        )
+
+
+class RetireResult(Result):
+    certificates: list[CertificateResult]
+
+
+class CertificateRef(Params):
+    certificate_id: Annotated[StrictStr, Field(pattern=r"^gc-[0-9a-f]{64}$")]

@@ -9,7 +9,13 @@ from typing import Any, Final
 
 from chalicelib.domain import signing
 from chalicelib.domain.accounts import OPERATOR
-from chalicelib.domain.errors import NotAuthenticated, NotAuthorised, StaleRequest
+from chalicelib.domain.errors import (
+    DomainError,
+    NotAuthenticated,
+    NotAuthorised,
+    ReplayedRequest,
+    StaleRequest,
+)
 from chalicelib.services.market import Market
 from chalicelib.services.ports import UnitOfWork
 
@@ -66,6 +72,17 @@ def authenticate(
         expires_at=call.timestamp + settings.auth_window_seconds + NONCE_GRACE_SECONDS,
     )
     return call.account
+
+
+def refusal(uow: UnitOfWork, call: SignedCall, error: DomainError) -> DomainError:
+    """What to answer a signed call refused for ``error``.
+
+    A call that already succeeded may be refused now for what it did (a
+    credit it retired is retired): its replay is answered as a replay.
+    """
+    if uow.nonces.seen(call.account, call.nonce):
+        return ReplayedRequest("this request was already received", nonce=call.nonce)
+    return error
 
 
 def _registered_key(market: Market, uow: UnitOfWork, account: str) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from chalicelib.config import Settings
 from chalicelib.domain.errors import ConcurrentUpdate
 from chalicelib.services.ports import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from nacl.signing import SigningKey
 
 T = TypeVar("T")
 
@@ -18,6 +21,16 @@ class Market:
     settings: Settings
     unit_of_work: UnitOfWorkFactory
     clock: Callable[[], int]  # unix seconds
+    # The key that signs settlement receipts; None: the one configured in
+    # settings (RECEIPT_SIGNING_KEY or the SSM parameter it names).
+    receipt_key: Callable[[], SigningKey] | None = None
+
+    def receipt_signing_key(self) -> SigningKey:
+        if self.receipt_key is not None:
+            return self.receipt_key()
+        from chalicelib.adapters.receipt_key import receipt_signing_key
+
+        return receipt_signing_key(self.settings)
 
 
 def retry_on_conflict(attempt: Callable[[], T], attempts: int = 4) -> T:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
-from chalicelib.domain.credits import Credit
+from chalicelib.domain.credits import Credit, Retirement
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
 from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.receipts import ChainHead, Receipt
 from chalicelib.domain.trading import Purchase
 
 
@@ -93,6 +94,9 @@ class AccountRepository(Protocol):
 
 
 class NonceRepository(Protocol):
+    def seen(self, account: str, nonce: str) -> bool:
+        """Whether ``account`` already used ``nonce`` (strongly consistent)."""
+
     def consume(self, account: str, nonce: str, expires_at: int) -> None:
         """Stage: record that ``account`` used ``nonce``. Fails with ReplayedRequest."""
 
@@ -116,6 +120,15 @@ class LedgerRepository(Protocol):
     def record(self, entry: LedgerEntry) -> None:
         """Stage: write the entry. Fails with AlreadyExists for a second entry of
         the same kind and id (a deposit of one chain transaction credits once)."""
+
+    def credit_treasury(self, shard: int, micro_block: int) -> None:
+        """Stage: add to one shard of the treasury (created on first use)."""
+
+    def bought(self, account: str) -> dict[str, int]:
+        """Wh an account has bought (settled), by energy type."""
+
+    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
+        """Stage: add settled Wh to what ``account`` has bought of ``energy_type``."""
 
 
 class ProviderRepository(Protocol):
@@ -143,6 +156,13 @@ class ProviderRepository(Protocol):
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         """Stage: add minted Wh to the provider's available energy and store
         the recent reading slots (for uptime)."""
+
+    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+        """Stage: close one open obligation and count a settled sale; fails with
+        ConcurrentUpdate if the provider has no open obligation."""
+
+    def expire_energy(self, provider_id: str, wh: int) -> None:
+        """Stage: take expired Wh off the provider's available energy."""
 
 
 class MeterRepository(Protocol):
@@ -191,12 +211,71 @@ class CreditRepository(Protocol):
         ``take_wh`` for the purchase; return the new credit. Fails with
         ConcurrentUpdate unless the credit is still on sale with the Wh read."""
 
+    def get_many(self, credit_ids: Sequence[str]) -> Sequence[Credit]:
+        """The credits that exist among ``credit_ids``, in that order."""
+
+    def hold(self, credit_id: str, purchase_id: str, buyer: str) -> None:
+        """Stage: a reserved credit becomes ``buyer``'s holding. Fails with
+        ConcurrentUpdate unless it is still reserved for ``purchase_id``."""
+
+    def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
+        """Credits ``holder`` holds (settled, not retired), newest first."""
+
+    def expiring(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
+        """Up to ``limit`` credits on sale in expiry ``slot`` that expired by ``now_ms``."""
+
+    def expire(self, credit: Credit) -> None:
+        """Stage: take the credit out of the market. Fails with ConcurrentUpdate
+        unless it is still on sale with the Wh that was read."""
+
+    def retire(self, credit: Credit, retirement: Retirement) -> None:
+        """Stage: retire a held credit for good. Fails with ConcurrentUpdate
+        unless it is still held by the retiring account."""
+
 
 class PurchaseRepository(Protocol):
     def get(self, purchase_id: str) -> Purchase | None: ...
 
     def add(self, purchase: Purchase) -> None:
         """Stage: record the purchase and its escrow. Fails with AlreadyExists."""
+
+    def settle(self, settled: Purchase) -> None:
+        """Stage: mark an open purchase settled (with its receipt). Fails with
+        ConcurrentUpdate unless it is still open."""
+
+    def due(self, hour: int, now_ms: int, limit: int) -> Sequence[Purchase]:
+        """Up to ``limit`` open purchases due in ``hour`` (unix ms // 3,600,000)
+        whose settlement time has come, earliest first."""
+
+    def by_buyer(
+        self, buyer: str, *, open_only: bool, limit: int, cursor: str | None
+    ) -> Page[Purchase]:
+        """A buyer's open purchases (oldest first) or settled ones (newest first)."""
+
+
+class ReceiptRepository(Protocol):
+    def head(self, chain: str) -> ChainHead | None:
+        """The newest receipt of a chain (strongly consistent)."""
+
+    def get(self, chain: str, sequence: int) -> Receipt | None: ...
+
+    def append(self, receipt: Receipt) -> None:
+        """Stage: add the receipt and move the chain head to it, if the head is
+        still the receipt before it; fails with ConcurrentUpdate otherwise."""
+
+    def by_chain(self, chain: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        """A chain's receipts, oldest first (the order a verifier needs)."""
+
+    def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        """Receipts of a buyer's settlements, newest first."""
+
+
+class JobRepository(Protocol):
+    def watermark(self, job: str) -> int | None:
+        """The first hour a scheduled job still has to read, if it ran before."""
+
+    def advance(self, job: str, hour: int) -> None:
+        """Stage: move the job's watermark forward to ``hour`` (never back)."""
 
 
 class UnitOfWork(Protocol):
@@ -221,6 +300,12 @@ class UnitOfWork(Protocol):
 
     @property
     def purchases(self) -> PurchaseRepository: ...
+
+    @property
+    def receipts(self) -> ReceiptRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
 
     def commit(self) -> None:
         """Apply every staged write, or none; raises the failing write's error."""

@@ -15,6 +15,7 @@ from chalicelib.domain.errors import (
     PurchaseTooLarge,
     ReplayedRequest,
 )
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import ProviderStatus
 from chalicelib.domain.trading import (
     MAX_CREDITS_PER_PURCHASE,
@@ -109,6 +110,9 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
         uow.purchases.add(purchase)
         uow.providers.reserve_energy(provider, order.wh)
         uow.ledger.debit(buyer, cost)
+        uow.ledger.record(
+            LedgerEntry(purchase_id, EntryKind.PURCHASE, buyer, cost, purchase_id, now_ms // 1000)
+        )
         try:
             commit_spending(market, uow, buyer, cost)
         except AlreadyExists:

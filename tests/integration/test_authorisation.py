@@ -64,6 +64,36 @@ def purchase_energy(market: MarketHarness) -> Scenario:
     return Scenario(params, bob, None)
 
 
+def _bob_bought(market: MarketHarness) -> tuple[Signer, dict[str, Any]]:
+    meter = selling_provider(market, [5_000, 5_000])
+    bob = market.funded_account("bob.theblock", block=100)
+    purchase = market.client.call(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.10"},
+        bob,
+    )
+    return bob, purchase
+
+
+def settle(market: MarketHarness) -> Scenario:
+    bob, purchase = _bob_bought(market)
+    carol = market.funded_account("carol.theblock")
+    return Scenario({"transaction_id": purchase["transaction_id"]}, bob, carol)
+
+
+def retire_credits(market: MarketHarness) -> Scenario:
+    bob, purchase = _bob_bought(market)
+    market.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, bob)
+    carol = market.funded_account("carol.theblock")
+    params = {
+        "credit_ids": purchase["credit_ids"],
+        "beneficiary": "Bob's Bakery Ltd",
+        "reporting_period_start_ms": 1_767_225_600_000,
+        "reporting_period_end_ms": 1_798_761_600_000,
+    }
+    return Scenario(params, bob, carol)
+
+
 def withdraw(market: MarketHarness) -> Scenario:
     alice = market.funded_account("alice.theblock", block=10)
     return Scenario({"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, alice, None)
@@ -104,6 +134,8 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.updateProvider": update_provider,
     "energy.topUpStake": top_up_stake,
     "energy.withdrawStake": withdraw_stake,
+    "energy.settle": settle,
+    "energy.retireCredits": retire_credits,
 }
 
 
@@ -157,6 +189,8 @@ TAMPERINGS: dict[str, Any] = {
     "public_key": Signer.generate("other").public_key,
     "updates": {"price_per_kwh": 0.01},
     "account": "mallory.theblock",
+    "transaction_id": "pur-" + "0" * 32,
+    "beneficiary": "Mallory Holdings",
 }
 
 

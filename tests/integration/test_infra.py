@@ -54,13 +54,17 @@ TABLE_CONTRACT: dict[str, tuple[str, str, set[str]]] = {
         "registry",
         {"ProvidersByEnergyType", "ProvidersByJurisdiction", "ProvidersByOwner"},
     ),
-    "LEDGER_TABLE": ("LedgerTable", "ledger", {"EntriesByAccount", "PurchasesDue"}),
+    "LEDGER_TABLE": (
+        "LedgerTable",
+        "ledger",
+        {"EntriesByAccount", "PurchasesDue", "PurchasesByBuyer"},
+    ),
     "CREDITS_TABLE": (
         "CreditsTable",
         "credits",
         {"CreditsByProvider", "AvailableByProvider", "ExpiringBySlot", "HoldingsByOwner"},
     ),
-    "RECEIPTS_TABLE": ("ReceiptsTable", "receipts", {"ReceiptsByProvider", "ReceiptsByBuyer"}),
+    "RECEIPTS_TABLE": ("ReceiptsTable", "receipts", {"ReceiptsByBuyer"}),
     "DISPUTES_TABLE": ("DisputesTable", "disputes", {"DisputesByProvider", "OpenDisputesBySlot"}),
 }
 

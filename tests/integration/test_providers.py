@@ -115,29 +115,6 @@ def test_stake_top_up_and_withdrawal(market: MarketHarness) -> None:
     assert account["balance"] == 12_000 * BLOCK - 1_000 * BLOCK
 
 
-def test_stake_withdrawal_is_refused_while_obligations_are_open(market: MarketHarness) -> None:
-    alice = market.funded_account("alice.theblock", block=12_000)
-    pid = market.provider(alice)["provider_id"]
-    # An open purchase (a later release's flow) is recorded on the provider.
-    uow = market.uow()
-    provider = uow.providers.get(pid)
-    assert provider is not None
-    from dataclasses import replace
-
-    uow.providers.save(
-        replace(provider, open_obligations=1, version=provider.version + 1),
-        expected_version=provider.version,
-    )
-    uow.commit()
-    before = market.snapshot()
-    with pytest.raises(RpcError) as refused:
-        market.client.call(
-            "energy.withdrawStake", {"provider_id": pid, "amount_micro_block": BLOCK}, alice
-        )
-    assert refused.value.reason == "open_obligations"
-    assert market.snapshot() == before
-
-
 def test_unknown_provider_is_not_found(market: MarketHarness) -> None:
     with pytest.raises(RpcError) as refused:
         market.client.call("energy.getProvider", {"provider_id": "energy-0x0000000000000000"})

@@ -1,0 +1,245 @@
+"""Settlement receipts: signed by the marketplace, chained by hash, checkable offline.
+
+Each provider's settlements form one chain: receipt n names the hash of
+receipt n-1 (the first names ``GENESIS_HASH``). A receipt's hash is the
+SHA-256 of its signed message, and the message is a domain-separated,
+versioned prefix followed by the RFC 8785 canonical JSON of every field but
+``receipt_hash`` and ``signature``::
+
+    message   = b"energy-marketplace/receipt/v1\\n" + canonical_json(body)
+    hash      = sha256(message)           (hex)
+    signature = Ed25519(marketplace key, message)   (hex)
+
+One chain per provider, not one for the whole market: a single chain head
+would be one item that every settlement in the market writes, and DynamoDB
+serialises writes to an item. Per provider, settlements of one provider
+serialise, which they must anyway (they share its counters).
+
+Anyone holding an export and the marketplace's receipt public key (from
+``energy.getMarketInfo``) can check every link without trusting the
+service: see ``verify_chains`` and docs/receipts.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+from nacl.signing import SigningKey
+
+from chalicelib.domain import signing
+
+RECEIPT_DOMAIN: Final = b"energy-marketplace/receipt/v1\n"
+GENESIS_HASH: Final = "0" * 64
+
+
+@dataclass(frozen=True)
+class Receipt:
+    marketplace_id: str
+    chain: str  # the provider id: one chain per provider
+    sequence: int  # 1, 2, ... within the chain
+    previous_hash: str  # receipt_hash of sequence - 1, or GENESIS_HASH
+    kind: str  # "settlement"
+    transaction_id: str  # the purchase settled
+    buyer: str
+    provider_id: str
+    provider_owner: str  # the account paid
+    wh: int
+    price_micro_block_per_kwh: int
+    total_cost_micro_block: int  # the escrow released
+    fee_micro_block: int  # to the treasury
+    provider_amount_micro_block: int  # to the provider's owner
+    credit_ids: tuple[str, ...]  # the credits that became the buyer's
+    settled_at_ms: int
+    settled_by: str  # "buyer" (early) or "schedule"
+    receipt_hash: str = ""
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """The signed fields, as JSON values."""
+        values = asdict(self)
+        del values["receipt_hash"], values["signature"]
+        values["credit_ids"] = list(self.credit_ids)
+        return values
+
+    def message(self) -> bytes:
+        return RECEIPT_DOMAIN + signing.canonical_json(self.body())
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body() | {"receipt_hash": self.receipt_hash, "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest receipt of a chain: what the next one links to."""
+
+    chain: str
+    sequence: int
+    receipt_hash: str
+
+
+def sealed(receipt: Receipt, key: SigningKey) -> Receipt:
+    """The receipt with its hash and the marketplace's signature filled in."""
+    message = receipt.message()
+    return Receipt(
+        **{
+            **{f.name: getattr(receipt, f.name) for f in fields(receipt)},
+            "receipt_hash": hashlib.sha256(message).hexdigest(),
+            "signature": signing.sign(key, message),
+        }
+    )
+
+
+_FIELDS: Final = {f.name for f in fields(Receipt)}
+_INT_FIELDS: Final = {
+    "sequence",
+    "wh",
+    "price_micro_block_per_kwh",
+    "total_cost_micro_block",
+    "fee_micro_block",
+    "provider_amount_micro_block",
+    "settled_at_ms",
+}
+
+
+class MalformedReceipt(ValueError):
+    pass
+
+
+def receipt_from_json(values: Mapping[str, Any]) -> Receipt:
+    """A receipt as exported (``Receipt.to_json``); MalformedReceipt otherwise."""
+    if not isinstance(values, Mapping) or set(values) != _FIELDS:
+        raise MalformedReceipt("a receipt has exactly the documented fields")
+    for name in _INT_FIELDS:
+        if type(values[name]) is not int:
+            raise MalformedReceipt(f"{name} must be an integer")
+    credit_ids = values["credit_ids"]
+    if not isinstance(credit_ids, list) or not all(isinstance(c, str) for c in credit_ids):
+        raise MalformedReceipt("credit_ids must be a list of strings")
+    for name in _FIELDS - _INT_FIELDS - {"credit_ids"}:
+        if not isinstance(values[name], str):
+            raise MalformedReceipt(f"{name} must be a string")
+    return Receipt(**{**values, "credit_ids": tuple(credit_ids)})
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    chain: str
+    receipts: int  # how many verified before the first broken link (all, if intact)
+    head: ChainHead | None  # the last verified receipt
+    broken_at: int | None = None  # the position in the export of the first bad receipt
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def verify_chain(
+    receipts: Sequence[Receipt],
+    public_key_hex: str,
+    *,
+    marketplace_id: str | None = None,
+    positions: Sequence[int] | None = None,
+    expected_head: ChainHead | None = None,
+) -> ChainReport:
+    """Check one chain from its first receipt, in order; report the first broken link.
+
+    A changed field breaks that receipt's hash (or, if the hash was recomputed,
+    its signature); a deleted or reordered receipt breaks the sequence and the
+    link to its predecessor. A deleted *newest* receipt leaves no gap, so an
+    export carries the chain head the service reported (``expected_head``).
+    """
+    chain = receipts[0].chain if receipts else (expected_head.chain if expected_head else "")
+    where = list(positions) if positions is not None else list(range(len(receipts)))
+    previous = ChainHead(chain, 0, GENESIS_HASH)
+
+    def broken(index: int, problem: str) -> ChainReport:
+        head = previous if previous.sequence else None
+        return ChainReport(chain, index, head, where[index], problem)
+
+    for index, receipt in enumerate(receipts):
+        message = receipt.message()
+        if receipt.chain != chain:
+            return broken(index, f"receipt belongs to chain {receipt.chain}")
+        if marketplace_id is not None and receipt.marketplace_id != marketplace_id:
+            return broken(index, f"receipt is from marketplace {receipt.marketplace_id}")
+        if receipt.sequence != previous.sequence + 1:
+            return broken(
+                index,
+                f"sequence {receipt.sequence} follows {previous.sequence}: "
+                "a receipt is missing or out of order",
+            )
+        if receipt.previous_hash != previous.receipt_hash:
+            return broken(index, f"previous_hash does not match receipt {previous.sequence}")
+        if hashlib.sha256(message).hexdigest() != receipt.receipt_hash:
+            return broken(index, "receipt_hash does not match its contents: it was altered")
+        if not signing.verify(public_key_hex, message, receipt.signature):
+            return broken(index, "signature is not the marketplace's")
+        previous = ChainHead(chain, receipt.sequence, receipt.receipt_hash)
+
+    last = previous if previous.sequence else None
+    if expected_head is not None and last != expected_head:
+        seen = last.sequence if last else 0
+        return ChainReport(
+            chain,
+            len(receipts),
+            last,
+            where[-1] + 1 if where else 0,
+            f"the chain head is receipt {expected_head.sequence} but the export ends at {seen}",
+        )
+    return ChainReport(chain, len(receipts), last)
+
+
+def verify_export(
+    export: Mapping[str, Any], public_key_hex: str | None = None
+) -> list[ChainReport]:
+    """Verify every chain in an export (see docs/receipts.md for its shape).
+
+    ``public_key_hex`` is the key the verifier trusts; without it, the key
+    written in the export is used (which proves integrity, not origin).
+    """
+    key = public_key_hex or export.get("receipt_public_key")
+    if not isinstance(key, str) or not signing.is_public_key_hex(key):
+        raise MalformedReceipt("no receipt public key to verify against")
+    raw = export.get("receipts")
+    if not isinstance(raw, list):
+        raise MalformedReceipt("an export holds a list of receipts")
+    heads = {
+        h["chain"]: ChainHead(h["chain"], h["sequence"], h["receipt_hash"])
+        for h in _heads(export.get("heads", []))
+    }
+    by_chain: dict[str, list[tuple[int, Receipt]]] = {}
+    for position, values in enumerate(raw):
+        receipt = receipt_from_json(values)
+        by_chain.setdefault(receipt.chain, []).append((position, receipt))
+    marketplace = export.get("marketplace_id")
+    reports = []
+    for chain in sorted(set(by_chain) | set(heads)):
+        entries = by_chain.get(chain, [])
+        reports.append(
+            verify_chain(
+                [r for _, r in entries],
+                key,
+                marketplace_id=marketplace if isinstance(marketplace, str) else None,
+                positions=[p for p, _ in entries],
+                expected_head=heads.get(chain),
+            )
+        )
+    return reports
+
+
+def _heads(raw: Any) -> Iterable[Mapping[str, Any]]:
+    if not isinstance(raw, list):
+        raise MalformedReceipt("heads must be a list")
+    for head in raw:
+        if (
+            not isinstance(head, Mapping)
+            or not isinstance(head.get("chain"), str)
+            or type(head.get("sequence")) is not int
+            or not isinstance(head.get("receipt_hash"), str)
+        ):
+            raise MalformedReceipt("a head has chain, sequence and receipt_hash")
+        yield head

@@ -1,0 +1,95 @@
+"""Expiry: credits unsold at their expiry leave the market.
+
+Credits on sale are indexed by the hour they expire in, sharded
+(ExpiringBySlot, sparse: a credit leaves it when it is sold or expires). A run
+reads the shards of the hours from its watermark to now (see services.jobs)
+and expires what it finds, grouped by provider: one transaction takes a group
+of credits out of the market and their Wh off the provider's energy on sale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from itertools import groupby
+
+from chalicelib.adapters.keys import expiry_slots
+from chalicelib.domain.credits import Credit, CreditState
+from chalicelib.domain.errors import DomainError
+from chalicelib.services.jobs import JobRun, drain, run_over_hours
+from chalicelib.services.market import Market
+
+logger = logging.getLogger(__name__)
+
+EXPIRY_JOB = "expiry"
+DEFAULT_RUN_BUDGET = 5_000
+# Credits per transaction: with the provider's update, well under DynamoDB's 100.
+GROUP = 50
+
+
+def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
+    """The scheduled job: expire every credit on sale whose expiry has come.
+
+    Safe to run twice or concurrently: each credit is expired only if it is
+    still on sale with the Wh that was read.
+    """
+    now_ms = market.clock() * 1000
+    run = JobRun(EXPIRY_JOB)
+    uow = market.unit_of_work()
+
+    def expire_page(credits: Sequence[Credit]) -> bool:
+        handled_all = True
+        ordered = sorted(credits, key=lambda c: c.provider_id)
+        for _, group in groupby(ordered, key=lambda c: c.provider_id):
+            batch = list(group)
+            for start in range(0, len(batch), GROUP):
+                if not _expire_together(market, batch[start : start + GROUP], run, now_ms):
+                    handled_all = False
+        return handled_all
+
+    def due_in(slot: str) -> Callable[[int], Sequence[Credit]]:
+        return lambda limit: uow.credits.expiring(slot, now_ms, limit)
+
+    def empty_hour(hour: int) -> bool:
+        emptied = [
+            drain(run, budget, due_in(slot), lambda credit: credit.credit_id, expire_page)
+            for slot in expiry_slots(hour)
+        ]
+        return all(emptied)
+
+    return run_over_hours(market, run, now_ms, empty_hour)
+
+
+def _expire_together(market: Market, credits: Sequence[Credit], run: JobRun, now_ms: int) -> bool:
+    """Expire one provider's credits in one transaction; if any changed since
+    it was read (sold, split), fall back to one credit at a time, re-read."""
+    uow = market.unit_of_work()
+    for credit in credits:
+        uow.credits.expire(credit)
+    uow.providers.expire_energy(credits[0].provider_id, sum(c.wh for c in credits))
+    try:
+        uow.commit()
+    except DomainError:
+        return all(_expire_one(market, credit.credit_id, run, now_ms) for credit in credits)
+    run.done += len(credits)
+    run.wh += sum(c.wh for c in credits)
+    return True
+
+
+def _expire_one(market: Market, credit_id: str, run: JobRun, now_ms: int) -> bool:
+    uow = market.unit_of_work()
+    found = uow.credits.get_many([credit_id])
+    if not found or found[0].state != CreditState.AVAILABLE or found[0].expires_at_ms > now_ms:
+        return True  # sold or expired meanwhile: nothing left to do
+    credit = found[0]
+    uow.credits.expire(credit)
+    uow.providers.expire_energy(credit.provider_id, credit.wh)
+    try:
+        uow.commit()
+    except DomainError as exc:
+        run.failed += 1
+        logger.warning("expiry of %s failed: %s", credit_id, exc.reason)
+        return False
+    run.done += 1
+    run.wh += credit.wh
+    return True

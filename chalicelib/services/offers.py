@@ -1,0 +1,39 @@
+"""Offers: what can be bought now, per provider, at its current price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.domain.providers import Provider
+from chalicelib.services.market import Market
+from chalicelib.services.ports import Page, ProviderQuery
+
+
+@dataclass(frozen=True)
+class Offer:
+    provider: Provider
+    available_wh: int
+    oldest_credit_minted_at_ms: int  # the credit a purchase takes first
+
+
+def get_offers(
+    market: Market, query: ProviderQuery, min_wh: int, limit: int, cursor: str | None
+) -> Page[Offer]:
+    """Active providers with at least ``min_wh`` (and some energy) on sale,
+    cheapest first, from the provider listing indexes; one Query per offer on
+    the provider's on-sale index finds its oldest credit.
+
+    Like ``listProviders``, a page may be short when the filters are selective:
+    its cursor resumes where the listing stopped.
+    """
+    uow = market.unit_of_work()
+    listing = uow.providers.query(query, limit, cursor)
+    offers = []
+    for provider in listing.items:
+        if provider.available_wh < max(min_wh, 1):
+            continue
+        oldest = uow.credits.available(provider.provider_id, 1)
+        if not oldest:
+            continue  # sold out between the listing and now
+        offers.append(Offer(provider, provider.available_wh, oldest[0].minted_at_ms))
+    return Page(offers, listing.next_cursor)

@@ -1,0 +1,94 @@
+"""An account's whole position in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.domain import carbon
+from chalicelib.domain.credits import Credit
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.providers import Provider
+from chalicelib.domain.trading import Purchase
+from chalicelib.services.market import Market
+from chalicelib.services.ports import Page, UnitOfWork
+
+# Open purchases are read whole (escrow is their sum), at most this many per page.
+OPEN_PAGE = 100
+
+
+@dataclass(frozen=True)
+class CarbonOffset:
+    bought_wh: dict[str, int]  # settled Wh by energy type
+    g_co2: int
+
+    @property
+    def kg_co2(self) -> object:
+        return carbon.kg_from_g(self.g_co2)
+
+    @property
+    def equivalent_trees(self) -> int:
+        return carbon.equivalent_trees(self.g_co2)
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    account: str
+    balance_micro_block: int
+    stake_micro_block: int
+    escrow_micro_block: int
+    open_purchases: list[Purchase]
+    holdings: Page[Credit]
+    history: Page[Purchase]  # settled purchases, newest first
+    providers: list[Provider]
+    earned_micro_block: int
+    sold_wh: int
+    carbon: CarbonOffset
+
+
+def carbon_offset(market: Market, uow: UnitOfWork, account: str) -> CarbonOffset:
+    bought = uow.ledger.bought(account)
+    return CarbonOffset(bought, carbon.offset_g_co2(bought, market.settings.carbon_g_co2_per_kwh))
+
+
+def get_portfolio(
+    market: Market,
+    account: str,
+    *,
+    holdings_limit: int = 50,
+    holdings_cursor: str | None = None,
+    history_limit: int = 20,
+    history_cursor: str | None = None,
+) -> Portfolio:
+    """Balance, stake, escrow and open purchases, holdings with provenance,
+    purchase history, earnings (as a provider) and carbon offset so far.
+
+    Escrow is the sum of the open purchases, read whole: an account's open
+    purchases are bounded by what is awaiting settlement, not by its history.
+    """
+    uow = market.unit_of_work()
+    if uow.accounts.get(account) is None:
+        raise NotFound("no such account", account=account)
+    open_purchases: list[Purchase] = []
+    cursor: str | None = None
+    while True:
+        page = uow.purchases.by_buyer(account, open_only=True, limit=OPEN_PAGE, cursor=cursor)
+        open_purchases.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    providers = list(uow.providers.owned_by(account))
+    return Portfolio(
+        account=account,
+        balance_micro_block=uow.ledger.balance(account),
+        stake_micro_block=sum(p.stake_micro_block for p in providers),
+        escrow_micro_block=sum(p.escrow_micro_block for p in open_purchases),
+        open_purchases=open_purchases,
+        holdings=uow.credits.holdings(account, holdings_limit, holdings_cursor),
+        history=uow.purchases.by_buyer(
+            account, open_only=False, limit=history_limit, cursor=history_cursor
+        ),
+        providers=providers,
+        earned_micro_block=sum(p.earned_micro_block for p in providers),
+        sold_wh=sum(p.sold_wh for p in providers),
+        carbon=carbon_offset(market, uow, account),
+    )

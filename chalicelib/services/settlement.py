@@ -1,0 +1,226 @@
+"""Settlement: escrow to the provider, credits to the buyer, a signed receipt.
+
+One settlement is one transaction: the purchase closes, every reserved credit
+becomes the buyer's holding, the escrow goes to the provider's owner (less
+the market fee, to the treasury), the provider's obligation closes, and a
+receipt, signed and linked to the provider's previous receipt, is appended.
+The purchase's "still open" condition and the chain head's "still at the
+sequence read" condition make a second settlement impossible, however many
+job runs and buyer requests race for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from chalicelib.domain.errors import ConcurrentUpdate, DomainError, NotAuthorised, NotFound
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
+from chalicelib.domain.receipts import GENESIS_HASH, ChainHead, Receipt, sealed
+from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
+from chalicelib.services.auth import SignedCall, authenticate
+from chalicelib.services.jobs import JobRun, drain, run_over_hours
+from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.ports import Page, UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+SETTLEMENT_JOB = "settlement"
+# The treasury is spread over this many items: every settlement with a fee
+# writes one, and a single item would serialise them all.
+TREASURY_SHARDS = 16
+# One run settles at most this many purchases; the rest wait for the next run
+# (a run is one Lambda invocation, with its time limit).
+DEFAULT_RUN_BUDGET = 500
+
+
+@dataclass(frozen=True)
+class Settlement:
+    purchase: Purchase
+    receipt: Receipt
+    already_settled: bool = False
+
+
+def settle_early(market: Market, call: SignedCall, purchase_id: str) -> Settlement:
+    """The buyer settles before the dispute window has passed.
+
+    Settling a purchase that is already settled changes nothing (but uses the
+    request's nonce) and answers with the settlement that happened.
+    """
+
+    def attempt() -> Settlement:
+        uow = market.unit_of_work()
+        buyer = authenticate(market, uow, call)
+        purchase = _purchase(uow, purchase_id)
+        if purchase.buyer != buyer:
+            raise NotAuthorised(
+                "only the buyer may settle a purchase early", transaction_id=purchase_id
+            )
+        if purchase.status == PurchaseStatus.SETTLED:
+            uow.commit()  # the nonce: a replay of this very request is refused
+            return _settled_already(uow, purchase)
+        return _settle(market, uow, purchase, SettledBy.BUYER)
+
+    return retry_on_conflict(attempt)
+
+
+def settle_due(market: Market, purchase_id: str) -> Settlement | None:
+    """Settle one purchase whose dispute window has passed; None if it is not due."""
+
+    def attempt() -> Settlement | None:
+        uow = market.unit_of_work()
+        purchase = _purchase(uow, purchase_id)
+        if purchase.status == PurchaseStatus.SETTLED:
+            return _settled_already(uow, purchase)
+        if not purchase.is_due(market.clock() * 1000):
+            return None
+        return _settle(market, uow, purchase, SettledBy.SCHEDULE)
+
+    return retry_on_conflict(attempt)
+
+
+def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
+    """The scheduled job: settle what is due, reading only the due hours.
+
+    Open purchases are indexed by the hour they fall due (PurchasesDue, sparse:
+    a settled purchase leaves it), and the run reads the hours from the job's
+    watermark to now (see services.jobs). Safe to run twice or concurrently:
+    each settlement is conditional on the purchase still being open.
+    """
+    now_ms = market.clock() * 1000
+    run = JobRun(SETTLEMENT_JOB)
+    uow = market.unit_of_work()
+
+    def settle_page(due: Sequence[Purchase]) -> bool:
+        handled_all = True
+        for purchase in due:
+            try:
+                outcome = settle_due(market, purchase.purchase_id)
+            except DomainError as exc:
+                # Left open and due: the next run tries again.
+                run.failed += 1
+                handled_all = False
+                logger.warning("settlement of %s failed: %s", purchase.purchase_id, exc.reason)
+                continue
+            if outcome is None:
+                handled_all = False
+            elif not outcome.already_settled:
+                run.done += 1
+                run.wh += outcome.purchase.wh
+        return handled_all
+
+    def empty_hour(hour: int) -> bool:
+        return drain(
+            run,
+            budget,
+            lambda limit: uow.purchases.due(hour, now_ms, limit),
+            lambda purchase: purchase.purchase_id,
+            settle_page,
+        )
+
+    return run_over_hours(market, run, now_ms, empty_hour)
+
+
+def provider_receipts(
+    market: Market, provider_id: str, limit: int, cursor: str | None
+) -> tuple[Page[Receipt], ChainHead | None]:
+    """A provider's receipt chain, oldest first, and its head (where an export ends)."""
+    uow = market.unit_of_work()
+    return uow.receipts.by_chain(provider_id, limit, cursor), uow.receipts.head(provider_id)
+
+
+def buyer_receipts(
+    market: Market, buyer: str, limit: int, cursor: str | None
+) -> tuple[Page[Receipt], None]:
+    """The receipts of a buyer's settlements, newest first (across chains: no head)."""
+    return market.unit_of_work().receipts.by_buyer(buyer, limit, cursor), None
+
+
+def _purchase(uow: UnitOfWork, purchase_id: str) -> Purchase:
+    purchase = uow.purchases.get(purchase_id)
+    if purchase is None:
+        raise NotFound("no such purchase", transaction_id=purchase_id)
+    return purchase
+
+
+def _settled_already(uow: UnitOfWork, purchase: Purchase) -> Settlement:
+    receipt = (
+        uow.receipts.get(purchase.receipt_chain, purchase.receipt_sequence)
+        if purchase.receipt_chain is not None and purchase.receipt_sequence is not None
+        else None
+    )
+    if receipt is None:
+        raise ConcurrentUpdate(
+            "the purchase's receipt is not readable yet; retry",
+            transaction_id=purchase.purchase_id,
+        )
+    return Settlement(purchase, receipt, already_settled=True)
+
+
+def _settle(
+    market: Market, uow: UnitOfWork, purchase: Purchase, settled_by: SettledBy
+) -> Settlement:
+    provider = uow.providers.get(purchase.provider_id)
+    if provider is None:  # providers are never deleted; a broken record is a bug
+        raise NotFound("the purchase's provider is gone", provider_id=purchase.provider_id)
+    now_ms = market.clock() * 1000
+    fee = market_fee(purchase.escrow_micro_block, market.settings.market_fee_bps)
+    to_provider = purchase.escrow_micro_block - fee
+    head = uow.receipts.head(provider.provider_id)
+    receipt = sealed(
+        Receipt(
+            marketplace_id=market.settings.marketplace_id,
+            chain=provider.provider_id,
+            sequence=head.sequence + 1 if head else 1,
+            previous_hash=head.receipt_hash if head else GENESIS_HASH,
+            kind="settlement",
+            transaction_id=purchase.purchase_id,
+            buyer=purchase.buyer,
+            provider_id=provider.provider_id,
+            provider_owner=provider.owner,
+            wh=purchase.wh,
+            price_micro_block_per_kwh=purchase.price_micro_block_per_kwh,
+            total_cost_micro_block=purchase.escrow_micro_block,
+            fee_micro_block=fee,
+            provider_amount_micro_block=to_provider,
+            credit_ids=purchase.credit_ids,
+            settled_at_ms=now_ms,
+            settled_by=str(settled_by),
+        ),
+        market.receipt_signing_key(),
+    )
+    settled = replace(
+        purchase,
+        status=PurchaseStatus.SETTLED,
+        settled_at_ms=now_ms,
+        receipt_chain=receipt.chain,
+        receipt_sequence=receipt.sequence,
+        receipt_hash=receipt.receipt_hash,
+    )
+    uow.purchases.settle(settled)
+    for credit_id in purchase.credit_ids:
+        uow.credits.hold(credit_id, purchase.purchase_id, purchase.buyer)
+    if to_provider:
+        uow.ledger.credit(provider.owner, to_provider)
+        uow.ledger.record(
+            LedgerEntry(
+                purchase.purchase_id,
+                EntryKind.SALE,
+                provider.owner,
+                to_provider,
+                purchase.purchase_id,
+                now_ms // 1000,
+            )
+        )
+    if fee:
+        uow.ledger.credit_treasury(_treasury_shard(purchase.purchase_id), fee)
+    uow.providers.settle_obligation(provider.provider_id, to_provider, purchase.wh)
+    uow.ledger.record_bought(purchase.buyer, str(provider.energy_type), purchase.wh)
+    uow.receipts.append(receipt)
+    uow.commit()
+    return Settlement(settled, receipt)
+
+
+def _treasury_shard(purchase_id: str) -> int:
+    return int(purchase_id.removeprefix("pur-")[:8], 16) % TREASURY_SHARDS
