@@ -8,6 +8,8 @@ What runs, in start order (and stopped in reverse):
   from the local CA, the meter ACL (iot/broker.py);
 - the rules bridge, the stand-in for the ingest topic rule: a subprocess with the
   same environment as the API, invoking ``app.ingest_reading`` (iot/rules_bridge.py);
+- the job scheduler, the stand-in for the EventBridge schedules: a subprocess
+  calling the app's ``@app.schedule`` functions on a timer (infra/scheduler.py);
 - ``chalice local``, the JSON-RPC API.
 """
 
@@ -34,6 +36,7 @@ from typing import IO, Any
 import boto3
 from nacl.signing import SigningKey
 
+from infra import scheduler
 from infra.emulation import (
     INGEST_DEAD_LETTER_QUEUE_ID,
     OFFLINE_ACCOUNT_ID,
@@ -55,6 +58,10 @@ DEFAULT_API_PORT = 8000
 DEFAULT_MQTT_PORT = 8883
 DEFAULT_STATE_DIR = Path(".local")
 OPERATOR_KEY_FILE = "operator.key"
+# The marketplace's receipt signing key (in AWS: an SSM SecureString).
+RECEIPT_KEY_FILE = "receipt-signing.key"
+JOBS_DIR = "jobs"
+DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
 REGION = "us-east-1"
 # moto accepts any credentials; these make sure nothing real is ever used.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -108,7 +115,12 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 def load_or_create_operator_key(state_dir: Path) -> tuple[SigningKey, Path]:
     """Load the operator's Ed25519 key from state_dir, creating it (mode 0600) on first use."""
-    key_path = state_dir / OPERATOR_KEY_FILE
+    return load_or_create_key(state_dir, OPERATOR_KEY_FILE)
+
+
+def load_or_create_key(state_dir: Path, file_name: str) -> tuple[SigningKey, Path]:
+    """Load an Ed25519 key (hex seed) from state_dir, creating it (mode 0600) on first use."""
+    key_path = state_dir / file_name
     if key_path.exists():
         text = key_path.read_text(encoding="ascii").strip()
         try:
@@ -162,6 +174,8 @@ class LocalStack(StartStop):
         chalice_output: IO[Any] | None = None,
         bridge_output: IO[Any] | None = None,
         startup_timeout: float = 60.0,
+        jobs: bool = True,
+        jobs_interval: float = DEFAULT_JOBS_INTERVAL_SECONDS,
     ) -> None:
         self.host = host
         self.api_port = api_port
@@ -193,6 +207,10 @@ class LocalStack(StartStop):
         self.failed_component: str | None = None
         self.operator_key: SigningKey | None = None
         self.operator_key_path = state_dir / OPERATOR_KEY_FILE
+        self.receipt_key: SigningKey | None = None
+        self.jobs = jobs
+        self.jobs_interval = jobs_interval
+        self._scheduler: subprocess.Popen[bytes] | None = None
 
     @property
     def moto_endpoint(self) -> str:
@@ -227,11 +245,28 @@ class LocalStack(StartStop):
             "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
             "MARKETPLACE_ID": self.stack_name,
             "OPERATOR_PUBLIC_KEY": self.operator_key.verify_key.encode().hex(),
+            **(
+                {"RECEIPT_SIGNING_KEY": bytes(self.receipt_key).hex()}
+                if self.receipt_key is not None
+                else {}
+            ),
         }
 
     @property
     def chalice_pid(self) -> int | None:
         return None if self._chalice is None else self._chalice.pid
+
+    @property
+    def scheduler_pid(self) -> int | None:
+        return None if self._scheduler is None else self._scheduler.pid
+
+    @property
+    def jobs_status_path(self) -> Path:
+        return self.state_dir / JOBS_DIR / "status.json"
+
+    def jobs_status(self) -> dict[str, Any]:
+        """Runs and last results of the scheduled jobs (infra.scheduler), from its file."""
+        return scheduler.read_status(self.jobs_status_path)
 
     @property
     def broker_pid(self) -> int | None:
@@ -285,9 +320,12 @@ class LocalStack(StartStop):
             self._create_tables()
             self._create_iot_and_queues()
             self.operator_key, self.operator_key_path = load_or_create_operator_key(self.state_dir)
+            self.receipt_key, _ = load_or_create_key(self.state_dir, RECEIPT_KEY_FILE)
             if self.mqtt:
                 self._start_broker()
                 self._start_bridge()
+            if self.jobs:
+                self._start_scheduler()
             self._start_chalice()
             self._wait_until_serving()
         except BaseException:
@@ -359,6 +397,27 @@ class LocalStack(StartStop):
             )
         except rules_bridge.BridgeError as exc:
             raise LocalStackError(str(exc)) from exc
+
+    def _start_scheduler(self) -> None:
+        jobs_dir = self.state_dir / JOBS_DIR
+        jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._scheduler = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infra.scheduler",
+                "--interval",
+                str(self.jobs_interval),
+                "--status-file",
+                str(self.jobs_status_path),
+            ],
+            cwd=self.project_dir,
+            env=self.child_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.bridge_output,
+            stderr=subprocess.STDOUT if self.bridge_output is not None else None,
+            process_group=0,
+        )
 
     def child_environment(self) -> dict[str, str]:
         """The environment of the stack's processes: ours, less AWS settings, plus the stack's."""
@@ -444,6 +503,7 @@ class LocalStack(StartStop):
             components: list[tuple[str, subprocess.Popen[bytes] | None]] = [
                 ("chalice local", self._chalice),
                 ("the rules bridge", self._bridge),
+                ("the job scheduler", self._scheduler),
                 ("mosquitto", self._broker.process if self._broker is not None else None),
             ]
             for name, process in components:
@@ -460,6 +520,9 @@ class LocalStack(StartStop):
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
             _stop_process_group(bridge)
+        jobs, self._scheduler = self._scheduler, None
+        if jobs is not None:
+            _stop_process_group(jobs)
         broker, self._broker = self._broker, None
         if broker is not None:
             broker.stop()
@@ -495,11 +558,18 @@ class LocalStack(StartStop):
                 "    python -m iot.meter --credentials "
                 f"{self.state_dir}/meters/solar_meter_001 --power-w 3000 --interval 60\n"
             )
+        jobs = ""
+        if self.scheduler_pid is not None:
+            jobs = (
+                f"  scheduled jobs:       pid {self.scheduler_pid}, settlement and expiry every "
+                f"{self.jobs_interval:g} s; status in {self.jobs_status_path}\n"
+            )
         return (
             "Energy Marketplace is running locally.\n"
             f"  moto (AWS emulation): {self.moto_endpoint}\n"
             f"  tables (stack {self.stack_name}):\n{tables}\n"
             f"{mqtt}"
+            f"{jobs}"
             f"  JSON-RPC API:         {self.rpc_url}\n"
             f"  operator key:         {self.operator_key_path} "
             f"(public key {self.environment['OPERATOR_PUBLIC_KEY']})\n"
@@ -575,6 +645,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run without the MQTT broker and the rules bridge",
     )
     parser.add_argument(
+        "--no-jobs",
+        dest="jobs",
+        action="store_false",
+        help="do not run the scheduled jobs (settlement, expiry)",
+    )
+    parser.add_argument(
+        "--jobs-interval",
+        type=float,
+        default=float(os.environ.get("JOBS_INTERVAL_SECONDS") or DEFAULT_JOBS_INTERVAL_SECONDS),
+        help="seconds between runs of the scheduled jobs "
+        "(env JOBS_INTERVAL_SECONDS, default %(default)s)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=DEFAULT_STATE_DIR,
@@ -602,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mqtt=args.mqtt,
         state_dir=args.state_dir,
         autoreload=args.autoreload,
+        jobs=args.jobs,
+        jobs_interval=args.jobs_interval,
     )
     # Python leaves SIGINT ignored when started in the background by a shell
     # without job control; the stack must still stop on it.

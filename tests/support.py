@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
@@ -290,3 +290,45 @@ def selling_provider(
         )
         assert outcome.status == Status.ACCEPTED, outcome
     return meter
+
+
+def assert_conserved(harness: MarketHarness) -> Totals:
+    """BLOCK and Wh are where the brief says they must be, summed from storage."""
+    totals = harness.audit()
+    assert totals.held == totals.deposits - totals.withdrawals, totals
+    assert totals.minted_wh == (
+        totals.available_wh
+        + totals.reserved_wh
+        + totals.held_wh
+        + totals.retired_wh
+        + totals.expired_wh
+    ), totals
+    assert totals.settled == totals.receipts, totals  # one receipt per settlement
+    return totals
+
+
+def buy(
+    harness: MarketHarness,
+    buyer: Signer,
+    provider_id: str,
+    kwh: Any,
+    max_price: Any = "0.10",
+    **extra: Any,
+) -> dict[str, Any]:
+    params = {
+        "provider_id": provider_id,
+        "kwh_amount": kwh,
+        "max_price_per_kwh": max_price,
+        **extra,
+    }
+    result: dict[str, Any] = harness.client.call("energy.purchaseEnergy", params, buyer)
+    return result
+
+
+def with_settings(harness: MarketHarness, **overrides: Any) -> MarketHarness:
+    """The same market and storage under other settings (a fee, a window)."""
+    settings = harness.market.settings.model_copy(update=overrides)
+    market = replace(harness.market, settings=settings)
+    dispatcher = Dispatcher(registry, market)
+    client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=harness.clock)
+    return replace(harness, market=market, dispatcher=dispatcher, client=client)

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -536,12 +537,23 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
             chalice_output=log,
         ) as stack,
     ):
-        groups = [stack.chalice_pid, stack.bridge_pid, stack.broker_pid]
+        groups = [stack.chalice_pid, stack.bridge_pid, stack.broker_pid, stack.scheduler_pid]
         chalice_group = stack.chalice_pid
         assert chalice_group is not None
         assert None not in groups
         assert 100 <= _post_rpc(stack.rpc_url) < 600
         assert stack.bridge_status()["subscribed"] is True
+        # The scheduled jobs run through the same handlers as in AWS.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            job.get("runs") for job in stack.jobs_status().values()
+        ):
+            time.sleep(0.5)
+        jobs = stack.jobs_status()
+        assert set(jobs) == {"settle_due_purchases", "expire_unsold_credits"}, jobs
+        for job in jobs.values():
+            assert job["runs"] >= 1 and job["failures"] == 0, (jobs, log_path.read_text())
+        assert jobs["settle_due_purchases"]["last"]["job"] == "settlement"
         mqtt_port = stack.mqtt_port
         assert mqtt_port is not None
         iot = stack.aws_client("iot")

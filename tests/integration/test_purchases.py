@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError, Signer
-from tests.support import BLOCK, MarketHarness, selling_provider
+from chalicelib.client import RpcError
+from tests.support import BLOCK, MarketHarness, buy, selling_provider
 
 PRICE = Decimal("0.08")  # BLOCK per kWh: the registration default
-
-
-def buy(
-    market: MarketHarness,
-    buyer: Signer,
-    provider_id: str,
-    kwh: Any,
-    max_price: Any = "0.10",
-    **extra: Any,
-) -> dict[str, Any]:
-    params = {
-        "provider_id": provider_id,
-        "kwh_amount": kwh,
-        "max_price_per_kwh": max_price,
-        **extra,
-    }
-    result: dict[str, Any] = market.client.call("energy.purchaseEnergy", params, buyer)
-    return result
 
 
 def wh_is_conserved(market: MarketHarness, provider_id: str) -> None:

@@ -47,6 +47,9 @@ EXAMPLE_SEEDS = {
     "operator": bytes(range(32, 64)).hex(),
     "bob.theblock": bytes(range(96, 128)).hex(),
 }
+# The marketplace's receipt signing key in the story (its public key is in
+# energy.getMarketInfo's answer, and the receipts shown verify with it).
+EXAMPLE_RECEIPT_SEED = bytes(range(128, 160)).hex()
 # The meters of that story, by address, and the seeds of the keys they sign
 # readings with (the public key is the registered ``meter_public_key``).
 EXAMPLE_METER_SEEDS = {
@@ -288,6 +291,7 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
         marketplace_id=EXAMPLE_MARKETPLACE_ID,
         operator_public_key=keys["operator"].verify_key.encode().hex(),
         auth_window_seconds=300,
+        receipt_signing_key=EXAMPLE_RECEIPT_SEED,
     )
     market = Market(
         settings=settings,
