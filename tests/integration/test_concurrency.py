@@ -162,3 +162,38 @@ def test_racing_buyers_never_buy_more_than_is_on_sale(market: MarketHarness) -> 
     assert totals.held == totals.deposits - totals.withdrawals
     reserved = [c for r in results for c in r["credit_ids"]]
     assert len(reserved) == len(set(reserved))  # no credit reserved twice
+
+
+def test_racing_settlements_settle_each_purchase_once(market: MarketHarness) -> None:
+    """Buyers settling early race four settlement job runs over the same purchases."""
+    from chalicelib.client import unwrap
+    from chalicelib.services.settlement import run_settlement
+    from tests.support import assert_conserved, buy, selling_provider
+
+    meter = selling_provider(market, [1_000] * 6)
+    buyers = [market.funded_account(f"buyer{n}.theblock", block=10) for n in range(6)]
+    purchases = [buy(market, buyer, meter.provider_id, 1) for buyer in buyers]
+    market.clock.now = max(p["settles_at_ms"] for p in purchases) // 1000 + 1
+    # Signed now, sent in the race: each buyer's settle of its own purchase.
+    requests = [
+        market.client.request("energy.settle", {"transaction_id": p["transaction_id"]}, buyer)
+        for p, buyer in zip(purchases, buyers, strict=True)
+    ]
+
+    def settles(request: dict[str, Any]) -> Callable[[], Any]:
+        return lambda: unwrap(market.client.send(request))
+
+    def job() -> Any:
+        return run_settlement(market.market)
+
+    results, refusals = race([settles(r) for r in requests] + [job] * 4)
+    assert set(refusals) <= {"concurrent_update"}
+    runs = [r for r in results if not isinstance(r, dict)]
+    answers = [r for r in results if isinstance(r, dict)]
+    # Every purchase settled exactly once, by a buyer or by one of the runs.
+    assert sum(run.done for run in runs) + sum(not a["already_settled"] for a in answers) == 6
+    totals = assert_conserved(market)
+    assert (totals.settled, totals.receipts, totals.escrow) == (6, 6, 0)
+    chain = market.client.call("energy.getReceipts", {"provider_id": meter.provider_id})
+    assert [r["sequence"] for r in chain["receipts"]] == [1, 2, 3, 4, 5, 6]
+    assert len({r["transaction_id"] for r in chain["receipts"]}) == 6
