@@ -17,7 +17,7 @@ serialise, which they must anyway (they share its counters).
 
 Anyone holding an export and the marketplace's receipt public key (from
 ``energy.getMarketInfo``) can check every link without trusting the
-service: see ``verify_chains`` and docs/receipts.md.
+service: see ``verify_export`` and docs/receipts.md.
 """
 
 from __future__ import annotations
@@ -116,12 +116,23 @@ def receipt_from_json(values: Mapping[str, Any]) -> Receipt:
         if type(values[name]) is not int:
             raise MalformedReceipt(f"{name} must be an integer")
     credit_ids = values["credit_ids"]
-    if not isinstance(credit_ids, list) or not all(isinstance(c, str) for c in credit_ids):
+    if not isinstance(credit_ids, list) or not all(_is_text(c) for c in credit_ids):
         raise MalformedReceipt("credit_ids must be a list of strings")
     for name in _FIELDS - _INT_FIELDS - {"credit_ids"}:
-        if not isinstance(values[name], str):
+        if not _is_text(values[name]):
             raise MalformedReceipt(f"{name} must be a string")
     return Receipt(**{**values, "credit_ids": tuple(credit_ids)})
+
+
+def _is_text(value: object) -> bool:
+    """A string that has UTF-8 bytes to hash (JSON can also carry lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -193,23 +204,25 @@ def verify_chain(
     return ChainReport(chain, len(receipts), last)
 
 
-def verify_export(
-    export: Mapping[str, Any], public_key_hex: str | None = None
-) -> list[ChainReport]:
+def verify_export(export: object, public_key_hex: str | None = None) -> list[ChainReport]:
     """Verify every chain in an export (see docs/receipts.md for its shape).
 
     ``public_key_hex`` is the key the verifier trusts; without it, the key
     written in the export is used (which proves integrity, not origin).
     """
+    if not isinstance(export, Mapping):
+        raise MalformedReceipt("an export is a JSON object")
     key = public_key_hex or export.get("receipt_public_key")
     if not isinstance(key, str) or not signing.is_public_key_hex(key):
         raise MalformedReceipt("no receipt public key to verify against")
     raw = export.get("receipts")
     if not isinstance(raw, list):
         raise MalformedReceipt("an export holds a list of receipts")
+    if "heads" not in export:
+        raise MalformedReceipt("an export lists the head of every chain it holds")
     heads = {
         h["chain"]: ChainHead(h["chain"], h["sequence"], h["receipt_hash"])
-        for h in _heads(export.get("heads", []))
+        for h in _heads(export["heads"])
     }
     by_chain: dict[str, list[tuple[int, Receipt]]] = {}
     for position, values in enumerate(raw):
@@ -219,6 +232,12 @@ def verify_export(
     reports = []
     for chain in sorted(set(by_chain) | set(heads)):
         entries = by_chain.get(chain, [])
+        if chain not in heads:
+            # Every chain exported has its head; without one, a deleted newest
+            # receipt would go unseen, so receipts of any other chain are refused.
+            problem = "the export has no head for this chain: its receipts were added"
+            reports.append(ChainReport(chain, 0, None, entries[0][0], problem))
+            continue
         reports.append(
             verify_chain(
                 [r for _, r in entries],

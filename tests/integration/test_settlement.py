@@ -98,9 +98,7 @@ def test_only_the_buyer_may_settle_early(market: MarketHarness) -> None:
     carol = market.funded_account("carol.theblock")
     before = market.snapshot()
     with pytest.raises(RpcError) as refused:
-        market.client.call(
-            "energy.settle", {"transaction_id": purchase["transaction_id"]}, carol
-        )
+        market.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, carol)
     assert refused.value.reason == "not_authorised"
     assert market.snapshot() == before
 
@@ -115,7 +113,7 @@ def test_an_unknown_purchase_is_not_found_and_changes_nothing(market: MarketHarn
 
 
 def test_the_job_settles_only_after_the_dispute_window(market: MarketHarness) -> None:
-    bob, meter, purchase = _bought(market)
+    _, meter, purchase = _bought(market)
     run = run_settlement(market.market)
     assert (run.done, run.items_read) == (0, 0)  # not due: not even read
     assert purchase["settles_at_ms"] > market.clock.now * 1000
@@ -123,9 +121,7 @@ def test_the_job_settles_only_after_the_dispute_window(market: MarketHarness) ->
     market.clock.now = purchase["settles_at_ms"] // 1000 + 1
     run = run_settlement(market.market)
     assert (run.done, run.failed) == (1, 0)
-    found = market.client.call(
-        "energy.getPurchase", {"transaction_id": purchase["transaction_id"]}
-    )
+    found = market.client.call("energy.getPurchase", {"transaction_id": purchase["transaction_id"]})
     assert found["status"] == "settled"
     receipts = market.client.call("energy.getReceipts", {"provider_id": meter.provider_id})
     assert receipts["receipts"][0]["settled_by"] == "schedule"
@@ -150,8 +146,7 @@ def test_receipts_chain_per_provider_and_list_per_buyer(market: MarketHarness) -
     while True:
         page = market.client.call(
             "energy.getReceipts",
-            {"provider_id": meter.provider_id, "limit": 2}
-            | ({"cursor": cursor} if cursor else {}),
+            {"provider_id": meter.provider_id, "limit": 2} | ({"cursor": cursor} if cursor else {}),
         )
         chain.extend(page["receipts"])
         cursor = page["next_cursor"]

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import simplejson
 from nacl.signing import SigningKey
+from pydantic import SecretStr
 
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
 from chalicelib.config import Settings
@@ -291,7 +292,7 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
         marketplace_id=EXAMPLE_MARKETPLACE_ID,
         operator_public_key=keys["operator"].verify_key.encode().hex(),
         auth_window_seconds=300,
-        receipt_signing_key=EXAMPLE_RECEIPT_SEED,
+        receipt_signing_key=SecretStr(EXAMPLE_RECEIPT_SEED),
     )
     market = Market(
         settings=settings,

@@ -1,0 +1,1 @@
+"""Command-line tools: run each as ``python -m chalicelib.cli.<name>``."""
