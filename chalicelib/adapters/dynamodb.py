@@ -31,7 +31,7 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -75,6 +75,7 @@ from chalicelib.domain.trading import Purchase, PurchaseStatus, split_part
 from chalicelib.services.ports import ListingFacts, Page, ProviderQuery
 
 Item = dict[str, Any]  # a low-level DynamoDB item: {"attr": {"S": "..."}}
+T = TypeVar("T")
 
 _serializer: Final = TypeSerializer()
 _deserializer: Final = TypeDeserializer()
@@ -1117,24 +1118,14 @@ class DynamoCredits:
         )
 
     def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
-        key_condition = "holder = :h"
-        values: dict[str, Any] = {":h": holder}
-        if cursor:
-            key_condition += " AND minted_key < :before"
-            values[":before"] = decode_minted_cursor(cursor)
-        response = self._client.query(
-            TableName=self._tables.credits,
-            IndexName="HoldingsByOwner",
-            KeyConditionExpression=key_condition,
-            ExpressionAttributeValues=to_item(values),
-            ScanIndexForward=False,
-            Limit=limit + 1,
-            ReturnConsumedCapacity="TOTAL",
+        return _newest_first(
+            self._client,
+            _IndexRange(self._tables.credits, "HoldingsByOwner", "holder", holder, "minted_key"),
+            decode_minted_cursor(cursor) if cursor else None,
+            limit,
+            credit_from_item,
+            minted_key,
         )
-        credits = [credit_from_item(i) for i in response["Items"]]
-        page = credits[:limit]
-        more = len(credits) > limit
-        return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
 
     def expiring(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
         response = self._client.query(
@@ -1186,24 +1177,59 @@ class DynamoCredits:
         )
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
-        key_condition = "provider_id = :p"
-        values: dict[str, Any] = {":p": provider_id}
-        if cursor:
-            key_condition += " AND minted_key < :before"
-            values[":before"] = decode_minted_cursor(cursor)
-        response = self._client.query(
-            TableName=self._tables.credits,
-            IndexName="CreditsByProvider",
-            KeyConditionExpression=key_condition,
-            ExpressionAttributeValues=to_item(values),
-            ScanIndexForward=False,
-            Limit=limit + 1,
-            ReturnConsumedCapacity="TOTAL",
+        return _newest_first(
+            self._client,
+            _IndexRange(
+                self._tables.credits, "CreditsByProvider", "provider_id", provider_id, "minted_key"
+            ),
+            decode_minted_cursor(cursor) if cursor else None,
+            limit,
+            credit_from_item,
+            minted_key,
         )
-        credits = [credit_from_item(i) for i in response["Items"]]
-        page = credits[:limit]
-        more = len(credits) > limit
-        return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
+
+
+@dataclass(frozen=True)
+class _IndexRange:
+    """One partition of a table index, read along its sort key."""
+
+    table: str
+    index: str
+    partition_attribute: str
+    partition: str
+    sort_attribute: str
+
+
+def _newest_first(
+    client: Any,
+    where: _IndexRange,
+    before: str | None,
+    limit: int,
+    decode: Callable[[Item], T],
+    sort_key_of: Callable[[T], str],
+) -> Page[T]:
+    """One page of an index partition, highest sort key first, below the cursor's."""
+    key_condition = "#p = :p"
+    names = {"#p": where.partition_attribute}
+    values: dict[str, Any] = {":p": where.partition}
+    if before is not None:
+        key_condition += " AND #s < :before"
+        names["#s"] = where.sort_attribute
+        values[":before"] = before
+    response = client.query(
+        TableName=where.table,
+        IndexName=where.index,
+        KeyConditionExpression=key_condition,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+        ScanIndexForward=False,
+        Limit=limit + 1,
+        ReturnConsumedCapacity="TOTAL",
+    )
+    found = [decode(item) for item in response["Items"]]
+    page = found[:limit]
+    more = len(found) > limit
+    return Page(page, encode_cursor(sort_key_of(page[-1])) if more else None)
 
 
 def _query_all(client: Any, **request: Any) -> Iterator[Item]:
@@ -1467,24 +1493,14 @@ class DynamoReceipts:
         return Page(page, encode_cursor(receipt_sort_key(page[-1].sequence)) if more else None)
 
     def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
-        key_condition = "buyer = :b"
-        values: dict[str, Any] = {":b": buyer}
-        if cursor:
-            key_condition += " AND issued_key < :before"
-            values[":before"] = decode_issued_cursor(cursor)
-        response = self._client.query(
-            TableName=self._tables.receipts,
-            IndexName="ReceiptsByBuyer",
-            KeyConditionExpression=key_condition,
-            ExpressionAttributeValues=to_item(values),
-            ScanIndexForward=False,
-            Limit=limit + 1,
-            ReturnConsumedCapacity="TOTAL",
+        return _newest_first(
+            self._client,
+            _IndexRange(self._tables.receipts, "ReceiptsByBuyer", "buyer", buyer, "issued_key"),
+            decode_issued_cursor(cursor) if cursor else None,
+            limit,
+            receipt_from_item,
+            issued_key,
         )
-        receipts = [receipt_from_item(i) for i in response["Items"]]
-        page = receipts[:limit]
-        more = len(receipts) > limit
-        return Page(page, encode_cursor(issued_key(page[-1])) if more else None)
 
 
 class DynamoJobs:
