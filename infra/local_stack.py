@@ -10,7 +10,9 @@ What runs, in start order (and stopped in reverse):
   same environment as the API, invoking ``app.ingest_reading`` (iot/rules_bridge.py);
 - the job scheduler, the stand-in for the EventBridge schedules: a subprocess
   calling the app's ``@app.schedule`` functions on a timer (infra/scheduler.py);
-- ``chalice local``, the JSON-RPC API.
+- ``chalice local``, the JSON-RPC API;
+- the demo fleet (``iot/demo/fleet.py``): accounts, providers of every energy
+  type with provisioned meters publishing over MQTT, and buyers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -62,6 +65,40 @@ OPERATOR_KEY_FILE = "operator.key"
 RECEIPT_KEY_FILE = "receipt-signing.key"
 JOBS_DIR = "jobs"
 DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo fleet `make run` starts (iot/demo/fleet.py); see its --help."""
+
+    meters: int = 12
+    buyers: int = 4
+    interval_seconds: float = 30.0
+    speedup: int = 60
+    buyer_pause_seconds: float = 10.0
+    faulty_every_seconds: float = 120.0
+
+    def arguments(self) -> list[str]:
+        return [
+            "--meters",
+            str(self.meters),
+            "--buyers",
+            str(self.buyers),
+            "--interval",
+            str(self.interval_seconds),
+            "--speedup",
+            str(self.speedup),
+            "--buyer-pause",
+            str(self.buyer_pause_seconds),
+            "--faulty-every",
+            str(self.faulty_every_seconds),
+        ]
+
+
+# A local market moves faster than a real one: purchases settle 5 minutes after
+# their newest credit and unsold credits expire after 2 hours (AWS defaults:
+# 24 hours and 30 days), so that the jobs have work while you watch.
+LOCAL_SETTINGS = {"DISPUTE_WINDOW_MS": str(5 * 60_000), "CREDIT_LIFETIME_MS": str(2 * 3_600_000)}
 REGION = "us-east-1"
 # moto accepts any credentials; these make sure nothing real is ever used.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -176,6 +213,8 @@ class LocalStack(StartStop):
         startup_timeout: float = 60.0,
         jobs: bool = True,
         jobs_interval: float = DEFAULT_JOBS_INTERVAL_SECONDS,
+        demo: DemoOptions | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.api_port = api_port
@@ -211,6 +250,10 @@ class LocalStack(StartStop):
         self.jobs = jobs
         self.jobs_interval = jobs_interval
         self._scheduler: subprocess.Popen[bytes] | None = None
+        self.demo = demo
+        self._demo: subprocess.Popen[bytes] | None = None
+        # Application settings (environment variables) beyond the stack's own.
+        self.settings = dict(settings or {})
 
     @property
     def moto_endpoint(self) -> str:
@@ -250,6 +293,7 @@ class LocalStack(StartStop):
                 if self.receipt_key is not None
                 else {}
             ),
+            **self.settings,
         }
 
     @property
@@ -328,6 +372,8 @@ class LocalStack(StartStop):
                 self._start_scheduler()
             self._start_chalice()
             self._wait_until_serving()
+            if self.demo is not None and self.mqtt:
+                self._start_demo(self.demo)
         except BaseException:
             self.stop()
             raise
@@ -410,6 +456,48 @@ class LocalStack(StartStop):
                 str(self.jobs_interval),
                 "--status-file",
                 str(self.jobs_status_path),
+            ],
+            cwd=self.project_dir,
+            env=self.child_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.bridge_output,
+            stderr=subprocess.STDOUT if self.bridge_output is not None else None,
+            process_group=0,
+        )
+
+    @property
+    def demo_pid(self) -> int | None:
+        return None if self._demo is None else self._demo.pid
+
+    @property
+    def demo_status_path(self) -> Path:
+        return self.state_dir / "demo" / "status.json"
+
+    def demo_status(self) -> dict[str, Any]:
+        """The demo fleet's counters (iot.demo.fleet), from its file."""
+        try:
+            status: dict[str, Any] = json.loads(self.demo_status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return status
+
+    def _start_demo(self, demo: DemoOptions) -> None:
+        if self.mqtt_port is None:
+            raise LocalStackError("the demo needs the MQTT broker")
+        self._demo = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "iot.demo.fleet",
+                "--rpc-url",
+                self.rpc_url,
+                "--state-dir",
+                str(self.state_dir),
+                "--stack-name",
+                self.stack_name,
+                "--mqtt-port",
+                str(self.mqtt_port),
+                *demo.arguments(),
             ],
             cwd=self.project_dir,
             env=self.child_environment(),
@@ -504,6 +592,7 @@ class LocalStack(StartStop):
                 ("chalice local", self._chalice),
                 ("the rules bridge", self._bridge),
                 ("the job scheduler", self._scheduler),
+                ("the demo fleet", self._demo),
                 ("mosquitto", self._broker.process if self._broker is not None else None),
             ]
             for name, process in components:
@@ -513,7 +602,13 @@ class LocalStack(StartStop):
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop chalice local, the bridge, the broker and moto. Safe to call twice."""
+        """Stop the demo, chalice local, the jobs, the bridge, the broker and moto.
+
+        Safe to call twice.
+        """
+        demo, self._demo = self._demo, None
+        if demo is not None:
+            _stop_process_group(demo)
         process, self._chalice = self._chalice, None
         if process is not None:
             _stop_process_group(process)
@@ -558,6 +653,13 @@ class LocalStack(StartStop):
                 "    python -m iot.meter --credentials "
                 f"{self.state_dir}/meters/solar_meter_001 --power-w 3000 --interval 60\n"
             )
+        demo = ""
+        if self.demo_pid is not None and self.demo is not None:
+            demo = (
+                f"  demo fleet:           pid {self.demo_pid}, {self.demo.meters} meters and "
+                f"{self.demo.buyers} buyers (weather at {self.demo.speedup}x); status in "
+                f"{self.demo_status_path}; account keys in {self.state_dir / 'demo' / 'keys'}\n"
+            )
         jobs = ""
         if self.scheduler_pid is not None:
             jobs = (
@@ -570,6 +672,7 @@ class LocalStack(StartStop):
             f"  tables (stack {self.stack_name}):\n{tables}\n"
             f"{mqtt}"
             f"{jobs}"
+            f"{demo}"
             f"  JSON-RPC API:         {self.rpc_url}\n"
             f"  operator key:         {self.operator_key_path} "
             f"(public key {self.environment['OPERATOR_PUBLIC_KEY']})\n"
@@ -614,6 +717,12 @@ def _port_from_env(name: str, default: int) -> int:
         raise SystemExit(f"error: {name}={value!r} is not a port number") from None
 
 
+def _settings_from_environment() -> dict[str, str]:
+    """Application settings a developer exported (MARKET_FEE_BPS=250 make run, ...)."""
+    names = {"MARKET_FEE_BPS", "DISPUTE_WINDOW_MS", "CREDIT_LIFETIME_MS", "LOG_LEVEL"}
+    return {name: value for name, value in os.environ.items() if name in names}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m infra.local_stack",
@@ -649,6 +758,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="jobs",
         action="store_false",
         help="do not run the scheduled jobs (settlement, expiry)",
+    )
+    parser.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="do not start the demo fleet of meters and buyers",
+    )
+    defaults = DemoOptions()
+    parser.add_argument(
+        "--demo-meters",
+        type=int,
+        default=int(os.environ.get("DEMO_METERS") or defaults.meters),
+        help="meters in the demo fleet (env DEMO_METERS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-buyers",
+        type=int,
+        default=int(os.environ.get("DEMO_BUYERS") or defaults.buyers),
+        help="buyers in the demo (env DEMO_BUYERS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-interval",
+        type=float,
+        default=float(os.environ.get("DEMO_INTERVAL_SECONDS") or defaults.interval_seconds),
+        help="seconds between a meter's readings (env DEMO_INTERVAL_SECONDS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-speedup",
+        type=int,
+        default=int(os.environ.get("DEMO_SPEEDUP") or defaults.speedup),
+        help="how much faster the demo's weather runs (env DEMO_SPEEDUP, default %(default)s)",
     )
     parser.add_argument(
         "--jobs-interval",
@@ -687,6 +827,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         autoreload=args.autoreload,
         jobs=args.jobs,
         jobs_interval=args.jobs_interval,
+        demo=(
+            DemoOptions(
+                meters=args.demo_meters,
+                buyers=args.demo_buyers,
+                interval_seconds=args.demo_interval,
+                speedup=args.demo_speedup,
+            )
+            if args.demo and args.mqtt
+            else None
+        ),
+        settings={**LOCAL_SETTINGS, **_settings_from_environment()},
     )
     # Python leaves SIGINT ignored when started in the background by a shell
     # without job control; the stack must still stop on it.

@@ -358,6 +358,25 @@ class MeterClient:
             )
         return len(due)
 
+    def publish_once(self, payload: bytes) -> bool:
+        """Send one payload outside the meter's register (QoS 1, not kept or resent).
+
+        For a demo of what the marketplace refuses: a reading a faulty meter
+        sends besides its real ones. False when not connected.
+        """
+        from awscrt import mqtt5
+        from awscrt.exceptions import AwsCrtError
+
+        if self._client is None or not self.connected:
+            return False
+        try:
+            self._client.publish(
+                mqtt5.PublishPacket(topic=self.topic, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE)
+            )
+        except AwsCrtError:
+            return False
+        return True
+
     def _on_publish_done(self, reading_hash: str, done: Any) -> None:
         from awscrt import mqtt5
         from awscrt.exceptions import AwsCrtError

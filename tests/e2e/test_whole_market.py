@@ -1,0 +1,122 @@
+"""`make run`'s whole market in a temporary directory: meters over MQTT, buyers,
+jobs and API together; then everything it started stops."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.client import MarketplaceClient
+from chalicelib.domain.receipts import receipt_from_json, verify_chain
+from infra.local_stack import DemoOptions, LocalStack, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_for(what: str, check: Callable[[], Any], timeout: float, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}\n{log.read_text()[-4000:]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
+    log = tmp_path / "stack.log"
+    demo = DemoOptions(
+        meters=4, buyers=2, interval_seconds=2, buyer_pause_seconds=2, faulty_every_seconds=5
+    )
+    with (
+        log.open("wb") as output,
+        LocalStack(
+            moto_port=0,
+            api_port=free_port(),
+            mqtt_port=0,
+            state_dir=tmp_path / "state",
+            chalice_output=output,
+            stack_name="energy-marketplace-e2e-whole",
+            jobs_interval=2,
+            demo=demo,
+            # Settle as soon as the job sees a purchase; credits live the minimum.
+            settings={"DISPUTE_WINDOW_MS": "0", "CREDIT_LIFETIME_MS": "3600000"},
+        ) as stack,
+    ):
+        started = [
+            stack.chalice_pid,
+            stack.bridge_pid,
+            stack.broker_pid,
+            stack.scheduler_pid,
+            stack.demo_pid,
+        ]
+        assert None not in started
+        market = MarketplaceClient.over_http(stack.rpc_url)
+        status = _wait_for(
+            "the fleet's readings to be acknowledged",
+            lambda: (
+                (stack.demo_status().get("meters") or {}).get("acknowledged", 0) >= 8
+                and stack.demo_status()
+            ),
+            90,
+            log,
+        )
+        meters = status["meters"]["addresses"]
+        assert len(meters) == 4
+
+        def minted() -> int:
+            return sum(
+                len(
+                    market.call(
+                        "energy.getCredits",
+                        {
+                            "provider_id": market.call("energy.getMeter", {"meter_address": m})[
+                                "provider_id"
+                            ]
+                        },
+                    )["credits"]
+                )
+                for m in meters
+            )
+
+        _wait_for("credits minted from MQTT readings", minted, 60, log)
+
+        def a_settlement() -> dict[str, Any] | None:
+            for number in (1, 2):
+                found = market.call("energy.getReceipts", {"buyer": f"buyer{number:02d}.demo"})
+                if found["receipts"]:
+                    receipt: dict[str, Any] = found["receipts"][0]
+                    return receipt
+            return None
+
+        receipt = _wait_for("a settlement receipt", a_settlement, 120, log)
+        key = market.call("energy.getMarketInfo", {})["receipt_public_key"]
+        chain = market.call("energy.getReceipts", {"provider_id": receipt["chain"], "limit": 100})
+        report = verify_chain([receipt_from_json(r) for r in chain["receipts"]], key)
+        assert report.intact, report.problem
+
+        # The faulty meter's forged readings are refused and recorded.
+        def refused() -> set[str]:
+            rejections = market.call("energy.getRejections", {"meter_address": meters[0]})
+            return {r["reason"] for r in rejections["rejections"]}
+
+        reasons = _wait_for("the faulty meter's refusals", lambda: refused() or None, 60, log)
+        assert reasons <= {"bad_signature", "implausible_increase"}
+        jobs = stack.jobs_status()
+        assert all(job["failures"] == 0 for job in jobs.values()), jobs
+
+    for pid in started:
+        assert pid is not None and not _alive(pid), log.read_text()[-4000:]
