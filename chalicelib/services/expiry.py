@@ -10,13 +10,13 @@ of credits out of the market and their Wh off the provider's energy on sale.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 
 from chalicelib.adapters.keys import expiry_slots
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import DomainError
-from chalicelib.services.jobs import JobRun, drain, run_over_hours
+from chalicelib.services.jobs import PAGE, JobRun, run_over_hours
 from chalicelib.services.market import Market
 
 logger = logging.getLogger(__name__)
@@ -47,15 +47,31 @@ def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
                     handled_all = False
         return handled_all
 
-    def due_in(slot: str) -> Callable[[int], Sequence[Credit]]:
-        return lambda limit: uow.credits.expiring(slot, now_ms, limit)
-
     def empty_hour(hour: int) -> bool:
-        emptied = [
-            drain(run, budget, due_in(slot), lambda credit: credit.credit_id, expire_page)
-            for slot in expiry_slots(hour)
-        ]
-        return all(emptied)
+        # A round reads a page from every shard of the hour and expires what it
+        # found together, so a provider's credits share transactions across shards.
+        emptied = True
+        seen: set[str] = set()
+        shards = expiry_slots(hour)
+        while shards and run.done < budget:
+            found: list[Credit] = []
+            more = []
+            for slot in shards:
+                page = uow.credits.expiring(slot, now_ms, PAGE)
+                run.queries += 1
+                run.items_read += len(page)
+                fresh = [c for c in page if c.credit_id not in seen]
+                seen.update(c.credit_id for c in fresh)
+                found.extend(fresh)
+                if len(page) == PAGE:
+                    if fresh:
+                        more.append(slot)
+                    else:
+                        emptied = False  # the index still lists what we expired: next run
+            if found and not expire_page(found):
+                emptied = False
+            shards = more
+        return emptied and not shards
 
     return run_over_hours(market, run, now_ms, empty_hour)
 

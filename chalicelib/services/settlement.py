@@ -65,12 +65,20 @@ def settle_early(market: Market, call: SignedCall, purchase_id: str) -> Settleme
     return retry_on_conflict(attempt)
 
 
-def settle_due(market: Market, purchase_id: str) -> Settlement | None:
-    """Settle one purchase whose dispute window has passed; None if it is not due."""
+def settle_due(
+    market: Market, purchase_id: str, as_listed: Purchase | None = None
+) -> Settlement | None:
+    """Settle one purchase whose dispute window has passed; None if it is not due.
+
+    ``as_listed`` is the purchase as the due index showed it: the first attempt
+    trusts it (the transaction's "still open" condition guards against a
+    stale copy), and a retry reads the purchase afresh.
+    """
+    listed = [as_listed] if as_listed is not None else []
 
     def attempt() -> Settlement | None:
         uow = market.unit_of_work()
-        purchase = _purchase(uow, purchase_id)
+        purchase = listed.pop() if listed else _purchase(uow, purchase_id)
         if purchase.status == PurchaseStatus.SETTLED:
             return _settled_already(uow, purchase)
         if not purchase.is_due(market.clock() * 1000):
@@ -96,7 +104,7 @@ def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
         handled_all = True
         for purchase in due:
             try:
-                outcome = settle_due(market, purchase.purchase_id)
+                outcome = settle_due(market, purchase.purchase_id, purchase)
             except DomainError as exc:
                 # Left open and due: the next run tries again.
                 run.failed += 1
