@@ -19,6 +19,13 @@ app = Chalice(app_name="energy-marketplace")
 logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 JSON_CONTENT_TYPES = ["application/json", "application/json-rpc", "text/plain"]
+# The ledger table's stream. In AWS the merge template points the event source
+# at the table's StreamArn; offline, infra/stream_poller.py reads the stream
+# of the table this names and calls the same handler.
+LEDGER_STREAM_ARN = os.environ.get(
+    "LEDGER_STREAM_ARN",
+    "arn:aws:dynamodb:us-east-1:123456789012:table/energy-marketplace-ledger/stream/unset",
+)
 
 
 @app.route("/rpc", methods=["POST"], content_types=JSON_CONTENT_TYPES)
@@ -75,3 +82,11 @@ def expire_unsold_credits(event: Any) -> dict[str, Any]:
     from chalicelib.wiring import jobs_market
 
     return run_expiry(jobs_market()).as_log()
+
+
+@app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)
+def publish_market_events(event: Any) -> dict[str, int]:
+    """Trading events (purchases opened and settled) from the ledger's stream."""
+    from chalicelib.market_events import handle_ledger_records
+
+    return handle_ledger_records(event.to_dict()["Records"])

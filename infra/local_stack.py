@@ -10,6 +10,9 @@ What runs, in start order (and stopped in reverse):
   same environment as the API, invoking ``app.ingest_reading`` (iot/rules_bridge.py);
 - the job scheduler, the stand-in for the EventBridge schedules: a subprocess
   calling the app's ``@app.schedule`` functions on a timer (infra/scheduler.py);
+- the stream poller, the stand-in for Lambda's stream event sources: a
+  subprocess handing each table stream's records to the app's
+  ``@app.on_dynamodb_record`` functions (infra/stream_poller.py);
 - ``chalice local``, the JSON-RPC API;
 - the demo fleet (``iot/demo/fleet.py``): accounts, providers of every energy
   type with provisioned meters publishing over MQTT, and buyers.
@@ -39,7 +42,7 @@ from typing import IO, Any
 import boto3
 from nacl.signing import SigningKey
 
-from infra import scheduler
+from infra import scheduler, stream_poller
 from infra.emulation import (
     INGEST_DEAD_LETTER_QUEUE_ID,
     OFFLINE_ACCOUNT_ID,
@@ -64,6 +67,7 @@ OPERATOR_KEY_FILE = "operator.key"
 # The marketplace's receipt signing key (in AWS: an SSM SecureString).
 RECEIPT_KEY_FILE = "receipt-signing.key"
 JOBS_DIR = "jobs"
+STREAMS_DIR = "streams"
 DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
 
 
@@ -241,6 +245,7 @@ class LocalStack(StartStop):
         self._bridge: subprocess.Popen[bytes] | None = None
         self.ca: CertificateAuthority | None = None
         self.table_names: dict[str, str] = {}
+        self.stream_arns: dict[str, str] = {}
         self.iot_names: dict[str, str] = {}
         self.queue_urls: dict[str, str] = {}
         self.failed_component: str | None = None
@@ -250,6 +255,7 @@ class LocalStack(StartStop):
         self.jobs = jobs
         self.jobs_interval = jobs_interval
         self._scheduler: subprocess.Popen[bytes] | None = None
+        self._stream_poller: subprocess.Popen[bytes] | None = None
         self.demo = demo
         self._demo: subprocess.Popen[bytes] | None = None
         # Application settings (environment variables) beyond the stack's own.
@@ -284,6 +290,7 @@ class LocalStack(StartStop):
             "AWS_ENDPOINT_URL_SQS": self.moto_endpoint,
             "AWS_ENDPOINT_URL_IOT": self.moto_endpoint,
             "AWS_ENDPOINT_URL_STS": self.moto_endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.moto_endpoint,
             # botocore otherwise sends some calls (streams) to account-scoped hosts.
             "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
             "MARKETPLACE_ID": self.stack_name,
@@ -293,6 +300,7 @@ class LocalStack(StartStop):
                 if self.receipt_key is not None
                 else {}
             ),
+            **self.stream_arns,
             **self.settings,
         }
 
@@ -370,6 +378,7 @@ class LocalStack(StartStop):
                 self._start_bridge()
             if self.jobs:
                 self._start_scheduler()
+            self._start_stream_poller()
             self._start_chalice()
             self._wait_until_serving()
             if self.demo is not None and self.mqtt:
@@ -395,7 +404,14 @@ class LocalStack(StartStop):
         self._moto_port = server.get_host_and_port()[1]
 
     def _create_tables(self) -> None:
-        self.table_names = create_tables(self.aws_client("dynamodb"), self.stack_name)
+        dynamodb = self.aws_client("dynamodb")
+        self.table_names = create_tables(dynamodb, self.stack_name)
+        # What the template gives the functions in AWS (GetAtt LedgerTable.StreamArn).
+        self.stream_arns = {
+            "LEDGER_STREAM_ARN": dynamodb.describe_table(
+                TableName=self.table_names["LEDGER_TABLE"]
+            )["Table"]["LatestStreamArn"]
+        }
 
     def _create_iot_and_queues(self) -> None:
         self.iot_names = create_iot_resources(
@@ -444,25 +460,46 @@ class LocalStack(StartStop):
         except rules_bridge.BridgeError as exc:
             raise LocalStackError(str(exc)) from exc
 
-    def _start_scheduler(self) -> None:
-        jobs_dir = self.state_dir / JOBS_DIR
-        jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._scheduler = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "infra.scheduler",
-                "--interval",
-                str(self.jobs_interval),
-                "--status-file",
-                str(self.jobs_status_path),
-            ],
+    @property
+    def stream_poller_pid(self) -> int | None:
+        return None if self._stream_poller is None else self._stream_poller.pid
+
+    @property
+    def streams_status_path(self) -> Path:
+        return self.state_dir / STREAMS_DIR / "status.json"
+
+    def streams_status(self) -> dict[str, Any]:
+        """Records handled, failures and backlog per stream handler (infra.stream_poller)."""
+        return stream_poller.read_status(self.streams_status_path)
+
+    def _start_stream_poller(self) -> None:
+        streams_dir = self.state_dir / STREAMS_DIR
+        streams_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._stream_poller = self._spawn_python(
+            "infra.stream_poller", "--status-file", str(self.streams_status_path)
+        )
+
+    def _spawn_python(self, module: str, *arguments: str) -> subprocess.Popen[bytes]:
+        """A ``python -m`` child with the stack's environment, in its own process group."""
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *arguments],
             cwd=self.project_dir,
             env=self.child_environment(),
             stdin=subprocess.DEVNULL,
             stdout=self.bridge_output,
             stderr=subprocess.STDOUT if self.bridge_output is not None else None,
             process_group=0,
+        )
+
+    def _start_scheduler(self) -> None:
+        jobs_dir = self.state_dir / JOBS_DIR
+        jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._scheduler = self._spawn_python(
+            "infra.scheduler",
+            "--interval",
+            str(self.jobs_interval),
+            "--status-file",
+            str(self.jobs_status_path),
         )
 
     @property
@@ -484,27 +521,17 @@ class LocalStack(StartStop):
     def _start_demo(self, demo: DemoOptions) -> None:
         if self.mqtt_port is None:
             raise LocalStackError("the demo needs the MQTT broker")
-        self._demo = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "iot.demo.fleet",
-                "--rpc-url",
-                self.rpc_url,
-                "--state-dir",
-                str(self.state_dir),
-                "--stack-name",
-                self.stack_name,
-                "--mqtt-port",
-                str(self.mqtt_port),
-                *demo.arguments(),
-            ],
-            cwd=self.project_dir,
-            env=self.child_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self.bridge_output,
-            stderr=subprocess.STDOUT if self.bridge_output is not None else None,
-            process_group=0,
+        self._demo = self._spawn_python(
+            "iot.demo.fleet",
+            "--rpc-url",
+            self.rpc_url,
+            "--state-dir",
+            str(self.state_dir),
+            "--stack-name",
+            self.stack_name,
+            "--mqtt-port",
+            str(self.mqtt_port),
+            *demo.arguments(),
         )
 
     def child_environment(self) -> dict[str, str]:
@@ -592,6 +619,7 @@ class LocalStack(StartStop):
                 ("chalice local", self._chalice),
                 ("the rules bridge", self._bridge),
                 ("the job scheduler", self._scheduler),
+                ("the stream poller", self._stream_poller),
                 ("the demo fleet", self._demo),
                 ("mosquitto", self._broker.process if self._broker is not None else None),
             ]
@@ -618,6 +646,9 @@ class LocalStack(StartStop):
         jobs, self._scheduler = self._scheduler, None
         if jobs is not None:
             _stop_process_group(jobs)
+        poller, self._stream_poller = self._stream_poller, None
+        if poller is not None:
+            _stop_process_group(poller)
         broker, self._broker = self._broker, None
         if broker is not None:
             broker.stop()
@@ -666,12 +697,19 @@ class LocalStack(StartStop):
                 f"  scheduled jobs:       pid {self.scheduler_pid}, settlement and expiry every "
                 f"{self.jobs_interval:g} s; status in {self.jobs_status_path}\n"
             )
+        streams = ""
+        if self.stream_poller_pid is not None:
+            streams = (
+                f"  stream poller:        pid {self.stream_poller_pid}, ledger stream -> "
+                f"publish_market_events; status in {self.streams_status_path}\n"
+            )
         return (
             "Energy Marketplace is running locally.\n"
             f"  moto (AWS emulation): {self.moto_endpoint}\n"
             f"  tables (stack {self.stack_name}):\n{tables}\n"
             f"{mqtt}"
             f"{jobs}"
+            f"{streams}"
             f"{demo}"
             f"  JSON-RPC API:         {self.rpc_url}\n"
             f"  operator key:         {self.operator_key_path} "

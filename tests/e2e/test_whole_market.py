@@ -62,6 +62,7 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
             stack.broker_pid,
             stack.scheduler_pid,
             stack.demo_pid,
+            stack.stream_poller_pid,
         ]
         assert None not in started
         market = MarketplaceClient.over_http(stack.rpc_url)
@@ -117,6 +118,18 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
         assert reasons <= {"bad_signature", "implausible_increase"}
         jobs = stack.jobs_status()
         assert all(job["failures"] == 0 for job in jobs.values()), jobs
+        # The ledger's stream reached the market events function, batch by batch.
+        streams = _wait_for(
+            "the stream poller to hand over the purchases",
+            lambda: (
+                (stack.streams_status().get("publish_market_events") or {}).get("records")
+                and stack.streams_status()
+            ),
+            30,
+            log,
+        )
+        assert streams["publish_market_events"]["failures"] == 0, streams
+        assert b"purchase_settled" in log.read_bytes()
 
     for pid in started:
         assert pid is not None and not _alive(pid), log.read_text()[-4000:]

@@ -537,7 +537,13 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
             chalice_output=log,
         ) as stack,
     ):
-        groups = [stack.chalice_pid, stack.bridge_pid, stack.broker_pid, stack.scheduler_pid]
+        groups = [
+            stack.chalice_pid,
+            stack.bridge_pid,
+            stack.broker_pid,
+            stack.scheduler_pid,
+            stack.stream_poller_pid,
+        ]
         chalice_group = stack.chalice_pid
         assert chalice_group is not None
         assert None not in groups
@@ -632,3 +638,13 @@ def test_moto_server_reports_a_failed_bind_instead_of_hanging() -> None:
 
     assert not starter.is_alive(), "ThreadedMotoServer.start() blocked on a busy port"
     assert isinstance(server.bind_error, OSError)
+
+
+def test_the_market_events_function_reads_the_ledger_stream(
+    packaged_template: dict[str, Any],
+) -> None:
+    function = packaged_template["Resources"]["PublishMarketEvents"]
+    assert function["Type"] == "AWS::Serverless::Function"
+    (source,) = function["Properties"]["Events"].values()
+    assert source["Type"] == "DynamoDB"
+    assert source["Properties"]["Stream"] == {"Fn::GetAtt": ["LedgerTable", "StreamArn"]}

@@ -1,0 +1,113 @@
+"""Trading events from the ledger table's stream: what changes in the market, as it happens.
+
+DynamoDB streams every change of the ledger table (new and old images). The
+records of purchase items become market events: a purchase opened (its cost
+held in escrow) and a purchase settled (the escrow released, the energy
+delivered). Each event is published as one structured log line, the
+market's event feed, and each batch as CloudWatch embedded metrics
+(purchases opened and settled, Wh and micro-BLOCK settled), without an API
+call and off the request path. Delivery is at least once and in order per
+item: an event names its purchase and status, so a consumer drops a repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+OPENED = "purchase_opened"
+SETTLED = "purchase_settled"
+
+
+@dataclass(frozen=True)
+class MarketEvent:
+    kind: str
+    transaction_id: str
+    buyer: str
+    provider_id: str
+    wh: int
+    micro_block: int  # the escrow: held when opened, released when settled
+    at_ms: int
+    sequence_number: str  # the stream record's, for ordering and de-duplication
+
+
+def _text(image: Mapping[str, Any], name: str) -> str:
+    return str(image[name]["S"])
+
+
+def _number(image: Mapping[str, Any], name: str) -> int:
+    return int(image[name]["N"])
+
+
+def events_from_records(records: Iterable[Mapping[str, Any]]) -> list[MarketEvent]:
+    """The market events in a batch of ledger stream records (others are skipped)."""
+    events = []
+    for record in records:
+        change = record.get("dynamodb") or {}
+        new = change.get("NewImage") or {}
+        old = change.get("OldImage") or {}
+        if new.get("sk", {}).get("S") != "PURCHASE":
+            continue
+        before = old.get("status", {}).get("S")
+        after = new.get("status", {}).get("S")
+        if record.get("eventName") == "INSERT" and after == "open":
+            kind, at_ms = OPENED, _number(new, "created_at_ms")
+        elif before == "open" and after == "settled":
+            kind, at_ms = SETTLED, _number(new, "settled_at_ms")
+        else:
+            continue
+        events.append(
+            MarketEvent(
+                kind=kind,
+                transaction_id=_text(new, "purchase_id"),
+                buyer=_text(new, "buyer"),
+                provider_id=_text(new, "provider_id"),
+                wh=_number(new, "wh"),
+                micro_block=_number(new, "escrow_micro_block"),
+                at_ms=at_ms,
+                sequence_number=str(change.get("SequenceNumber", "")),
+            )
+        )
+    return events
+
+
+def publish(events: list[MarketEvent]) -> dict[str, int]:
+    """Log every event and the batch's metrics; return the batch's totals."""
+    for event in events:
+        logger.info(json.dumps({"market_event": asdict(event)}))
+    settled = [e for e in events if e.kind == SETTLED]
+    totals = {
+        "PurchasesOpened": sum(e.kind == OPENED for e in events),
+        "PurchasesSettled": len(settled),
+        "SettledWh": sum(e.wh for e in settled),
+        "SettledMicroBlock": sum(e.micro_block for e in settled),
+    }
+    if events:
+        logger.info(
+            json.dumps(
+                {
+                    "_aws": {
+                        "CloudWatchMetrics": [
+                            {
+                                "Namespace": "EnergyMarketplace",
+                                "Dimensions": [[]],
+                                "Metrics": [
+                                    {"Name": name, "Unit": "Count"} for name in sorted(totals)
+                                ],
+                            }
+                        ]
+                    },
+                    **totals,
+                }
+            )
+        )
+    return totals
+
+
+def handle_ledger_records(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    return publish(events_from_records(records))
