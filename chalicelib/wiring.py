@@ -24,6 +24,7 @@ def market() -> Market:
         settings=settings,
         unit_of_work=lambda: DynamoUnitOfWork(client, tables),
         clock=lambda: int(time.time()),
+        clock_ms=lambda: time.time_ns() // 1_000_000,
         receipt_key=lambda: receipt_signing_key(settings),
     )
 

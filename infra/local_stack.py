@@ -518,6 +518,12 @@ class LocalStack(StartStop):
             return {}
         return status
 
+    def stop_demo(self) -> None:
+        """Stop the demo fleet alone (its meters and buyers), leaving the market running."""
+        demo, self._demo = self._demo, None
+        if demo is not None:
+            _stop_process_group(demo)
+
     def _start_demo(self, demo: DemoOptions) -> None:
         if self.mqtt_port is None:
             raise LocalStackError("the demo needs the MQTT broker")
@@ -634,9 +640,7 @@ class LocalStack(StartStop):
 
         Safe to call twice.
         """
-        demo, self._demo = self._demo, None
-        if demo is not None:
-            _stop_process_group(demo)
+        self.stop_demo()
         process, self._chalice = self._chalice, None
         if process is not None:
             _stop_process_group(process)

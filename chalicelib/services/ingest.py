@@ -210,7 +210,7 @@ def _record(
             metric="ReadingsDuplicate",
         )
         return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
-    now_ms = market.clock() * 1000
+    now_ms = market.now_ms()
     try:
         if provider is None:
             raise ReadingRejected(

@@ -24,6 +24,11 @@ class Market:
     # The key that signs settlement receipts; None: the one configured in
     # settings (RECEIPT_SIGNING_KEY or the SSM parameter it names).
     receipt_key: Callable[[], SigningKey] | None = None
+    # Unix ms, where the deployment has a finer clock than ``clock`` (mint times).
+    clock_ms: Callable[[], int] | None = None
+
+    def now_ms(self) -> int:
+        return self.clock_ms() if self.clock_ms is not None else self.clock() * 1000
 
     def receipt_signing_key(self) -> SigningKey:
         if self.receipt_key is not None:

@@ -451,10 +451,14 @@ class DemoMarket:
             self.write_status()
         self.write_status()
 
-    def close(self) -> None:
+    def close(self, drain_seconds: float = 6.0) -> None:
+        """Stop buying and measuring; send what the meters still hold, then disconnect."""
         self.stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        deadline = time.monotonic() + drain_seconds
+        for meter in self.meters:
+            meter.wait_until_settled(max(0.0, deadline - time.monotonic()))
         for meter in self.meters:
             meter.close()
         self.write_status()
