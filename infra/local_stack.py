@@ -475,6 +475,7 @@ class LocalStack(StartStop):
     def _start_stream_poller(self) -> None:
         streams_dir = self.state_dir / STREAMS_DIR
         streams_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.streams_status_path.unlink(missing_ok=True)
         self._stream_poller = self._spawn_python(
             "infra.stream_poller", "--status-file", str(self.streams_status_path)
         )
@@ -494,6 +495,7 @@ class LocalStack(StartStop):
     def _start_scheduler(self) -> None:
         jobs_dir = self.state_dir / JOBS_DIR
         jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.jobs_status_path.unlink(missing_ok=True)
         self._scheduler = self._spawn_python(
             "infra.scheduler",
             "--interval",
@@ -527,6 +529,7 @@ class LocalStack(StartStop):
     def _start_demo(self, demo: DemoOptions) -> None:
         if self.mqtt_port is None:
             raise LocalStackError("the demo needs the MQTT broker")
+        self.demo_status_path.unlink(missing_ok=True)  # a previous run's counters
         self._demo = self._spawn_python(
             "iot.demo.fleet",
             "--rpc-url",
@@ -659,6 +662,15 @@ class LocalStack(StartStop):
         self.mqtt_port = None
         server, self._moto = self._moto, None
         if server is not None:
+            # moto's state lives in this process: empty it, so that a stack
+            # started again here begins with a new market, as `make run` does.
+            with contextlib.suppress(OSError):
+                request = urllib.request.Request(
+                    f"{self.moto_endpoint}/moto-api/reset", data=b"", method="POST"
+                )
+                urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    request, timeout=10
+                ).close()
             server.stop()
         self._moto_port = None
 

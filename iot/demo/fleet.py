@@ -121,7 +121,7 @@ def plan_fleet(meters: int, seed: int = 7) -> list[ProviderPlan]:
         plans.append(
             ProviderPlan(
                 owner=f"prosumer{number:02d}.demo",
-                meter_address=f"{energy_type}_meter_{number:03d}",
+                meter_address=f"demo_{energy_type}_{number:03d}",
                 energy_type=energy_type,
                 jurisdiction=jurisdiction,
                 latitude=lat,

@@ -133,3 +133,38 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
 
     for pid in started:
         assert pid is not None and not _alive(pid), log.read_text()[-4000:]
+
+
+def test_a_second_start_in_the_same_directory_runs_a_new_market(tmp_path: Path) -> None:
+    """Keys and meter credentials are reused; moto starts empty; the fleet publishes again."""
+    demo = DemoOptions(meters=2, buyers=1, interval_seconds=2, faulty_every_seconds=0)
+    log = tmp_path / "stack.log"
+    counts = []
+    for _ in range(2):
+        with (
+            log.open("ab") as output,
+            LocalStack(
+                moto_port=0,
+                api_port=free_port(),
+                mqtt_port=0,
+                state_dir=tmp_path / "state",
+                chalice_output=output,
+                stack_name="energy-marketplace-e2e-again",
+                demo=demo,
+            ) as stack,
+        ):
+            status = _wait_for(
+                "the fleet's readings",
+                lambda: (
+                    (stack.demo_status().get("meters") or {}).get("acknowledged", 0) >= 4
+                    and stack.demo_status()
+                ),
+                90,
+                log,
+            )
+            market = MarketplaceClient.over_http(stack.rpc_url)
+            meter = market.call(
+                "energy.getMeter", {"meter_address": status["meters"]["addresses"][0]}
+            )
+            counts.append(meter["accepted_readings"])
+    assert all(count >= 1 for count in counts), counts
