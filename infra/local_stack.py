@@ -665,7 +665,7 @@ class LocalStack(StartStop):
             # moto's state lives in this process: empty it, so that a stack
             # started again here begins with a new market, as `make run` does.
             with contextlib.suppress(OSError):
-                request = urllib.request.Request(
+                request = urllib.request.Request(  # noqa: S310 - our own http:// URL
                     f"{self.moto_endpoint}/moto-api/reset", data=b"", method="POST"
                 )
                 urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
