@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             credits = every_page(
                 market, "energy.getCredits", {"provider_id": meter["provider_id"]}, "credits"
             )
-            lags.extend(c["minted_at_ms"] - c["interval_end_ms"] for c in credits)
+            # One lag per reading: parts split off a credit by purchases share its times.
+            lags.extend(
+                c["minted_at_ms"] - c["interval_end_ms"]
+                for c in credits
+                if c["reading_hash"] == c["credit_id"]
+            )
             chains.add(meter["provider_id"])
         key = market.call("energy.getMarketInfo", {})["receipt_public_key"]
         receipts = 0
