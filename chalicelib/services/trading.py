@@ -70,7 +70,14 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
                 max_price_micro_block_per_kwh=order.max_price_micro_block_per_kwh,
             )
         # One more than a purchase may take tells "too large" from "not enough".
-        on_sale = uow.credits.available(provider.provider_id, MAX_CREDITS_PER_PURCHASE + 1)
+        now_ms = market.clock() * 1000
+        # A credit past its expiry is out of the market even before the expiry
+        # job (every 15 minutes) has taken it off the index.
+        on_sale = [
+            c
+            for c in uow.credits.available(provider.provider_id, MAX_CREDITS_PER_PURCHASE + 1)
+            if c.expires_at_ms > now_ms
+        ]
         allocation = allocate(on_sale[:MAX_CREDITS_PER_PURCHASE], order.wh)
         if allocation is None:
             if len(on_sale) > MAX_CREDITS_PER_PURCHASE:
@@ -84,7 +91,6 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
                 available_wh=sum(c.wh for c in on_sale),
                 requested_wh=order.wh,
             )
-        now_ms = market.clock() * 1000
         cost = units.cost_micro_block(order.wh, provider.price_micro_block_per_kwh)
         credit_ids = [c.credit_id for c in allocation.whole]
         for credit in allocation.whole:

@@ -230,3 +230,16 @@ def test_a_reporting_period_must_be_a_real_one(market: MarketHarness) -> None:
             )
         assert refused.value.reason == "invalid_state"
         assert market.snapshot() == before
+
+
+def test_a_credit_past_its_expiry_cannot_be_bought_before_the_job_runs(
+    market: MarketHarness,
+) -> None:
+    meter = selling_provider(market, [1_000])
+    bob = market.funded_account("bob.theblock", block=100)
+    market.clock.now += market.market.settings.credit_lifetime_ms // 1000 + 60
+    before = market.snapshot()
+    with pytest.raises(RpcError) as refused:
+        buy(market, bob, meter.provider_id, "1")
+    assert refused.value.reason == "insufficient_energy"
+    assert market.snapshot() == before
