@@ -446,6 +446,14 @@ class Session:
     def print_json(self, result: Any) -> None:
         emit(dumps(result))
 
+    def show(self, result: Any, as_text: Callable[[Any], str]) -> int:
+        """Print a result: its JSON with --json, else ``as_text`` of it."""
+        if self.json:
+            self.print_json(result)
+        else:
+            emit(as_text(result))
+        return OK
+
 
 def _more(what: str, cursor: str | None) -> None:
     if cursor is not None:
@@ -557,20 +565,12 @@ def cmd_account_create(session: Session, args: argparse.Namespace) -> int:
     signer = session.signer(args.name)
     params = {"name": args.name, "public_key": signer.public_key}
     account = session.call("energy.createAccount", params, signer)
-    if session.json:
-        session.print_json(account)
-    else:
-        emit(_account_details(account))
-    return OK
+    return session.show(account, _account_details)
 
 
 def cmd_account_show(session: Session, args: argparse.Namespace) -> int:
     account = session.call("energy.getAccount", {"name": args.name})
-    if session.json:
-        session.print_json(account)
-    else:
-        emit(_account_details(account))
-    return OK
+    return session.show(account, _account_details)
 
 
 def cmd_account_history(session: Session, args: argparse.Namespace) -> int:
@@ -686,20 +686,12 @@ def cmd_provider_register(session: Session, args: argparse.Namespace) -> int:
         "meter_public_key": meter_public_key,
     }
     provider = session.call("energy.registerProvider", params, owner)
-    if session.json:
-        session.print_json(provider)
-    else:
-        emit(_provider_details(provider))
-    return OK
+    return session.show(provider, _provider_details)
 
 
 def cmd_provider_show(session: Session, args: argparse.Namespace) -> int:
     provider = session.call("energy.getProvider", {"provider_id": args.provider_id})
-    if session.json:
-        session.print_json(provider)
-    else:
-        emit(_provider_details(provider))
-    return OK
+    return session.show(provider, _provider_details)
 
 
 def _filters(args: argparse.Namespace, *, min_field: str, min_value: int | None) -> dict[str, Any]:
