@@ -15,12 +15,13 @@ PIP_SPEC := pip<26.3
 # pip warns once per package. Drop those lines, keep everything else.
 PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: help setup mosquitto test lint typecheck pytest run bench fmt clean distclean
+.PHONY: help setup mosquitto test lint typecheck pytest run bench soak fmt clean distclean
 
 help:
 	@echo "make test       lint, format check, type check and every test (what CI runs)"
 	@echo "make run        the whole marketplace on this machine (python -m infra.local_stack)"
-	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench      run the benchmarks in bench/ (all but the soak)"
+	@echo "make soak       the whole local market, 50 meters, 30 minutes (bench/soak.py)"
 	@echo "make fmt        format the code and apply safe lint fixes"
 	@echo "make clean      remove caches and build output (make distclean: also .venv, .local)"
 
@@ -66,12 +67,16 @@ test: lint typecheck pytest
 run: $(STAMP) mosquitto
 	$(BIN)/python -m infra.local_stack
 
+# The soak runs the whole local market for half an hour: its own target.
 bench: $(STAMP)
 	@shopt -s nullglob; benches=(bench/[!_]*.py); \
-	if [ $${#benches[@]} -eq 0 ]; then echo "No benchmarks in bench/."; fi; \
 	for bench in "$${benches[@]}"; do \
+		[ "$$bench" = bench/soak.py ] && continue; \
 		echo "== $$bench"; PYTHONPATH=$(CURDIR) $(BIN)/python "$$bench"; \
 	done
+
+soak: $(STAMP) mosquitto
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -84,7 +84,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -108,6 +107,7 @@ from bench._capacity import (
     item_size,
     probe_moto_capacity,
 )
+from bench._printing import print_table, say
 from chalicelib.adapters.dynamodb import provider_to_item
 from chalicelib.client import MarketplaceClient, Signer, Transport
 from chalicelib.domain.providers import EnergyType, Location, Provider, provider_id_for
@@ -141,7 +141,6 @@ PRICE_RANGE: Final = (40_000, 300_000)  # micro-BLOCK per kWh
 CAPACITY_RANGE_KWH: Final = (1, 1_000)
 
 COLD_START_RUNS: Final = 7
-WIDTH: Final = 100  # prose is wrapped to this many columns
 
 
 # -- the market under measurement -----------------------------------------------
@@ -661,25 +660,6 @@ def bytecode_note(env: Mapping[str, str]) -> str:
 
 
 # -- printing ---------------------------------------------------------------------
-
-
-def say(text: str, indent: str = "") -> None:
-    print(textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
 
 
 def print_dynamodb_report(report: DynamoReport) -> None:

@@ -61,7 +61,6 @@ import hashlib
 import os
 import random
 import sys
-import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -79,6 +78,7 @@ from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
+from bench._printing import print_table, say
 from chalicelib.adapters.dynamodb import (
     Item,
     Tables,
@@ -596,27 +596,6 @@ def run_size(history: int) -> SizeResult:
 
 
 # -- printing ------------------------------------------------------------------------
-
-WIDTH: Final = 100
-
-
-def say(text: str, indent: str = "") -> None:
-    print(textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
 
 
 _SHORT_OPERATION: Final = {"TransactWriteItems": "TransactWrite", "UpdateItem": "Update"}

@@ -42,7 +42,6 @@ from typing import IO, Any
 import boto3
 from nacl.signing import SigningKey
 
-from infra import scheduler, stream_poller
 from infra.emulation import (
     INGEST_DEAD_LETTER_QUEUE_ID,
     OFFLINE_ACCOUNT_ID,
@@ -54,7 +53,7 @@ from infra.moto_server import LocalMotoServer
 from iot import rules_bridge
 from iot.broker import BRIDGE_IDENTITY, Broker
 from iot.ca import CertificateAuthority
-from iot.lifecycle import StartStop
+from iot.lifecycle import StartStop, read_status
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STACK_NAME = "energy-marketplace-local"
@@ -318,7 +317,7 @@ class LocalStack(StartStop):
 
     def jobs_status(self) -> dict[str, Any]:
         """Runs and last results of the scheduled jobs (infra.scheduler), from its file."""
-        return scheduler.read_status(self.jobs_status_path)
+        return read_status(self.jobs_status_path)
 
     @property
     def broker_pid(self) -> int | None:
@@ -353,7 +352,7 @@ class LocalStack(StartStop):
 
     def bridge_status(self) -> dict[str, Any]:
         """The rules bridge's counters (iot.rules_bridge.RulesBridge.status), from its file."""
-        return rules_bridge.read_status(self.bridge_status_path)
+        return read_status(self.bridge_status_path)
 
     def aws_client(self, service: str) -> Any:
         """A boto3 client for ``service`` in this stack's moto."""
@@ -470,7 +469,7 @@ class LocalStack(StartStop):
 
     def streams_status(self) -> dict[str, Any]:
         """Records handled, failures and backlog per stream handler (infra.stream_poller)."""
-        return stream_poller.read_status(self.streams_status_path)
+        return read_status(self.streams_status_path)
 
     def _start_stream_poller(self) -> None:
         streams_dir = self.state_dir / STREAMS_DIR
@@ -514,11 +513,7 @@ class LocalStack(StartStop):
 
     def demo_status(self) -> dict[str, Any]:
         """The demo fleet's counters (iot.demo.fleet), from its file."""
-        try:
-            status: dict[str, Any] = json.loads(self.demo_status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return status
+        return read_status(self.demo_status_path)
 
     def stop_demo(self) -> None:
         """Stop the demo fleet alone (its meters and buyers), leaving the market running."""

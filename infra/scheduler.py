@@ -30,6 +30,8 @@ from typing import Any
 
 from chalice.app import ScheduledEventConfig
 
+from iot.lifecycle import write_status
+
 logger = logging.getLogger("infra.scheduler")
 
 DEFAULT_INTERVAL_SECONDS = 30.0
@@ -92,23 +94,13 @@ class Scheduler:
     def write_status(self) -> None:
         if self.status_path is None:
             return
-        temporary = self.status_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.status, default=str, indent=1))
-        temporary.replace(self.status_path)
+        write_status(self.status_path, self.status)
 
     def run(self) -> None:
         self.write_status()
         while not self.stopping.is_set():
             self.tick()
             self.stopping.wait(self.interval)
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return status
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

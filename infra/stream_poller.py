@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
-import json
 import logging
 import signal
 import sys
@@ -33,6 +32,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import DynamoDBEventConfig
+
+from iot.lifecycle import write_status
 
 logger = logging.getLogger("infra.stream_poller")
 
@@ -162,10 +163,7 @@ class StreamPoller:
         if self.status_path is None:
             return
         self.measure_backlog()
-        status = {s.name: s.status() for s in self.subscriptions}
-        temporary = self.status_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(status, indent=1))
-        temporary.replace(self.status_path)
+        write_status(self.status_path, {s.name: s.status() for s in self.subscriptions})
 
     def run(self) -> None:
         next_status = 0.0
@@ -183,14 +181,6 @@ class StreamPoller:
             if not busy:
                 self.stopping.wait(POLL_SECONDS)
         self.write_status()
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,13 @@
-"""One way to start and stop the local servers: ``with Server(...) as running:``."""
+"""One way to start and stop the local servers (``with Server(...) as running:``), and
+the status files their processes write."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 class StartStop:
@@ -26,3 +30,19 @@ class StartStop:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def write_status(path: Path, status: Mapping[str, Any]) -> None:
+    """Replace a process's status file whole: a reader never sees half of it."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(status, indent=1, sort_keys=True, default=str) + "\n")
+    temporary.replace(path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The status a process last wrote ({} before it wrote any)."""
+    try:
+        status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return status

@@ -63,7 +63,7 @@ from typing import Any, Final, Protocol
 from infra.emulation import dead_letter_queue, ingest_topic_rule
 from iot.broker import BRIDGE_IDENTITY, DEFAULT_HOST, DEFAULT_PORT
 from iot.ca import write_file
-from iot.lifecycle import StartStop
+from iot.lifecycle import StartStop, read_status
 
 logger = logging.getLogger("iot.rules_bridge")
 
@@ -502,15 +502,6 @@ def spawn(
         stderr=subprocess.STDOUT if output is not None else None,
         process_group=0,
     )
-
-
-def read_status(status_path: Path) -> dict[str, Any]:
-    """The counters a bridge process last wrote ({} before it wrote any)."""
-    try:
-        status: dict[str, Any] = json.loads(status_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return status
 
 
 def wait_until_subscribed(

@@ -450,13 +450,7 @@ class MemoryCredits:
         return on_sale[:limit]
 
     def _on_sale_as_read(self, credit: Credit) -> Check:
-        def check(s: MemoryState) -> DomainError | None:
-            stored = s.credits.get(credit.credit_id)
-            if stored is None or stored.state != CreditState.AVAILABLE or stored.wh != credit.wh:
-                return ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id)
-            return None
-
-        return check
+        return self._in_state(credit.credit_id, CreditState.AVAILABLE, wh=credit.wh)
 
     def reserve(self, credit: Credit, purchase_id: str) -> None:
         self._staged.stage(

@@ -910,11 +910,7 @@ def cmd_settle(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_purchase(session: Session, args: argparse.Namespace) -> int:
     purchase = session.call("energy.getPurchase", {"transaction_id": args.transaction_id})
-    if session.json:
-        session.print_json(purchase)
-    else:
-        emit(details(_purchase_details(purchase)))
-    return OK
+    return session.show(purchase, lambda p: details(_purchase_details(p)))
 
 
 def cmd_portfolio(session: Session, args: argparse.Namespace) -> int:

@@ -30,7 +30,6 @@ Progress is written to ``<state-dir>/demo/status.json`` every few seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -55,6 +54,7 @@ from chalicelib.domain.providers import provider_id_for
 from infra.emulation import OFFLINE_ACCOUNT_ID
 from iot.ca import CertificateAuthority, write_file
 from iot.demo.profiles import GenerationProfile, source_for
+from iot.lifecycle import write_status
 from iot.meter import GenerationSource, MeterClient, MeterError
 from iot.provision import MeterCredentials, ProvisioningError, provision_meter
 
@@ -442,9 +442,7 @@ class DemoMarket:
         }
 
     def write_status(self) -> None:
-        temporary = self.status_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.status(), indent=1))
-        temporary.replace(self.status_path)
+        write_status(self.status_path, self.status())
 
     def run_until_stopped(self) -> None:
         while not self.stop.wait(STATUS_SECONDS):
@@ -462,14 +460,6 @@ class DemoMarket:
         for meter in self.meters:
             meter.close()
         self.write_status()
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return status
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

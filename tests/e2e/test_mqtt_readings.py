@@ -39,6 +39,7 @@ from infra.emulation import OFFLINE_ACCOUNT_ID
 from infra.local_stack import REGION, LocalStack, free_port
 from iot import rules_bridge
 from iot.broker import BRIDGE_IDENTITY, Broker
+from iot.lifecycle import read_status
 from iot.meter import (
     ConstantPower,
     MeterClient,
@@ -587,7 +588,7 @@ def test_a_message_the_handler_raises_on_goes_to_the_dead_letter_queue(
                     mqtt5.PubackReasonCode.SUCCESS
                 )
             status = wait_for(
-                lambda: (s := rules_bridge.read_status(status_path))["dead_lettered"] and s,
+                lambda: (s := read_status(status_path))["dead_lettered"] and s,
                 what="a dead letter",
             )
         finally:
