@@ -79,7 +79,9 @@ def test_invalid_requests(market: MarketHarness, request_object: Any, reason: st
     answer = rpc(market, request_object)
     assert answer["error"]["code"] == -32600
     assert answer["error"]["data"]["reason"] == reason
-    assert answer["id"] in (None, 1)
+    # The request's id is echoed when it is a valid id, else null (JSON-RPC 2.0 §5).
+    echoed = request_object.get("id") if isinstance(request_object, dict) else None
+    assert answer["id"] == (echoed if isinstance(echoed, int) and echoed is not True else None)
 
 
 def test_empty_and_oversized_batches_are_invalid(market: MarketHarness) -> None:

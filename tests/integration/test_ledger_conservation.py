@@ -27,6 +27,17 @@ from hypothesis.stateful import (
 from moto import mock_aws
 
 from chalicelib.client import RpcError, Signer
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    InsufficientBalance,
+    InsufficientEnergy,
+    InsufficientStake,
+    NotAuthenticated,
+    NotAuthorised,
+    NotFound,
+    PriceAboveLimit,
+)
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,
@@ -37,6 +48,12 @@ from tests.support import (
     selling_provider,
     tables_from_environment,
 )
+
+INVALID_PARAMS = -32602
+# selling_provider's price, 0.08 BLOCK per kWh: a whole Wh costs exactly 80 micro-BLOCK.
+SELLER_PRICE_MICRO_BLOCK_PER_KWH = 80_000
+# What a refused registration leaves in the bundle: later rules use it as a missing provider.
+NO_SUCH_PROVIDER = "energy-0x0000000000000000"
 
 NAMES = ["alice.theblock", "bob.theblock", "carol.theblock"]
 amounts = st.one_of(st.integers(0, 3_000), st.sampled_from([999, 1_000, 1_001])).map(
@@ -57,17 +74,25 @@ class LedgerMachine(RuleBasedStateMachine):
         self.deposited = 0
         self.withdrawn = 0
         self.chain_txs = 0
+        self.credited_txs: set[str] = set()
         self.meters = 0
+        self.on_sale_wh = 8_000
 
     def build_market(self) -> MarketHarness:
         return memory_market()
 
-    def attempt(self, method: str, params: dict[str, Any], signer: Signer) -> Any:
+    def attempt(
+        self, method: str, params: dict[str, Any], signer: Signer, refusal: int | None
+    ) -> Any:
+        """Call ``method``; the model predicts its outcome: success, or the exact error code."""
         try:
-            return self.market.client.call(method, params, signer)
+            result = self.market.client.call(method, params, signer)
         except RpcError as refused:
-            code = refused.code
-        assert code in (-32602, 1001, 1004, 2001, 2002, 3001, 3002, 4001, 4002, 4004, 4005)
+            code, data = refused.code, refused.data
+        else:
+            assert refusal is None, (method, params, "succeeded; the model expected", refusal)
+            return result
+        assert code == refusal, (method, params, code, data)
         return None
 
     @initialize()
@@ -92,41 +117,66 @@ class LedgerMachine(RuleBasedStateMachine):
             "kwh_amount": Decimal(wh) / 1000,
             "max_price_per_kwh": max_price,
         }
-        result = self.attempt("energy.purchaseEnergy", params, self.signers[name])
+        cost = wh * SELLER_PRICE_MICRO_BLOCK_PER_KWH // 1000  # exact at this price
+        if Decimal(max_price) * BLOCK < SELLER_PRICE_MICRO_BLOCK_PER_KWH:
+            refusal: int | None = PriceAboveLimit.code
+        elif wh > self.on_sale_wh:
+            refusal = InsufficientEnergy.code
+        elif cost > self.balances[name]:
+            refusal = InsufficientBalance.code
+        else:
+            refusal = None
+        result = self.attempt("energy.purchaseEnergy", params, self.signers[name], refusal)
         if result is not None:
-            self.balances[name] -= result["total_cost_micro_block"]
+            assert result["total_cost_micro_block"] == cost
+            self.balances[name] -= cost
+            self.on_sale_wh -= wh
 
     @rule(name=st.sampled_from([*NAMES, "nobody.theblock"]), amount=amounts, reuse_tx=st.booleans())
     def deposit(self, name: str, amount: int, reuse_tx: bool) -> None:
         if not reuse_tx or self.chain_txs == 0:
             self.chain_txs += 1
-        params = {
-            "account": name,
-            "amount_micro_block": amount,
-            "chain_tx": f"0xtx-{self.chain_txs}",
-        }
-        if self.attempt("energy.deposit", params, self.market.operator) is not None:
+        chain_tx = f"0xtx-{self.chain_txs}"
+        params = {"account": name, "amount_micro_block": amount, "chain_tx": chain_tx}
+        if amount == 0:
+            refusal: int | None = INVALID_PARAMS
+        elif name not in self.balances:
+            refusal = NotFound.code
+        elif chain_tx in self.credited_txs:
+            refusal = AlreadyExists.code
+        else:
+            refusal = None
+        if self.attempt("energy.deposit", params, self.market.operator, refusal) is not None:
+            self.credited_txs.add(chain_tx)
             self.balances[name] += amount
             self.deposited += amount
 
     @rule(name=st.sampled_from(NAMES), amount=amounts)
     def withdraw(self, name: str, amount: int) -> None:
         params = {"amount_micro_block": amount, "destination": "0xwallet"}
-        if self.attempt("energy.withdraw", params, self.signers[name]) is not None:
-            assert 0 < amount <= self.balances[name]
+        if amount == 0:
+            refusal: int | None = INVALID_PARAMS
+        elif amount > self.balances[name]:
+            refusal = InsufficientBalance.code
+        else:
+            refusal = None
+        if self.attempt("energy.withdraw", params, self.signers[name], refusal) is not None:
             self.balances[name] -= amount
             self.withdrawn += amount
-        else:
-            assert amount == 0 or amount > self.balances[name]
 
     @rule(target=providers, name=st.sampled_from(NAMES), stake=amounts)
     def register(self, name: str, stake: int) -> str:
         self.meters += 1
         params = registration_params(name, stake=stake, meter_address=f"meter_{self.meters}")
-        result = self.attempt("energy.registerProvider", params, self.signers[name])
+        if stake < MIN_STAKE_MICRO_BLOCK:
+            refusal: int | None = InsufficientStake.code
+        elif stake > self.balances[name]:
+            refusal = InsufficientBalance.code
+        else:
+            refusal = None
+        result = self.attempt("energy.registerProvider", params, self.signers[name], refusal)
         if result is None:
-            assert stake < 1_000 * BLOCK or stake > self.balances[name]
-            return "energy-0x0000000000000000"
+            return NO_SUCH_PROVIDER
         self.balances[name] -= stake
         self.stakes[result["provider_id"]] = stake
         self.owners[result["provider_id"]] = name
@@ -137,7 +187,17 @@ class LedgerMachine(RuleBasedStateMachine):
         owner = self.owners.get(provider, NAMES[0])
         signer = self.signers[owner if as_owner else NAMES[(NAMES.index(owner) + 1) % 3]]
         params = {"provider_id": provider, "amount_micro_block": amount}
-        if self.attempt("energy.topUpStake", params, signer) is not None:
+        if amount == 0:
+            refusal: int | None = INVALID_PARAMS
+        elif provider == NO_SUCH_PROVIDER:
+            refusal = NotFound.code
+        elif not as_owner:
+            refusal = NotAuthorised.code
+        elif amount > self.balances[owner]:
+            refusal = InsufficientBalance.code
+        else:
+            refusal = None
+        if self.attempt("energy.topUpStake", params, signer, refusal) is not None:
             self.balances[owner] -= amount
             self.stakes[provider] += amount
 
@@ -145,7 +205,15 @@ class LedgerMachine(RuleBasedStateMachine):
     def unstake(self, provider: str, amount: int) -> None:
         owner = self.owners.get(provider, NAMES[0])
         params = {"provider_id": provider, "amount_micro_block": amount}
-        if self.attempt("energy.withdrawStake", params, self.signers[owner]) is not None:
+        if amount == 0:
+            refusal: int | None = INVALID_PARAMS
+        elif provider == NO_SUCH_PROVIDER:
+            refusal = NotFound.code
+        elif amount > self.stakes[provider]:
+            refusal = InsufficientStake.code
+        else:
+            refusal = None  # below the minimum stake it suspends the provider
+        if self.attempt("energy.withdrawStake", params, self.signers[owner], refusal) is not None:
             self.balances[owner] += amount
             self.stakes[provider] -= amount
 
@@ -153,7 +221,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def forged_withdrawal(self, name: str, amount: int) -> None:
         forger = Signer.generate(name)
         params = {"amount_micro_block": amount, "destination": "0xthief"}
-        assert self.attempt("energy.withdraw", params, forger) is None
+        # Parameters are validated before the signature is checked.
+        refusal = INVALID_PARAMS if amount == 0 else NotAuthenticated.code
+        assert self.attempt("energy.withdraw", params, forger, refusal) is None
 
     @invariant()
     def block_is_conserved(self) -> None:
