@@ -16,10 +16,20 @@ touches are large: a local market slowed down as its credits piled up.
 ``install_item_level_rollback`` keeps moto's transaction logic but makes
 its rollback undo only the items the transaction names (and the stream
 records it wrote), so a transaction costs the same at 100 items or 100,000.
+
+Both stay inside the server. moto keeps its state, and its classes, in this
+process, shared with any ``mock_aws()`` running beside the server (the tests'
+session-wide server does). The rollback patch is therefore put in place by
+``LocalMotoServer.start()`` and taken out by ``stop()`` (when the last server
+stops), and while in place it acts only on requests the server is serving:
+everything else in the process sees stock moto. A script that owns its process
+and runs moto in it directly can opt in everywhere with
+``install_item_level_rollback()``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 from collections.abc import Callable, Iterable
@@ -38,6 +48,11 @@ from werkzeug.serving import make_server
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+# True while a LocalMotoServer serves a request (in that request's thread).
+_serving_a_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "serving_a_local_moto_request", default=False
+)
+
 
 class OneRequestAtATime:
     """WSGI middleware: each request runs to completion before the next starts."""
@@ -48,7 +63,11 @@ class OneRequestAtATime:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
-            return list(self._app(environ, start_response))
+            serving = _serving_a_request.set(True)
+            try:
+                return list(self._app(environ, start_response))
+            finally:
+                _serving_a_request.reset(serving)
 
 
 class _TablesByReference:
@@ -58,20 +77,68 @@ class _TablesByReference:
 
     @staticmethod
     def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
-        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+        if isinstance(value, Table) and _rollback_applies():
+            return value
+        return copy.deepcopy(value, memo)
+
+
+class _RollbackPatch:
+    """moto's DynamoDB backend with item-level rollback, for as long as someone holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._stock: tuple[Any, Any] | None = None
+        self.everywhere = False
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._holders += 1
+            if self._stock is None:
+                stock_transact = DynamoDBBackend.transact_write_items
+                self._stock = (stock_transact, dynamodb_models.copy)  # type: ignore[attr-defined]
+                patched = _item_level_rollback(stock_transact)
+                DynamoDBBackend.transact_write_items = patched  # type: ignore[method-assign]
+                dynamodb_models.copy = _TablesByReference  # type: ignore[attr-defined, assignment]
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._stock is not None:
+                stock_transact, stock_copy = self._stock
+                DynamoDBBackend.transact_write_items = stock_transact  # type: ignore[method-assign]
+                dynamodb_models.copy = stock_copy  # type: ignore[attr-defined]
+                self._stock = None
+
+
+_ROLLBACK = _RollbackPatch()
+
+
+def _rollback_applies() -> bool:
+    return _ROLLBACK.everywhere or _serving_a_request.get()
 
 
 def install_item_level_rollback() -> None:
-    """Make moto's TransactWriteItems roll back item by item (idempotent).
+    """Make moto's TransactWriteItems roll back item by item, everywhere in this process, for good.
+
+    For a script that owns its process and calls moto in it (``mock_aws``), one
+    request at a time (bench/settlement.py). The local server does not need it.
+    """
+    if not _ROLLBACK.everywhere:
+        _ROLLBACK.acquire()
+        _ROLLBACK.everywhere = True
+
+
+def _item_level_rollback(original: Callable[..., None]) -> Callable[..., None]:
+    """moto's transact_write_items, undoing only the items it names when it fails.
 
     Safe only where requests run one at a time (``OneRequestAtATime``): the
     undo log is taken before the transaction and applied if it fails.
     """
-    if getattr(DynamoDBBackend, "_item_level_rollback", False):
-        return
-    original = DynamoDBBackend.transact_write_items
 
     def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        if not _rollback_applies():
+            return original(self, transact_items)
         undo = _undo_log(self, transact_items)
         shards = {
             id(shard): (shard, len(shard.items))
@@ -90,9 +157,7 @@ def install_item_level_rollback() -> None:
                 del shard.items[length:]  # a cancelled write leaves no stream record
             raise
 
-    dynamodb_models.copy = _TablesByReference  # type: ignore[attr-defined, assignment]
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    DynamoDBBackend._item_level_rollback = True  # type: ignore[attr-defined]
+    return transact_write_items
 
 
 def _undo_log(
@@ -118,12 +183,34 @@ def _undo_log(
 
 
 class LocalMotoServer(ThreadedMotoServer):
-    """A moto server whose requests are atomic and whose failed bind is reported."""
+    """A moto server whose requests are atomic and whose failed bind is reported.
+
+    Its requests, and only they, roll transactions back item by item while it runs.
+    """
 
     bind_error: OSError | None = None
+    _holds_rollback = False
+
+    def start(self) -> None:
+        if not self._holds_rollback:
+            _ROLLBACK.acquire()
+            self._holds_rollback = True
+        super().start()
+        if self.bind_error is not None:
+            self._release_rollback()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self._release_rollback()
+
+    def _release_rollback(self) -> None:
+        if self._holds_rollback:
+            self._holds_rollback = False
+            _ROLLBACK.release()
 
     def _server_entry(self) -> None:
-        install_item_level_rollback()
         try:
             app = OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
             self._server = make_server(

@@ -1,0 +1,1 @@
+"""The local stack (`make run`) by responsibility: options, processes, bootstrap, report, stack."""

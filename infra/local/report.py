@@ -1,0 +1,163 @@
+"""What the local stack tells a person: where its files are, its processes' status, and
+the text printed once it has started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infra.emulation import INGEST_DEAD_LETTER_QUEUE_ID
+from infra.local.processes import DISCOVER_REQUEST
+from iot.lifecycle import read_status
+
+if TYPE_CHECKING:
+    from infra.local.stack import LocalStack
+
+# Where the local stack keeps the CA, the broker's files, the bridge's, the jobs',
+# the stream poller's and the demo's, under state_dir.
+CA_DIR = "ca"
+BROKER_DIR = "broker"
+BRIDGE_DIR = "bridge"
+JOBS_DIR = "jobs"
+STREAMS_DIR = "streams"
+DEMO_DIR = "demo"
+STATUS_FILE = "status.json"
+
+
+class StateFiles:
+    """The local stack's files under ``state_dir`` and the status its processes write there."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / CA_DIR
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / BROKER_DIR
+
+    @property
+    def broker_log_path(self) -> Path:
+        return self.broker_dir / "mosquitto.log"
+
+    @property
+    def bridge_dir(self) -> Path:
+        return self.state_dir / BRIDGE_DIR
+
+    @property
+    def bridge_status_path(self) -> Path:
+        return self.bridge_dir / STATUS_FILE
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / JOBS_DIR
+
+    @property
+    def jobs_status_path(self) -> Path:
+        return self.jobs_dir / STATUS_FILE
+
+    @property
+    def streams_dir(self) -> Path:
+        return self.state_dir / STREAMS_DIR
+
+    @property
+    def streams_status_path(self) -> Path:
+        return self.streams_dir / STATUS_FILE
+
+    @property
+    def demo_status_path(self) -> Path:
+        return self.state_dir / DEMO_DIR / STATUS_FILE
+
+    def bridge_status(self) -> dict[str, Any]:
+        """The rules bridge's counters (iot.rules_bridge.RulesBridge.status), from its file."""
+        return read_status(self.bridge_status_path)
+
+    def jobs_status(self) -> dict[str, Any]:
+        """Runs and last results of the scheduled jobs (infra.scheduler), from its file."""
+        return read_status(self.jobs_status_path)
+
+    def streams_status(self) -> dict[str, Any]:
+        """Records handled, failures and backlog per stream handler (infra.stream_poller)."""
+        return read_status(self.streams_status_path)
+
+    def demo_status(self) -> dict[str, Any]:
+        """The demo fleet's counters (iot.demo.fleet), from its file."""
+        return read_status(self.demo_status_path)
+
+
+def describe(stack: LocalStack) -> str:
+    """What is running where, for a person at a terminal."""
+    payload = json.dumps(DISCOVER_REQUEST, separators=(",", ":"))
+    tables = "\n".join(
+        f"    {variable}={name}" for variable, name in sorted(stack.table_names.items())
+    )
+    return (
+        "Energy Marketplace is running locally.\n"
+        f"  moto (AWS emulation): {stack.moto_endpoint}\n"
+        f"  tables (stack {stack.stack_name}):\n{tables}\n"
+        f"{_mqtt_lines(stack)}"
+        f"{_jobs_lines(stack)}"
+        f"{_streams_lines(stack)}"
+        f"{_demo_lines(stack)}"
+        f"  JSON-RPC API:         {stack.rpc_url}\n"
+        f"  operator key:         {stack.operator_key_path} "
+        f"(public key {stack.environment['OPERATOR_PUBLIC_KEY']})\n"
+        "  try:\n"
+        f"    curl -s -X POST {stack.rpc_url} -H 'Content-Type: application/json' \\\n"
+        f"      -d '{payload}'\n"
+        "Press Ctrl-C to stop."
+    )
+
+
+def _mqtt_lines(stack: LocalStack) -> str:
+    if stack.mqtt_port is None:
+        return ""
+    return (
+        f"  MQTT broker:          mqtts://{stack.host}:{stack.mqtt_port} (mosquitto, "
+        f"client certificates from {stack.ca_dir}; log {stack.broker_log_path})\n"
+        f"  rules bridge:         pid {stack.bridge_pid}, counters in "
+        f"{stack.bridge_status_path}\n"
+        f"  dead-letter queue:    {stack.queue_urls.get(INGEST_DEAD_LETTER_QUEUE_ID)}\n"
+        f"  IoT (moto):           thing type {stack.iot_names.get('thing_type')}, "
+        f"policy {stack.iot_names.get('policy')}\n"
+        "  a meter:\n"
+        f"    AWS_ENDPOINT_URL_IOT={stack.moto_endpoint} AWS_ACCESS_KEY_ID=testing "
+        "AWS_SECRET_ACCESS_KEY=testing \\\n"
+        "      python -m iot.provision --meter-address solar_meter_001 "
+        "--owner <account> \\\n"
+        f"      --stack-name {stack.stack_name} --local-ca {stack.ca_dir} "
+        f"--port {stack.mqtt_port} --out {stack.state_dir}/meters/solar_meter_001\n"
+        "    python -m iot.meter --credentials "
+        f"{stack.state_dir}/meters/solar_meter_001 --power-w 3000 --interval 60\n"
+    )
+
+
+def _jobs_lines(stack: LocalStack) -> str:
+    if stack.scheduler_pid is None:
+        return ""
+    return (
+        f"  scheduled jobs:       pid {stack.scheduler_pid}, settlement and expiry every "
+        f"{stack.jobs_interval:g} s; status in {stack.jobs_status_path}\n"
+    )
+
+
+def _streams_lines(stack: LocalStack) -> str:
+    if stack.stream_poller_pid is None:
+        return ""
+    return (
+        f"  stream poller:        pid {stack.stream_poller_pid}, ledger stream -> "
+        f"publish_market_events; status in {stack.streams_status_path}\n"
+    )
+
+
+def _demo_lines(stack: LocalStack) -> str:
+    if stack.demo_pid is None or stack.demo is None:
+        return ""
+    return (
+        f"  demo fleet:           pid {stack.demo_pid}, {stack.demo.meters} meters and "
+        f"{stack.demo.buyers} buyers (weather at {stack.demo.speedup}x); status in "
+        f"{stack.demo_status_path}; account keys in {stack.state_dir / DEMO_DIR / 'keys'}\n"
+    )
