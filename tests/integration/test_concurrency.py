@@ -2,7 +2,8 @@
 
 Threads call the real dispatcher with the DynamoDB adapter over HTTP to a moto
 server, so the conditions that protect balances and stakes are evaluated by
-the storage, not by the test.
+the storage, not by the test; the same races run on the in-memory adapter,
+whose lock must give the same answers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.support import (
     BLOCK,
     MarketHarness,
     dynamodb_market,
+    memory_market,
     registration_params,
     tables_from_environment,
 )
@@ -30,8 +32,13 @@ from tests.support import (
 RACERS = 24
 
 
-@pytest.fixture
-def market(moto_server: str, aws_credentials: None) -> MarketHarness:
+@pytest.fixture(params=["memory", "dynamodb"])
+def market(request: pytest.FixtureRequest) -> MarketHarness:
+    """The in-memory adapter's lock, or DynamoDB's conditions evaluated by a moto server."""
+    if request.param == "memory":
+        return memory_market()
+    moto_server: str = request.getfixturevalue("moto_server")
+    request.getfixturevalue("aws_credentials")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     client = boto3.client(
         "dynamodb",
