@@ -65,7 +65,7 @@ def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 # Scheduled jobs (EventBridge rules). Each reads only the work due since its
 # watermark; both are safe to run twice or concurrently. `make run` calls the
-# same functions on a timer (infra/local_stack.py).
+# same functions on a timer (infra/scheduler.py, started by infra/local_stack.py).
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="settle_due_purchases")
 def settle_due_purchases(event: Any) -> dict[str, Any]:
     """Settle every purchase whose dispute window has passed."""
