@@ -39,10 +39,10 @@ import simplejson
 from nacl.signing import SigningKey
 
 from chalicelib.cli import receipts as receipts_cli
-from chalicelib.client import MarketplaceClient, RpcError, Signer, http_transport
 from chalicelib.domain import signing, units
 from chalicelib.domain.accounts import is_valid_account_name
 from chalicelib.domain.readings import signed_payload
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer, http_transport
 
 PROG: Final = "python -m chalicelib.cli.market"
 DEFAULT_URL: Final = "http://127.0.0.1:8000/rpc"

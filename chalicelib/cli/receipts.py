@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import simplejson
 
-from chalicelib.client import MarketplaceClient, RpcError, http_transport
 from chalicelib.domain import signing
 from chalicelib.domain.receipts import ChainReport, MalformedReceipt, verify_export
+from energy_client.rpc_client import MarketplaceClient, RpcError, http_transport
 
 EXPORT_FORMAT: Final = "energy-marketplace/receipts-export/v1"
 PAGE_SIZE: Final = 100  # the largest page energy.getReceipts gives

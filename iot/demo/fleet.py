@@ -48,9 +48,9 @@ from typing import Any, Final
 
 import boto3
 
-from chalicelib.client import MarketplaceClient, RpcError, Signer, encode
 from chalicelib.domain import readings
 from chalicelib.domain.providers import provider_id_for
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer, encode
 from infra.emulation import OFFLINE_ACCOUNT_ID
 from iot.ca import CertificateAuthority, write_file
 from iot.demo.profiles import GenerationProfile, source_for

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.cli import market as cli
-from chalicelib.client import MarketplaceClient
+from energy_client.rpc_client import MarketplaceClient
 from tests.support import (
     BLOCK,
     MarketHarness,

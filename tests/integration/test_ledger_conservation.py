@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 from moto import mock_aws
 
-from chalicelib.client import RpcError, Signer
+from energy_client.rpc_client import RpcError, Signer
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,

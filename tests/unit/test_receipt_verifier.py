@@ -26,7 +26,6 @@ import pytest
 from nacl.signing import SigningKey
 
 from chalicelib.cli import receipts as cli
-from chalicelib.client import MarketplaceClient
 from chalicelib.domain import signing
 from chalicelib.domain.receipts import (
     GENESIS_HASH,
@@ -38,6 +37,7 @@ from chalicelib.domain.receipts import (
     verify_chain,
     verify_export,
 )
+from energy_client.rpc_client import MarketplaceClient
 from tests.support import MARKETPLACE_ID, MarketHarness, buy, memory_market, selling_provider
 
 ROOT = Path(__file__).resolve().parents[2]
