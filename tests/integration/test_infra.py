@@ -36,6 +36,7 @@ from infra.emulation import (
 )
 from infra.local_stack import (
     LocalStack,
+    LocalStackError,
     PortInUseError,
     free_port,
     load_or_create_operator_key,
@@ -523,6 +524,15 @@ def test_operator_key_is_created_once_and_reused(tmp_path: Path) -> None:
     assert bytes(first_key) == bytes(second_key)
     assert key_path.read_text().strip() == bytes(first_key).hex()
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+
+
+def test_an_operator_key_file_that_holds_no_seed_stops_the_stack(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "operator.key").write_text("not a seed\n", encoding="ascii")
+
+    with pytest.raises(LocalStackError, match=r"operator\.key does not hold an Ed25519 seed"):
+        load_or_create_operator_key(state_dir)
 
 
 def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Path) -> None:
