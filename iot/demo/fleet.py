@@ -23,7 +23,7 @@ Everything goes through the product's own doors, as a real participant's would:
   settle early, the rest are settled by the scheduled job.
 
 Keys of the demo accounts are kept in ``<state-dir>/demo/keys`` (hex seeds),
-so ``python -m chalicelib.cli.market --keys .local/demo/keys`` can act as them.
+so ``python -m energy_client --keys .local/demo/keys`` can act as them.
 Progress is written to ``<state-dir>/demo/status.json`` every few seconds.
 """
 
