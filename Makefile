@@ -20,6 +20,7 @@ PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 help:
 	@echo "make test       lint, format check, type check and every test (what CI runs)"
 	@echo "make run        the whole marketplace on this machine (python -m infra.local_stack)"
+	@echo "                then use it: .venv/bin/python -m energy_client --help (docs/cli.md)"
 	@echo "make bench      run the benchmarks in bench/ (all but the soak)"
 	@echo "make soak       the whole local market, 50 meters, 30 minutes (bench/soak.py)"
 	@echo "make fmt        format the code and apply safe lint fixes"

@@ -35,8 +35,8 @@ from nacl.signing import SigningKey
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
 from chalicelib.adapters.dynamodb import Tables
-from chalicelib.client import Signer
 from chalicelib.services.ingest import Status, record_payload
+from energy_client.rpc_client import Signer
 from infra.emulation import create_tables
 from tests.support import (
     NOW,

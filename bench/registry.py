@@ -109,8 +109,8 @@ from bench._capacity import (
 )
 from bench._printing import print_table, say
 from chalicelib.adapters.dynamodb import provider_to_item
-from chalicelib.client import MarketplaceClient, Signer, Transport
 from chalicelib.domain.providers import EnergyType, Location, Provider, provider_id_for
+from energy_client.rpc_client import MarketplaceClient, Signer, Transport
 from infra.emulation import create_tables
 from tests.support import registration_params
 

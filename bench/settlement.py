@@ -89,7 +89,6 @@ from chalicelib.adapters.dynamodb import (
     receipt_to_item,
     to_item,
 )
-from chalicelib.client import MarketplaceClient, Signer
 from chalicelib.domain import units
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
@@ -111,6 +110,7 @@ from chalicelib.services.expiry import run_expiry
 from chalicelib.services.ingest import Status, record_payload
 from chalicelib.services.jobs import HOUR_MS, JobRun
 from chalicelib.services.settlement import run_settlement
+from energy_client.rpc_client import MarketplaceClient, Signer
 from infra.emulation import create_tables
 from infra.moto_server import install_item_level_rollback
 from tests.support import (

@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chalicelib.client import MarketplaceClient
 from chalicelib.domain.receipts import receipt_from_json, verify_chain
+from energy_client.rpc_client import MarketplaceClient
 from infra.local_stack import LOCAL_SETTINGS, DemoOptions, LocalStack, free_port
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, Protocol
 
-from chalicelib.client import encode
 from chalicelib.domain import readings, signing
+from energy_client.rpc_client import encode
 from iot.ca import write_file
 from iot.provision import MeterCredentials, ProvisioningError
 

@@ -44,9 +44,9 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 from nacl.signing import SigningKey
 
-from chalicelib.client import MarketplaceClient, RpcError, Signer
 from chalicelib.domain import readings
 from chalicelib.domain.providers import is_valid_meter_address, provider_id_for
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer
 from infra.emulation import (
     create_iot_resources,
 )

@@ -10,7 +10,6 @@ from typing import Any
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
-from chalicelib.client import MarketplaceClient, Signer, encode
 from chalicelib.config import Settings
 from chalicelib.domain.ledger import EntryKind
 from chalicelib.domain.readings import signed_payload
@@ -18,6 +17,7 @@ from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.market import Market
 from chalicelib.services.ports import UnitOfWork
+from energy_client.rpc_client import MarketplaceClient, Signer, encode
 
 MARKETPLACE_ID = "energy-marketplace-test"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import boto3
 from nacl.signing import SigningKey
 
+from energy_client import keyfiles
 from infra.emulation import (
     OFFLINE_ACCOUNT_ID,
     create_iot_resources,
@@ -122,18 +122,7 @@ def load_or_create_operator_key(state_dir: Path) -> tuple[SigningKey, Path]:
 def load_or_create_key(state_dir: Path, file_name: str) -> tuple[SigningKey, Path]:
     """Load an Ed25519 key (hex seed) from state_dir, creating it (mode 0600) on first use."""
     key_path = state_dir / file_name
-    if key_path.exists():
-        text = key_path.read_text(encoding="ascii").strip()
-        try:
-            seed = bytes.fromhex(text)
-        except ValueError as exc:
-            raise LocalStackError(f"{key_path} does not hold a hex-encoded key") from exc
-        if len(seed) != 32:
-            raise LocalStackError(f"{key_path} holds {len(seed)} bytes, not a 32-byte seed")
-        return SigningKey(seed), key_path
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    signing_key = SigningKey.generate()
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as key_file:
-        key_file.write(bytes(signing_key).hex() + "\n")
-    return signing_key, key_path
+    try:
+        return keyfiles.load_or_create_key(key_path), key_path
+    except keyfiles.NotASeed as exc:
+        raise LocalStackError(str(exc)) from exc

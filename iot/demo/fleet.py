@@ -23,7 +23,7 @@ Everything goes through the product's own doors, as a real participant's would:
   settle early, the rest are settled by the scheduled job.
 
 Keys of the demo accounts are kept in ``<state-dir>/demo/keys`` (hex seeds),
-so ``python -m chalicelib.cli.market --keys .local/demo/keys`` can act as them.
+so ``python -m energy_client --keys .local/demo/keys`` can act as them.
 Progress is written to ``<state-dir>/demo/status.json`` every few seconds.
 """
 
@@ -48,9 +48,9 @@ from typing import Any, Final
 
 import boto3
 
-from chalicelib.client import MarketplaceClient, RpcError, Signer, encode
 from chalicelib.domain import readings
 from chalicelib.domain.providers import provider_id_for
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer, encode
 from infra.emulation import OFFLINE_ACCOUNT_ID
 from iot.ca import CertificateAuthority, write_file
 from iot.demo.profiles import GenerationProfile, source_for

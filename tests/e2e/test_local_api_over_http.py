@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.client import MarketplaceClient, RpcError, Signer
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer
 from infra.local_stack import LocalStack, free_port
 from tests.support import BLOCK, registration_params
 

@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chalicelib.client import MarketplaceClient, Signer
 from chalicelib.domain import readings
 from chalicelib.domain.providers import provider_id_for
 from chalicelib.domain.readings import signed_payload
+from energy_client.rpc_client import MarketplaceClient, Signer
 from infra.emulation import OFFLINE_ACCOUNT_ID
 from infra.local_stack import REGION, LocalStack, free_port
 from iot import rules_bridge

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import MarketplaceClient
 from chalicelib.domain.receipts import receipt_from_json, verify_chain
+from energy_client.rpc_client import MarketplaceClient
 from infra.local_stack import DemoOptions, LocalStack, free_port
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.client import RpcError, Signer
+from energy_client.rpc_client import RpcError, Signer
 from tests.support import BLOCK, MarketHarness
 
 

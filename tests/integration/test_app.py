@@ -12,10 +12,10 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.adapters.aws import dynamodb_client
-from chalicelib.client import MarketplaceClient, Signer
 from chalicelib.config import get_settings
 from chalicelib.rpc.methods import openrpc, registry
 from chalicelib.wiring import dispatcher, ingest_market
+from energy_client.rpc_client import MarketplaceClient, Signer
 from tests.support import BLOCK, registration_params
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError, Signer, unwrap
 from chalicelib.rpc.methods import registry
+from energy_client.rpc_client import RpcError, Signer, unwrap
 from tests.support import BLOCK, MarketHarness, registration_params, selling_provider
 
 

@@ -1,4 +1,4 @@
-"""The command-line client (chalicelib/cli/market.py), run in-process against a
+"""The command-line client (energy_client/cli), run in-process against a
 market in memory: the CLI's client is the harness's, whose transport is the
 JSON-RPC dispatcher itself, so every command goes through the real API.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.cli import market as cli
-from chalicelib.client import MarketplaceClient
+from energy_client.cli import program as cli
+from energy_client.rpc_client import MarketplaceClient
 from tests.support import (
     BLOCK,
     MarketHarness,
@@ -551,10 +551,10 @@ def test_json_prints_the_json_rpc_result(
 
 
 def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
-    """``python -m chalicelib.cli.market``: --help, and usage errors exit 2."""
+    """``python -m energy_client``: --help, and usage errors exit 2."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    command = [sys.executable, "-m", "chalicelib.cli.market", "--keys", str(tmp_path)]
+    command = [sys.executable, "-m", "energy_client", "--keys", str(tmp_path)]
     helped = subprocess.run(
         [*command, "--help"], capture_output=True, text=True, env=env, check=False
     )
@@ -564,3 +564,12 @@ def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
     usage = subprocess.run([*command, "buy"], capture_output=True, text=True, env=env, check=False)
     assert usage.returncode == 2
     assert "Traceback" not in usage.stderr
+    unreadable = subprocess.run(
+        [*command, "receipts", "verify", str(tmp_path / "absent.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert unreadable.returncode == 2
+    assert "error: cannot read" in unreadable.stderr

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.client import RpcError, Signer
+from energy_client.rpc_client import RpcError, Signer
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,
@@ -173,8 +173,8 @@ def test_racing_buyers_never_buy_more_than_is_on_sale(market: MarketHarness) -> 
 
 def test_racing_settlements_settle_each_purchase_once(market: MarketHarness) -> None:
     """Buyers settling early race four settlement job runs over the same purchases."""
-    from chalicelib.client import unwrap
     from chalicelib.services.settlement import run_settlement
+    from energy_client.rpc_client import unwrap
     from tests.support import assert_conserved, buy, selling_provider
 
     meter = selling_provider(market, [1_000] * 6)

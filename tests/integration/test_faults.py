@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.client import RpcError
+from energy_client.rpc_client import RpcError
 from tests.support import BLOCK, dynamodb_market, tables_from_environment
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from infra.emulation import (
 )
 from infra.local_stack import (
     LocalStack,
+    LocalStackError,
     PortInUseError,
     free_port,
     load_or_create_operator_key,
@@ -389,6 +391,48 @@ def test_packaged_stack_passes_cfn_lint(packaged_template_path: Path) -> None:
     assert result.returncode == 0, f"cfn-lint found problems:\n{result.stdout}\n{result.stderr}"
 
 
+# What the zip must hold: the service, and the packages it needs that the
+# python3.11 Lambda runtime does not provide (it provides boto3 and botocore).
+SERVICE_IN_THE_ZIP = ("app.py", "chalicelib/wiring.py", "chalicelib/domain/signing.py")
+RUNTIME_PACKAGES = ("pydantic", "pydantic_core", "pydantic_settings", "nacl", "simplejson")
+# What it must not: clients, tools, tests, and the SDK the runtime already has.
+NOT_IN_THE_ZIP = (
+    "energy_client",
+    "tests",
+    "bench",
+    "iot",
+    "infra",
+    "docs",
+    "web",
+    "chalicelib/cli",
+    "chalicelib/client.py",
+    "boto3",
+    "botocore",
+    "s3transfer",
+)
+
+
+def test_the_lambda_zip_holds_the_service_and_its_dependencies_only(
+    packaged_template_path: Path,
+) -> None:
+    with zipfile.ZipFile(packaged_template_path.parent / "deployment.zip") as package:
+        names = package.namelist()
+    top_level = {name.split("/")[0] for name in names}
+
+    for path in SERVICE_IN_THE_ZIP:
+        assert path in names, path
+    for package_name in RUNTIME_PACKAGES:
+        assert f"{package_name}/__init__.py" in names, package_name
+    unwanted = sorted(
+        name
+        for name in names
+        for excluded in NOT_IN_THE_ZIP
+        if name == excluded or name.startswith(f"{excluded}/")
+    )
+    assert not unwanted, unwanted[:20]
+    assert not any(name.startswith(("boto3-", "botocore-")) for name in top_level), top_level
+
+
 def test_packaged_stack_has_the_api_handler_and_the_tables(
     packaged_template: dict[str, Any],
 ) -> None:
@@ -523,6 +567,15 @@ def test_operator_key_is_created_once_and_reused(tmp_path: Path) -> None:
     assert bytes(first_key) == bytes(second_key)
     assert key_path.read_text().strip() == bytes(first_key).hex()
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+
+
+def test_an_operator_key_file_that_holds_no_seed_stops_the_stack(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "operator.key").write_text("not a seed\n", encoding="ascii")
+
+    with pytest.raises(LocalStackError, match=r"operator\.key does not hold an Ed25519 seed"):
+        load_or_create_operator_key(state_dir)
 
 
 def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Path) -> None:

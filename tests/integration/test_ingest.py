@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError, Signer
 from chalicelib.iot_events import MalformedEvent, handle_reading_event
 from chalicelib.services.ingest import Outcome, Status, record_payload
+from energy_client.rpc_client import RpcError, Signer
 from tests.support import BLOCK, NOW, MarketHarness, SimulatedMeter, metered_provider
 
 T0 = NOW * 1000 - 3_600_000  # an hour before the market clock, in ms

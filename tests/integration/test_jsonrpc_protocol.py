@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import Signer
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
+from energy_client.rpc_client import Signer
 from tests.support import BLOCK, MarketHarness, registration_params
 
 

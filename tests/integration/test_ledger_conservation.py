@@ -26,7 +26,6 @@ from hypothesis.stateful import (
 )
 from moto import mock_aws
 
-from chalicelib.client import RpcError, Signer
 from chalicelib.domain.errors import (
     AlreadyExists,
     InsufficientBalance,
@@ -38,6 +37,7 @@ from chalicelib.domain.errors import (
     PriceAboveLimit,
 )
 from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK
+from energy_client.rpc_client import RpcError, Signer
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError, Signer
 from chalicelib.services.expiry import run_expiry
+from energy_client.rpc_client import RpcError, Signer
 from tests.support import (
     BLOCK,
     MarketHarness,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError
 from chalicelib.domain.providers import provider_id_for
+from energy_client.rpc_client import RpcError
 from tests.support import BLOCK, MarketHarness, registration_params
 
 

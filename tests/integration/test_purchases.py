@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.client import RpcError
+from energy_client.rpc_client import RpcError
 from tests.support import BLOCK, MarketHarness, buy, selling_provider
 
 PRICE = Decimal("0.08")  # BLOCK per kWh: the registration default

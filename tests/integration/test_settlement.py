@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client import RpcError, Signer
 from chalicelib.domain.receipts import ChainHead, receipt_from_json, verify_chain
 from chalicelib.services.settlement import run_settlement
+from energy_client.rpc_client import RpcError, Signer
 from tests.support import (
     BLOCK,
     MarketHarness,

@@ -59,7 +59,6 @@ from moto.dynamodb.models import dynamodb_backends
 from nacl.signing import SigningKey
 
 from chalicelib.adapters.dynamodb import from_item, receipt_from_item
-from chalicelib.client import RpcError, Signer, unwrap
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.readings import Rejection
 from chalicelib.domain.receipts import ChainHead, Receipt, verify_chain
@@ -68,6 +67,7 @@ from chalicelib.services.expiry import EXPIRY_JOB, run_expiry
 from chalicelib.services.ingest import Status, record_payload
 from chalicelib.services.jobs import HOUR_MS
 from chalicelib.services.settlement import SETTLEMENT_JOB, run_settlement
+from energy_client.rpc_client import RpcError, Signer, unwrap
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,

@@ -25,8 +25,6 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from chalicelib.cli import receipts as cli
-from chalicelib.client import MarketplaceClient
 from chalicelib.domain import signing
 from chalicelib.domain.receipts import (
     GENESIS_HASH,
@@ -38,6 +36,8 @@ from chalicelib.domain.receipts import (
     verify_chain,
     verify_export,
 )
+from energy_client import receipts as cli
+from energy_client.rpc_client import MarketplaceClient
 from tests.support import MARKETPLACE_ID, MarketHarness, buy, memory_market, selling_provider
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -490,7 +490,7 @@ def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
     export = export_of(chain_of(3))
     export["receipts"][1]["wh"] += 1
     altered = write(tmp_path / "altered.json", export)
-    command = [sys.executable, "-m", "chalicelib.cli.receipts", "verify"]
+    command = [sys.executable, "-m", "energy_client.receipts", "verify"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -717,7 +717,7 @@ def test_the_doc_shows_what_the_verifier_reports() -> None:
         "the chain head is receipt 5 but the export ends at 4",
         "the export has no head for this chain: its receipts were added",
         cli.EXPORT_FORMAT,
-        "python -m chalicelib.cli.receipts export --url",
-        "python -m chalicelib.cli.receipts verify receipts.json --public-key",
+        "python -m energy_client.receipts export --url",
+        "python -m energy_client.receipts verify receipts.json --public-key",
     ]:
         assert problem in doc, problem

@@ -2,13 +2,15 @@
 
 ::
 
-    python -m chalicelib.cli.receipts export --url http://127.0.0.1:8000/rpc \\
+    python -m energy_client.receipts export --url http://127.0.0.1:8000/rpc \\
         --provider energy-0x9c1ffbe03db22a35 -o receipts.json
-    python -m chalicelib.cli.receipts verify receipts.json --public-key <hex>
+    python -m energy_client.receipts verify receipts.json --public-key <hex>
 
 ``verify`` needs no network and trusts nothing but the public key it is
 given. Its exit status is 0 when every chain is intact, 1 when one is broken
-and 2 when the file is not a readable export. See docs/receipts.md.
+and 2 when the file is not a readable export. The CLI's ``receipts export``
+and ``receipts verify`` (``python -m energy_client receipts ...``) are these
+too. See docs/receipts.md.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any, Final
 
 import simplejson
 
-from chalicelib.client import MarketplaceClient, RpcError, http_transport
 from chalicelib.domain import signing
 from chalicelib.domain.receipts import ChainReport, MalformedReceipt, verify_export
+from energy_client.rpc_client import MarketplaceClient, RpcError, http_transport
 
 EXPORT_FORMAT: Final = "energy-marketplace/receipts-export/v1"
 PAGE_SIZE: Final = 100  # the largest page energy.getReceipts gives
@@ -222,7 +224,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(
-        prog="python -m chalicelib.cli.receipts",
+        prog="python -m energy_client.receipts",
         description="Export settlement receipts from the marketplace, or verify an export.",
     )
     commands = main_parser.add_subparsers(dest="command", required=True)

@@ -1,1 +1,0 @@
-"""Command-line tools: run each as ``python -m chalicelib.cli.<name>``."""

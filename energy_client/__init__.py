@@ -1,0 +1,1 @@
+"""The marketplace's Python client and command-line client: not part of the Lambda package."""
