@@ -46,6 +46,7 @@ from nacl.signing import SigningKey
 
 from chalicelib.domain import readings
 from chalicelib.domain.providers import is_valid_meter_address, provider_id_for
+from energy_client import keyfiles
 from energy_client.rpc_client import MarketplaceClient, RpcError, Signer
 from infra.emulation import (
     create_iot_resources,
@@ -388,9 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"certificate {credentials.certificate_id}, credentials in {credentials.directory}"
         )
         if args.api_url:
-            owner = Signer.from_seed_hex(
-                args.owner, args.owner_key_file.read_text(encoding="ascii").strip()
-            )
+            owner = Signer(args.owner, keyfiles.read_key(args.owner_key_file))
             registration = (
                 json.loads(args.registration.read_text(encoding="utf-8"))
                 if args.registration

@@ -50,9 +50,10 @@ import boto3
 
 from chalicelib.domain import readings
 from chalicelib.domain.providers import provider_id_for
+from energy_client import keyfiles
 from energy_client.rpc_client import MarketplaceClient, RpcError, Signer, encode
 from infra.emulation import OFFLINE_ACCOUNT_ID
-from iot.ca import CertificateAuthority, write_file
+from iot.ca import CertificateAuthority
 from iot.demo.profiles import GenerationProfile, source_for
 from iot.lifecycle import write_status
 from iot.meter import GenerationSource, MeterClient, MeterError
@@ -165,13 +166,9 @@ class Keyring:
         self.directory = directory
 
     def signer(self, name: str) -> Signer:
-        path = self.directory / f"{name}.key"
-        if path.exists():
-            return Signer.from_seed_hex(name, path.read_text(encoding="ascii").strip())
-        signer = Signer.generate(name)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_file(path, (bytes(signer.key).hex() + "\n").encode(), mode=0o600)
-        return signer
+        return Signer(
+            name, keyfiles.load_or_create_key(self.directory / f"{name}{keyfiles.KEY_SUFFIX}")
+        )
 
 
 @dataclass

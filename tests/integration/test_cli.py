@@ -1,6 +1,7 @@
 """The command-line client (energy_client/cli), run in-process against a
-market in memory: the CLI's client is the harness's, whose transport is the
-JSON-RPC dispatcher itself, so every command goes through the real API.
+market on each storage adapter: the CLI's client is the harness's, whose
+transport is the JSON-RPC dispatcher itself, so every command goes through the
+real API.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tests.support import (
     BLOCK,
     MarketHarness,
     SimulatedMeter,
-    memory_market,
     selling_provider,
 )
 
@@ -40,8 +40,9 @@ class Run:
 
 
 @pytest.fixture
-def harness() -> MarketHarness:
-    return memory_market()
+def harness(market: MarketHarness) -> MarketHarness:
+    """The market on one adapter (tests/integration/conftest.py runs each test on both)."""
+    return market
 
 
 @pytest.fixture
