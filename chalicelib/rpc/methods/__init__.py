@@ -22,7 +22,7 @@ lists methods by name).
 
 from __future__ import annotations
 
-# The groups in registration order (today's method order), not alphabetical.
+# Registration order, not alphabetical: the order methods.py registered them in.
 # isort: off
 from chalicelib.rpc.methods import (  # noqa: F401  (imported to register their methods)
     market,

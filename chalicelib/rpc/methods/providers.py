@@ -278,9 +278,6 @@ def list_providers(context: CallContext, params: ListProvidersParams) -> Provide
     )
 
 
-StakeMove = Callable[[Market, SignedCall, str, int], Provider]
-
-
 @registry.method(
     "energy.topUpStake",
     summary="Add to a provider's stake from your balance",
@@ -305,6 +302,9 @@ def withdraw_stake(context: CallContext, params: StakeParams) -> ProviderResult:
     """Signed by the provider's owner; refused while the provider has open
     obligations. Leaving less than the minimum stake suspends the provider."""
     return _move_stake(context, params, providers.withdraw_stake)
+
+
+StakeMove = Callable[[Market, SignedCall, str, int], Provider]
 
 
 def _move_stake(context: CallContext, params: StakeParams, move: StakeMove) -> ProviderResult:
