@@ -1,7 +1,14 @@
-"""The OpenRPC document, generated from the models that validate requests."""
+"""The OpenRPC document, generated from the models that validate requests.
+
+``docs/openrpc.json`` is a stored copy for integrators and reviewers: a test
+fails when the generated document no longer matches it. After a deliberate
+API change, rewrite it with ``python -m chalicelib.rpc.openrpc --write``.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -10,6 +17,8 @@ from chalicelib.rpc.registry import MethodSpec, Registry
 
 OPENRPC_VERSION = "1.3.2"
 _REF = "#/components/schemas/{model}"
+STORED_COPY = Path(__file__).resolve().parents[2] / "docs" / "openrpc.json"
+REGENERATE = "python -m chalicelib.rpc.openrpc --write"
 
 
 def openrpc_document(registry: Registry, api_version: str) -> dict[str, Any]:
@@ -69,3 +78,33 @@ def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
 def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
     schemas[model.__name__] = _schema(model, schemas)
     return {"$ref": _REF.format(model=model.__name__)}
+
+
+def canonical_json(document: dict[str, Any]) -> str:
+    """The stored copy's text: sorted keys, indent 2, UTF-8, a final newline."""
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from chalicelib.rpc.methods import openrpc
+
+    parser = argparse.ArgumentParser(
+        prog="python -m chalicelib.rpc.openrpc",
+        description=f"Print this API's OpenRPC document, or write it to {STORED_COPY.name}.",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help=f"rewrite {STORED_COPY} (a deliberate API change)"
+    )
+    text = canonical_json(openrpc())
+    if parser.parse_args(argv).write:
+        STORED_COPY.write_text(text, encoding="utf-8")
+        print(f"wrote {STORED_COPY}")
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -86,34 +86,17 @@ class Dispatcher:
         try:
             payload = parse_body(body)
         except _ParseFailure as exc:
-            return encode(
-                _response(
-                    None,
-                    error=error_object(
-                        PARSE_ERROR, "Parse error", {"reason": "parse_error", "detail": str(exc)}
-                    ),
-                )
+            return _body_error(
+                PARSE_ERROR, "Parse error", {"reason": "parse_error", "detail": str(exc)}
             )
         if isinstance(payload, list):
             if not payload:
-                return encode(
-                    _response(
-                        None,
-                        error=error_object(
-                            INVALID_REQUEST, "Invalid Request", {"reason": "empty_batch"}
-                        ),
-                    )
-                )
+                return _body_error(INVALID_REQUEST, "Invalid Request", {"reason": "empty_batch"})
             if len(payload) > MAX_BATCH:
-                return encode(
-                    _response(
-                        None,
-                        error=error_object(
-                            INVALID_REQUEST,
-                            "Invalid Request",
-                            {"reason": "batch_too_large", "max_batch": MAX_BATCH},
-                        ),
-                    )
+                return _body_error(
+                    INVALID_REQUEST,
+                    "Invalid Request",
+                    {"reason": "batch_too_large", "max_batch": MAX_BATCH},
                 )
             answers = [a for a in (self.handle_call(call) for call in payload) if a is not None]
             return encode(answers) if answers else None
@@ -165,16 +148,7 @@ class Dispatcher:
         try:
             parsed = spec.params.model_validate(params)
         except ValidationError as exc:
-            raise _RpcError(
-                error_object(
-                    INVALID_PARAMS,
-                    "Invalid params",
-                    {
-                        "reason": "invalid_params",
-                        "errors": [_field_error(e) for e in exc.errors(include_url=False)],
-                    },
-                )
-            ) from exc
+            raise _invalid_params([_field_error(e) for e in exc.errors(include_url=False)]) from exc
         context = CallContext(market=self._market, method=method, raw_params=params)
         result = spec.handler(context, parsed)
         return result.model_dump(mode="python")
@@ -184,6 +158,19 @@ class _RpcError(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(error["message"])
         self.error = error
+
+
+def _invalid_params(errors: list[dict[str, str]]) -> _RpcError:
+    return _RpcError(
+        error_object(
+            INVALID_PARAMS, "Invalid params", {"reason": "invalid_params", "errors": errors}
+        )
+    )
+
+
+def _body_error(code: int, message: str, data: dict[str, Any]) -> bytes:
+    """A whole body's answer when no single call can be answered (id null)."""
+    return encode(_response(None, error=error_object(code, message, data)))
 
 
 def _envelope_problem(call: dict[str, Any]) -> str | None:
@@ -201,16 +188,7 @@ def _envelope_problem(call: dict[str, Any]) -> str | None:
 def _by_position(model: type[Any], values: list[Any]) -> dict[str, Any]:
     names = list(model.model_fields)
     if len(values) > len(names):
-        raise _RpcError(
-            error_object(
-                INVALID_PARAMS,
-                "Invalid params",
-                {
-                    "reason": "invalid_params",
-                    "errors": [{"field": "", "message": f"at most {len(names)} positional params"}],
-                },
-            )
-        )
+        raise _invalid_params([{"field": "", "message": f"at most {len(names)} positional params"}])
     return dict(zip(names, values, strict=False))
 
 

@@ -90,6 +90,50 @@ def test_empty_and_oversized_batches_are_invalid(market: MarketHarness) -> None:
     assert rpc(market, [call] * 51)["error"]["data"]["reason"] == "batch_too_large"
 
 
+def test_whole_body_errors_are_complete_error_objects_with_a_null_id(
+    market: MarketHarness,
+) -> None:
+    call = {"jsonrpc": "2.0", "method": "energy.getMarketInfo", "id": 1}
+    assert rpc(market, []) == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32600, "message": "Invalid Request", "data": {"reason": "empty_batch"}},
+        "id": None,
+    }
+    assert rpc(market, [call] * 51) == {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": -32600,
+            "message": "Invalid Request",
+            "data": {"reason": "batch_too_large", "max_batch": 50},
+        },
+        "id": None,
+    }
+    assert rpc(market, b"{") == {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": -32700,
+            "message": "Parse error",
+            "data": {"reason": "parse_error", "detail": "request body is not valid JSON"},
+        },
+        "id": None,
+    }
+
+
+def test_too_many_positional_params_name_the_limit(market: MarketHarness) -> None:
+    answer = rpc(
+        market,
+        {"jsonrpc": "2.0", "method": "energy.getMeter", "params": ["m", 1], "id": 4},
+    )
+    assert answer["error"] == {
+        "code": -32602,
+        "message": "Invalid params",
+        "data": {
+            "reason": "invalid_params",
+            "errors": [{"field": "", "message": "at most 1 positional params"}],
+        },
+    }
+
+
 def test_unknown_method(market: MarketHarness) -> None:
     answer = rpc(market, {"jsonrpc": "2.0", "method": "energy.mintMoney", "id": 9})
     assert answer["error"]["code"] == -32601

@@ -1,0 +1,69 @@
+"""Market methods: what a client needs to sign and trade, and the API's own description."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable
+from chalicelib.domain import signing
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
+from chalicelib.rpc.methods.common import API_VERSION, openrpc, registry
+from chalicelib.rpc.methods.fields import NoParams, Result
+from chalicelib.rpc.registry import CallContext
+
+
+class MarketInfo(Result):
+    marketplace_id: str
+    operator_public_key: str
+    min_stake: int = Field(description="Minimum provider stake, micro-BLOCK")
+    auth_window_seconds: int
+    energy_types: list[EnergyType]
+    request_signing_domain: str
+    receipt_public_key: str = Field(
+        description="Verifies settlement receipts (hex Ed25519); empty if not configured"
+    )
+    market_fee_bps: int = Field(description="Treasury's share of a settlement, 1/100 %")
+    dispute_window_ms: int = Field(description="How long after minting a purchase settles")
+    api_version: str
+
+
+class OpenRpcDocument(Result):
+    """The OpenRPC 1.3 document of this API."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@registry.method(
+    "energy.getMarketInfo", summary="What a client needs to sign and trade", result=MarketInfo
+)
+def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
+    """The deployment's identity and rules: the marketplace id bound into every
+    signature, the operator's key, the minimum stake and the signing window."""
+    settings = context.market.settings
+    return MarketInfo(
+        marketplace_id=settings.marketplace_id,
+        operator_public_key=settings.operator_public_key,
+        min_stake=MIN_STAKE_MICRO_BLOCK,
+        auth_window_seconds=settings.auth_window_seconds,
+        energy_types=list(EnergyType),
+        request_signing_domain=signing.REQUEST_DOMAIN.decode().strip(),
+        receipt_public_key=_receipt_public_key(context),
+        market_fee_bps=settings.market_fee_bps,
+        dispute_window_ms=settings.dispute_window_ms,
+        api_version=API_VERSION,
+    )
+
+
+def _receipt_public_key(context: CallContext) -> str:
+    try:
+        key = context.market.receipt_signing_key()
+    except ReceiptKeyUnavailable:
+        return ""
+    return key.verify_key.encode().hex()
+
+
+@registry.method("rpc.discover", summary="This API's OpenRPC document", result=OpenRpcDocument)
+def discover(context: CallContext, params: NoParams) -> OpenRpcDocument:
+    """The method list, parameter and result schemas, and error codes, generated
+    from the same models that validate requests."""
+    return OpenRpcDocument.model_validate(openrpc())

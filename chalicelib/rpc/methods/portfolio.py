@@ -1,0 +1,240 @@
+"""Portfolio methods: what an account holds, the carbon it offset, and retiring credits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictInt, StrictStr, model_validator
+
+from chalicelib.domain import carbon
+from chalicelib.domain.certificates import Certificate
+from chalicelib.domain.errors import InvalidState, NotFound
+from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
+from chalicelib.rpc.methods.fields import (
+    AccountName,
+    Cursor,
+    PageLimit,
+    Params,
+    Result,
+    SignedParams,
+    degrees,
+)
+from chalicelib.rpc.methods.meters import CreditResult
+from chalicelib.rpc.methods.trading import PurchaseResult
+from chalicelib.rpc.registry import CallContext
+from chalicelib.services import portfolio, retirement
+
+
+class PortfolioParams(Params):
+    account: AccountName
+    holdings_limit: PageLimit = 50
+    holdings_cursor: Cursor | None = None
+    history_limit: PageLimit = 20
+    history_cursor: Cursor | None = None
+
+
+class CarbonOffsetResult(Result):
+    total_kg_co2: Decimal = Field(description="CO2 avoided by the energy bought, kg")
+    total_g_co2: int
+    equivalent_trees: int = Field(description="Trees absorbing as much CO2 in a year")
+    bought_wh: dict[str, int] = Field(description="Settled Wh bought, by energy type")
+
+    @classmethod
+    def of(cls, offset: portfolio.CarbonOffset) -> CarbonOffsetResult:
+        return cls(
+            total_kg_co2=carbon.kg_from_g(offset.g_co2),
+            total_g_co2=offset.g_co2,
+            equivalent_trees=offset.equivalent_trees,
+            bought_wh=offset.bought_wh,
+        )
+
+
+class PortfolioResult(Result):
+    account: str
+    balance: int = Field(description="Available balance, micro-BLOCK")
+    stake: int = Field(description="Stake of the account's providers, micro-BLOCK")
+    escrow: int = Field(description="Held for open purchases, micro-BLOCK")
+    open_purchases: list[PurchaseResult]
+    holdings: list[CreditResult] = Field(description="Credits held, newest first")
+    holdings_next_cursor: str | None
+    purchase_history: list[PurchaseResult] = Field(description="Settled, newest first")
+    purchase_history_next_cursor: str | None
+    providers: list[str]
+    earnings: int = Field(description="Paid to the account by settled sales, micro-BLOCK")
+    sold_wh: int
+    carbon_offset: CarbonOffsetResult
+
+
+class CarbonParams(Params):
+    account: AccountName
+
+
+class RetireParams(SignedParams):
+    credit_ids: Annotated[
+        list[Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]],
+        Field(min_length=1, max_length=50),
+    ]
+    beneficiary: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=200, description="Who the energy is claimed for"),
+    ]
+    reporting_period_start_ms: Annotated[StrictInt, Field(ge=0)]
+    reporting_period_end_ms: Annotated[StrictInt, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RetireParams:
+        if len(set(self.credit_ids)) != len(self.credit_ids):
+            raise ValueError("credit_ids must not repeat")
+        return self
+
+
+class CertificateResult(Result):
+    """A retirement certificate in the shape of an EnergyTag granular certificate."""
+
+    certificate_id: str
+    status: Literal["retired"] = "retired"
+    credit_id: str
+    energy_wh: int
+    production_start_ms: int
+    production_end_ms: int = Field(description="At most one hour after the start")
+    device_id: str = Field(description="The meter")
+    device_capacity_wh: int
+    provider_id: str
+    technology: str
+    jurisdiction: str
+    latitude: Decimal
+    longitude: Decimal
+    issued_at_ms: int
+    beneficiary: str
+    reporting_period_start_ms: int
+    reporting_period_end_ms: int
+    retired_by: str
+    retired_at_ms: int
+    reading_hash: str = Field(description="Provenance: the meter's signed reading")
+    reading_counter_wh: int
+    reading_timestamp_ms: int
+    reading_signature: str
+
+    @classmethod
+    def of(cls, certificate: Certificate) -> CertificateResult:
+        c = certificate
+        return cls(
+            certificate_id=c.certificate_id,
+            credit_id=c.credit_id,
+            energy_wh=c.wh,
+            production_start_ms=c.production_start_ms,
+            production_end_ms=c.production_end_ms,
+            device_id=c.device_id,
+            device_capacity_wh=c.device_capacity_wh,
+            provider_id=c.provider_id,
+            technology=c.technology,
+            jurisdiction=c.jurisdiction,
+            latitude=degrees(c.latitude_micro_deg),
+            longitude=degrees(c.longitude_micro_deg),
+            issued_at_ms=c.issued_at_ms,
+            beneficiary=c.beneficiary,
+            reporting_period_start_ms=c.reporting_period_start_ms,
+            reporting_period_end_ms=c.reporting_period_end_ms,
+            retired_by=c.retired_by,
+            retired_at_ms=c.retired_at_ms,
+            reading_hash=c.reading_hash,
+            reading_counter_wh=c.reading_counter_wh,
+            reading_timestamp_ms=c.reading_timestamp_ms,
+            reading_signature=c.reading_signature,
+        )
+
+
+class RetireResult(Result):
+    certificates: list[CertificateResult]
+
+
+class CertificateRef(Params):
+    certificate_id: Annotated[StrictStr, Field(pattern=r"^gc-[0-9a-f]{64}$")]
+
+
+@registry.method(
+    "energy.getPortfolio",
+    summary="An account's balance, stake, escrow, purchases, holdings, earnings and carbon",
+    result=PortfolioResult,
+    errors=(NotFound,),
+)
+def get_portfolio(context: CallContext, params: PortfolioParams) -> PortfolioResult:
+    """Everything an account holds in one call: available balance, stake,
+    escrow and the open purchases behind it, held credits with their
+    provenance, settled purchases, what its providers earned, and the carbon
+    offset of the energy it bought. Holdings and history page separately."""
+    found = portfolio.get_portfolio(
+        context.market,
+        params.account,
+        holdings_limit=params.holdings_limit,
+        holdings_cursor=params.holdings_cursor,
+        history_limit=params.history_limit,
+        history_cursor=params.history_cursor,
+    )
+    return PortfolioResult(
+        account=found.account,
+        balance=found.balance_micro_block,
+        stake=found.stake_micro_block,
+        escrow=found.escrow_micro_block,
+        open_purchases=[PurchaseResult.of(p) for p in found.open_purchases],
+        holdings=[CreditResult.of(c) for c in found.holdings.items],
+        holdings_next_cursor=found.holdings.next_cursor,
+        purchase_history=[PurchaseResult.of(p) for p in found.history.items],
+        purchase_history_next_cursor=found.history.next_cursor,
+        providers=[p.provider_id for p in found.providers],
+        earnings=found.earned_micro_block,
+        sold_wh=found.sold_wh,
+        carbon_offset=CarbonOffsetResult.of(found.carbon),
+    )
+
+
+@registry.method(
+    "energy.getCarbonOffset",
+    summary="The CO2 the energy an account bought avoided",
+    result=CarbonOffsetResult,
+    original_name="getCarbonOffset",
+    errors=(NotFound,),
+)
+def get_carbon_offset(context: CallContext, params: CarbonParams) -> CarbonOffsetResult:
+    """Settled energy by type times the configured factors (grams of CO2 per
+    kWh: solar 400, wind 400, hydro 20, battery 0 by default)."""
+    uow = context.market.unit_of_work()
+    if uow.accounts.get(params.account) is None:
+        raise NotFound("no such account", account=params.account)
+    return CarbonOffsetResult.of(portfolio.carbon_offset(context.market, uow, params.account))
+
+
+@registry.method(
+    "energy.retireCredits",
+    summary="Claim held credits for a beneficiary: retired for good, with certificates",
+    result=RetireResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+)
+def retire_credits(context: CallContext, params: RetireParams) -> RetireResult:
+    """Signed by the holder. Every credit named must be held by the signer
+    (bought and settled) and cover at most one hour of production; all are
+    retired or none. Each becomes a certificate with the fields of an EnergyTag
+    granular certificate and the signed reading it came from."""
+    certificates = retirement.retire_credits(
+        context.market,
+        signed_call(context, params),
+        retirement.Claim(
+            credit_ids=tuple(params.credit_ids),
+            beneficiary=params.beneficiary,
+            period_start_ms=params.reporting_period_start_ms,
+            period_end_ms=params.reporting_period_end_ms,
+        ),
+    )
+    return RetireResult(certificates=[CertificateResult.of(c) for c in certificates])
+
+
+@registry.method(
+    "energy.getCertificate",
+    summary="A retirement certificate",
+    result=CertificateResult,
+    errors=(NotFound,),
+)
+def get_certificate(context: CallContext, params: CertificateRef) -> CertificateResult:
+    return CertificateResult.of(retirement.get_certificate(context.market, params.certificate_id))
