@@ -186,7 +186,11 @@ def _envelope_problem(call: dict[str, Any]) -> str | None:
 
 
 def _by_position(model: type[Any], values: list[Any]) -> dict[str, Any]:
-    names = list(model.model_fields)
+    # By position, params take the wire's names (a field's alias where it has one).
+    names = [
+        field.validation_alias if isinstance(field.validation_alias, str) else name
+        for name, field in model.model_fields.items()
+    ]
     if len(values) > len(names):
         raise _invalid_params([{"field": "", "message": f"at most {len(names)} positional params"}])
     return dict(zip(names, values, strict=False))

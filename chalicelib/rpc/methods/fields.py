@@ -52,10 +52,26 @@ def number_schema(description: str, minimum: str | None = None) -> WithJsonSchem
 
 # -- amounts --------------------------------------------------------------------
 
+# The original client's names for quantities the code holds in Wh. The wire
+# keeps the original names (as field aliases); in the code a name says what
+# the number is, so a Wh amount is never called kwh_*.
+WIRE_NAMES = {
+    "wh": "kwh_amount",
+    "counter_wh": "kwh_reading",
+    "capacity_wh": "capacity_kwh",
+    "min_available_wh": "min_kwh",
+}
+
+
+def wire_name(field_name: str | None, default: str) -> str:
+    """The name a client sent a field under: what error messages must say."""
+    return WIRE_NAMES.get(field_name or default, field_name or default)
+
+
 # Decimal kWh -> integer Wh (1 Wh resolution).
 KwhAsWh = Annotated[
     int,
-    BeforeValidator(lambda v, info: units.wh_from_kwh(v, info.field_name or "kwh")),
+    BeforeValidator(lambda v, info: units.wh_from_kwh(v, wire_name(info.field_name, "kwh"))),
     number_schema("Energy in kWh, exact to 1 Wh (at most 3 decimal places)."),
 ]
 # Decimal BLOCK per kWh -> integer micro-BLOCK per kWh.

@@ -14,6 +14,7 @@ from chalicelib.domain.providers import EnergyType
 from chalicelib.domain.readings import MeterState, RejectionRecord, topic_for
 from chalicelib.rpc.methods.common import registry
 from chalicelib.rpc.methods.fields import (
+    WIRE_NAMES,
     Cursor,
     KwhAsWh,
     MeterAddress,
@@ -43,7 +44,10 @@ class SubmitReadingParams(Params):
 
     provider_id: ProviderId
     meter_address: MeterAddress
-    kwh_reading: KwhAsWh = Field(description="Cumulative counter, kWh (≤ 3 decimals)")
+    counter_wh: KwhAsWh = Field(
+        validation_alias=WIRE_NAMES["counter_wh"],
+        description="Cumulative counter, kWh (≤ 3 decimals)",
+    )
     timestamp: ReadingTimestamp = Field(description="Unix seconds (≤ 3 decimals)")
     signature: Annotated[StrictStr, Field(pattern=r"^(0x)?[0-9a-fA-F]{128}$")] = Field(
         description="Ed25519 over the reading message (docs/meter-protocol.md), hex"

@@ -20,6 +20,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.providers import EnergyType, Location, Provider, ProviderStatus
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
+    WIRE_NAMES,
     AccountName,
     Cursor,
     Jurisdiction,
@@ -56,7 +57,9 @@ class RegisterProviderParams(SignedParams):
     jurisdiction: Jurisdiction
     latitude: Latitude
     longitude: Longitude
-    capacity_kwh: PositiveKwhAsWh = Field(description="Peak output in kW (kWh per hour)")
+    capacity_wh: PositiveKwhAsWh = Field(
+        validation_alias=WIRE_NAMES["capacity_wh"], description="Peak output in kW (kWh per hour)"
+    )
     price_per_kwh: PositivePricePerKwh
     stake: MicroBlock = Field(description="Stake in micro-BLOCK, at least 1,000 BLOCK")
     meter_address: MeterAddress
@@ -65,7 +68,9 @@ class RegisterProviderParams(SignedParams):
 
 class ProviderUpdates(Params):
     display_name: DisplayName | None = None
-    capacity_kwh: PositiveKwhAsWh | None = None
+    capacity_wh: PositiveKwhAsWh | None = Field(
+        default=None, validation_alias=WIRE_NAMES["capacity_wh"]
+    )
     price_per_kwh: PositivePricePerKwh | None = None
     paused: StrictBool | None = None
     meter_public_key: PublicKeyHex | None = Field(
@@ -206,7 +211,7 @@ def register_provider(context: CallContext, params: RegisterProviderParams) -> P
         energy_type=params.energy_type,
         jurisdiction=params.jurisdiction,
         location=Location(params.latitude, params.longitude),
-        capacity_wh=params.capacity_kwh,
+        capacity_wh=params.capacity_wh,
         price_micro_block_per_kwh=params.price_per_kwh,
         stake_micro_block=params.stake,
         meter_address=params.meter_address,
@@ -236,7 +241,7 @@ def update_provider(context: CallContext, params: UpdateProviderParams) -> Provi
         params.provider_id,
         providers.ProviderUpdate(
             display_name=u.display_name,
-            capacity_wh=u.capacity_kwh,
+            capacity_wh=u.capacity_wh,
             price_micro_block_per_kwh=u.price_per_kwh,
             paused=u.paused,
             meter_public_key=u.meter_public_key,

@@ -20,6 +20,7 @@ from chalicelib.domain.providers import EnergyType
 from chalicelib.domain.trading import Purchase
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
+    WIRE_NAMES,
     Cursor,
     KwhAsWh,
     PageLimit,
@@ -39,7 +40,7 @@ from chalicelib.services.offers import Offer
 
 class PurchaseParams(SignedParams):
     provider_id: ProviderId
-    kwh_amount: PositiveKwhAsWh = Field(description="Energy to buy, kWh")
+    wh: PositiveKwhAsWh = Field(validation_alias=WIRE_NAMES["wh"], description="Energy to buy, kWh")
     max_price_per_kwh: PricePerKwh = Field(description="The most to pay, BLOCK per kWh")
     idempotency_key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")] | None = Field(
         default=None,
@@ -106,7 +107,11 @@ class ReceiptRef(Result):
 
 
 class OffersParams(ProviderFilter):
-    min_kwh: KwhAsWh | None = Field(default=None, description="At least this much on sale")
+    min_available_wh: KwhAsWh | None = Field(
+        default=None,
+        validation_alias=WIRE_NAMES["min_available_wh"],
+        description="At least this much on sale",
+    )
     limit: PageLimit = 50
     cursor: Cursor | None = None
 
@@ -171,7 +176,7 @@ def purchase_energy(context: CallContext, params: PurchaseParams) -> PurchaseRes
         signed_call(context, params),
         trading.Order(
             provider_id=params.provider_id,
-            wh=params.kwh_amount,
+            wh=params.wh,
             max_price_micro_block_per_kwh=params.max_price_per_kwh,
             idempotency_key=params.idempotency_key,
         ),
@@ -201,7 +206,7 @@ def get_offers(context: CallContext, params: OffersParams) -> OffersResult:
     jurisdiction, max_price (BLOCK per kWh), min_kwh on sale. A selective
     filter may return a short page with a cursor (as listProviders does)."""
     page = offers.get_offers(
-        context.market, params.query(), params.min_kwh or 0, params.limit, params.cursor
+        context.market, params.query(), params.min_available_wh or 0, params.limit, params.cursor
     )
     now = context.market.clock()
     return OffersResult(
