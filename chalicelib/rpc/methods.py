@@ -33,7 +33,12 @@ from chalicelib.domain.errors import (
     ReplayedRequest,
     StaleRequest,
 )
-from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Location
+from chalicelib.domain.providers import (
+    MIN_STAKE_MICRO_BLOCK,
+    EnergyType,
+    Location,
+    ProviderQuery,
+)
 from chalicelib.rpc import schemas as s
 from chalicelib.rpc.openrpc import openrpc_document
 from chalicelib.rpc.registry import CallContext, Registry
@@ -49,7 +54,6 @@ from chalicelib.services import (
     trading,
 )
 from chalicelib.services.auth import SignedCall
-from chalicelib.services.ports import ProviderQuery
 
 API_VERSION = "1.0.0"
 
