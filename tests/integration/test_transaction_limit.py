@@ -100,13 +100,15 @@ def _error(code: str, reasons: list[str] | None = None) -> ClientError:
     response: dict[str, Any] = {"Error": {"Code": code, "Message": code}}
     if reasons is not None:
         response["CancellationReasons"] = [{"Code": r} for r in reasons]
-    return ClientError(response, "TransactWriteItems")  # type: ignore[arg-type]
+    return ClientError(response, "TransactWriteItems")
 
 
 def _staged(writes: int) -> Staged:
     staged = Staged()
     for n in range(writes):
-        staged.update("ledger", {"pk": {"S": f"K#{n}"}}, "ADD n :one", None, lambda: None)  # type: ignore[arg-type, return-value]
+        staged.update(
+            "ledger", {"pk": {"S": f"K#{n}"}}, "ADD n :one", None, lambda: ConcurrentUpdate("raced")
+        )
     return staged
 
 

@@ -10,13 +10,12 @@ from chalicelib.services.market import RETRY_BASE_SECONDS, retry_on_conflict
 
 def test_conflicts_are_retried_after_growing_jittered_waits() -> None:
     waits: list[float] = []
-    attempts = iter([ConcurrentUpdate("raced"), ConcurrentUpdate("raced"), "done"])
+    conflicts = [ConcurrentUpdate("raced"), ConcurrentUpdate("raced")]
 
     def attempt() -> str:
-        outcome = next(attempts)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        if conflicts:
+            raise conflicts.pop()
+        return "done"
 
     assert retry_on_conflict(attempt, sleep=waits.append) == "done"
     assert len(waits) == 2
