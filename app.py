@@ -87,6 +87,6 @@ def expire_unsold_credits(event: Any) -> dict[str, Any]:
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)
 def publish_market_events(event: Any) -> dict[str, int]:
     """Trading events (purchases opened and settled) from the ledger's stream."""
-    from chalicelib.market_events import handle_ledger_records
+    from chalicelib.streams.purchase_events import handle_ledger_records
 
     return handle_ledger_records(event.to_dict()["Records"])

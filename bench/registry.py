@@ -108,7 +108,7 @@ from bench._capacity import (
     probe_moto_capacity,
 )
 from bench._printing import print_table, say
-from chalicelib.adapters.dynamodb import provider_to_item
+from chalicelib.adapters.dynamodb.providers import provider_to_item
 from chalicelib.domain.providers import EnergyType, Location, Provider, provider_id_for
 from energy_client.rpc_client import MarketplaceClient, Signer, Transport
 from infra.emulation import create_tables

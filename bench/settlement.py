@@ -9,7 +9,7 @@ purchases (100 credits) due must read and request the same whatever the
 history behind them: 1,000, 5,000 or 10,000 settled purchases. Both jobs read
 only the hours from their watermark to now in sparse indexes (PurchasesDue,
 ExpiringBySlot) that settled purchases and sold or expired credits have left
-(see chalicelib/services/jobs.py).
+(see chalicelib/adapters/due_work.py).
 
 Each history size gets a fresh market (moto in-process, ``mock_aws``, tables
 from infra/template.yaml via ``infra.emulation``):
@@ -79,16 +79,13 @@ from moto.dynamodb.models.table import Table as MotoTable
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
 from bench._printing import print_table, say
-from chalicelib.adapters.dynamodb import (
-    Item,
-    Tables,
-    chain_head_key,
-    credit_to_item,
-    entry_to_item,
-    purchase_to_item,
-    receipt_to_item,
-    to_item,
-)
+from chalicelib.adapters.due_work import HOUR_MS
+from chalicelib.adapters.dynamodb import Item, Tables, to_item
+from chalicelib.adapters.dynamodb.credits import credit_to_item
+from chalicelib.adapters.dynamodb.layout import chain_head_key
+from chalicelib.adapters.dynamodb.ledger import entry_to_item
+from chalicelib.adapters.dynamodb.purchases import purchase_to_item
+from chalicelib.adapters.dynamodb.receipts import receipt_to_item
 from chalicelib.domain import units
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
@@ -108,7 +105,7 @@ from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.expiry import run_expiry
 from chalicelib.services.ingest import Status, record_payload
-from chalicelib.services.jobs import HOUR_MS, JobRun
+from chalicelib.services.ports import JobRun
 from chalicelib.services.settlement import run_settlement
 from energy_client.rpc_client import MarketplaceClient, Signer
 from infra.emulation import create_tables

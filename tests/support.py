@@ -10,6 +10,7 @@ from typing import Any
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
+from chalicelib.adapters.receipt_key import receipt_signing_key
 from chalicelib.config import Settings
 from chalicelib.domain.ledger import EntryKind
 from chalicelib.domain.readings import signed_payload
@@ -219,7 +220,13 @@ def _wire(
 ) -> MarketHarness:
     clock = clock or Clock()
     operator = Signer.generate("operator")
-    market = Market(settings=settings_for(operator), unit_of_work=factory, clock=clock)
+    settings = settings_for(operator)
+    market = Market(
+        settings=settings,
+        unit_of_work=factory,
+        clock=clock,
+        receipt_key=lambda: receipt_signing_key(settings),
+    )
     dispatcher = Dispatcher(registry, market)
     client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=clock)
     return MarketHarness(market, dispatcher, client, operator, clock, snapshot, audit)

@@ -108,6 +108,13 @@ class ConcurrentUpdate(DomainError):
     reason = "concurrent_update"
 
 
+class StorageBusy(DomainError):
+    """The database refused the request for now (throttled); nothing changed, retry later."""
+
+    code = 5002
+    reason = "storage_busy"
+
+
 class InvalidCursor(DomainError):
     """A pagination cursor that this service did not issue."""
 
@@ -141,3 +148,10 @@ class PurchaseTooLarge(DomainError):
 
     code = 4007
     reason = "purchase_too_large"
+
+
+class TransactionTooLarge(DomainError):
+    """The request would change more records than one atomic write holds."""
+
+    code = 4008
+    reason = "transaction_too_large"

@@ -152,3 +152,48 @@ def is_valid_meter_address(address: str) -> bool:
 
 def is_valid_jurisdiction(code: str) -> bool:
     return bool(JURISDICTION.match(code))
+
+
+@dataclass(frozen=True)
+class ProviderQuery:
+    """Filters of ``listProviders``; None means "any"."""
+
+    energy_type: EnergyType | None = None
+    jurisdiction: str | None = None
+    max_price_micro_block_per_kwh: int | None = None
+    min_capacity_wh: int | None = None
+    include_inactive: bool = False
+
+    def admits(self, provider: Provider) -> bool:
+        return self.admits_listing(
+            ListingFacts(
+                energy_type=provider.energy_type,
+                jurisdiction=provider.jurisdiction,
+                price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
+                capacity_wh=provider.capacity_wh,
+                status=provider.status,
+            )
+        )
+
+    def admits_listing(self, facts: ListingFacts) -> bool:
+        return (
+            (self.energy_type is None or facts.energy_type == self.energy_type)
+            and (self.jurisdiction is None or facts.jurisdiction == self.jurisdiction)
+            and (
+                self.max_price_micro_block_per_kwh is None
+                or facts.price_micro_block_per_kwh <= self.max_price_micro_block_per_kwh
+            )
+            and (self.min_capacity_wh is None or facts.capacity_wh >= self.min_capacity_wh)
+            and (self.include_inactive or facts.status == ProviderStatus.ACTIVE)
+        )
+
+
+@dataclass(frozen=True)
+class ListingFacts:
+    """What a provider listing filters on: all an index entry needs to carry."""
+
+    energy_type: str
+    jurisdiction: str
+    price_micro_block_per_kwh: int
+    capacity_wh: int
+    status: str

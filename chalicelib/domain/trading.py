@@ -10,10 +10,20 @@ from typing import Final
 
 from chalicelib.domain.credits import Credit, CreditState
 
-# One purchase is one DynamoDB transaction (at most 100 items): the nonce, the
-# buyer's balance, the purchase, the provider and its credits. The credits get
-# what is left, one of them possibly split.
-MAX_CREDITS_PER_PURCHASE: Final = 90
+# A purchase and its settlement are each one atomic write, of at most as many
+# records as the storage takes in one (UnitOfWork.max_writes). The largest is
+# an early settlement: one write per credit, and nine more (the request's
+# nonce, the purchase, the owner's balance and sale entry, a treasury shard,
+# the provider, what the buyer bought, the receipt and its chain head). One
+# more is kept spare.
+WRITES_BESIDES_CREDITS: Final = 10
+
+
+def max_credits_per_purchase(max_writes: int) -> int:
+    """The most credits one purchase may take, when one commit holds ``max_writes``."""
+    return max_writes - WRITES_BESIDES_CREDITS
+
+
 # Settlement waits this long after the newest credit of a purchase was minted,
 # so that a dispute can still freeze it (configurable).
 DEFAULT_DISPUTE_WINDOW_MS: Final = 24 * 3_600_000

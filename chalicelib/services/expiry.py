@@ -1,10 +1,10 @@
 """Expiry: credits unsold at their expiry leave the market.
 
-Credits on sale are indexed by the hour they expire in, sharded
-(ExpiringBySlot, sparse: a credit leaves it when it is sold or expires). A run
-reads the shards of the hours from its watermark to now (see services.jobs)
-and expires what it finds, grouped by provider: one transaction takes a group
-of credits out of the market and their Wh off the provider's energy on sale.
+A run takes the credits on sale whose expiry has come from the storage, where
+the job left off (the storage reads only what is due, never the history
+behind it), and expires them grouped by provider: one transaction takes a
+group of credits out of the market and their Wh off the provider's energy on
+sale.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import logging
 from collections.abc import Sequence
 from itertools import groupby
 
-from chalicelib.adapters.keys import expiry_slots
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import DomainError
-from chalicelib.services.jobs import PAGE, JobRun, run_over_hours
 from chalicelib.services.market import Market
+from chalicelib.services.ports import JobRun
 
 logger = logging.getLogger(__name__)
 
 EXPIRY_JOB = "expiry"
 DEFAULT_RUN_BUDGET = 5_000
-# Credits per transaction: with the provider's update, well under DynamoDB's 100.
+# Credits per transaction, with the provider's update: well under what one
+# commit holds (UnitOfWork.max_writes).
 GROUP = 50
 
 
@@ -35,7 +35,6 @@ def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
     """
     now_ms = market.clock() * 1000
     run = JobRun(EXPIRY_JOB)
-    uow = market.unit_of_work()
 
     def expire_page(credits: Sequence[Credit]) -> bool:
         handled_all = True
@@ -47,33 +46,9 @@ def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
                     handled_all = False
         return handled_all
 
-    def empty_hour(hour: int) -> bool:
-        # A round reads a page from every shard of the hour and expires what it
-        # found together, so a provider's credits share transactions across shards.
-        emptied = True
-        seen: set[str] = set()
-        shards = expiry_slots(hour)
-        while shards and run.done < budget:
-            found: list[Credit] = []
-            more = []
-            for slot in shards:
-                page = uow.credits.expiring(slot, now_ms, PAGE)
-                run.queries += 1
-                run.items_read += len(page)
-                fresh = [c for c in page if c.credit_id not in seen]
-                seen.update(c.credit_id for c in fresh)
-                found.extend(fresh)
-                if len(page) == PAGE:
-                    if fresh:
-                        more.append(slot)
-                    else:
-                        emptied = False  # the index still lists what we expired: next run
-            if found and not expire_page(found):
-                emptied = False
-            shards = more
-        return emptied and not shards
-
-    return run_over_hours(market, run, now_ms, empty_hour)
+    market.unit_of_work().credits.each_expired(run, now_ms, budget, expire_page)
+    logger.info("scheduled job finished", extra={"job_run": run.as_log()})
+    return run
 
 
 def _expire_together(market: Market, credits: Sequence[Credit], run: JobRun, now_ms: int) -> bool:

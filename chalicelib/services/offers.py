@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.domain.providers import Provider
+from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.services.market import Market
-from chalicelib.services.ports import Page, ProviderQuery
+from chalicelib.services.ports import Page
 
 
 @dataclass(frozen=True)

@@ -18,56 +18,10 @@ from typing import Generic, Protocol, TypeVar
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.credits import Credit, Retirement
 from chalicelib.domain.ledger import LedgerEntry
-from chalicelib.domain.providers import EnergyType, Provider, ProviderStatus
+from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
 from chalicelib.domain.receipts import ChainHead, Receipt
 from chalicelib.domain.trading import Purchase
-
-
-@dataclass(frozen=True)
-class ProviderQuery:
-    """Filters of ``listProviders``; None means "any"."""
-
-    energy_type: EnergyType | None = None
-    jurisdiction: str | None = None
-    max_price_micro_block_per_kwh: int | None = None
-    min_capacity_wh: int | None = None
-    include_inactive: bool = False
-
-    def admits(self, provider: Provider) -> bool:
-        return self.admits_listing(
-            ListingFacts(
-                energy_type=provider.energy_type,
-                jurisdiction=provider.jurisdiction,
-                price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
-                capacity_wh=provider.capacity_wh,
-                status=provider.status,
-            )
-        )
-
-    def admits_listing(self, facts: ListingFacts) -> bool:
-        return (
-            (self.energy_type is None or facts.energy_type == self.energy_type)
-            and (self.jurisdiction is None or facts.jurisdiction == self.jurisdiction)
-            and (
-                self.max_price_micro_block_per_kwh is None
-                or facts.price_micro_block_per_kwh <= self.max_price_micro_block_per_kwh
-            )
-            and (self.min_capacity_wh is None or facts.capacity_wh >= self.min_capacity_wh)
-            and (self.include_inactive or facts.status == ProviderStatus.ACTIVE)
-        )
-
-
-@dataclass(frozen=True)
-class ListingFacts:
-    """What a provider listing filters on: all an index entry needs to carry."""
-
-    energy_type: str
-    jurisdiction: str
-    price_micro_block_per_kwh: int
-    capacity_wh: int
-    status: str
-
 
 T = TypeVar("T")
 
@@ -77,6 +31,34 @@ class Page(Generic[T]):
     items: Sequence[T]
     # Opaque to clients: the sort key of the last item returned.
     next_cursor: str | None
+
+
+@dataclass
+class JobRun:
+    """What one run of a scheduled job did, for its log line and the benchmarks.
+
+    The storage adapter fills in what it read (``hours_read``: index
+    partitions of due work, by the hour it falls due in; ``queries``,
+    ``items_read``) and where the job's progress now stands; the job counts
+    what it did.
+    """
+
+    job: str
+    hours_read: int = 0
+    queries: int = 0
+    items_read: int = 0
+    done: int = 0  # purchases settled, credits expired
+    failed: int = 0  # left for the next run
+    wh: int = 0
+    watermark: int | None = None  # unix ms: the job has left no work due before it
+
+    def as_log(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+# Handles a batch of due work; True when it dealt with all of it (what it did
+# not deal with stays due, and is read again by the next run).
+DueHandler = Callable[[Sequence[T]], bool]
 
 
 class AccountRepository(Protocol):
@@ -221,8 +203,13 @@ class CreditRepository(Protocol):
     def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
         """Credits ``holder`` holds (settled, not retired), newest first."""
 
-    def expiring(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
-        """Up to ``limit`` credits on sale in expiry ``slot`` that expired by ``now_ms``."""
+    def each_expired(
+        self, run: JobRun, now_ms: int, budget: int, expire: DueHandler[Credit]
+    ) -> None:
+        """Hand the credits still on sale whose expiry has come by ``now_ms`` to
+        ``expire``, a batch at a time, from where the job ``run.job`` left off,
+        until none are left or ``run.done`` reaches ``budget``; then record how
+        far the job got (committed on its own). ``run`` gets what was read."""
 
     def expire(self, credit: Credit) -> None:
         """Stage: take the credit out of the market. Fails with ConcurrentUpdate
@@ -243,9 +230,12 @@ class PurchaseRepository(Protocol):
         """Stage: mark an open purchase settled (with its receipt). Fails with
         ConcurrentUpdate unless it is still open."""
 
-    def due(self, hour: int, now_ms: int, limit: int) -> Sequence[Purchase]:
-        """Up to ``limit`` open purchases due in ``hour`` (unix ms // 3,600,000)
-        whose settlement time has come, earliest first."""
+    def each_due(self, run: JobRun, now_ms: int, budget: int, settle: DueHandler[Purchase]) -> None:
+        """Hand the open purchases whose settlement time has come by ``now_ms``
+        to ``settle``, a batch at a time, earliest first, from where the job
+        ``run.job`` left off, until none are left or ``run.done`` reaches
+        ``budget``; then record how far the job got (committed on its own).
+        ``run`` gets what was read."""
 
     def by_buyer(
         self, buyer: str, *, open_only: bool, limit: int, cursor: str | None
@@ -271,11 +261,13 @@ class ReceiptRepository(Protocol):
 
 
 class JobRepository(Protocol):
-    def watermark(self, job: str) -> int | None:
-        """The first hour a scheduled job still has to read, if it ran before."""
+    def caught_up_to(self, job: str) -> int | None:
+        """The time (unix ms) before which the job has left no due work, if it ran."""
 
-    def advance(self, job: str, hour: int) -> None:
-        """Stage: move the job's watermark forward to ``hour`` (never back)."""
+    def advance(self, job: str, to_ms: int) -> None:
+        """Stage: record that the job has left no work due before ``to_ms``
+        (never back; the adapter may round it down to its own granularity).
+        Fails with ConcurrentUpdate unless it moves forward."""
 
 
 class UnitOfWork(Protocol):
@@ -306,6 +298,11 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRepository: ...
+
+    @property
+    def max_writes(self) -> int:
+        """The most writes one commit applies atomically; a commit that stages
+        more is refused with TransactionTooLarge before anything is written."""
 
     def commit(self) -> None:
         """Apply every staged write, or none; raises the failing write's error."""

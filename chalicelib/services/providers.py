@@ -18,12 +18,13 @@ from chalicelib.domain.providers import (
     EnergyType,
     Location,
     Provider,
+    ProviderQuery,
     provider_id_for,
 )
 from chalicelib.services.accounts import commit_spending
 from chalicelib.services.auth import SignedCall, authenticate, require_signer
 from chalicelib.services.market import Market, retry_on_conflict
-from chalicelib.services.ports import Page, ProviderQuery, UnitOfWork
+from chalicelib.services.ports import Page, UnitOfWork
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.receipts import GENESIS_HASH, ChainHead, Receipt, sealed
 from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
 from chalicelib.services.auth import SignedCall, authenticate
-from chalicelib.services.jobs import JobRun, drain, run_over_hours
 from chalicelib.services.market import Market, retry_on_conflict
-from chalicelib.services.ports import Page, UnitOfWork
+from chalicelib.services.ports import JobRun, Page, UnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +88,15 @@ def settle_due(
 
 
 def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
-    """The scheduled job: settle what is due, reading only the due hours.
+    """The scheduled job: settle what is due, where the job left off.
 
-    Open purchases are indexed by the hour they fall due (PurchasesDue, sparse:
-    a settled purchase leaves it), and the run reads the hours from the job's
-    watermark to now (see services.jobs). Safe to run twice or concurrently:
-    each settlement is conditional on the purchase still being open.
+    The storage reads only the work that is due, and what stayed due because
+    it could not be done, never the settled history behind it. Safe to run
+    twice or concurrently: each settlement is conditional on the purchase
+    still being open.
     """
     now_ms = market.clock() * 1000
     run = JobRun(SETTLEMENT_JOB)
-    uow = market.unit_of_work()
 
     def settle_page(due: Sequence[Purchase]) -> bool:
         handled_all = True
@@ -118,16 +116,9 @@ def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
                 run.wh += outcome.purchase.wh
         return handled_all
 
-    def empty_hour(hour: int) -> bool:
-        return drain(
-            run,
-            budget,
-            lambda limit: uow.purchases.due(hour, now_ms, limit),
-            lambda purchase: purchase.purchase_id,
-            settle_page,
-        )
-
-    return run_over_hours(market, run, now_ms, empty_hour)
+    market.unit_of_work().purchases.each_due(run, now_ms, budget, settle_page)
+    logger.info("scheduled job finished", extra={"job_run": run.as_log()})
+    return run
 
 
 def provider_receipts(

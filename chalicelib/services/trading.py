@@ -18,9 +18,9 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import ProviderStatus
 from chalicelib.domain.trading import (
-    MAX_CREDITS_PER_PURCHASE,
     Purchase,
     allocate,
+    max_credits_per_purchase,
     purchase_id_for,
 )
 from chalicelib.services.accounts import commit_spending
@@ -70,21 +70,22 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
                 max_price_micro_block_per_kwh=order.max_price_micro_block_per_kwh,
             )
         # One more than a purchase may take tells "too large" from "not enough".
+        max_credits = max_credits_per_purchase(uow.max_writes)
         now_ms = market.clock() * 1000
         # A credit past its expiry is out of the market even before the expiry
         # job (every 15 minutes) has taken it off the index.
         on_sale = [
             c
-            for c in uow.credits.available(provider.provider_id, MAX_CREDITS_PER_PURCHASE + 1)
+            for c in uow.credits.available(provider.provider_id, max_credits + 1)
             if c.expires_at_ms > now_ms
         ]
-        allocation = allocate(on_sale[:MAX_CREDITS_PER_PURCHASE], order.wh)
+        allocation = allocate(on_sale[:max_credits], order.wh)
         if allocation is None:
-            if len(on_sale) > MAX_CREDITS_PER_PURCHASE:
+            if len(on_sale) > max_credits:
                 raise PurchaseTooLarge(
                     "the purchase needs more credits than one purchase can take",
-                    max_credits=MAX_CREDITS_PER_PURCHASE,
-                    max_wh=sum(c.wh for c in on_sale[:MAX_CREDITS_PER_PURCHASE]),
+                    max_credits=max_credits,
+                    max_wh=sum(c.wh for c in on_sale[:max_credits]),
                 )
             raise InsufficientEnergy(
                 "the provider has less energy on sale",

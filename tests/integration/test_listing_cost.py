@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from chalicelib.adapters.dynamodb import LIST_EXAMINE_BUDGET, provider_to_item
+from chalicelib.adapters.dynamodb.providers import LIST_EXAMINE_BUDGET, provider_to_item
 from chalicelib.domain.providers import EnergyType, Location, Provider, provider_id_for
 from tests.support import BLOCK, dynamodb_market, tables_from_environment
 

@@ -58,14 +58,15 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from nacl.signing import SigningKey
 
-from chalicelib.adapters.dynamodb import from_item, receipt_from_item
+from chalicelib.adapters.due_work import HOUR_MS
+from chalicelib.adapters.dynamodb import from_item
+from chalicelib.adapters.dynamodb.receipts import receipt_from_item
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.readings import Rejection
 from chalicelib.domain.receipts import ChainHead, Receipt, verify_chain
 from chalicelib.domain.trading import purchase_id_for
 from chalicelib.services.expiry import EXPIRY_JOB, run_expiry
 from chalicelib.services.ingest import Status, record_payload
-from chalicelib.services.jobs import HOUR_MS
 from chalicelib.services.settlement import SETTLEMENT_JOB, run_settlement
 from energy_client.rpc_client import RpcError, Signer, unwrap
 from infra.emulation import create_tables
@@ -88,6 +89,7 @@ BASELINE_COUNTER_WH = 1_000
 FEE_BPS = 250  # some of every sale goes to the treasury
 INTERNAL_ERROR = -32603
 CONCURRENT_UPDATE = 5001
+STORAGE_BUSY = 5002
 REPLAYED_REQUEST = 1002
 NOT_AUTHORISED, NOT_FOUND, ALREADY_EXISTS = 1004, 2001, 2002
 INSUFFICIENT_BALANCE, INVALID_STATE = 3001, 4002
@@ -365,7 +367,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
             return result
         finally:
             self.dynamo.disarm()
-        faulted = {INTERNAL_ERROR, CONCURRENT_UPDATE} if self.dynamo.fired else set()
+        faulted = {INTERNAL_ERROR, CONCURRENT_UPDATE, STORAGE_BUSY} if self.dynamo.fired else set()
         # The first request may have done it all: its copy is a replay.
         replayed = {REPLAYED_REQUEST} if self.resent else set()
         allowed = {*refusals, *faulted, *replayed}
@@ -831,7 +833,7 @@ def _open_through_the_api(machine: FaultyTradingMachine) -> None:
     hour = machine.now_ms() // HOUR_MS
     for job in (SETTLEMENT_JOB, EXPIRY_JOB):
         uow = market.uow()
-        uow.jobs.advance(job, hour)
+        uow.jobs.advance(job, hour * HOUR_MS)
         uow.commit()
     for owner, price, energy in zip(OWNERS, ["0.08", "0.05"], ["solar", "wind"], strict=True):
         meter = metered_provider(

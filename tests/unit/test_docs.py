@@ -28,6 +28,7 @@ from nacl.signing import SigningKey
 from pydantic import SecretStr
 
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
+from chalicelib.adapters.receipt_key import receipt_signing_key
 from chalicelib.config import Settings
 from chalicelib.domain import readings, signing
 from chalicelib.rpc.methods import registry
@@ -298,6 +299,7 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
         settings=settings,
         unit_of_work=memory_unit_of_work_factory(MemoryState()),
         clock=lambda: now[0],
+        receipt_key=lambda: receipt_signing_key(settings),
     )
     dispatcher = Dispatcher(registry, market)
 

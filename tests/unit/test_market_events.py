@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.market_events import OPENED, SETTLED, events_from_records, publish
+from chalicelib.adapters.dynamodb.purchases import purchase_to_item
+from chalicelib.domain.trading import Purchase, PurchaseStatus
+from chalicelib.streams.purchase_events import OPENED, SETTLED, events_from_records, publish
 
 
-def _purchase(status: str, **extra: str) -> dict[str, Any]:
-    image = {
-        "pk": {"S": "PURCHASE#pur-1"},
-        "sk": {"S": "PURCHASE"},
-        "purchase_id": {"S": "pur-1"},
-        "buyer": {"S": "bob.theblock"},
-        "provider_id": {"S": "energy-0x0000000000000001"},
-        "wh": {"N": "1500"},
-        "escrow_micro_block": {"N": "120000"},
-        "created_at_ms": {"N": "1000"},
-        "status": {"S": status},
-    }
-    image.update({k: {"N": v} for k, v in extra.items()})
-    return image
+def _purchase(status: str, settled_at_ms: int | None = None) -> dict[str, Any]:
+    """A purchase item as the ledger stores it (the adapter's own mapping)."""
+    return purchase_to_item(
+        Purchase(
+            purchase_id="pur-1",
+            buyer="bob.theblock",
+            provider_id="energy-0x0000000000000001",
+            wh=1500,
+            price_micro_block_per_kwh=80_000,
+            escrow_micro_block=120000,
+            credit_ids=("c1",),
+            created_at_ms=1000,
+            settles_at_ms=4000,
+            status=PurchaseStatus(status),
+            settled_at_ms=settled_at_ms,
+        )
+    )
 
 
 def _record(name: str, new: dict[str, Any] | None, old: dict[str, Any] | None, seq: str) -> Any:
@@ -34,7 +39,7 @@ def _record(name: str, new: dict[str, Any] | None, old: dict[str, Any] | None, s
 
 def test_opened_and_settled_purchases_become_events_and_nothing_else_does() -> None:
     opened = _purchase("open")
-    settled = _purchase("settled", settled_at_ms="5000")
+    settled = _purchase("settled", settled_at_ms=5000)
     balance = {"pk": {"S": "ACCOUNT#bob"}, "sk": {"S": "BALANCE"}, "micro_block": {"N": "1"}}
     events = events_from_records(
         [

@@ -17,7 +17,13 @@ from chalicelib.domain.errors import (
     NotFound,
     OpenObligations,
 )
-from chalicelib.domain.providers import EnergyType, Location, Provider, ProviderStatus
+from chalicelib.domain.providers import (
+    EnergyType,
+    Location,
+    Provider,
+    ProviderQuery,
+    ProviderStatus,
+)
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
     WIRE_NAMES,
@@ -45,7 +51,6 @@ from chalicelib.rpc.registry import CallContext
 from chalicelib.services import providers
 from chalicelib.services.auth import SignedCall
 from chalicelib.services.market import Market
-from chalicelib.services.ports import ProviderQuery
 
 DisplayName = Annotated[StrictStr, Field(min_length=1, max_length=80)]
 

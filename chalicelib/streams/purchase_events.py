@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chalicelib.adapters.dynamodb.purchases import purchase_from_item
+from chalicelib.domain.trading import Purchase, PurchaseStatus
+
 logger = logging.getLogger(__name__)
 
 OPENED = "purchase_opened"
@@ -36,12 +39,11 @@ class MarketEvent:
     sequence_number: str  # the stream record's, for ordering and de-duplication
 
 
-def _text(image: Mapping[str, Any], name: str) -> str:
-    return str(image[name]["S"])
-
-
-def _number(image: Mapping[str, Any], name: str) -> int:
-    return int(image[name]["N"])
+def _purchase(image: Mapping[str, Any]) -> Purchase | None:
+    """The purchase in a stream image (the item mapping's own decoding), if it is one."""
+    if image.get("sk", {}).get("S") != "PURCHASE":
+        return None
+    return purchase_from_item(dict(image))
 
 
 def events_from_records(records: Iterable[Mapping[str, Any]]) -> list[MarketEvent]:
@@ -49,26 +51,25 @@ def events_from_records(records: Iterable[Mapping[str, Any]]) -> list[MarketEven
     events = []
     for record in records:
         change = record.get("dynamodb") or {}
-        new = change.get("NewImage") or {}
-        old = change.get("OldImage") or {}
-        if new.get("sk", {}).get("S") != "PURCHASE":
+        new = _purchase(change.get("NewImage") or {})
+        if new is None:
             continue
-        before = old.get("status", {}).get("S")
-        after = new.get("status", {}).get("S")
-        if record.get("eventName") == "INSERT" and after == "open":
-            kind, at_ms = OPENED, _number(new, "created_at_ms")
-        elif before == "open" and after == "settled":
-            kind, at_ms = SETTLED, _number(new, "settled_at_ms")
+        old = _purchase(change.get("OldImage") or {})
+        before = old.status if old is not None else None
+        if record.get("eventName") == "INSERT" and new.status == PurchaseStatus.OPEN:
+            kind, at_ms = OPENED, new.created_at_ms
+        elif before == PurchaseStatus.OPEN and new.status == PurchaseStatus.SETTLED:
+            kind, at_ms = SETTLED, new.settled_at_ms or 0
         else:
             continue
         events.append(
             MarketEvent(
                 kind=kind,
-                transaction_id=_text(new, "purchase_id"),
-                buyer=_text(new, "buyer"),
-                provider_id=_text(new, "provider_id"),
-                wh=_number(new, "wh"),
-                micro_block=_number(new, "escrow_micro_block"),
+                transaction_id=new.purchase_id,
+                buyer=new.buyer,
+                provider_id=new.provider_id,
+                wh=new.wh,
+                micro_block=new.escrow_micro_block,
                 at_ms=at_ms,
                 sequence_number=str(change.get("SequenceNumber", "")),
             )

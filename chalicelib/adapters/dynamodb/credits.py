@@ -1,0 +1,308 @@
+"""Credits: minted from readings, on sale, reserved, held, retired or expired."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.adapters.due_work import credits_expired
+from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
+from chalicelib.adapters.dynamodb.layout import (
+    AVAILABLE_BY_PROVIDER,
+    CREDITS_BY_PROVIDER,
+    EXPIRING_BY_SLOT,
+    HOLDINGS_BY_OWNER,
+    Tables,
+    credit_key,
+    decode_minted_cursor,
+    due_by,
+    expiry_key,
+    expiry_slot,
+    expiry_slots,
+    minted_key,
+)
+from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first
+from chalicelib.domain.credits import Credit, CreditState, Retirement
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+)
+from chalicelib.domain.providers import EnergyType
+from chalicelib.domain.trading import split_part
+from chalicelib.services.ports import DueHandler, JobRun, Page
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.due_work import Watermarks
+    from chalicelib.adapters.dynamodb.unit_of_work import Staged
+
+
+def credit_to_item(credit: Credit) -> Item:
+    values: dict[str, Any] = from_item(credit_key(credit.credit_id)) | {
+        "credit_id": credit.credit_id,
+        "meter_address": credit.meter_address,
+        "energy_type": str(credit.energy_type),
+        "jurisdiction": credit.jurisdiction,
+        "interval_start_ms": credit.interval_start_ms,
+        "interval_end_ms": credit.interval_end_ms,
+        "wh": credit.wh,
+        "counter_wh": credit.counter_wh,
+        "signature": credit.signature,
+        "minted_at_ms": credit.minted_at_ms,
+        "expires_at_ms": credit.expires_at_ms,
+        "state": str(credit.state),
+        "issuer_provider_id": credit.provider_id,
+        "purchase_id": credit.purchase_id,
+        "parent_credit_id": credit.parent_credit_id,
+        "held_by": credit.holder,
+    }
+    if credit.retirement is not None:
+        values.update(retirement_attributes(credit.retirement))
+    if credit.state == CreditState.HELD:
+        values["holder"] = credit.holder  # HoldingsByOwner (sparse: held, not retired)
+    if credit.state != CreditState.BASELINE:
+        # Index keys: CreditsByProvider, and while on sale AvailableByProvider
+        # and ExpiringBySlot (sparse: an item leaves an index with its key).
+        values["provider_id"] = credit.provider_id
+        values["minted_key"] = minted_key(credit)
+    if credit.state == CreditState.AVAILABLE:
+        values["available_provider_id"] = credit.provider_id
+        values["expiry_slot"] = expiry_slot(credit.expires_at_ms, credit.credit_id)
+        values["expiry_key"] = expiry_key(credit)
+    return to_item(values)
+
+
+def credit_from_item(item: Item) -> Credit:
+    v = from_item(item)
+    return Credit(
+        credit_id=v["credit_id"],
+        provider_id=v["issuer_provider_id"],
+        meter_address=v["meter_address"],
+        energy_type=EnergyType(v["energy_type"]),
+        jurisdiction=v["jurisdiction"],
+        interval_start_ms=as_int(v["interval_start_ms"]),
+        interval_end_ms=as_int(v["interval_end_ms"]),
+        wh=as_int(v["wh"]),
+        counter_wh=as_int(v["counter_wh"]),
+        signature=v["signature"],
+        minted_at_ms=as_int(v["minted_at_ms"]),
+        expires_at_ms=as_int(v["expires_at_ms"]),
+        state=CreditState(v["state"]),
+        purchase_id=v.get("purchase_id"),
+        parent_credit_id=v.get("parent_credit_id"),
+        holder=v.get("held_by"),
+        retirement=(
+            Retirement(
+                beneficiary=v["beneficiary"],
+                period_start_ms=as_int(v["period_start_ms"]),
+                period_end_ms=as_int(v["period_end_ms"]),
+                retired_by=v["retired_by"],
+                retired_at_ms=as_int(v["retired_at_ms"]),
+            )
+            if "retired_at_ms" in v
+            else None
+        ),
+    )
+
+
+def retirement_attributes(retirement: Retirement) -> dict[str, Any]:
+    return {
+        "beneficiary": retirement.beneficiary,
+        "period_start_ms": retirement.period_start_ms,
+        "period_end_ms": retirement.period_end_ms,
+        "retired_by": retirement.retired_by,
+        "retired_at_ms": retirement.retired_at_ms,
+    }
+
+
+class DynamoCredits:
+    def __init__(self, client: Any, tables: Tables, staged: Staged, watermarks: Watermarks) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+        self._watermarks = watermarks
+
+    def get(self, credit_id: str) -> Credit | None:
+        found = self._client.get_item(
+            TableName=self._tables.credits,
+            Key=credit_key(credit_id),
+            ConsistentRead=True,  # decides whether a reading is a duplicate
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return credit_from_item(found["Item"]) if "Item" in found else None
+
+    def mint(self, credit: Credit) -> None:
+        self._staged.put(
+            self._tables.credits,
+            credit_to_item(credit),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("this reading was already minted", credit_id=credit.credit_id),
+        )
+
+    def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName=AVAILABLE_BY_PROVIDER,
+            KeyConditionExpression="available_provider_id = :p",
+            ExpressionAttributeValues=to_item({":p": provider_id}),
+            ScanIndexForward=True,  # oldest first
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [credit_from_item(item) for item in response["Items"]]
+
+    def reserve(self, credit: Credit, purchase_id: str) -> None:
+        # Leaving the sparse on-sale indexes is removing their key attributes.
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :reserved, purchase_id = :purchase"
+            " REMOVE available_provider_id, expiry_slot, expiry_key",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":reserved": str(CreditState.RESERVED),
+                    ":available": str(CreditState.AVAILABLE),
+                    ":purchase": purchase_id,
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+
+    def split(self, credit: Credit, take_wh: int, purchase_id: str) -> Credit:
+        part = split_part(credit, take_wh, purchase_id)
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET wh = :left",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":left": credit.wh - take_wh,
+                    ":available": str(CreditState.AVAILABLE),
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+        self._staged.put(
+            self._tables.credits,
+            credit_to_item(part),
+            "attribute_not_exists(pk)",
+            lambda: ConcurrentUpdate(
+                "the credit was split already; retry", credit_id=part.credit_id
+            ),
+        )
+        return part
+
+    def get_many(self, credit_ids: Sequence[str]) -> Sequence[Credit]:
+        found: dict[str, Credit] = {}
+        for start in range(0, len(credit_ids), 100):  # BatchGetItem takes 100 keys
+            keys = [credit_key(c) for c in dict.fromkeys(credit_ids[start : start + 100])]
+            request: dict[str, Any] = {self._tables.credits: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = self._client.batch_get_item(
+                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
+                )
+                for item in response["Responses"].get(self._tables.credits, []):
+                    credit = credit_from_item(item)
+                    found[credit.credit_id] = credit
+                request = response.get("UnprocessedKeys") or {}
+        return [found[c] for c in credit_ids if c in found]
+
+    def hold(self, credit_id: str, purchase_id: str, buyer: str) -> None:
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit_id),
+            "SET #state = :held, holder = :buyer, held_by = :buyer",
+            "#state = :reserved AND purchase_id = :purchase",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":held": str(CreditState.HELD),
+                    ":reserved": str(CreditState.RESERVED),
+                    ":purchase": purchase_id,
+                    ":buyer": buyer,
+                }
+            ),
+        )
+
+    def holdings(self, holder: str, limit: int, cursor: str | None) -> Page[Credit]:
+        return newest_first(
+            self._client,
+            IndexRange(self._tables.credits, HOLDINGS_BY_OWNER, "holder", holder, "minted_key"),
+            decode_minted_cursor(cursor) if cursor else None,
+            limit,
+            credit_from_item,
+            minted_key,
+        )
+
+    def each_expired(
+        self, run: JobRun, now_ms: int, budget: int, expire: DueHandler[Credit]
+    ) -> None:
+        credits_expired(
+            self._watermarks, expiry_slots, self._expired_in_slot, run, now_ms, budget, expire
+        )
+
+    def _expired_in_slot(self, slot: str, now_ms: int, limit: int) -> Sequence[Credit]:
+        """Up to ``limit`` credits on sale in expiry ``slot`` that expired by ``now_ms``."""
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName=EXPIRING_BY_SLOT,
+            KeyConditionExpression="expiry_slot = :slot AND expiry_key <= :now",
+            ExpressionAttributeValues=to_item({":slot": slot, ":now": due_by(now_ms)}),
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [credit_from_item(i) for i in response["Items"]]
+
+    def expire(self, credit: Credit) -> None:
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :expired REMOVE available_provider_id, expiry_slot, expiry_key",
+            "#state = :available AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":expired": str(CreditState.EXPIRED),
+                    ":available": str(CreditState.AVAILABLE),
+                    ":wh": credit.wh,
+                }
+            ),
+        )
+
+    def retire(self, credit: Credit, retirement: Retirement) -> None:
+        attributes = retirement_attributes(retirement)
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            "SET #state = :retired, "
+            + ", ".join(f"{name} = :{name}" for name in attributes)
+            + " REMOVE holder",
+            "#state = :held AND holder = :holder",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":retired": str(CreditState.RETIRED),
+                    ":held": str(CreditState.HELD),
+                    ":holder": retirement.retired_by,
+                }
+                | {f":{name}": value for name, value in attributes.items()}
+            ),
+        )
+
+    def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
+        return newest_first(
+            self._client,
+            IndexRange(
+                self._tables.credits, CREDITS_BY_PROVIDER, "provider_id", provider_id, "minted_key"
+            ),
+            decode_minted_cursor(cursor) if cursor else None,
+            limit,
+            credit_from_item,
+            minted_key,
+        )

@@ -1,0 +1,358 @@
+"""Providers: the registry item, its listing indexes and its counters."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
+from chalicelib.adapters.dynamodb.layout import (
+    PROVIDERS_BY_ENERGY_TYPE,
+    PROVIDERS_BY_JURISDICTION,
+    PROVIDERS_BY_OWNER,
+    Tables,
+    decode_price_cursor,
+    encode_cursor,
+    meter_key,
+    price_bound,
+    price_key,
+    provider_key,
+)
+from chalicelib.adapters.dynamodb.paging import query_all
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    NotFound,
+)
+from chalicelib.domain.providers import EnergyType, ListingFacts, Location, Provider, ProviderQuery
+from chalicelib.services.ports import Page
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.dynamodb.unit_of_work import Staged
+
+
+def provider_to_item(provider: Provider) -> Item:
+    return to_item(
+        {
+            "pk": f"PROVIDER#{provider.provider_id}",
+            "sk": "PROVIDER",
+            "provider_id": provider.provider_id,
+            # Index keys: ProvidersByEnergyType, ProvidersByJurisdiction, ProvidersByOwner.
+            "energy_type": str(provider.energy_type),
+            "jurisdiction": provider.jurisdiction,
+            "price_key": price_key(provider),
+            "owner": provider.owner,
+            # Stored (derived) so list filters can read it.
+            "status": str(provider.status),
+            "display_name": provider.display_name,
+            "latitude_micro_deg": provider.location.latitude_micro_deg,
+            "longitude_micro_deg": provider.location.longitude_micro_deg,
+            "capacity_wh": provider.capacity_wh,
+            "price_micro_block_per_kwh": provider.price_micro_block_per_kwh,
+            "stake_micro_block": provider.stake_micro_block,
+            "meter_address": provider.meter_address,
+            "meter_public_key": provider.meter_public_key,
+            "paused": provider.paused,
+            "available_wh": provider.available_wh,
+            "open_obligations": provider.open_obligations,
+            "settled_purchases": provider.settled_purchases,
+            "upheld_disputes": provider.upheld_disputes,
+            "earned_micro_block": provider.earned_micro_block,
+            "sold_wh": provider.sold_wh,
+            **slots_to_attributes(provider.reading_slots),
+            "created_at": provider.created_at,
+            "updated_at": provider.updated_at,
+            "version": provider.version,
+        }
+    )
+
+
+def slots_to_attributes(slots: frozenset[int]) -> dict[str, int | None]:
+    """Recent reading slots as a bitmap: bit n set = a reading in slot ``last - n``.
+
+    Two small numbers instead of a set of up to 96: the provider item stays
+    under 1 KB, so each of its writes is one write unit.
+    """
+    if not slots:
+        return {"reading_slot_last": None, "reading_slot_bits": None}
+    last = max(slots)
+    return {"reading_slot_last": last, "reading_slot_bits": sum(1 << (last - s) for s in slots)}
+
+
+def slots_from_attributes(values: dict[str, Any]) -> frozenset[int]:
+    if "reading_slot_last" not in values:
+        return frozenset()
+    last, bits = as_int(values["reading_slot_last"]), as_int(values["reading_slot_bits"])
+    return frozenset(last - n for n in range(bits.bit_length()) if bits >> n & 1)
+
+
+def provider_from_item(item: Item) -> Provider:
+    v = from_item(item)
+    return Provider(
+        provider_id=v["provider_id"],
+        owner=v["owner"],
+        display_name=v["display_name"],
+        energy_type=EnergyType(v["energy_type"]),
+        jurisdiction=v["jurisdiction"],
+        location=Location(as_int(v["latitude_micro_deg"]), as_int(v["longitude_micro_deg"])),
+        capacity_wh=as_int(v["capacity_wh"]),
+        price_micro_block_per_kwh=as_int(v["price_micro_block_per_kwh"]),
+        stake_micro_block=as_int(v["stake_micro_block"]),
+        meter_address=v["meter_address"],
+        meter_public_key=v["meter_public_key"],
+        paused=bool(v["paused"]),
+        available_wh=as_int(v["available_wh"]),
+        open_obligations=as_int(v["open_obligations"]),
+        settled_purchases=as_int(v["settled_purchases"]),
+        upheld_disputes=as_int(v["upheld_disputes"]),
+        earned_micro_block=as_int(v.get("earned_micro_block", Decimal(0))),
+        sold_wh=as_int(v.get("sold_wh", Decimal(0))),
+        reading_slots=slots_from_attributes(v),
+        created_at=as_int(v["created_at"]),
+        updated_at=as_int(v["updated_at"]),
+        version=as_int(v["version"]),
+    )
+
+
+# A provider listing examines at most this many index items per call, whatever
+# its filters: a rare filter returns a short page and a cursor instead of
+# reading the whole registry.
+LIST_EXAMINE_BUDGET: Final = 250
+
+# Counters written by ingestion, purchases and settlement with ADD/SET of
+# their own, never by a profile save (so neither overwrites the other).
+_NOT_PROFILE: Final = frozenset(
+    {
+        "pk",
+        "sk",
+        "available_wh",
+        "reading_slot_last",
+        "reading_slot_bits",
+        "open_obligations",
+        "settled_purchases",
+        "earned_micro_block",
+        "sold_wh",
+    }
+)
+
+
+class DynamoProviders:
+    def __init__(self, client: Any, tables: Tables, staged: Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def get(self, provider_id: str) -> Provider | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=provider_key(provider_id),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return provider_from_item(found["Item"]) if "Item" in found else None
+
+    def owned_by(self, owner: str) -> Sequence[Provider]:
+        ids = [
+            from_item(item)["provider_id"]
+            for item in query_all(
+                self._client,
+                TableName=self._tables.registry,
+                IndexName=PROVIDERS_BY_OWNER,
+                KeyConditionExpression="#owner = :o",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues=to_item({":o": owner}),
+            )
+        ]
+        return self._whole(ids)
+
+    def _whole(self, provider_ids: Sequence[str]) -> list[Provider]:
+        """The providers behind index entries, read whole, in the given order."""
+        found: dict[str, Provider] = {}
+        for start in range(0, len(provider_ids), 100):  # BatchGetItem takes 100 keys
+            keys = [provider_key(pid) for pid in provider_ids[start : start + 100]]
+            request: dict[str, Any] = {self._tables.registry: {"Keys": keys}}
+            while request:
+                response = self._client.batch_get_item(
+                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
+                )
+                for item in response["Responses"].get(self._tables.registry, []):
+                    provider = provider_from_item(item)
+                    found[provider.provider_id] = provider
+                request = response.get("UnprocessedKeys") or {}
+        return [found[pid] for pid in provider_ids if pid in found]
+
+    def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
+        after = decode_price_cursor(cursor) if cursor else ""
+        upper = price_bound(
+            query.max_price_micro_block_per_kwh
+            if query.max_price_micro_block_per_kwh is not None
+            else 10**12 - 1
+        )
+        # Pick the index whose partition is the narrowest equality filter; an
+        # unfiltered listing reads one partition per energy type and merges
+        # them, all in price order.
+        if query.jurisdiction is not None:
+            partitions = [(PROVIDERS_BY_JURISDICTION, "jurisdiction", query.jurisdiction)]
+        elif query.energy_type is not None:
+            partitions = [(PROVIDERS_BY_ENERGY_TYPE, "energy_type", str(query.energy_type))]
+        else:
+            partitions = [(PROVIDERS_BY_ENERGY_TYPE, "energy_type", str(t)) for t in EnergyType]
+        # Each partition is read lazily in chunks sized so that, together, the
+        # first chunks hold one page (+1 to know whether there is another).
+        chunk = -(-(limit + 1) // len(partitions))
+        merged = heapq.merge(
+            *(
+                self._partition(index, attribute, value, after, upper, chunk)
+                for index, attribute, value in partitions
+            ),
+            key=lambda pair: pair[0],
+        )
+        # The remaining filters are applied here, with the same predicate as
+        # every adapter (ProviderQuery.admits). Reading stops at a budget of
+        # examined items, so a rare filter costs a bounded amount per call: the
+        # page may then be short, and its cursor resumes after the last item
+        # examined (every partition has been read in order up to it).
+        page: list[str] = []  # price keys: price, then provider id
+        last_key = after
+        for examined, (key, facts) in enumerate(merged):
+            if len(page) == limit:
+                return Page(self._whole_page(page), encode_cursor(page[-1]))
+            if examined == LIST_EXAMINE_BUDGET:
+                return Page(self._whole_page(page), encode_cursor(last_key))
+            last_key = key
+            if query.admits_listing(facts):
+                page.append(key)
+        return Page(self._whole_page(page), None)
+
+    def _whole_page(self, price_keys: Sequence[str]) -> list[Provider]:
+        return self._whole([key.split("#", 1)[1] for key in price_keys])
+
+    def _partition(
+        self, index: str, attribute: str, value: str, after: str, upper: str, chunk: int
+    ) -> Iterator[tuple[str, ListingFacts]]:
+        request: dict[str, Any] = {
+            "TableName": self._tables.registry,
+            "IndexName": index,
+            "KeyConditionExpression": "#p = :p AND price_key BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#p": attribute},
+            "ExpressionAttributeValues": to_item({":p": value, ":lo": after + "!", ":hi": upper}),
+        }
+        for item in query_all(self._client, Limit=chunk, **request):
+            entry = from_item(item)
+            yield (
+                entry["price_key"],
+                ListingFacts(
+                    energy_type=entry["energy_type"],
+                    jurisdiction=entry["jurisdiction"],
+                    price_micro_block_per_kwh=int(entry["price_key"].split("#", 1)[0]),
+                    capacity_wh=as_int(entry["capacity_wh"]),
+                    status=entry["status"],
+                ),
+            )
+
+    def add(self, provider: Provider) -> None:
+        self._staged.put(
+            self._tables.registry,
+            provider_to_item(provider),
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("provider already registered", provider_id=provider.provider_id),
+        )
+        meter = {
+            **meter_key(provider.meter_address),
+            **to_item(
+                {
+                    "meter_address": provider.meter_address,
+                    "provider_id": provider.provider_id,
+                    "public_key": provider.meter_public_key,
+                }
+            ),
+        }
+        self._staged.put(
+            self._tables.registry,
+            meter,
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists(
+                "meter address already registered", meter_address=provider.meter_address
+            ),
+        )
+
+    def save(self, provider: Provider, expected_version: int) -> None:
+        values = from_item(provider_to_item(provider))
+        profile = {k: v for k, v in values.items() if k not in _NOT_PROFILE}
+        names = {f"#a{n}": k for n, k in enumerate(profile)}
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider.provider_id),
+            "SET " + ", ".join(f"#a{n} = :a{n}" for n in range(len(profile))),
+            "version = :expected",
+            lambda: ConcurrentUpdate(
+                "the provider changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(
+                {":expected": expected_version}
+                | {f":a{n}": v for n, v in enumerate(profile.values())}
+            ),
+        )
+
+    def reserve_energy(self, provider: Provider, wh: int) -> None:
+        # The version moves: a stake withdrawal that read the provider before
+        # this obligation opened must fail its version condition.
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider.provider_id),
+            "ADD available_wh :minus, open_obligations :one, version :one",
+            "available_wh >= :wh AND #status = :active AND price_micro_block_per_kwh = :price",
+            lambda: ConcurrentUpdate(
+                "the provider changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":minus": -wh,
+                    ":one": 1,
+                    ":wh": wh,
+                    ":active": "active",
+                    ":price": provider.price_micro_block_per_kwh,
+                }
+            ),
+        )
+
+    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
+        # ADD commutes with the owner's profile writes, which never touch these.
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD available_wh :wh SET reading_slot_last = :last, reading_slot_bits = :bits",
+            "attribute_exists(pk)",
+            lambda: NotFound("no such provider", provider_id=provider_id),
+            ExpressionAttributeValues=to_item(
+                {":wh": wh}
+                | {
+                    f":{k.removeprefix('reading_slot_')}": v
+                    for k, v in slots_to_attributes(reading_slots).items()
+                }
+            ),
+        )
+
+    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD open_obligations :minus_one, settled_purchases :one,"
+            " earned_micro_block :earned, sold_wh :wh",
+            "open_obligations >= :one",
+            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            ExpressionAttributeValues=to_item(
+                {":minus_one": -1, ":one": 1, ":earned": earned_micro_block, ":wh": wh}
+            ),
+        )
+
+    def expire_energy(self, provider_id: str, wh: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD available_wh :minus",
+            "available_wh >= :wh",
+            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            ExpressionAttributeValues=to_item({":minus": -wh, ":wh": wh}),
+        )

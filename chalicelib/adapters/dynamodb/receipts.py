@@ -1,0 +1,137 @@
+"""Receipts: each provider's chain of signed settlement receipts, and its head."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
+from chalicelib.adapters.dynamodb.layout import (
+    RECEIPTS_BY_BUYER,
+    Tables,
+    chain_head_key,
+    decode_issued_cursor,
+    decode_receipt_cursor,
+    encode_cursor,
+    issued_key,
+    receipt_key,
+    receipt_sort_key,
+)
+from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first
+from chalicelib.domain.errors import (
+    ConcurrentUpdate,
+)
+from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.services.ports import Page
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.dynamodb.unit_of_work import Staged
+
+
+def receipt_to_item(receipt: Receipt) -> Item:
+    return to_item(
+        from_item(receipt_key(receipt.chain, receipt.sequence))
+        | receipt.body()
+        | {
+            "receipt_hash": receipt.receipt_hash,
+            "signature": receipt.signature,
+            "issued_key": issued_key(receipt),  # ReceiptsByBuyer (with buyer)
+        }
+    )
+
+
+def receipt_from_item(item: Item) -> Receipt:
+    v = from_item(item)
+    return Receipt(
+        marketplace_id=v["marketplace_id"],
+        chain=v["chain"],
+        sequence=as_int(v["sequence"]),
+        previous_hash=v["previous_hash"],
+        kind=v["kind"],
+        transaction_id=v["transaction_id"],
+        buyer=v["buyer"],
+        provider_id=v["provider_id"],
+        provider_owner=v["provider_owner"],
+        wh=as_int(v["wh"]),
+        price_micro_block_per_kwh=as_int(v["price_micro_block_per_kwh"]),
+        total_cost_micro_block=as_int(v["total_cost_micro_block"]),
+        fee_micro_block=as_int(v["fee_micro_block"]),
+        provider_amount_micro_block=as_int(v["provider_amount_micro_block"]),
+        credit_ids=tuple(v["credit_ids"]),
+        settled_at_ms=as_int(v["settled_at_ms"]),
+        settled_by=v["settled_by"],
+        receipt_hash=v["receipt_hash"],
+        signature=v["signature"],
+    )
+
+
+class DynamoReceipts:
+    def __init__(self, client: Any, tables: Tables, staged: Staged) -> None:
+        self._client, self._tables, self._staged = client, tables, staged
+
+    def head(self, chain: str) -> ChainHead | None:
+        found = self._client.get_item(
+            TableName=self._tables.receipts,
+            Key=chain_head_key(chain),
+            ConsistentRead=True,  # the next receipt links to exactly this one
+            ReturnConsumedCapacity="TOTAL",
+        )
+        if "Item" not in found:
+            return None
+        v = from_item(found["Item"])
+        return ChainHead(chain, as_int(v["sequence"]), v["receipt_hash"])
+
+    def get(self, chain: str, sequence: int) -> Receipt | None:
+        found = self._client.get_item(
+            TableName=self._tables.receipts,
+            Key=receipt_key(chain, sequence),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return receipt_from_item(found["Item"]) if "Item" in found else None
+
+    def append(self, receipt: Receipt) -> None:
+        self._staged.put(
+            self._tables.receipts,
+            receipt_to_item(receipt),
+            "attribute_not_exists(pk)",
+            lambda: ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain),
+        )
+        condition = "attribute_not_exists(pk)" if receipt.sequence == 1 else "#sequence = :previous"
+        self._staged.update(
+            self._tables.receipts,
+            chain_head_key(receipt.chain),
+            "SET #sequence = :sequence, receipt_hash = :hash",
+            condition,
+            lambda: ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain),
+            ExpressionAttributeNames={"#sequence": "sequence"},
+            ExpressionAttributeValues=to_item(
+                {":sequence": receipt.sequence, ":hash": receipt.receipt_hash}
+                | ({":previous": receipt.sequence - 1} if receipt.sequence > 1 else {})
+            ),
+        )
+
+    def by_chain(self, chain: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        after = decode_receipt_cursor(cursor) if cursor else "RECEIPT#"
+        response = self._client.query(
+            TableName=self._tables.receipts,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :after AND :end",
+            ExpressionAttributeValues=to_item(
+                {":pk": f"CHAIN#{chain}", ":after": after, ":end": "RECEIPT#~"}
+            ),
+            Limit=limit + (2 if cursor else 1),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        receipts = [receipt_from_item(i) for i in response["Items"] if i["sk"]["S"] != after]
+        page = receipts[:limit]
+        more = len(receipts) > limit
+        return Page(page, encode_cursor(receipt_sort_key(page[-1].sequence)) if more else None)
+
+    def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        return newest_first(
+            self._client,
+            IndexRange(self._tables.receipts, RECEIPTS_BY_BUYER, "buyer", buyer, "issued_key"),
+            decode_issued_cursor(cursor) if cursor else None,
+            limit,
+            receipt_from_item,
+            issued_key,
+        )

@@ -1,0 +1,197 @@
+"""The DynamoDB unit of work: writes staged by the repositories, one commit.
+
+A commit with several writes is one TransactWriteItems call (at most
+MAX_TRANSACTION_WRITES items, DynamoDB's limit: a commit that stages more is
+refused before any call); a single write is a plain conditional call (half
+the write capacity of a one-item transaction).
+
+Errors are translated here, by their code, never their text:
+
+- a failed condition is the domain error its write staged (AlreadyExists,
+  InsufficientBalance, ConcurrentUpdate for a version that moved, ...);
+- TransactionConflict (another transaction held one of the items) is
+  ConcurrentUpdate: reading again and retrying is the answer;
+- throttling (ProvisionedThroughputExceeded, ThrottlingException,
+  RequestLimitExceeded, or a transaction cancelled for ThrottlingError) is
+  StorageBusy: botocore has already retried with backoff, and retrying the
+  use case at once would only add load;
+- anything else (ValidationException, a transaction cancelled for a
+  ValidationError, ...) is a bug and stays the ClientError it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+from chalicelib.adapters.dynamodb.accounts import DynamoAccounts, DynamoNonces
+from chalicelib.adapters.dynamodb.codec import Item
+from chalicelib.adapters.dynamodb.credits import DynamoCredits
+from chalicelib.adapters.dynamodb.jobs import DynamoJobs
+from chalicelib.adapters.dynamodb.layout import Tables
+from chalicelib.adapters.dynamodb.ledger import DynamoLedger
+from chalicelib.adapters.dynamodb.meters import DynamoMeters
+from chalicelib.adapters.dynamodb.providers import DynamoProviders
+from chalicelib.adapters.dynamodb.purchases import DynamoPurchases
+from chalicelib.adapters.dynamodb.receipts import DynamoReceipts
+from chalicelib.domain.errors import (
+    ConcurrentUpdate,
+    DomainError,
+    StorageBusy,
+    TransactionTooLarge,
+)
+
+# DynamoDB's limit on the items of one TransactWriteItems call.
+MAX_TRANSACTION_WRITES: Final = 100
+# Error codes of a request refused for capacity, whatever it wrote.
+THROTTLING_ERRORS: Final = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+# Cancellation reasons of a transaction refused for capacity.
+THROTTLING_REASONS: Final = frozenset(
+    {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One staged conditional write and the error its failed condition means."""
+
+    kind: str  # "Put" or "Update": the TransactWriteItems member name
+    request: dict[str, Any]
+    on_condition_failed: Callable[[], DomainError]
+
+
+class Staged:
+    """The writes a unit of work's repositories staged, in order."""
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+
+    def put(
+        self,
+        table: str,
+        item: Item,
+        condition: str,
+        on_failed: Callable[[], DomainError],
+        **extra: Any,
+    ) -> None:
+        request = {"TableName": table, "Item": item, "ConditionExpression": condition, **extra}
+        self.writes.append(Write("Put", request, on_failed))
+
+    def update(
+        self,
+        table: str,
+        key: Item,
+        expression: str,
+        condition: str | None,
+        on_failed: Callable[[], DomainError],
+        **extra: Any,
+    ) -> None:
+        request = {"TableName": table, "Key": key, "UpdateExpression": expression, **extra}
+        if condition is not None:  # None: an ADD that commutes with everything
+            request["ConditionExpression"] = condition
+        self.writes.append(Write("Update", request, on_failed))
+
+
+def commit(client: Any, staged: Staged) -> None:
+    """Apply every staged write, or none; raise the failing write's domain error."""
+    writes, staged.writes = staged.writes, []
+    if not writes:
+        return
+    if len(writes) > MAX_TRANSACTION_WRITES:
+        raise TransactionTooLarge(
+            "the request would change more records than one atomic write holds",
+            writes=len(writes),
+            max_writes=MAX_TRANSACTION_WRITES,
+        )
+    if len(writes) == 1:
+        _commit_one(client, writes[0])
+    else:
+        _commit_transaction(client, writes)
+
+
+def _commit_one(client: Any, write: Write) -> None:
+    call = client.put_item if write.kind == "Put" else client.update_item
+    try:
+        call(ReturnConsumedCapacity="TOTAL", **write.request)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "ConditionalCheckFailedException":
+            raise write.on_condition_failed() from exc
+        if code in THROTTLING_ERRORS:
+            raise StorageBusy("the database is busy; try again shortly", error=code) from exc
+        raise
+
+
+def _commit_transaction(client: Any, writes: list[Write]) -> None:
+    try:
+        client.transact_write_items(
+            TransactItems=[{w.kind: w.request} for w in writes],
+            ReturnConsumedCapacity="TOTAL",
+        )
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code in THROTTLING_ERRORS:
+            raise StorageBusy("the database is busy; try again shortly", error=code) from exc
+        if code != "TransactionCanceledException":
+            raise
+        reasons = exc.response.get("CancellationReasons") or []
+        codes = [r.get("Code", "None") for r in reasons]
+        for write, reason in zip(writes, codes, strict=False):
+            if reason == "ConditionalCheckFailed":
+                raise write.on_condition_failed() from exc
+        if THROTTLING_REASONS.intersection(codes):
+            raise StorageBusy(
+                "the database is busy; try again shortly", cancellation_reasons=codes
+            ) from exc
+        if "TransactionConflict" in codes or not set(codes) - {"None"}:
+            # Another transaction held one of the items (or DynamoDB gave no
+            # reason, which it does only for a race).
+            raise ConcurrentUpdate(
+                "another request changed the same records; retry", cancellation_reasons=codes
+            ) from exc
+        raise  # a ValidationError and the like: a bug, not a race
+
+
+class _Watermarks:
+    """The jobs' watermarks for the due-work scans: each move is a commit of its own."""
+
+    def __init__(self, client: Any, tables: Tables) -> None:
+        self._client, self._tables = client, tables
+
+    def hour(self, job: str) -> int | None:
+        return DynamoJobs(self._client, self._tables, Staged()).watermark_hour(job)
+
+    def advance_alone(self, job: str, hour: int) -> None:
+        staged = Staged()
+        DynamoJobs(self._client, self._tables, staged).advance_hour(job, hour)
+        commit(self._client, staged)
+
+
+class DynamoUnitOfWork:
+    max_writes: Final = MAX_TRANSACTION_WRITES
+
+    def __init__(self, client: Any, tables: Tables) -> None:
+        self._client = client
+        self._staged = Staged()
+        watermarks = _Watermarks(client, tables)
+        self.accounts = DynamoAccounts(client, tables, self._staged)
+        self.nonces = DynamoNonces(client, tables, self._staged)
+        self.ledger = DynamoLedger(client, tables, self._staged)
+        self.providers = DynamoProviders(client, tables, self._staged)
+        self.meters = DynamoMeters(client, tables, self._staged)
+        self.credits = DynamoCredits(client, tables, self._staged, watermarks)
+        self.purchases = DynamoPurchases(client, tables, self._staged, watermarks)
+        self.receipts = DynamoReceipts(client, tables, self._staged)
+        self.jobs = DynamoJobs(client, tables, self._staged)
+
+    def staged_writes(self) -> int:
+        """How many writes the next commit would apply (for tests of the limit)."""
+        return len(self._staged.writes)
+
+    def commit(self) -> None:
+        commit(self._client, self._staged)

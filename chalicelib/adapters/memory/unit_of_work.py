@@ -1,0 +1,72 @@
+"""The in-memory unit of work: checks every staged condition, then applies all, under a lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
+from chalicelib.adapters.memory.accounts import MemoryAccounts, MemoryNonces
+from chalicelib.adapters.memory.credits import MemoryCredits
+from chalicelib.adapters.memory.jobs import MemoryJobs
+from chalicelib.adapters.memory.ledger import MemoryLedger
+from chalicelib.adapters.memory.meters import MemoryMeters
+from chalicelib.adapters.memory.providers import MemoryProviders
+from chalicelib.adapters.memory.purchases import MemoryPurchases
+from chalicelib.adapters.memory.receipts import MemoryReceipts
+from chalicelib.adapters.memory.state import MemoryState, Staged
+from chalicelib.domain.errors import TransactionTooLarge
+
+
+class _Watermarks:
+    """The jobs' watermarks for the due-work scans: each move is a commit of its own."""
+
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
+
+    def hour(self, job: str) -> int | None:
+        return self._state.watermarks.get(job)
+
+    def advance_alone(self, job: str, hour: int) -> None:
+        uow = MemoryUnitOfWork(self._state)
+        uow.jobs.advance_hour(job, hour)
+        uow.commit()
+
+
+class MemoryUnitOfWork:
+    # DynamoDB's limit, mirrored: both adapters refuse the same commits.
+    max_writes: Final = MAX_TRANSACTION_WRITES
+
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
+        self._staged = Staged(state)
+        watermarks = _Watermarks(state)
+        self.accounts = MemoryAccounts(self._staged, state)
+        self.nonces = MemoryNonces(self._staged, state)
+        self.ledger = MemoryLedger(self._staged, state)
+        self.providers = MemoryProviders(self._staged, state)
+        self.meters = MemoryMeters(self._staged, state)
+        self.credits = MemoryCredits(self._staged, state, watermarks)
+        self.purchases = MemoryPurchases(self._staged, state, watermarks)
+        self.receipts = MemoryReceipts(self._staged, state)
+        self.jobs = MemoryJobs(self._staged, state)
+
+    def commit(self) -> None:
+        writes, self._staged.writes = self._staged.writes, []
+        if len(writes) > self.max_writes:
+            raise TransactionTooLarge(
+                "the request would change more records than one atomic write holds",
+                writes=len(writes),
+                max_writes=self.max_writes,
+            )
+        with self._state.lock:
+            for check, _ in writes:
+                error = check(self._state)
+                if error is not None:
+                    raise error
+            for _, apply in writes:
+                apply(self._state)
+
+
+def memory_unit_of_work_factory(state: MemoryState) -> Callable[[], MemoryUnitOfWork]:
+    return lambda: MemoryUnitOfWork(state)
