@@ -58,9 +58,9 @@ def openrpc_document() -> Response:
 def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The IoT topic rule's target: one signed meter reading per invocation."""
     from chalicelib.iot_events import handle_reading_event
-    from chalicelib.wiring import ingest_market
+    from chalicelib.wiring import ingest_dependencies
 
-    return handle_reading_event(ingest_market(), event)
+    return handle_reading_event(ingest_dependencies(), event)
 
 
 # Scheduled jobs (EventBridge rules). Each reads only the work due since its
@@ -70,18 +70,18 @@ def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def settle_due_purchases(event: Any) -> dict[str, Any]:
     """Settle every purchase whose dispute window has passed."""
     from chalicelib.services.settlement import run_settlement
-    from chalicelib.wiring import jobs_market
+    from chalicelib.wiring import jobs_dependencies
 
-    return run_settlement(jobs_market()).as_log()
+    return run_settlement(jobs_dependencies()).as_log()
 
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="expire_unsold_credits")
 def expire_unsold_credits(event: Any) -> dict[str, Any]:
     """Take credits unsold at their expiry out of the market."""
     from chalicelib.services.expiry import run_expiry
-    from chalicelib.wiring import jobs_market
+    from chalicelib.wiring import jobs_dependencies
 
-    return run_expiry(jobs_market()).as_log()
+    return run_expiry(jobs_dependencies()).as_log()
 
 
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)

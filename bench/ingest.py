@@ -84,7 +84,7 @@ def ingest_rate() -> tuple[list[float], list[float]]:
         started = time.perf_counter()
         for payload in payloads:
             outcome = record_payload(
-                harness.market,
+                harness.deps,
                 payload,
                 topic_meter_address=meter.meter_address,
                 received_at_ms=received,
@@ -94,7 +94,7 @@ def ingest_rate() -> tuple[list[float], list[float]]:
         started = time.perf_counter()
         for payload in payloads:
             record_payload(
-                harness.market,
+                harness.deps,
                 payload,
                 topic_meter_address=meter.meter_address,
                 received_at_ms=received,
@@ -129,7 +129,7 @@ def dynamodb_costs() -> list[tuple[str, list[DynamoRequest]]]:
 
         def ingest(payload: bytes) -> Callable[[], Any]:
             return lambda: record_payload(
-                harness.market,
+                harness.deps,
                 payload,
                 topic_meter_address=meter.meter_address,
                 received_at_ms=received,

@@ -101,23 +101,21 @@ from chalicelib.domain.trading import (
     market_fee,
     purchase_id_for,
 )
-from chalicelib.rpc.methods import registry
-from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services.expiry import run_expiry
 from chalicelib.services.ingest import Status, record_payload
 from chalicelib.services.ports import JobRun
 from chalicelib.services.settlement import run_settlement
-from energy_client.rpc_client import MarketplaceClient, Signer
+from energy_client.rpc_client import Signer
 from infra.emulation import create_tables
 from infra.moto_server import install_item_level_rollback
 from tests.support import (
-    MARKETPLACE_ID,
     NOW,
     Clock,
     MarketHarness,
     SimulatedMeter,
     dynamodb_market,
     tables_from_environment,
+    with_settings,
 )
 
 REGION: Final = "us-east-1"
@@ -189,14 +187,11 @@ class DueWork:
 
 def market_under_bench_settings(client: Any, tables: Tables, clock: Clock) -> MarketHarness:
     """The test harness's market on DynamoDB, with this benchmark's settings."""
-    harness = dynamodb_market(client, tables, clock)
-    settings = harness.market.settings.model_copy(
-        update={"credit_lifetime_ms": LIFETIME_MS, "market_fee_bps": FEE_BPS}
+    return with_settings(
+        dynamodb_market(client, tables, clock),
+        credit_lifetime_ms=LIFETIME_MS,
+        market_fee_bps=FEE_BPS,
     )
-    market = replace(harness.market, settings=settings)
-    dispatcher = Dispatcher(registry, market)
-    api = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=clock)
-    return replace(harness, market=market, dispatcher=dispatcher, client=api)
 
 
 def create_due_work(harness: MarketHarness) -> DueWork:
@@ -217,7 +212,7 @@ def create_due_work(harness: MarketHarness) -> DueWork:
         for reading in range(credits + 1):  # the first is the baseline: it mints nothing
             at_ms = T0 - (credits - reading) * MINUTE_MS
             outcome = record_payload(
-                harness.market,
+                harness.deps,
                 meter.payload(1_000 + reading * CREDIT_WH, at_ms),
                 topic_meter_address=meter.meter_address,
                 received_at_ms=T0,
@@ -341,7 +336,7 @@ def history_items(
         )
         items[tables.credits] += [credit_to_item(credit), credit_to_item(expired)]
     # Receipts chain per provider in settlement order, as settlement appends them.
-    key = harness.market.receipt_signing_key()
+    key = harness.deps.receipt_signing_key()
     heads: dict[str, tuple[int, str]] = {}
     counters: dict[str, tuple[int, int, int]] = {}
     settled.sort(key=lambda s: (s.purchase.settled_at_ms or 0, s.order))
@@ -351,7 +346,7 @@ def history_items(
         sequence, previous = heads.get(provider.provider_id, (0, GENESIS_HASH))
         receipt = sealed(
             Receipt(
-                marketplace_id=harness.market.settings.marketplace_id,
+                marketplace_id=harness.deps.settings.marketplace_id,
                 chain=provider.provider_id,
                 sequence=sequence + 1,
                 previous_hash=previous,
@@ -560,19 +555,19 @@ def run_size(history: int) -> SizeResult:
         assert due_before == (DUE, DUE), due_before
 
         meter = CapacityMeter(client, inspector)
-        market = harness.market
+        deps = harness.deps
         started = time.perf_counter()
         clock.now = RUN_BEFORE_AT // 1000
-        settlement_before = measure(meter, lambda: run_settlement(market))
-        expiry_before = measure(meter, lambda: run_expiry(market))
+        settlement_before = measure(meter, lambda: run_settlement(deps))
+        expiry_before = measure(meter, lambda: run_expiry(deps))
         assert settlement_before.run.done == expiry_before.run.done == 0
         seconds["runs before"] = time.perf_counter() - started
         log(f"  {history:,}: the runs before (nothing due) in {seconds['runs before']:.0f} s")
 
         started = time.perf_counter()
         clock.now = MEASURED_AT // 1000
-        settlement = measure(meter, lambda: run_settlement(market))
-        expiry = measure(meter, lambda: run_expiry(market))
+        settlement = measure(meter, lambda: run_settlement(deps))
+        expiry = measure(meter, lambda: run_expiry(deps))
         for cost in (settlement, expiry):
             assert (cost.run.done, cost.run.failed) == (DUE, 0), cost.run
         due_after = due_now()

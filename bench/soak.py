@@ -60,13 +60,11 @@ def processes(stack: LocalStack) -> dict[str, int | None]:
     }
 
 
-def every_page(
-    market: MarketplaceClient, method: str, params: dict[str, Any], key: str
-) -> list[Any]:
+def every_page(api: MarketplaceClient, method: str, params: dict[str, Any], key: str) -> list[Any]:
     items: list[Any] = []
     cursor = None
     while True:
-        page = market.call(method, params | {"limit": 100} | ({"cursor": cursor} if cursor else {}))
+        page = api.call(method, params | {"limit": 100} | ({"cursor": cursor} if cursor else {}))
         items.extend(page[key])
         cursor = page.get("next_cursor")
         if not cursor:
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             settings=dict(LOCAL_SETTINGS),
         ) as stack,
     ):
-        market = MarketplaceClient.over_http(stack.rpc_url)
+        api = MarketplaceClient.over_http(stack.rpc_url)
         started = time.monotonic()
         while not stack.demo_status().get("meters", {}).get("count"):
             if time.monotonic() - started > 300:
@@ -173,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         lags: list[int] = []
         chains: set[str] = set()
         for address in meters["addresses"]:
-            meter = market.call("energy.getMeter", {"meter_address": address})
+            meter = api.call("energy.getMeter", {"meter_address": address})
             accepted_readings += meter["accepted_readings"]
             rejected.update(meter["rejections"])
             credits = every_page(
-                market, "energy.getCredits", {"provider_id": meter["provider_id"]}, "credits"
+                api, "energy.getCredits", {"provider_id": meter["provider_id"]}, "credits"
             )
             # One lag per reading: parts split off a credit by purchases share its times.
             lags.extend(
@@ -186,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 if c["reading_hash"] == c["credit_id"]
             )
             chains.add(meter["provider_id"])
-        key = market.call("energy.getMarketInfo", {})["receipt_public_key"]
+        key = api.call("energy.getMarketInfo", {})["receipt_public_key"]
         receipts = 0
         broken = []
         for chain in sorted(chains):
-            found = every_page(market, "energy.getReceipts", {"provider_id": chain}, "receipts")
+            found = every_page(api, "energy.getReceipts", {"provider_id": chain}, "receipts")
             receipts += len(found)
             report = verify_chain([receipt_from_json(r) for r in found], key)
             if not report.intact:

@@ -16,14 +16,14 @@ import binascii
 from typing import Any
 
 from chalicelib.services import ingest
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 
 class MalformedEvent(ValueError):
     """The event is not what the topic rule sends: a wiring fault, not a bad reading."""
 
 
-def handle_reading_event(market: Market, event: Any) -> dict[str, Any]:
+def handle_reading_event(deps: Dependencies, event: Any) -> dict[str, Any]:
     try:
         payload = base64.b64decode(event["payload"], validate=True)
         topic_meter_address = str(event["topic_meter_address"])
@@ -31,7 +31,7 @@ def handle_reading_event(market: Market, event: Any) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise MalformedEvent(f"not a reading event: {exc}") from exc
     outcome = ingest.record_payload(
-        market, payload, topic_meter_address=topic_meter_address, received_at_ms=received_at_ms
+        deps, payload, topic_meter_address=topic_meter_address, received_at_ms=received_at_ms
     )
     result: dict[str, Any] = {
         "status": str(outcome.status),

@@ -10,17 +10,17 @@ from chalicelib.adapters.aws import dynamodb_client
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables
 from chalicelib.adapters.receipt_key import receipt_signing_key
 from chalicelib.config import get_settings
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 if TYPE_CHECKING:
     from chalicelib.rpc.protocol import Dispatcher
 
 
-def market() -> Market:
+def dependencies() -> Dependencies:
     settings = get_settings()
     client = dynamodb_client()
     tables = Tables.from_settings(settings)
-    return Market(
+    return Dependencies(
         settings=settings,
         unit_of_work=lambda: DynamoUnitOfWork(client, tables),
         clock=lambda: int(time.time()),
@@ -34,16 +34,16 @@ def dispatcher() -> Dispatcher:
     from chalicelib.rpc.methods import registry
     from chalicelib.rpc.protocol import Dispatcher
 
-    return Dispatcher(registry, market())
+    return Dispatcher(registry, dependencies())
 
 
 @lru_cache(maxsize=1)
-def ingest_market() -> Market:
+def ingest_dependencies() -> Dependencies:
     """The ingest function's own graph: no JSON-RPC registry on its cold start."""
-    return market()
+    return dependencies()
 
 
 @lru_cache(maxsize=1)
-def jobs_market() -> Market:
+def jobs_dependencies() -> Dependencies:
     """The scheduled jobs' graph (one per container, like the others)."""
-    return market()
+    return dependencies()

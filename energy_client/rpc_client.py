@@ -3,9 +3,9 @@
 Used by the simulator, the tests and anyone scripting the market::
 
     alice = Signer.generate("alice.theblock")
-    market = MarketplaceClient.over_http("http://127.0.0.1:8000/rpc")
-    market.create_account(alice)
-    market.call("energy.getAccount", {"name": "alice.theblock"})
+    api = MarketplaceClient.over_http("http://127.0.0.1:8000/rpc")
+    api.create_account(alice)
+    api.call("energy.getAccount", {"name": "alice.theblock"})
 """
 
 from __future__ import annotations

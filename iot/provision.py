@@ -268,7 +268,7 @@ def provision_meter(
 
 
 def register_meter_key(
-    market: MarketplaceClient,
+    api: MarketplaceClient,
     owner: Signer,
     credentials: MeterCredentials,
     registration: Mapping[str, Any] | None = None,
@@ -284,7 +284,7 @@ def register_meter_key(
             f"{owner.account} does not own provider {credentials.provider_id} of this meter"
         )
     try:
-        market.call("energy.getProvider", {"provider_id": credentials.provider_id})
+        api.call("energy.getProvider", {"provider_id": credentials.provider_id})
     except RpcError as exc:
         if exc.reason != "not_found":
             raise
@@ -298,9 +298,9 @@ def register_meter_key(
             "meter_address": credentials.meter_address,
             "meter_public_key": credentials.public_key,
         }
-        result: dict[str, Any] = market.register_provider(owner, **params)
+        result: dict[str, Any] = api.register_provider(owner, **params)
         return result
-    updated: dict[str, Any] = market.call(
+    updated: dict[str, Any] = api.call(
         "energy.updateProvider",
         {
             "provider_id": credentials.provider_id,
@@ -395,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.registration
                 else None
             )
-            market = MarketplaceClient.over_http(args.api_url)
-            provider = register_meter_key(market, owner, credentials, registration)
+            api = MarketplaceClient.over_http(args.api_url)
+            provider = register_meter_key(api, owner, credentials, registration)
             print(f"meter key registered with provider {provider.get('provider_id')}")
     except (ProvisioningError, RpcError, ClientError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

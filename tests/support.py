@@ -16,7 +16,7 @@ from chalicelib.domain.ledger import EntryKind
 from chalicelib.domain.readings import signed_payload
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import UnitOfWork
 from energy_client.rpc_client import MarketplaceClient, Signer, encode
 
@@ -39,7 +39,7 @@ class Clock:
 class MarketHarness:
     """A market wired to one storage adapter, with a client and an operator."""
 
-    market: Market
+    deps: Dependencies  # what the use cases receive: settings, storage, clock
     dispatcher: Dispatcher
     client: MarketplaceClient
     operator: Signer
@@ -49,7 +49,7 @@ class MarketHarness:
     backend: str = "memory"
 
     def uow(self) -> UnitOfWork:
-        return self.market.unit_of_work()
+        return self.deps.unit_of_work()
 
     def funded_account(self, name: str, block: int = 0) -> Signer:
         signer = Signer.generate(name)
@@ -221,15 +221,15 @@ def _wire(
     clock = clock or Clock()
     operator = Signer.generate("operator")
     settings = settings_for(operator)
-    market = Market(
+    deps = Dependencies(
         settings=settings,
         unit_of_work=factory,
         clock=clock,
         receipt_key=lambda: receipt_signing_key(settings),
     )
-    dispatcher = Dispatcher(registry, market)
+    dispatcher = Dispatcher(registry, deps)
     client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=clock)
-    return MarketHarness(market, dispatcher, client, operator, clock, snapshot, audit)
+    return MarketHarness(deps, dispatcher, client, operator, clock, snapshot, audit)
 
 
 def tables_from_environment(env: dict[str, str]) -> Tables:
@@ -290,7 +290,7 @@ def selling_provider(
         readings.append((counter, start_ms + n * 60_000))
     for counter_wh, at_ms in readings:
         outcome = record_payload(
-            harness.market,
+            harness.deps,
             meter.payload(counter_wh, at_ms),
             topic_meter_address=meter.meter_address,
             received_at_ms=harness.clock.now * 1000,
@@ -334,8 +334,8 @@ def buy(
 
 def with_settings(harness: MarketHarness, **overrides: Any) -> MarketHarness:
     """The same market and storage under other settings (a fee, a window)."""
-    settings = harness.market.settings.model_copy(update=overrides)
-    market = replace(harness.market, settings=settings)
-    dispatcher = Dispatcher(registry, market)
+    settings = harness.deps.settings.model_copy(update=overrides)
+    deps = replace(harness.deps, settings=settings)
+    dispatcher = Dispatcher(registry, deps)
     client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=harness.clock)
-    return replace(harness, market=market, dispatcher=dispatcher, client=client)
+    return replace(harness, deps=deps, dispatcher=dispatcher, client=client)

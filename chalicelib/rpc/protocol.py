@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from chalicelib.domain.errors import DomainError
 from chalicelib.rpc.registry import CallContext, Registry
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def _valid_id(value: Json) -> bool:
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, market: Market) -> None:
+    def __init__(self, registry: Registry, deps: Dependencies) -> None:
         self._registry = registry
-        self._market = market
+        self._deps = deps
 
     def handle(self, body: bytes) -> bytes | None:
         """Answer one HTTP body; None when there is nothing to send (notifications)."""
@@ -149,7 +149,7 @@ class Dispatcher:
             parsed = spec.params.model_validate(params)
         except ValidationError as exc:
             raise _invalid_params([_field_error(e) for e in exc.errors(include_url=False)]) from exc
-        context = CallContext(market=self._market, method=method, raw_params=params)
+        context = CallContext(deps=self._deps, method=method, raw_params=params)
         result = spec.handler(context, parsed)
         return result.model_dump(mode="python")
 
@@ -185,12 +185,16 @@ def _envelope_problem(call: dict[str, Any]) -> str | None:
     return None
 
 
-def _by_position(model: type[Any], values: list[Any]) -> dict[str, Any]:
-    # By position, params take the wire's names (a field's alias where it has one).
-    names = [
+def wire_names(model: type[Any]) -> list[str]:
+    """A params model's members as clients name them (a field's alias where it has one)."""
+    return [
         field.validation_alias if isinstance(field.validation_alias, str) else name
         for name, field in model.model_fields.items()
     ]
+
+
+def _by_position(model: type[Any], values: list[Any]) -> dict[str, Any]:
+    names = wire_names(model)
     if len(values) > len(names):
         raise _invalid_params([{"field": "", "message": f"at most {len(names)} positional params"}])
     return dict(zip(names, values, strict=False))

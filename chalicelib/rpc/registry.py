@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from chalicelib.domain.errors import DomainError
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -26,7 +26,7 @@ R = TypeVar("R", bound=BaseModel)
 class CallContext:
     """What a handler gets besides its parameters."""
 
-    market: Market
+    deps: Dependencies
     method: str
     raw_params: dict[str, Any]  # as received, for signature checks
 

@@ -20,7 +20,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
 from chalicelib.services.auth import SignedCall, authenticate, require_operator
-from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 from chalicelib.services.ports import Page, UnitOfWork
 
 
@@ -31,15 +31,15 @@ class AccountView:
     providers: list[Provider]
 
 
-def create_account(market: Market, call: SignedCall, name: str, public_key: str) -> Account:
+def create_account(deps: Dependencies, call: SignedCall, name: str, public_key: str) -> Account:
     """Open an account for ``name``, signed by the key being registered."""
     if name == OPERATOR or not is_valid_account_name(name):
         raise InvalidState("this account name is reserved or malformed", name=name)
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     key = signing.normalise_hex(public_key)
-    authenticate(market, uow, call, public_key=key)
+    authenticate(deps, uow, call, public_key=key)
     account = Account(
-        name=name, public_key=key, roles=frozenset({Role.BUYER}), created_at=market.clock()
+        name=name, public_key=key, roles=frozenset({Role.BUYER}), created_at=deps.clock()
     )
     uow.accounts.add(account)
     uow.ledger.open_account(name)
@@ -47,42 +47,44 @@ def create_account(market: Market, call: SignedCall, name: str, public_key: str)
     return account
 
 
-def deposit(market: Market, call: SignedCall, account: str, micro_block: int, chain_tx: str) -> int:
+def deposit(
+    deps: Dependencies, call: SignedCall, account: str, micro_block: int, chain_tx: str
+) -> int:
     """Credit BLOCK that arrived on chain in transaction ``chain_tx`` (operator only).
 
     A chain transaction is credited once: depositing it again is refused.
     Returns the new balance.
     """
-    return retry_on_conflict(lambda: _deposit(market, call, account, micro_block, chain_tx))
+    return retry_on_conflict(lambda: _deposit(deps, call, account, micro_block, chain_tx))
 
 
 def _deposit(
-    market: Market, call: SignedCall, account: str, micro_block: int, chain_tx: str
+    deps: Dependencies, call: SignedCall, account: str, micro_block: int, chain_tx: str
 ) -> int:
-    uow = market.unit_of_work()
-    signer = authenticate(market, uow, call)
+    uow = deps.unit_of_work()
+    signer = authenticate(deps, uow, call)
     require_operator(signer, "record deposits")
     if micro_block <= 0:
         raise InvalidState("a deposit must be positive")
     uow.ledger.credit(account, micro_block)
     uow.ledger.record(
-        LedgerEntry(chain_tx, EntryKind.DEPOSIT, account, micro_block, chain_tx, market.clock())
+        LedgerEntry(chain_tx, EntryKind.DEPOSIT, account, micro_block, chain_tx, deps.clock())
     )
     uow.commit()
-    return market.unit_of_work().ledger.balance(account)
+    return deps.unit_of_work().ledger.balance(account)
 
 
-def withdraw(market: Market, call: SignedCall, micro_block: int, destination: str) -> int:
+def withdraw(deps: Dependencies, call: SignedCall, micro_block: int, destination: str) -> int:
     """Send BLOCK from the signer's balance to ``destination`` on chain.
 
     Returns the new balance.
     """
-    return retry_on_conflict(lambda: _withdraw(market, call, micro_block, destination))
+    return retry_on_conflict(lambda: _withdraw(deps, call, micro_block, destination))
 
 
-def _withdraw(market: Market, call: SignedCall, micro_block: int, destination: str) -> int:
-    uow = market.unit_of_work()
-    signer = authenticate(market, uow, call)
+def _withdraw(deps: Dependencies, call: SignedCall, micro_block: int, destination: str) -> int:
+    uow = deps.unit_of_work()
+    signer = authenticate(deps, uow, call)
     if micro_block <= 0:
         raise InvalidState("a withdrawal must be positive")
     uow.ledger.debit(signer, micro_block)
@@ -93,19 +95,19 @@ def _withdraw(market: Market, call: SignedCall, micro_block: int, destination: s
             signer,
             micro_block,
             destination,
-            market.clock(),
+            deps.clock(),
         )
     )
-    commit_spending(market, uow, signer, micro_block)
-    return market.unit_of_work().ledger.balance(signer)
+    commit_spending(deps, uow, signer, micro_block)
+    return deps.unit_of_work().ledger.balance(signer)
 
 
-def set_role(market: Market, call: SignedCall, name: str, role: Role, held: bool) -> Account:
+def set_role(deps: Dependencies, call: SignedCall, name: str, role: Role, held: bool) -> Account:
     """Grant (``held``) or revoke a role the operator controls: validator."""
 
     def attempt() -> Account:
-        uow = market.unit_of_work()
-        signer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        signer = authenticate(deps, uow, call)
         require_operator(signer, "grant or revoke roles")
         if role not in GRANTED_ROLES:
             raise InvalidState("this role follows from what the account does", role=str(role))
@@ -122,28 +124,30 @@ def set_role(market: Market, call: SignedCall, name: str, role: Role, held: bool
     return retry_on_conflict(attempt)
 
 
-def get_account(market: Market, name: str) -> AccountView:
-    uow = market.unit_of_work()
+def get_account(deps: Dependencies, name: str) -> AccountView:
+    uow = deps.unit_of_work()
     account = uow.accounts.get(name)
     if account is None:
         raise NotFound("no such account", account=name)
     return AccountView(account, uow.ledger.balance(name), list(uow.providers.owned_by(name)))
 
 
-def account_history(market: Market, name: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
-    uow = market.unit_of_work()
+def account_history(
+    deps: Dependencies, name: str, limit: int, cursor: str | None
+) -> Page[LedgerEntry]:
+    uow = deps.unit_of_work()
     if uow.accounts.get(name) is None:
         raise NotFound("no such account", account=name)
     return uow.ledger.entries(name, limit, cursor)
 
 
-def commit_spending(market: Market, uow: UnitOfWork, account: str, micro_block: int) -> None:
+def commit_spending(deps: Dependencies, uow: UnitOfWork, account: str, micro_block: int) -> None:
     """Commit a unit of work that debits ``account``; a refusal says what it had."""
     try:
         uow.commit()
     except InsufficientBalance as refused:
         refused.data.update(
-            available_micro_block=market.unit_of_work().ledger.balance(account),
+            available_micro_block=deps.unit_of_work().ledger.balance(account),
             required_micro_block=micro_block,
         )
         raise

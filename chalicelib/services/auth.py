@@ -16,7 +16,7 @@ from chalicelib.domain.errors import (
     ReplayedRequest,
     StaleRequest,
 )
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import UnitOfWork
 
 NONCE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -38,7 +38,7 @@ class SignedCall:
 
 
 def authenticate(
-    market: Market, uow: UnitOfWork, call: SignedCall, *, public_key: str | None = None
+    deps: Dependencies, uow: UnitOfWork, call: SignedCall, *, public_key: str | None = None
 ) -> str:
     """Verify ``call`` and stage the use of its nonce; return the signer's name.
 
@@ -46,8 +46,8 @@ def authenticate(
     it holds the key it is registering. The nonce is consumed in the same
     commit as the call's own writes: a refused call leaves it unused.
     """
-    settings = market.settings
-    now = market.clock()
+    settings = deps.settings
+    now = deps.clock()
     if abs(now - call.timestamp) > settings.auth_window_seconds:
         raise StaleRequest(
             "request timestamp is outside the accepted window",
@@ -55,7 +55,7 @@ def authenticate(
             window_seconds=settings.auth_window_seconds,
         )
     if public_key is None:
-        public_key = _registered_key(market, uow, call.account)
+        public_key = _registered_key(deps, uow, call.account)
     message = signing.request_message(
         marketplace_id=settings.marketplace_id,
         method=call.method,
@@ -85,11 +85,11 @@ def refusal(uow: UnitOfWork, call: SignedCall, error: DomainError) -> DomainErro
     return error
 
 
-def _registered_key(market: Market, uow: UnitOfWork, account: str) -> str:
+def _registered_key(deps: Dependencies, uow: UnitOfWork, account: str) -> str:
     if account == OPERATOR:
-        if not market.settings.operator_public_key:
+        if not deps.settings.operator_public_key:
             raise NotAuthenticated("this deployment has no operator key", account=account)
-        return market.settings.operator_public_key
+        return deps.settings.operator_public_key
     found = uow.accounts.get(account)
     if found is None:
         # Same error as a bad signature: we do not reveal which names exist

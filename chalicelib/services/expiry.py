@@ -15,7 +15,7 @@ from itertools import groupby
 
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import DomainError
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import JobRun
 
 logger = logging.getLogger(__name__)
@@ -27,13 +27,13 @@ DEFAULT_RUN_BUDGET = 5_000
 GROUP = 50
 
 
-def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
+def run_expiry(deps: Dependencies, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
     """The scheduled job: expire every credit on sale whose expiry has come.
 
     Safe to run twice or concurrently: each credit is expired only if it is
     still on sale with the Wh that was read.
     """
-    now_ms = market.clock() * 1000
+    now_ms = deps.clock() * 1000
     run = JobRun(EXPIRY_JOB)
 
     def expire_page(credits: Sequence[Credit]) -> bool:
@@ -42,33 +42,35 @@ def run_expiry(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
         for _, group in groupby(ordered, key=lambda c: c.provider_id):
             batch = list(group)
             for start in range(0, len(batch), GROUP):
-                if not _expire_together(market, batch[start : start + GROUP], run, now_ms):
+                if not _expire_together(deps, batch[start : start + GROUP], run, now_ms):
                     handled_all = False
         return handled_all
 
-    market.unit_of_work().credits.each_expired(run, now_ms, budget, expire_page)
+    deps.unit_of_work().credits.each_expired(run, now_ms, budget, expire_page)
     logger.info("scheduled job finished", extra={"job_run": run.as_log()})
     return run
 
 
-def _expire_together(market: Market, credits: Sequence[Credit], run: JobRun, now_ms: int) -> bool:
+def _expire_together(
+    deps: Dependencies, credits: Sequence[Credit], run: JobRun, now_ms: int
+) -> bool:
     """Expire one provider's credits in one transaction; if any changed since
     it was read (sold, split), fall back to one credit at a time, re-read."""
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     for credit in credits:
         uow.credits.expire(credit)
     uow.providers.expire_energy(credits[0].provider_id, sum(c.wh for c in credits))
     try:
         uow.commit()
     except DomainError:
-        return all(_expire_one(market, credit.credit_id, run, now_ms) for credit in credits)
+        return all(_expire_one(deps, credit.credit_id, run, now_ms) for credit in credits)
     run.done += len(credits)
     run.wh += sum(c.wh for c in credits)
     return True
 
 
-def _expire_one(market: Market, credit_id: str, run: JobRun, now_ms: int) -> bool:
-    uow = market.unit_of_work()
+def _expire_one(deps: Dependencies, credit_id: str, run: JobRun, now_ms: int) -> bool:
+    uow = deps.unit_of_work()
     found = uow.credits.get_many([credit_id])
     if not found or found[0].state != CreditState.AVAILABLE or found[0].expires_at_ms > now_ms:
         return True  # sold or expired meanwhile: nothing left to do

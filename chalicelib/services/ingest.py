@@ -38,7 +38,7 @@ from chalicelib.domain.readings import (
     is_signed_by,
     parse_payload,
 )
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,13 @@ class Outcome:
 
 
 def record_payload(
-    market: Market, payload: bytes, *, topic_meter_address: str | None, received_at_ms: int
+    deps: Dependencies, payload: bytes, *, topic_meter_address: str | None, received_at_ms: int
 ) -> Outcome:
     """A raw MQTT payload, as the topic rule delivers it."""
     payload_hash = hashlib.sha256(payload).hexdigest()
     if len(payload) > MAX_PAYLOAD_BYTES:
         return _refuse(
-            market,
+            deps,
             topic_meter_address,
             Rejection.OVERSIZED,
             f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}",
@@ -86,7 +86,7 @@ def record_payload(
         )
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _refuse(
-            market,
+            deps,
             topic_meter_address,
             Rejection.MALFORMED,
             "payload is not a UTF-8 JSON object",
@@ -95,7 +95,7 @@ def record_payload(
             payload_hash=payload_hash,
         )
     return record_document(
-        market,
+        deps,
         document,
         topic_meter_address=topic_meter_address,
         received_at_ms=received_at_ms,
@@ -104,7 +104,7 @@ def record_payload(
 
 
 def record_document(
-    market: Market,
+    deps: Dependencies,
     document: Any,
     *,
     topic_meter_address: str | None,
@@ -118,7 +118,7 @@ def record_document(
         ).hexdigest()
     if not isinstance(document, dict):
         return _refuse(
-            market,
+            deps,
             topic_meter_address,
             Rejection.MALFORMED,
             "payload is not a JSON object",
@@ -130,7 +130,7 @@ def record_document(
         reading = parse_payload(document)
     except ReadingRejected as refused:
         return _refuse(
-            market,
+            deps,
             topic_meter_address,
             refused.reason,
             refused.detail,
@@ -141,7 +141,7 @@ def record_document(
     if topic_meter_address is not None and reading.meter_address != topic_meter_address:
         # The broker authenticated the topic's meter; the payload names another.
         return _refuse(
-            market,
+            deps,
             topic_meter_address,
             Rejection.TOPIC_MISMATCH,
             "meter_address differs from the topic's",
@@ -154,16 +154,20 @@ def record_document(
     authenticated = topic_meter_address is not None
     for _ in range(MAX_ROUNDS - 1):
         try:
-            return _record(market, reading, received_at_ms, payload_hash, authenticated)
+            return _record(deps, reading, received_at_ms, payload_hash, authenticated)
         except ConcurrentUpdate:
             continue
-    return _record(market, reading, received_at_ms, payload_hash, authenticated)
+    return _record(deps, reading, received_at_ms, payload_hash, authenticated)
 
 
 def _record(
-    market: Market, reading: Reading, received_at_ms: int, payload_hash: str, authenticated: bool
+    deps: Dependencies,
+    reading: Reading,
+    received_at_ms: int,
+    payload_hash: str,
+    authenticated: bool,
 ) -> Outcome:
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     meter, provider = uow.meters.get_with_provider(reading.meter_address, reading.provider_id)
 
     def refuse(reason: Rejection, detail: str, *, signed: bool) -> Outcome:
@@ -172,7 +176,7 @@ def _record(
         # later slashed on) only for its own channel: anyone can post a forged
         # reading over HTTP, and such a count must not be theirs to raise.
         return _refuse(
-            market,
+            deps,
             reading.meter_address,
             reason,
             detail,
@@ -192,12 +196,12 @@ def _record(
         return refuse(
             Rejection.BAD_SIGNATURE, "signature does not match the meter's key", signed=False
         )
-    if _already_accepted(market, meter, reading):
+    if _already_accepted(deps, meter, reading):
         # A redelivery (or a replay) of a reading accepted before: a success
         # that mints nothing, kept in the log once per distinct message. Not
         # counted on the meter: one conditional put, the cheapest record.
         _refuse(
-            market,
+            deps,
             reading.meter_address,
             Rejection.DUPLICATE,
             "this reading was accepted before; nothing minted",
@@ -210,7 +214,7 @@ def _record(
             metric="ReadingsDuplicate",
         )
         return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
-    now_ms = market.now_ms()
+    now_ms = deps.now_ms()
     try:
         if provider is None:
             raise ReadingRejected(
@@ -223,13 +227,13 @@ def _record(
             provider_suspended=provider.status == ProviderStatus.SUSPENDED,
             now_ms=now_ms,
             rules=ReadingRules(
-                max_clock_skew_ms=market.settings.max_clock_skew_ms,
-                max_age_ms=market.settings.max_reading_age_ms,
+                max_clock_skew_ms=deps.settings.max_clock_skew_ms,
+                max_age_ms=deps.settings.max_reading_age_ms,
             ),
         )
     except ReadingRejected as refused:
         return refuse(refused.reason, refused.detail, signed=True)
-    credit = _credit(market, reading, meter, provider, wh, now_ms)
+    credit = _credit(deps, reading, meter, provider, wh, now_ms)
     uow.meters.advance(meter, meter.advanced(reading))
     uow.credits.mint(credit)
     uow.providers.record_generation(
@@ -244,7 +248,7 @@ def _record(
     return Outcome(Status.ACCEPTED, reading.meter_address, reading.reading_hash, credit)
 
 
-def _already_accepted(market: Market, meter: MeterState, reading: Reading) -> bool:
+def _already_accepted(deps: Dependencies, meter: MeterState, reading: Reading) -> bool:
     """Whether this very reading was accepted before.
 
     The meter remembers its last reading (the common redelivery, answered
@@ -255,12 +259,17 @@ def _already_accepted(market: Market, meter: MeterState, reading: Reading) -> bo
     if reading.reading_hash == meter.last_reading_hash:
         return True
     if meter.last_counter_wh is not None and reading.counter_wh <= meter.last_counter_wh:
-        return market.unit_of_work().credits.get(reading.reading_hash) is not None
+        return deps.unit_of_work().credits.get(reading.reading_hash) is not None
     return False
 
 
 def _credit(
-    market: Market, reading: Reading, meter: MeterState, provider: Provider, wh: int, now_ms: int
+    deps: Dependencies,
+    reading: Reading,
+    meter: MeterState,
+    provider: Provider,
+    wh: int,
+    now_ms: int,
 ) -> Credit:
     baseline = meter.last_timestamp_ms is None
     return Credit(
@@ -275,7 +284,7 @@ def _credit(
         counter_wh=reading.counter_wh,
         signature=reading.signature,
         minted_at_ms=now_ms,
-        expires_at_ms=now_ms + market.settings.credit_lifetime_ms,
+        expires_at_ms=now_ms + deps.settings.credit_lifetime_ms,
         state=CreditState.BASELINE if baseline else CreditState.AVAILABLE,
     )
 
@@ -288,7 +297,7 @@ def _recent_slots(provider: Provider, timestamp_ms: int) -> frozenset[int]:
 
 
 def _refuse(
-    market: Market,
+    deps: Dependencies,
     meter_address: str | None,
     reason: Rejection,
     detail: str,
@@ -306,7 +315,7 @@ def _refuse(
         entry = RejectionRecord(
             meter_address, reason, detail[:200], at_ms, received_at_ms, payload_hash, reading_hash
         )
-        uow = market.unit_of_work()
+        uow = deps.unit_of_work()
         uow.meters.record_rejection(entry, meter_known=count)
         # AlreadyExists: this very message was recorded (and counted) before.
         with contextlib.suppress(AlreadyExists):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.domain.providers import Provider, ProviderQuery
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import Page
 
 
@@ -17,7 +17,7 @@ class Offer:
 
 
 def get_offers(
-    market: Market, query: ProviderQuery, min_wh: int, limit: int, cursor: str | None
+    deps: Dependencies, query: ProviderQuery, min_wh: int, limit: int, cursor: str | None
 ) -> Page[Offer]:
     """Active providers with at least ``min_wh`` (and some energy) on sale,
     cheapest first, from the provider listing indexes; one Query per offer on
@@ -26,7 +26,7 @@ def get_offers(
     Like ``listProviders``, a page may be short when the filters are selective:
     its cursor resumes where the listing stopped.
     """
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     listing = uow.providers.query(query, limit, cursor)
     offers = []
     for provider in listing.items:

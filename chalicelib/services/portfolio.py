@@ -9,7 +9,7 @@ from chalicelib.domain.credits import Credit
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.trading import Purchase
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import Page, UnitOfWork
 
 # Open purchases are read whole (escrow is their sum), at most this many per page.
@@ -45,13 +45,13 @@ class Portfolio:
     carbon: CarbonOffset
 
 
-def carbon_offset(market: Market, uow: UnitOfWork, account: str) -> CarbonOffset:
+def carbon_offset(deps: Dependencies, uow: UnitOfWork, account: str) -> CarbonOffset:
     bought = uow.ledger.bought(account)
-    return CarbonOffset(bought, carbon.offset_g_co2(bought, market.settings.carbon_g_co2_per_kwh))
+    return CarbonOffset(bought, carbon.offset_g_co2(bought, deps.settings.carbon_g_co2_per_kwh))
 
 
 def get_portfolio(
-    market: Market,
+    deps: Dependencies,
     account: str,
     *,
     holdings_limit: int = 50,
@@ -65,7 +65,7 @@ def get_portfolio(
     Escrow is the sum of the open purchases, read whole: an account's open
     purchases are bounded by what is awaiting settlement, not by its history.
     """
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     if uow.accounts.get(account) is None:
         raise NotFound("no such account", account=account)
     open_purchases: list[Purchase] = []
@@ -90,5 +90,5 @@ def get_portfolio(
         providers=providers,
         earned_micro_block=sum(p.earned_micro_block for p in providers),
         sold_wh=sum(p.sold_wh for p in providers),
-        carbon=carbon_offset(market, uow, account),
+        carbon=carbon_offset(deps, uow, account),
     )

@@ -23,7 +23,7 @@ from chalicelib.domain.providers import (
 )
 from chalicelib.services.accounts import commit_spending
 from chalicelib.services.auth import SignedCall, authenticate, require_signer
-from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 from chalicelib.services.ports import Page, UnitOfWork
 
 
@@ -50,14 +50,14 @@ class ProviderUpdate:
     meter_public_key: str | None = None
 
 
-def register_provider(market: Market, call: SignedCall, registration: Registration) -> Provider:
+def register_provider(deps: Dependencies, call: SignedCall, registration: Registration) -> Provider:
     """Register a provider; its stake moves from the owner's balance atomically."""
-    return retry_on_conflict(lambda: _register(market, call, registration))
+    return retry_on_conflict(lambda: _register(deps, call, registration))
 
 
-def _register(market: Market, call: SignedCall, registration: Registration) -> Provider:
-    uow = market.unit_of_work()
-    signer = authenticate(market, uow, call)
+def _register(deps: Dependencies, call: SignedCall, registration: Registration) -> Provider:
+    uow = deps.unit_of_work()
+    signer = authenticate(deps, uow, call)
     require_signer(signer, registration.owner, "register a provider for this owner")
     if registration.stake_micro_block < MIN_STAKE_MICRO_BLOCK:
         raise InsufficientStake(
@@ -65,7 +65,7 @@ def _register(market: Market, call: SignedCall, registration: Registration) -> P
             minimum_micro_block=MIN_STAKE_MICRO_BLOCK,
             offered_micro_block=registration.stake_micro_block,
         )
-    now = market.clock()
+    now = deps.clock()
     provider = Provider(
         provider_id=provider_id_for(registration.owner, registration.meter_address),
         owner=registration.owner,
@@ -86,22 +86,22 @@ def _register(market: Market, call: SignedCall, registration: Registration) -> P
     owner = uow.accounts.get(registration.owner)
     if owner is not None and Role.PROVIDER not in owner.roles:
         uow.accounts.add_role(owner.name, Role.PROVIDER)
-    commit_spending(market, uow, registration.owner, registration.stake_micro_block)
+    commit_spending(deps, uow, registration.owner, registration.stake_micro_block)
     return provider
 
 
 def update_provider(
-    market: Market, call: SignedCall, provider_id: str, update: ProviderUpdate
+    deps: Dependencies, call: SignedCall, provider_id: str, update: ProviderUpdate
 ) -> Provider:
     """Change price, capacity, name, pause state or the meter's key (owner only)."""
 
     def attempt() -> Provider:
-        uow = market.unit_of_work()
-        signer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        signer = authenticate(deps, uow, call)
         current = _existing(uow, provider_id)
         require_signer(signer, current.owner, "update this provider")
         changed = current.updated(
-            now=market.clock(),
+            now=deps.clock(),
             display_name=update.display_name,
             capacity_wh=update.capacity_wh,
             price_micro_block_per_kwh=update.price_micro_block_per_kwh,
@@ -117,29 +117,31 @@ def update_provider(
     return retry_on_conflict(attempt)
 
 
-def top_up_stake(market: Market, call: SignedCall, provider_id: str, micro_block: int) -> Provider:
+def top_up_stake(
+    deps: Dependencies, call: SignedCall, provider_id: str, micro_block: int
+) -> Provider:
     """Add to a provider's stake from the owner's balance (a suspended provider
     whose stake reaches the minimum again is active again)."""
     if micro_block <= 0:
         raise InvalidState("a stake top-up must be positive")
 
     def attempt() -> Provider:
-        uow = market.unit_of_work()
-        signer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        signer = authenticate(deps, uow, call)
         current = _existing(uow, provider_id)
         require_signer(signer, current.owner, "stake for this provider")
-        now = market.clock()
+        now = deps.clock()
         changed = current.restaked(micro_block, now=now)
         uow.providers.save(changed, expected_version=current.version)
         _move_balance_to_stake(uow, call, changed, micro_block, now)
-        commit_spending(market, uow, current.owner, micro_block)
+        commit_spending(deps, uow, current.owner, micro_block)
         return changed
 
     return retry_on_conflict(attempt)
 
 
 def withdraw_stake(
-    market: Market, call: SignedCall, provider_id: str, micro_block: int
+    deps: Dependencies, call: SignedCall, provider_id: str, micro_block: int
 ) -> Provider:
     """Return stake to the owner's balance.
 
@@ -151,8 +153,8 @@ def withdraw_stake(
         raise InvalidState("a stake withdrawal must be positive")
 
     def attempt() -> Provider:
-        uow = market.unit_of_work()
-        signer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        signer = authenticate(deps, uow, call)
         current = _existing(uow, provider_id)
         require_signer(signer, current.owner, "withdraw this provider's stake")
         if current.open_obligations > 0:
@@ -166,7 +168,7 @@ def withdraw_stake(
                 stake_micro_block=current.stake_micro_block,
                 requested_micro_block=micro_block,
             )
-        now = market.clock()
+        now = deps.clock()
         changed = current.restaked(-micro_block, now=now)
         # The version condition also guards the obligations check above:
         # every write that opens an obligation bumps the version.
@@ -188,14 +190,14 @@ def withdraw_stake(
     return retry_on_conflict(attempt)
 
 
-def get_provider(market: Market, provider_id: str) -> Provider:
-    return _existing(market.unit_of_work(), provider_id)
+def get_provider(deps: Dependencies, provider_id: str) -> Provider:
+    return _existing(deps.unit_of_work(), provider_id)
 
 
 def list_providers(
-    market: Market, query: ProviderQuery, limit: int, cursor: str | None
+    deps: Dependencies, query: ProviderQuery, limit: int, cursor: str | None
 ) -> Page[Provider]:
-    return market.unit_of_work().providers.query(query, limit, cursor)
+    return deps.unit_of_work().providers.query(query, limit, cursor)
 
 
 def _existing(uow: UnitOfWork, provider_id: str) -> Provider:

@@ -15,7 +15,7 @@ from chalicelib.domain.credits import CreditState, Retirement
 from chalicelib.domain.errors import DomainError, InvalidState, NotAuthorised, NotFound
 from chalicelib.domain.providers import Provider
 from chalicelib.services.auth import SignedCall, authenticate, refusal
-from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 from chalicelib.services.ports import UnitOfWork
 
 # Credits one retirement may name: one transaction with the request's nonce.
@@ -30,7 +30,7 @@ class Claim:
     period_end_ms: int
 
 
-def retire_credits(market: Market, call: SignedCall, claim: Claim) -> list[Certificate]:
+def retire_credits(deps: Dependencies, call: SignedCall, claim: Claim) -> list[Certificate]:
     """Retire credits the signer holds, all or none; one certificate per credit.
 
     A retired credit can never be sold, transferred or retired again: every
@@ -44,15 +44,15 @@ def retire_credits(market: Market, call: SignedCall, claim: Claim) -> list[Certi
         )
 
     def attempt() -> list[Certificate]:
-        uow = market.unit_of_work()
-        holder = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        holder = authenticate(deps, uow, call)
         credits = {c.credit_id: c for c in uow.credits.get_many(claim.credit_ids)}
         retirement = Retirement(
             beneficiary=claim.beneficiary,
             period_start_ms=claim.period_start_ms,
             period_end_ms=claim.period_end_ms,
             retired_by=holder,
-            retired_at_ms=market.clock() * 1000,
+            retired_at_ms=deps.clock() * 1000,
         )
         for credit_id in claim.credit_ids:
             credit = credits.get(credit_id)
@@ -80,8 +80,8 @@ def retire_credits(market: Market, call: SignedCall, claim: Claim) -> list[Certi
     return retry_on_conflict(attempt)
 
 
-def get_certificate(market: Market, certificate_id: str) -> Certificate:
-    uow = market.unit_of_work()
+def get_certificate(deps: Dependencies, certificate_id: str) -> Certificate:
+    uow = deps.unit_of_work()
     credit_id = credit_id_of(certificate_id)
     found = uow.credits.get_many([credit_id]) if credit_id else []
     if not found or found[0].retirement is None:

@@ -20,7 +20,7 @@ from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.receipts import GENESIS_HASH, ChainHead, Receipt, sealed
 from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
 from chalicelib.services.auth import SignedCall, authenticate
-from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 from chalicelib.services.ports import JobRun, Page, UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Settlement:
     already_settled: bool = False
 
 
-def settle_early(market: Market, call: SignedCall, purchase_id: str) -> Settlement:
+def settle_early(deps: Dependencies, call: SignedCall, purchase_id: str) -> Settlement:
     """The buyer settles before the dispute window has passed.
 
     Settling a purchase that is already settled changes nothing (but uses the
@@ -49,8 +49,8 @@ def settle_early(market: Market, call: SignedCall, purchase_id: str) -> Settleme
     """
 
     def attempt() -> Settlement:
-        uow = market.unit_of_work()
-        buyer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        buyer = authenticate(deps, uow, call)
         purchase = _purchase(uow, purchase_id)
         if purchase.buyer != buyer:
             raise NotAuthorised(
@@ -59,13 +59,13 @@ def settle_early(market: Market, call: SignedCall, purchase_id: str) -> Settleme
         if purchase.status == PurchaseStatus.SETTLED:
             uow.commit()  # the nonce: a replay of this very request is refused
             return _settled_already(uow, purchase)
-        return _settle(market, uow, purchase, SettledBy.BUYER)
+        return _settle(deps, uow, purchase, SettledBy.BUYER)
 
     return retry_on_conflict(attempt)
 
 
 def settle_due(
-    market: Market, purchase_id: str, as_listed: Purchase | None = None
+    deps: Dependencies, purchase_id: str, as_listed: Purchase | None = None
 ) -> Settlement | None:
     """Settle one purchase whose dispute window has passed; None if it is not due.
 
@@ -76,18 +76,18 @@ def settle_due(
     listed = [as_listed] if as_listed is not None else []
 
     def attempt() -> Settlement | None:
-        uow = market.unit_of_work()
+        uow = deps.unit_of_work()
         purchase = listed.pop() if listed else _purchase(uow, purchase_id)
         if purchase.status == PurchaseStatus.SETTLED:
             return _settled_already(uow, purchase)
-        if not purchase.is_due(market.clock() * 1000):
+        if not purchase.is_due(deps.clock() * 1000):
             return None
-        return _settle(market, uow, purchase, SettledBy.SCHEDULE)
+        return _settle(deps, uow, purchase, SettledBy.SCHEDULE)
 
     return retry_on_conflict(attempt)
 
 
-def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
+def run_settlement(deps: Dependencies, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
     """The scheduled job: settle what is due, where the job left off.
 
     The storage reads only the work that is due, and what stayed due because
@@ -95,14 +95,14 @@ def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
     twice or concurrently: each settlement is conditional on the purchase
     still being open.
     """
-    now_ms = market.clock() * 1000
+    now_ms = deps.clock() * 1000
     run = JobRun(SETTLEMENT_JOB)
 
     def settle_page(due: Sequence[Purchase]) -> bool:
         handled_all = True
         for purchase in due:
             try:
-                outcome = settle_due(market, purchase.purchase_id, purchase)
+                outcome = settle_due(deps, purchase.purchase_id, purchase)
             except DomainError as exc:
                 # Left open and due: the next run tries again.
                 run.failed += 1
@@ -116,24 +116,24 @@ def run_settlement(market: Market, budget: int = DEFAULT_RUN_BUDGET) -> JobRun:
                 run.wh += outcome.purchase.wh
         return handled_all
 
-    market.unit_of_work().purchases.each_due(run, now_ms, budget, settle_page)
+    deps.unit_of_work().purchases.each_due(run, now_ms, budget, settle_page)
     logger.info("scheduled job finished", extra={"job_run": run.as_log()})
     return run
 
 
 def provider_receipts(
-    market: Market, provider_id: str, limit: int, cursor: str | None
+    deps: Dependencies, provider_id: str, limit: int, cursor: str | None
 ) -> tuple[Page[Receipt], ChainHead | None]:
     """A provider's receipt chain, oldest first, and its head (where an export ends)."""
-    uow = market.unit_of_work()
+    uow = deps.unit_of_work()
     return uow.receipts.by_chain(provider_id, limit, cursor), uow.receipts.head(provider_id)
 
 
 def buyer_receipts(
-    market: Market, buyer: str, limit: int, cursor: str | None
+    deps: Dependencies, buyer: str, limit: int, cursor: str | None
 ) -> tuple[Page[Receipt], None]:
     """The receipts of a buyer's settlements, newest first (across chains: no head)."""
-    return market.unit_of_work().receipts.by_buyer(buyer, limit, cursor), None
+    return deps.unit_of_work().receipts.by_buyer(buyer, limit, cursor), None
 
 
 def _purchase(uow: UnitOfWork, purchase_id: str) -> Purchase:
@@ -158,18 +158,18 @@ def _settled_already(uow: UnitOfWork, purchase: Purchase) -> Settlement:
 
 
 def _settle(
-    market: Market, uow: UnitOfWork, purchase: Purchase, settled_by: SettledBy
+    deps: Dependencies, uow: UnitOfWork, purchase: Purchase, settled_by: SettledBy
 ) -> Settlement:
     provider = uow.providers.get(purchase.provider_id)
     if provider is None:  # providers are never deleted; a broken record is a bug
         raise NotFound("the purchase's provider is gone", provider_id=purchase.provider_id)
-    now_ms = market.clock() * 1000
-    fee = market_fee(purchase.escrow_micro_block, market.settings.market_fee_bps)
+    now_ms = deps.clock() * 1000
+    fee = market_fee(purchase.escrow_micro_block, deps.settings.market_fee_bps)
     to_provider = purchase.escrow_micro_block - fee
     head = uow.receipts.head(provider.provider_id)
     receipt = sealed(
         Receipt(
-            marketplace_id=market.settings.marketplace_id,
+            marketplace_id=deps.settings.marketplace_id,
             chain=provider.provider_id,
             sequence=head.sequence + 1 if head else 1,
             previous_hash=head.receipt_hash if head else GENESIS_HASH,
@@ -187,7 +187,7 @@ def _settle(
             settled_at_ms=now_ms,
             settled_by=str(settled_by),
         ),
-        market.receipt_signing_key(),
+        deps.receipt_signing_key(),
     )
     settled = replace(
         purchase,

@@ -25,7 +25,7 @@ from chalicelib.domain.trading import (
 )
 from chalicelib.services.accounts import commit_spending
 from chalicelib.services.auth import SignedCall, authenticate
-from chalicelib.services.market import Market, retry_on_conflict
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Order:
     idempotency_key: str | None  # None: the request's nonce is the key
 
 
-def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
+def purchase_energy(deps: Dependencies, call: SignedCall, order: Order) -> Purchase:
     """Reserve ``order.wh`` of the provider's oldest credits for the signer and
     move their cost from the signer's balance into escrow, in one transaction.
 
@@ -46,8 +46,8 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
     purchase_id = purchase_id_for(call.account, order.idempotency_key or call.nonce)
 
     def attempt() -> Purchase:
-        uow = market.unit_of_work()
-        buyer = authenticate(market, uow, call)
+        uow = deps.unit_of_work()
+        buyer = authenticate(deps, uow, call)
         earlier = uow.purchases.get(purchase_id)
         if earlier is not None:
             if order.idempotency_key is None:
@@ -71,7 +71,7 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
             )
         # One more than a purchase may take tells "too large" from "not enough".
         max_credits = max_credits_per_purchase(uow.max_writes)
-        now_ms = market.clock() * 1000
+        now_ms = deps.clock() * 1000
         # A credit past its expiry is out of the market even before the expiry
         # job (every 15 minutes) has taken it off the index.
         on_sale = [
@@ -112,7 +112,7 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
             escrow_micro_block=cost,
             credit_ids=tuple(credit_ids),
             created_at_ms=now_ms,
-            settles_at_ms=max(now_ms, newest + market.settings.dispute_window_ms),
+            settles_at_ms=max(now_ms, newest + deps.settings.dispute_window_ms),
         )
         uow.purchases.add(purchase)
         uow.providers.reserve_energy(provider, order.wh)
@@ -121,10 +121,10 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
             LedgerEntry(purchase_id, EntryKind.PURCHASE, buyer, cost, purchase_id, now_ms // 1000)
         )
         try:
-            commit_spending(market, uow, buyer, cost)
+            commit_spending(deps, uow, buyer, cost)
         except AlreadyExists:
             # The same purchase committed by a concurrent retry: it is the answer.
-            found = market.unit_of_work().purchases.get(purchase_id)
+            found = deps.unit_of_work().purchases.get(purchase_id)
             if found is None:
                 raise
             return found
@@ -133,8 +133,8 @@ def purchase_energy(market: Market, call: SignedCall, order: Order) -> Purchase:
     return retry_on_conflict(attempt)
 
 
-def get_purchase(market: Market, purchase_id: str) -> Purchase:
-    purchase = market.unit_of_work().purchases.get(purchase_id)
+def get_purchase(deps: Dependencies, purchase_id: str) -> Purchase:
+    purchase = deps.unit_of_work().purchases.get(purchase_id)
     if purchase is None:
         raise NotFound("no such purchase", transaction_id=purchase_id)
     return purchase

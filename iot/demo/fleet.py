@@ -182,10 +182,8 @@ class BuyerStats:
 class Buyer:
     """Browses offers and buys within a budget; settles early now and then."""
 
-    def __init__(
-        self, market: MarketplaceClient, signer: Signer, *, seed: int, pause: float
-    ) -> None:
-        self.market = market
+    def __init__(self, api: MarketplaceClient, signer: Signer, *, seed: int, pause: float) -> None:
+        self.api = api
         self.signer = signer
         self.random = random.Random(seed)  # noqa: S311
         self.pause = pause
@@ -195,21 +193,19 @@ class Buyer:
         filters: dict[str, Any] = {"limit": 20}
         if self.random.random() < 0.5:
             filters["energy_type"] = self.random.choice(["solar", "wind", "hydro", "battery"])
-        offers = self.market.call("energy.getOffers", filters)["offers"]
+        offers = self.api.call("energy.getOffers", filters)["offers"]
         if not offers:
             return
         offer = self.random.choice(offers)
         available_wh = int(offer["available_wh"])
-        balance = int(
-            self.market.call("energy.getAccount", {"name": self.signer.account})["balance"]
-        )
+        balance = int(self.api.call("energy.getAccount", {"name": self.signer.account})["balance"])
         price = int(offer["price_micro_block_per_kwh"])
         affordable_wh = balance * 1000 // max(price, 1)
         wh = min(available_wh, affordable_wh, self.random.randint(100, 5_000))
         if wh < 100:
             return
         try:
-            purchase = self.market.call(
+            purchase = self.api.call(
                 "energy.purchaseEnergy",
                 {
                     "provider_id": offer["provider_id"],
@@ -225,7 +221,7 @@ class Buyer:
         self.stats.purchases += 1
         self.stats.wh += wh
         if self.random.random() < 0.3:
-            self.market.call(
+            self.api.call(
                 "energy.settle", {"transaction_id": purchase["transaction_id"]}, self.signer
             )
             self.stats.settled_early += 1
@@ -287,7 +283,7 @@ class DemoMarket:
     def __init__(
         self,
         *,
-        market: MarketplaceClient,
+        api: MarketplaceClient,
         state_dir: Path,
         stack_name: str,
         mqtt_port: int,
@@ -299,7 +295,7 @@ class DemoMarket:
         faulty_every: float,
         seed: int = 7,
     ) -> None:
-        self.market = market
+        self.api = api
         self.state_dir = state_dir
         self.demo_dir = state_dir / DEMO_DIR
         self.keyring = Keyring(self.demo_dir / "keys")
@@ -328,20 +324,20 @@ class DemoMarket:
     def _account(self, name: str, block: int, operator: Signer) -> Signer:
         signer = self.keyring.signer(name)
         try:
-            self.market.create_account(signer)
+            self.api.create_account(signer)
         except RpcError as refused:
             if refused.reason != "already_exists":
                 raise
             return signer
         if block:
-            self.market.deposit(operator, name, block * BLOCK, f"demo-deposit-{name}-{block}")
+            self.api.deposit(operator, name, block * BLOCK, f"demo-deposit-{name}-{block}")
         return signer
 
     def set_up(self) -> None:
         operator_seed = (self.state_dir / "operator.key").read_text(encoding="ascii").strip()
         operator = Signer.from_seed_hex("operator", operator_seed)
         validator = self._account("validator.demo", 2_000, operator)
-        self.market.call(
+        self.api.call(
             "energy.grantRole", {"account": validator.account, "role": "validator"}, operator
         )
         region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -365,7 +361,7 @@ class DemoMarket:
                 force=True,
             )
             try:
-                self.market.call(
+                self.api.call(
                     "energy.registerProvider", plan.registration(credentials.public_key), owner
                 )
             except RpcError as refused:
@@ -374,7 +370,7 @@ class DemoMarket:
         for number in range(1, self.buyer_count + 1):
             signer = self._account(f"buyer{number:02d}.demo", 5_000, operator)
             self.buyers.append(
-                Buyer(self.market, signer, seed=self.seed * 1000 + number, pause=self.buyer_pause)
+                Buyer(self.api, signer, seed=self.seed * 1000 + number, pause=self.buyer_pause)
             )
 
     # -- running ------------------------------------------------------------------------
@@ -486,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --meters/--buyers >= 0, --interval > 0, --speedup >= 1", file=sys.stderr)
         return 2
     demo = DemoMarket(
-        market=MarketplaceClient.over_http(args.rpc_url),
+        api=MarketplaceClient.over_http(args.rpc_url),
         state_dir=args.state_dir.resolve(),
         stack_name=args.stack_name,
         mqtt_port=args.mqtt_port,

@@ -30,22 +30,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 def test_the_local_api_serves_the_marketplace(stack: LocalStack) -> None:
-    market = MarketplaceClient.over_http(stack.rpc_url)
-    assert market.marketplace_id == stack.stack_name
+    api = MarketplaceClient.over_http(stack.rpc_url)
+    assert api.marketplace_id == stack.stack_name
     operator_seed = Path(stack.operator_key_path).read_text().strip()
     operator = Signer.from_seed_hex("operator", operator_seed)
 
     alice = Signer.generate("alice.theblock")
-    market.create_account(alice)
-    market.deposit(operator, "alice.theblock", 12_000 * BLOCK, "0xlocal-http-1")
-    provider = market.call("energy.registerProvider", registration_params("alice.theblock"), alice)
-    listed = market.call("energy.listProviders", {"energy_type": "solar", "max_price": "0.10"})
+    api.create_account(alice)
+    api.deposit(operator, "alice.theblock", 12_000 * BLOCK, "0xlocal-http-1")
+    provider = api.call("energy.registerProvider", registration_params("alice.theblock"), alice)
+    listed = api.call("energy.listProviders", {"energy_type": "solar", "max_price": "0.10"})
     assert [p["provider_id"] for p in listed["providers"]] == [provider["provider_id"]]
-    assert market.call("energy.getAccount", {"name": "alice.theblock"})["balance"] == (
-        2_000 * BLOCK
-    )
+    assert api.call("energy.getAccount", {"name": "alice.theblock"})["balance"] == (2_000 * BLOCK)
     with pytest.raises(RpcError) as refused:
-        market.call(
+        api.call(
             "energy.withdraw",
             {"amount_micro_block": 3_000 * BLOCK, "destination": "0xalice-wallet"},
             alice,

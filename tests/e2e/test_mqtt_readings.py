@@ -74,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def market(stack: LocalStack) -> MarketplaceClient:
+def api(stack: LocalStack) -> MarketplaceClient:
     return MarketplaceClient.over_http(stack.rpc_url)
 
 
@@ -116,7 +116,7 @@ def now_ms() -> int:
 
 def new_meter(
     stack: LocalStack,
-    market: MarketplaceClient,
+    api: MarketplaceClient,
     operator: Signer,
     directory: Path,
     *,
@@ -127,8 +127,8 @@ def new_meter(
     number = next(_accounts)
     owner = Signer.generate(f"mqtt-owner-{number}.theblock")
     meter_address = f"mqtt_meter_{number:03d}"
-    market.create_account(owner)
-    market.deposit(operator, owner.account, 20_000 * BLOCK, f"0xmqtt-deposit-{number}")
+    api.create_account(owner)
+    api.deposit(operator, owner.account, 20_000 * BLOCK, f"0xmqtt-deposit-{number}")
     provider_id = provider_id_for(owner.account, meter_address)
     assert stack.ca is not None
     credentials = provision_meter(
@@ -148,7 +148,7 @@ def new_meter(
         meter_public_key=credentials.public_key,
         **registration,
     )
-    provider = market.call("energy.registerProvider", params, owner)
+    provider = api.call("energy.registerProvider", params, owner)
     assert provider["provider_id"] == provider_id
     return Meter(credentials, owner, provider_id)
 
@@ -175,15 +175,15 @@ def fresh_status(stack: LocalStack) -> dict[str, Any]:
     return status
 
 
-def credits_of(market: MarketplaceClient, provider_id: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = market.call(
+def credits_of(api: MarketplaceClient, provider_id: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = api.call(
         "energy.getCredits", {"provider_id": provider_id, "limit": 100}
     )["credits"]
     return result
 
 
-def rejection_reasons(market: MarketplaceClient, meter_address: str) -> list[str]:
-    page = market.call("energy.getRejections", {"meter_address": meter_address, "limit": 100})
+def rejection_reasons(api: MarketplaceClient, meter_address: str) -> list[str]:
+    page = api.call("energy.getRejections", {"meter_address": meter_address, "limit": 100})
     return sorted(r["reason"] for r in page["rejections"])
 
 
@@ -259,9 +259,9 @@ def connected_as_meter(credentials: MeterCredentials, port: int | None = None) -
 
 
 def test_readings_published_over_mqtt_mint_credits_with_the_right_wh(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path, capacity_kwh="5")
+    meter = new_meter(stack, api, operator, tmp_path, capacity_kwh="5")
     start = now_ms() - 90 * MINUTE_MS
     clock = ManualClock(start)
     client = MeterClient(meter.credentials, ConstantPower(2400), clock=clock)
@@ -277,7 +277,7 @@ def test_readings_published_over_mqtt_mint_credits_with_the_right_wh(
         client.close()
 
     credits = wait_for(
-        lambda: len(c := credits_of(market, meter.provider_id)) == 4 and c, what="4 credits"
+        lambda: len(c := credits_of(api, meter.provider_id)) == 4 and c, what="4 credits"
     )
     assert client.stats.acknowledged == 5
     assert [credit["amount_wh"] for credit in credits] == [600, 600, 600, 600]
@@ -286,13 +286,13 @@ def test_readings_published_over_mqtt_mint_credits_with_the_right_wh(
     assert intervals == [(start + i * quarter, start + (i + 1) * quarter) for i in range(4)]
     assert {c["meter_address"] for c in credits} == {meter.address}
     assert max(c["counter_wh"] for c in credits) == 2400
-    assert rejection_reasons(market, meter.address) == []
+    assert rejection_reasons(api, meter.address) == []
 
 
 def test_a_restarted_meter_continues_its_counter_and_resends_what_was_not_acknowledged(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path, capacity_kwh="5")
+    meter = new_meter(stack, api, operator, tmp_path, capacity_kwh="5")
     clock = ManualClock(now_ms() - 60 * MINUTE_MS)
     # Given a meter that took three readings and never got them acknowledged
     offline = MeterClient(meter.credentials, ConstantPower(1200), clock=clock)
@@ -313,7 +313,7 @@ def test_a_restarted_meter_continues_its_counter_and_resends_what_was_not_acknow
         restarted.close()
 
     # Then all four readings arrived and the counter went on where it stopped
-    credits = wait_for(lambda: len(c := credits_of(market, meter.provider_id)) == 3 and c)
+    credits = wait_for(lambda: len(c := credits_of(api, meter.provider_id)) == 3 and c)
     assert sorted(c["amount_wh"] for c in credits) == [200, 200, 200]
     assert max(c["counter_wh"] for c in credits) == 600
     state = MeterState.load(meter.credentials.state_path)
@@ -322,9 +322,9 @@ def test_a_restarted_meter_continues_its_counter_and_resends_what_was_not_acknow
 
 
 def test_the_meter_command_publishes_and_resumes_from_its_state_file(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path, capacity_kwh="5")
+    meter = new_meter(stack, api, operator, tmp_path, capacity_kwh="5")
     command = [
         sys.executable,
         "-m",
@@ -366,7 +366,7 @@ def test_the_meter_command_publishes_and_resumes_from_its_state_file(
     assert state.pending == {}
     assert state.counter_wh > counter_after_first > 0
     # Every Wh the counter gained after the first reading was minted, once.
-    credits = wait_for(lambda: len(c := credits_of(market, meter.provider_id)) == 4 and c)
+    credits = wait_for(lambda: len(c := credits_of(api, meter.provider_id)) == 4 and c)
     assert sum(c["amount_wh"] for c in credits) == state.counter_wh
     assert max(c["counter_wh"] for c in credits) == state.counter_wh
 
@@ -375,10 +375,10 @@ def test_the_meter_command_publishes_and_resumes_from_its_state_file(
 
 
 def test_a_meter_cannot_publish_to_another_meters_topic(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    mallory = new_meter(stack, market, operator, tmp_path)
-    victim = new_meter(stack, market, operator, tmp_path)
+    mallory = new_meter(stack, api, operator, tmp_path)
+    victim = new_meter(stack, api, operator, tmp_path)
     forged = signed_payload(
         mallory.credentials.signing_key(), victim.provider_id, victim.address, 1000, now_ms()
     )
@@ -394,15 +394,15 @@ def test_a_meter_cannot_publish_to_another_meters_topic(
     wait_for(lambda: stack.bridge_status()["received"] >= received_before + 1)
     time.sleep(0.3)  # anything else delivered would have arrived by now
     assert fresh_status(stack)["received"] == received_before + 1
-    assert rejection_reasons(market, victim.address) == []
-    assert credits_of(market, victim.provider_id) == []
+    assert rejection_reasons(api, victim.address) == []
+    assert credits_of(api, victim.provider_id) == []
 
 
 def test_the_meter_client_counts_a_refused_publish_and_does_not_retry_it(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    mallory = new_meter(stack, market, operator, tmp_path)
-    victim = new_meter(stack, market, operator, tmp_path)
+    mallory = new_meter(stack, api, operator, tmp_path)
+    victim = new_meter(stack, api, operator, tmp_path)
     client = MeterClient(
         mallory.credentials, ConstantPower(1000), topic=readings.topic_for(victim.address)
     )
@@ -426,9 +426,9 @@ def test_a_client_without_a_certificate_cannot_connect(stack: LocalStack, tmp_pa
 
 
 def test_a_certificate_from_another_ca_cannot_connect_even_with_a_meters_name(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path)
+    meter = new_meter(stack, api, operator, tmp_path)
     assert stack.ca is not None
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, meter.address)])
@@ -477,9 +477,9 @@ def test_a_certificate_from_another_ca_cannot_connect_even_with_a_meters_name(
 
 
 def test_malformed_and_oversized_payloads_reach_the_handler_and_are_recorded(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path)
+    meter = new_meter(stack, api, operator, tmp_path)
     topic = readings.topic_for(meter.address)
     good = signed_payload(
         meter.credentials.signing_key(), meter.provider_id, meter.address, 1000, now_ms()
@@ -493,21 +493,21 @@ def test_malformed_and_oversized_payloads_reach_the_handler_and_are_recorded(
             assert client.publish(topic, payload) == mqtt5.PubackReasonCode.SUCCESS
 
     wait_for(lambda: stack.bridge_status()["rejected"] >= rejected_before + 5)
-    assert rejection_reasons(market, meter.address) == [
+    assert rejection_reasons(api, meter.address) == [
         "malformed",
         "malformed",
         "malformed",
         "malformed",
         "oversized",
     ]
-    assert credits_of(market, meter.provider_id) == []
+    assert credits_of(api, meter.provider_id) == []
 
 
 def test_bad_readings_over_mqtt_are_rejected_with_their_reason_and_mint_nothing(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
-    meter = new_meter(stack, market, operator, tmp_path, capacity_kwh="5")  # 5 kW
-    other = new_meter(stack, market, operator, tmp_path)
+    meter = new_meter(stack, api, operator, tmp_path, capacity_kwh="5")  # 5 kW
+    other = new_meter(stack, api, operator, tmp_path)
     key = meter.credentials.signing_key()
     topic = readings.topic_for(meter.address)
     t0 = now_ms() - 30 * MINUTE_MS
@@ -541,8 +541,8 @@ def test_bad_readings_over_mqtt_are_rejected_with_their_reason_and_mint_nothing(
     assert status["duplicate"] - status_before["duplicate"] == 1
     assert status["rejected"] - status_before["rejected"] == len(bad)
     # The replayed reading is logged once as a duplicate, beside every refusal.
-    assert rejection_reasons(market, meter.address) == sorted([*bad, "duplicate"])
-    credits = credits_of(market, meter.provider_id)
+    assert rejection_reasons(api, meter.address) == sorted([*bad, "duplicate"])
+    credits = credits_of(api, meter.provider_id)
     assert [c["amount_wh"] for c in credits] == [1000]
 
 
@@ -550,7 +550,7 @@ def test_bad_readings_over_mqtt_are_rejected_with_their_reason_and_mint_nothing(
 
 
 def test_a_message_the_handler_raises_on_goes_to_the_dead_letter_queue(
-    stack: LocalStack, market: MarketplaceClient, operator: Signer, tmp_path: Path
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
 ) -> None:
     # Given a broker and a bridge whose storage is broken (its registry table is gone)
     assert stack.ca is not None
@@ -561,7 +561,7 @@ def test_a_message_the_handler_raises_on_goes_to_the_dead_letter_queue(
     )
     (bridge_dir / "ca.pem").write_bytes(stack.ca.certificate_pem)
     environment = {**stack.child_environment(), "REGISTRY_TABLE": "no-such-table"}
-    meter = new_meter(stack, market, operator, tmp_path, port=broker.port)
+    meter = new_meter(stack, api, operator, tmp_path, port=broker.port)
     payload = encode_payload(
         signed_payload(
             meter.credentials.signing_key(), meter.provider_id, meter.address, 500, now_ms()
@@ -620,4 +620,4 @@ def test_a_message_the_handler_raises_on_goes_to_the_dead_letter_queue(
     assert letter["requestContext"]["approximateInvokeCount"] == rules_bridge.DEFAULT_ATTEMPTS
     assert letter["responsePayload"]["errorType"] == "ResourceNotFoundException"
     # and nothing was minted or recorded by the healthy stack
-    assert credits_of(market, meter.provider_id) == []
+    assert credits_of(api, meter.provider_id) == []

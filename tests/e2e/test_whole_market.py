@@ -65,7 +65,7 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
             stack.stream_poller_pid,
         ]
         assert None not in started
-        market = MarketplaceClient.over_http(stack.rpc_url)
+        api = MarketplaceClient.over_http(stack.rpc_url)
         status = _wait_for(
             "the fleet's readings to be acknowledged",
             lambda: (
@@ -81,10 +81,10 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
         def minted() -> int:
             return sum(
                 len(
-                    market.call(
+                    api.call(
                         "energy.getCredits",
                         {
-                            "provider_id": market.call("energy.getMeter", {"meter_address": m})[
+                            "provider_id": api.call("energy.getMeter", {"meter_address": m})[
                                 "provider_id"
                             ]
                         },
@@ -97,21 +97,21 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
 
         def a_settlement() -> dict[str, Any] | None:
             for number in (1, 2):
-                found = market.call("energy.getReceipts", {"buyer": f"buyer{number:02d}.demo"})
+                found = api.call("energy.getReceipts", {"buyer": f"buyer{number:02d}.demo"})
                 if found["receipts"]:
                     receipt: dict[str, Any] = found["receipts"][0]
                     return receipt
             return None
 
         receipt = _wait_for("a settlement receipt", a_settlement, 120, log)
-        key = market.call("energy.getMarketInfo", {})["receipt_public_key"]
-        chain = market.call("energy.getReceipts", {"provider_id": receipt["chain"], "limit": 100})
+        key = api.call("energy.getMarketInfo", {})["receipt_public_key"]
+        chain = api.call("energy.getReceipts", {"provider_id": receipt["chain"], "limit": 100})
         report = verify_chain([receipt_from_json(r) for r in chain["receipts"]], key)
         assert report.intact, report.problem
 
         # The faulty meter's forged readings are refused and recorded.
         def refused() -> set[str]:
-            rejections = market.call("energy.getRejections", {"meter_address": meters[0]})
+            rejections = api.call("energy.getRejections", {"meter_address": meters[0]})
             return {r["reason"] for r in rejections["rejections"]}
 
         reasons = _wait_for("the faulty meter's refusals", lambda: refused() or None, 60, log)
@@ -162,9 +162,7 @@ def test_a_second_start_in_the_same_directory_runs_a_new_market(tmp_path: Path) 
                 90,
                 log,
             )
-            market = MarketplaceClient.over_http(stack.rpc_url)
-            meter = market.call(
-                "energy.getMeter", {"meter_address": status["meters"]["addresses"][0]}
-            )
+            api = MarketplaceClient.over_http(stack.rpc_url)
+            meter = api.call("energy.getMeter", {"meter_address": status["meters"]["addresses"][0]})
             counts.append(meter["accepted_readings"])
     assert all(count >= 1 for count in counts), counts

@@ -14,7 +14,8 @@ from app import app
 from chalicelib.adapters.aws import dynamodb_client
 from chalicelib.config import get_settings
 from chalicelib.rpc.methods import openrpc, registry
-from chalicelib.wiring import dispatcher, ingest_market
+from chalicelib.rpc.protocol import wire_names
+from chalicelib.wiring import dispatcher, ingest_dependencies
 from energy_client.rpc_client import MarketplaceClient, Signer
 from tests.support import BLOCK, registration_params
 
@@ -30,11 +31,11 @@ def chalice_client(
 ) -> Iterator[Client]:
     monkeypatch.setenv("MARKETPLACE_ID", "energy-marketplace-app-test")
     monkeypatch.setenv("OPERATOR_PUBLIC_KEY", operator.public_key)
-    for cache in (get_settings, dispatcher, ingest_market, dynamodb_client):
+    for cache in (get_settings, dispatcher, ingest_dependencies, dynamodb_client):
         cache.cache_clear()
     with Client(app) as client:
         yield client
-    for cache in (get_settings, dispatcher, ingest_market, dynamodb_client):
+    for cache in (get_settings, dispatcher, ingest_dependencies, dynamodb_client):
         cache.cache_clear()
 
 
@@ -45,7 +46,7 @@ def _only_notifications(body: bytes) -> bool:
 
 
 @pytest.fixture
-def market(chalice_client: Client) -> MarketplaceClient:
+def api(chalice_client: Client) -> MarketplaceClient:
     def transport(body: bytes) -> bytes | None:
         response = chalice_client.http.post(
             "/rpc", headers={"Content-Type": "application/json"}, body=body
@@ -75,30 +76,28 @@ def dynamodb_calls() -> Iterator[list[str]]:
 
 
 def test_every_method_works_through_the_deployed_route(
-    market: MarketplaceClient, operator: Signer
+    api: MarketplaceClient, operator: Signer
 ) -> None:
     alice, bob = Signer.generate("alice.theblock"), Signer.generate("bob.theblock")
-    market.create_account(alice)
-    market.create_account(bob)
-    market.deposit(operator, "alice.theblock", 30_000 * BLOCK, "0xapp-1")
-    market.call(
+    api.create_account(alice)
+    api.create_account(bob)
+    api.deposit(operator, "alice.theblock", 30_000 * BLOCK, "0xapp-1")
+    api.call(
         "energy.withdraw", {"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, alice
     )
-    provider = market.call("energy.registerProvider", registration_params("alice.theblock"), alice)
+    provider = api.call("energy.registerProvider", registration_params("alice.theblock"), alice)
     pid = provider["provider_id"]
-    market.call(
+    api.call(
         "energy.updateProvider", {"provider_id": pid, "updates": {"price_per_kwh": 0.07}}, alice
     )
-    market.call("energy.topUpStake", {"provider_id": pid, "amount_micro_block": BLOCK}, alice)
-    market.call("energy.withdrawStake", {"provider_id": pid, "amount_micro_block": BLOCK}, alice)
-    assert market.call("energy.getProvider", {"provider_id": pid})["price_per_kwh"] == Decimal(
-        "0.07"
-    )
-    listed = market.call("energy.listProviders", {"energy_type": "solar", "max_price": 0.1})
+    api.call("energy.topUpStake", {"provider_id": pid, "amount_micro_block": BLOCK}, alice)
+    api.call("energy.withdrawStake", {"provider_id": pid, "amount_micro_block": BLOCK}, alice)
+    assert api.call("energy.getProvider", {"provider_id": pid})["price_per_kwh"] == Decimal("0.07")
+    listed = api.call("energy.listProviders", {"energy_type": "solar", "max_price": 0.1})
     assert [p["provider_id"] for p in listed["providers"]] == [pid]
-    account = market.call("energy.getAccount", {"name": "alice.theblock"})
+    account = api.call("energy.getAccount", {"name": "alice.theblock"})
     assert account["balance"] == (30_000 - 1 - 10_000) * BLOCK
-    entries = market.call("energy.getLedgerEntries", {"account": "alice.theblock"})["entries"]
+    entries = api.call("energy.getLedgerEntries", {"account": "alice.theblock"})["entries"]
     # Entries are ordered by time (whole seconds), then kind: all of these share a second.
     assert sorted(e["kind"] for e in entries) == [
         "deposit",
@@ -107,18 +106,18 @@ def test_every_method_works_through_the_deployed_route(
         "unstake",
         "withdrawal",
     ]
-    info = market.call("energy.getMarketInfo")
+    info = api.call("energy.getMarketInfo")
     assert info["operator_public_key"] == operator.public_key
-    discovered = market.call("rpc.discover")
+    discovered = api.call("rpc.discover")
     assert {m["name"] for m in discovered["methods"]} == {m.name for m in registry}
 
 
 def test_list_providers_reads_keys_and_indexes_and_never_scans(
-    market: MarketplaceClient, operator: Signer, dynamodb_calls: list[str]
+    api: MarketplaceClient, operator: Signer, dynamodb_calls: list[str]
 ) -> None:
     alice = Signer.generate("alice.theblock")
-    market.create_account(alice)
-    market.deposit(operator, "alice.theblock", 10_000 * BLOCK, "0xapp-2")
+    api.create_account(alice)
+    api.deposit(operator, "alice.theblock", 10_000 * BLOCK, "0xapp-2")
     for n, energy_type in enumerate(["solar", "wind", "hydro"]):
         params = registration_params(
             "alice.theblock",
@@ -126,7 +125,7 @@ def test_list_providers_reads_keys_and_indexes_and_never_scans(
             stake=1_000 * BLOCK,
             meter_address=f"scan_meter_{n}",
         )
-        market.call("energy.registerProvider", params, alice)
+        api.call("energy.registerProvider", params, alice)
     dynamodb_calls.clear()
     for filters in (
         {},
@@ -134,11 +133,11 @@ def test_list_providers_reads_keys_and_indexes_and_never_scans(
         {"jurisdiction": "US_CA", "max_price": 1},
         {"min_capacity": 10, "limit": 1},
     ):
-        assert market.call("energy.listProviders", filters)["providers"]
+        assert api.call("energy.listProviders", filters)["providers"]
     # Index queries, then the page's providers read whole by key.
     assert dynamodb_calls and set(dynamodb_calls) == {"Query", "BatchGetItem"}
     dynamodb_calls.clear()
-    market.call("energy.getAccount", {"name": "alice.theblock"})
+    api.call("energy.getAccount", {"name": "alice.theblock"})
     assert "Scan" not in dynamodb_calls
 
 
@@ -172,7 +171,7 @@ def test_the_openrpc_document_lists_every_method_with_schemas(chalice_client: Cl
     schemas = document["components"]["schemas"]
     for spec in registry:
         method = methods[spec.name]
-        declared = set(spec.params.model_fields)
+        declared = set(wire_names(spec.params))
         assert {p["name"] for p in method["params"]} == declared
         assert method["result"]["schema"]["$ref"].rsplit("/", 1)[1] in schemas
         assert method["x-signed"] == spec.signed

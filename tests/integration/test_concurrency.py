@@ -191,7 +191,7 @@ def test_racing_settlements_settle_each_purchase_once(market: MarketHarness) -> 
         return lambda: unwrap(market.client.send(request))
 
     def job() -> Any:
-        return run_settlement(market.market)
+        return run_settlement(market.deps)
 
     results, refusals = race([settles(r) for r in requests] + [job] * 4)
     assert set(refusals) <= {"concurrent_update"}

@@ -26,7 +26,7 @@ def ingest(
     received_at_ms: int = NOW * 1000,
 ) -> Outcome:
     return record_payload(
-        market.market, payload, topic_meter_address=topic, received_at_ms=received_at_ms
+        market.deps, payload, topic_meter_address=topic, received_at_ms=received_at_ms
     )
 
 
@@ -285,11 +285,11 @@ def test_the_topic_rule_event_is_handled_and_a_broken_one_raises(market: MarketH
         "client_id": meter.meter_address,
         "received_at_ms": NOW * 1000,
     }
-    assert handle_reading_event(market.market, event)["status"] == "accepted"
-    assert handle_reading_event(market.market, event)["status"] == "duplicate"
+    assert handle_reading_event(market.deps, event)["status"] == "accepted"
+    assert handle_reading_event(market.deps, event)["status"] == "duplicate"
     for broken in ({}, {**event, "payload": "%%%"}, {**event, "received_at_ms": "soon"}, None):
         with pytest.raises(MalformedEvent):
-            handle_reading_event(market.market, broken)
+            handle_reading_event(market.deps, broken)
 
 
 def test_forged_readings_over_http_leave_no_trace_on_the_meter(

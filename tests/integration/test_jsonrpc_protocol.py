@@ -273,7 +273,7 @@ def test_an_internal_failure_hides_its_details(
     def broken_clock() -> int:
         raise RuntimeError("secret table name energy-registry-prod")
 
-    broken = Dispatcher(registry, replace(market.market, clock=broken_clock))
+    broken = Dispatcher(registry, replace(market.deps, clock=broken_clock))
     raw = broken.handle(b'{"jsonrpc":"2.0","id":1,"method":"energy.listProviders"}')
     assert raw is not None
     assert json.loads(raw)["error"] == {

@@ -91,11 +91,11 @@ def test_unsold_credits_expire_and_leave_the_market(market: MarketHarness) -> No
     meter = selling_provider(market, [1_000, 2_000, 3_000])
     bob = market.funded_account("bob.theblock", block=100)
     purchase = buy(market, bob, meter.provider_id, "1.5")  # 1,000 whole + 500 split off
-    assert run_expiry(market.market).done == 0  # nothing has expired yet
+    assert run_expiry(market.deps).done == 0  # nothing has expired yet
 
-    lifetime_s = market.market.settings.credit_lifetime_ms // 1000
+    lifetime_s = market.deps.settings.credit_lifetime_ms // 1000
     market.clock.now += lifetime_s + 3_600
-    run = run_expiry(market.market)
+    run = run_expiry(market.deps)
     assert (run.done, run.wh, run.failed) == (2, 4_500, 0)  # 1,500 left of one, and 3,000
     provider = market.client.call("energy.getProvider", {"provider_id": meter.provider_id})
     assert provider["available_wh"] == 0
@@ -108,7 +108,7 @@ def test_unsold_credits_expire_and_leave_the_market(market: MarketHarness) -> No
     totals = assert_conserved(market)
     assert (totals.expired_wh, totals.held_wh) == (4_500, 1_500)
     # Safe to run again: nothing left, nothing changes.
-    assert run_expiry(market.market).done == 0
+    assert run_expiry(market.deps).done == 0
     assert market.audit() == totals
     with pytest.raises(RpcError) as refused:
         buy(market, bob, meter.provider_id, "1")
@@ -237,7 +237,7 @@ def test_a_credit_past_its_expiry_cannot_be_bought_before_the_job_runs(
 ) -> None:
     meter = selling_provider(market, [1_000])
     bob = market.funded_account("bob.theblock", block=100)
-    market.clock.now += market.market.settings.credit_lifetime_ms // 1000 + 60
+    market.clock.now += market.deps.settings.credit_lifetime_ms // 1000 + 60
     before = market.snapshot()
     with pytest.raises(RpcError) as refused:
         buy(market, bob, meter.provider_id, "1")

@@ -88,7 +88,7 @@ def test_settling_twice_settles_once(market: MarketHarness) -> None:
     again = market.client.call("energy.settle", params, bob)
     assert again["already_settled"] is True
     assert again["receipt"] == first["receipt"]
-    assert run_settlement(market.market).done == 0
+    assert run_settlement(market.deps).done == 0
     assert market.audit() == totals
     assert_conserved(market)
 
@@ -114,12 +114,12 @@ def test_an_unknown_purchase_is_not_found_and_changes_nothing(market: MarketHarn
 
 def test_the_job_settles_only_after_the_dispute_window(market: MarketHarness) -> None:
     _, meter, purchase = _bought(market)
-    run = run_settlement(market.market)
+    run = run_settlement(market.deps)
     assert (run.done, run.items_read) == (0, 0)  # not due: not even read
     assert purchase["settles_at_ms"] > market.clock.now * 1000
 
     market.clock.now = purchase["settles_at_ms"] // 1000 + 1
-    run = run_settlement(market.market)
+    run = run_settlement(market.deps)
     assert (run.done, run.failed) == (1, 0)
     found = market.client.call("energy.getPurchase", {"transaction_id": purchase["transaction_id"]})
     assert found["status"] == "settled"
@@ -127,9 +127,9 @@ def test_the_job_settles_only_after_the_dispute_window(market: MarketHarness) ->
     assert receipts["receipts"][0]["settled_by"] == "schedule"
     assert receipts["head"]["sequence"] == 1
     # A second run, at once or later, has nothing to do.
-    assert run_settlement(market.market).done == 0
+    assert run_settlement(market.deps).done == 0
     market.clock.now += DAY
-    assert run_settlement(market.market).done == 0
+    assert run_settlement(market.deps).done == 0
     assert_conserved(market)
 
 
@@ -205,11 +205,11 @@ def test_settlement_frees_the_stake(market: MarketHarness) -> None:
 def test_the_job_reads_only_the_hours_due(market: MarketHarness) -> None:
     _, _, purchase = _bought(market, "1")
     market.clock.now = purchase["settles_at_ms"] // 1000 + 1
-    first = run_settlement(market.market)
+    first = run_settlement(market.deps)
     assert first.done == 1
     assert first.hours_read == 49  # the first run looks back 48 hours
     market.clock.now += 3 * 3_600
-    later = run_settlement(market.market)
+    later = run_settlement(market.deps)
     # From the watermark (the hour before the last run's margin) to now.
     assert later.hours_read <= 5
     assert later.watermark is not None and later.watermark > (first.watermark or 0)

@@ -336,7 +336,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
 
     def redeliver(self, meter: SimulatedMeter, payload: bytes) -> Any:
         return record_payload(
-            self.market.market,
+            self.market.deps,
             payload,
             topic_meter_address=meter.meter_address,
             received_at_ms=self.now_ms(),
@@ -537,7 +537,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
     @rule(minutes=later, fault=faults)
     def settle_by_job(self, minutes: int, fault: Fault | None) -> None:
         self.market.clock.now += minutes * 60
-        run = self.step("settlement job", fault, lambda: run_settlement(self.market.market))
+        run = self.step("settlement job", fault, lambda: run_settlement(self.market.deps))
         if run is not None:
             event(f"settlement job settled {'some' if run.done else 'none'}")
             assert run.failed == 0 or self.dynamo.fired, run
@@ -545,7 +545,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
     @rule(minutes=later, fault=faults)
     def expire(self, minutes: int, fault: Fault | None) -> None:
         self.market.clock.now += minutes * 60
-        run = self.step("expiry job", fault, lambda: run_expiry(self.market.market))
+        run = self.step("expiry job", fault, lambda: run_expiry(self.market.deps))
         if run is not None:
             event(f"expiry job expired {'some' if run.done else 'none'}")
             assert run.failed == 0 or self.dynamo.fired, run
@@ -646,8 +646,8 @@ class FaultyTradingMachine(RuleBasedStateMachine):
         ]:
             event(f"before healing, {name}: {'some' if value else 'none'}")
         self.market.clock.now += 3 * 3600
-        run_settlement(self.market.market)
-        run_expiry(self.market.market)
+        run_settlement(self.market.deps)
+        run_expiry(self.market.deps)
         stored = self.check()
         left_open = [p for p, v in stored.purchases.items() if v["status"] == "open"]
         assert not left_open, f"due purchases left open: {left_open}"

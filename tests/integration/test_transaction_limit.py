@@ -57,7 +57,7 @@ def test_the_largest_purchase_settles_early_in_one_transaction_of_99_writes(
 
     # Then it was one transaction of 99 writes, and it applied.
     assert recording.transactions == [99]
-    assert market.market.settings.market_fee_bps == 100
+    assert market.deps.settings.market_fee_bps == 100
     assert max(recording.transactions) < MAX_TRANSACTION_WRITES
     settled = market.client.call(
         "energy.getPurchase", {"transaction_id": purchase["transaction_id"]}

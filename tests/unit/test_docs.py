@@ -33,7 +33,7 @@ from chalicelib.config import Settings
 from chalicelib.domain import readings, signing
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 ROOT = Path(__file__).resolve().parents[2]
 API_DOC = ROOT / "docs" / "api.md"
@@ -295,7 +295,7 @@ def test_every_example_is_what_the_marketplace_answers() -> None:
         auth_window_seconds=300,
         receipt_signing_key=SecretStr(EXAMPLE_RECEIPT_SEED),
     )
-    market = Market(
+    market = Dependencies(
         settings=settings,
         unit_of_work=memory_unit_of_work_factory(MemoryState()),
         clock=lambda: now[0],

@@ -58,7 +58,7 @@ def test_the_marketplace_accepts_the_vector_payloads() -> None:
     market.clock.now = NOW + 1_000
     outcomes = [
         record_payload(
-            market.market,
+            market.deps,
             v["payload"].encode(),
             topic_meter_address=v["meter_address"],
             received_at_ms=NOW * 1000,

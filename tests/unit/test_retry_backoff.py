@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
-from chalicelib.services.market import RETRY_BASE_SECONDS, retry_on_conflict
+from chalicelib.services.dependencies import RETRY_BASE_SECONDS, retry_on_conflict
 
 
 def test_conflicts_are_retried_after_growing_jittered_waits() -> None:

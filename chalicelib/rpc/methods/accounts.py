@@ -141,7 +141,7 @@ def create_account(context: CallContext, params: CreateAccountParams) -> Account
             signer=call.account,
             required=params.name,
         )
-    account = accounts.create_account(context.market, call, params.name, params.public_key)
+    account = accounts.create_account(context.deps, call, params.name, params.public_key)
     return AccountResult.of(account, 0, [])
 
 
@@ -152,7 +152,7 @@ def create_account(context: CallContext, params: CreateAccountParams) -> Account
     errors=(NotFound,),
 )
 def get_account(context: CallContext, params: AccountRef) -> AccountResult:
-    return AccountResult.of_view(accounts.get_account(context.market, params.name))
+    return AccountResult.of_view(accounts.get_account(context.deps, params.name))
 
 
 @registry.method(
@@ -162,7 +162,7 @@ def get_account(context: CallContext, params: AccountRef) -> AccountResult:
     errors=(NotFound,),
 )
 def get_ledger_entries(context: CallContext, params: LedgerEntriesParams) -> LedgerEntriesResult:
-    page = accounts.account_history(context.market, params.account, params.limit, params.cursor)
+    page = accounts.account_history(context.deps, params.account, params.limit, params.cursor)
     return LedgerEntriesResult(
         entries=[LedgerEntryResult.of(e) for e in page.items], next_cursor=page.next_cursor
     )
@@ -195,9 +195,9 @@ def revoke_role(context: CallContext, params: RoleParams) -> AccountResult:
 
 def _set_role(context: CallContext, params: RoleParams, *, held: bool) -> AccountResult:
     accounts.set_role(
-        context.market, signed_call(context, params), params.account, Role(params.role), held
+        context.deps, signed_call(context, params), params.account, Role(params.role), held
     )
-    return AccountResult.of_view(accounts.get_account(context.market, params.account))
+    return AccountResult.of_view(accounts.get_account(context.deps, params.account))
 
 
 @registry.method(
@@ -210,7 +210,7 @@ def _set_role(context: CallContext, params: RoleParams, *, held: bool) -> Accoun
 def deposit(context: CallContext, params: DepositParams) -> BalanceResult:
     """Signed by the operator. A chain transaction is credited at most once."""
     balance = accounts.deposit(
-        context.market,
+        context.deps,
         signed_call(context, params),
         params.account,
         params.amount_micro_block,
@@ -229,5 +229,5 @@ def deposit(context: CallContext, params: DepositParams) -> BalanceResult:
 def withdraw(context: CallContext, params: WithdrawParams) -> BalanceResult:
     """Signed by the account whose balance pays."""
     call = signed_call(context, params)
-    balance = accounts.withdraw(context.market, call, params.amount_micro_block, params.destination)
+    balance = accounts.withdraw(context.deps, call, params.amount_micro_block, params.destination)
     return BalanceResult(account=call.account, balance=balance)

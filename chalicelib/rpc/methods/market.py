@@ -39,7 +39,7 @@ class OpenRpcDocument(Result):
 def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
     """The deployment's identity and rules: the marketplace id bound into every
     signature, the operator's key, the minimum stake and the signing window."""
-    settings = context.market.settings
+    settings = context.deps.settings
     return MarketInfo(
         marketplace_id=settings.marketplace_id,
         operator_public_key=settings.operator_public_key,
@@ -56,7 +56,7 @@ def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
 
 def _receipt_public_key(context: CallContext) -> str:
     try:
-        key = context.market.receipt_signing_key()
+        key = context.deps.receipt_signing_key()
     except ReceiptKeyUnavailable:
         return ""
     return key.verify_key.encode().hex()

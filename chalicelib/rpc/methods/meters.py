@@ -193,10 +193,10 @@ def submit_reading(context: CallContext, params: SubmitReadingParams) -> SubmitR
     nothing; a refused one is error 4003 with ``data.rejection`` and is
     recorded for the meter (``energy.getRejections``)."""
     outcome = ingest.record_document(
-        context.market,
+        context.deps,
         dict(context.raw_params),
         topic_meter_address=None,
-        received_at_ms=context.market.clock() * 1000,
+        received_at_ms=context.deps.clock() * 1000,
     )
     if outcome.status == ingest.Status.REJECTED:
         raise ReadingRefused(
@@ -224,7 +224,7 @@ def submit_reading(context: CallContext, params: SubmitReadingParams) -> SubmitR
     errors=(NotFound,),
 )
 def get_credits(context: CallContext, params: CreditsParams) -> CreditsResult:
-    page = meters.provider_credits(context.market, params.provider_id, params.limit, params.cursor)
+    page = meters.provider_credits(context.deps, params.provider_id, params.limit, params.cursor)
     return CreditsResult(
         credits=[CreditResult.of(c) for c in page.items], next_cursor=page.next_cursor
     )
@@ -237,7 +237,7 @@ def get_credits(context: CallContext, params: CreditsParams) -> CreditsResult:
     errors=(NotFound,),
 )
 def get_meter(context: CallContext, params: MeterRef) -> MeterResult:
-    return MeterResult.of(meters.get_meter(context.market, params.meter_address))
+    return MeterResult.of(meters.get_meter(context.deps, params.meter_address))
 
 
 @registry.method(
@@ -246,9 +246,7 @@ def get_meter(context: CallContext, params: MeterRef) -> MeterResult:
     result=RejectionsResult,
 )
 def get_rejections(context: CallContext, params: RejectionsParams) -> RejectionsResult:
-    page = meters.meter_rejections(
-        context.market, params.meter_address, params.limit, params.cursor
-    )
+    page = meters.meter_rejections(context.deps, params.meter_address, params.limit, params.cursor)
     return RejectionsResult(
         rejections=[RejectionResult.of(r) for r in page.items], next_cursor=page.next_cursor
     )

@@ -165,7 +165,7 @@ def get_portfolio(context: CallContext, params: PortfolioParams) -> PortfolioRes
     provenance, settled purchases, what its providers earned, and the carbon
     offset of the energy it bought. Holdings and history page separately."""
     found = portfolio.get_portfolio(
-        context.market,
+        context.deps,
         params.account,
         holdings_limit=params.holdings_limit,
         holdings_cursor=params.holdings_cursor,
@@ -199,10 +199,10 @@ def get_portfolio(context: CallContext, params: PortfolioParams) -> PortfolioRes
 def get_carbon_offset(context: CallContext, params: CarbonParams) -> CarbonOffsetResult:
     """Settled energy by type times the configured factors (grams of CO2 per
     kWh: solar 400, wind 400, hydro 20, battery 0 by default)."""
-    uow = context.market.unit_of_work()
+    uow = context.deps.unit_of_work()
     if uow.accounts.get(params.account) is None:
         raise NotFound("no such account", account=params.account)
-    return CarbonOffsetResult.of(portfolio.carbon_offset(context.market, uow, params.account))
+    return CarbonOffsetResult.of(portfolio.carbon_offset(context.deps, uow, params.account))
 
 
 @registry.method(
@@ -218,7 +218,7 @@ def retire_credits(context: CallContext, params: RetireParams) -> RetireResult:
     retired or none. Each becomes a certificate with the fields of an EnergyTag
     granular certificate and the signed reading it came from."""
     certificates = retirement.retire_credits(
-        context.market,
+        context.deps,
         signed_call(context, params),
         retirement.Claim(
             credit_ids=tuple(params.credit_ids),
@@ -237,4 +237,4 @@ def retire_credits(context: CallContext, params: RetireParams) -> RetireResult:
     errors=(NotFound,),
 )
 def get_certificate(context: CallContext, params: CertificateRef) -> CertificateResult:
-    return CertificateResult.of(retirement.get_certificate(context.market, params.certificate_id))
+    return CertificateResult.of(retirement.get_certificate(context.deps, params.certificate_id))

@@ -50,7 +50,7 @@ from chalicelib.rpc.methods.fields import (
 from chalicelib.rpc.registry import CallContext
 from chalicelib.services import providers
 from chalicelib.services.auth import SignedCall
-from chalicelib.services.market import Market
+from chalicelib.services.dependencies import Dependencies
 
 DisplayName = Annotated[StrictStr, Field(min_length=1, max_length=80)]
 
@@ -194,7 +194,7 @@ class ProviderListResult(Result):
 
 
 def _as_of_now(context: CallContext, provider: Provider) -> ProviderResult:
-    return ProviderResult.of(provider, context.market.clock())
+    return ProviderResult.of(provider, context.deps.clock())
 
 
 @registry.method(
@@ -222,9 +222,7 @@ def register_provider(context: CallContext, params: RegisterProviderParams) -> P
         meter_address=params.meter_address,
         meter_public_key=params.meter_public_key,
     )
-    provider = providers.register_provider(
-        context.market, signed_call(context, params), registration
-    )
+    provider = providers.register_provider(context.deps, signed_call(context, params), registration)
     return _as_of_now(context, provider)
 
 
@@ -241,7 +239,7 @@ def update_provider(context: CallContext, params: UpdateProviderParams) -> Provi
     change."""
     u = params.updates
     provider = providers.update_provider(
-        context.market,
+        context.deps,
         signed_call(context, params),
         params.provider_id,
         providers.ProviderUpdate(
@@ -263,7 +261,7 @@ def update_provider(context: CallContext, params: UpdateProviderParams) -> Provi
     errors=(NotFound,),
 )
 def get_provider(context: CallContext, params: ProviderRef) -> ProviderResult:
-    return _as_of_now(context, providers.get_provider(context.market, params.provider_id))
+    return _as_of_now(context, providers.get_provider(context.deps, params.provider_id))
 
 
 @registry.method(
@@ -277,12 +275,12 @@ def list_providers(context: CallContext, params: ListProvidersParams) -> Provide
     ``include_inactive``. Pass ``next_cursor`` back as ``cursor`` for the next
     page; it is null on the last page."""
     page = providers.list_providers(
-        context.market,
+        context.deps,
         params.query(min_capacity_wh=params.min_capacity, include_inactive=params.include_inactive),
         params.limit,
         params.cursor,
     )
-    now = context.market.clock()
+    now = context.deps.clock()
     return ProviderListResult(
         providers=[ProviderResult.of(p, now) for p in page.items], next_cursor=page.next_cursor
     )
@@ -314,10 +312,10 @@ def withdraw_stake(context: CallContext, params: StakeParams) -> ProviderResult:
     return _move_stake(context, params, providers.withdraw_stake)
 
 
-StakeMove = Callable[[Market, SignedCall, str, int], Provider]
+StakeMove = Callable[[Dependencies, SignedCall, str, int], Provider]
 
 
 def _move_stake(context: CallContext, params: StakeParams, move: StakeMove) -> ProviderResult:
     call = signed_call(context, params)
-    provider = move(context.market, call, params.provider_id, params.amount_micro_block)
+    provider = move(context.deps, call, params.provider_id, params.amount_micro_block)
     return _as_of_now(context, provider)

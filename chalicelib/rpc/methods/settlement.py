@@ -106,7 +106,7 @@ def settle(context: CallContext, params: SettleParams) -> SettlementResult:
     (the settlement job settles every purchase after it). Settling a purchase
     that is already settled changes nothing and returns its receipt."""
     outcome = settlement.settle_early(
-        context.market, signed_call(context, params), params.transaction_id
+        context.deps, signed_call(context, params), params.transaction_id
     )
     return SettlementResult.of(outcome)
 
@@ -123,11 +123,11 @@ def get_receipts(context: CallContext, params: ReceiptsParams) -> ReceiptsResult
     an export the verifier checks (docs/receipts.md)."""
     if params.buyer is not None:
         page, head = settlement.buyer_receipts(
-            context.market, params.buyer, params.limit, params.cursor
+            context.deps, params.buyer, params.limit, params.cursor
         )
     else:
         page, head = settlement.provider_receipts(
-            context.market, params.provider_id or "", params.limit, params.cursor
+            context.deps, params.provider_id or "", params.limit, params.cursor
         )
     return ReceiptsResult(
         receipts=[ReceiptResult.of(r) for r in page.items],

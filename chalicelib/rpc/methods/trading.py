@@ -172,7 +172,7 @@ def purchase_energy(context: CallContext, params: PurchaseParams) -> PurchaseRes
     provider is paused or suspended, or the buyer owns the provider. A second
     purchase with the same ``idempotency_key`` returns the first."""
     purchase = trading.purchase_energy(
-        context.market,
+        context.deps,
         signed_call(context, params),
         trading.Order(
             provider_id=params.provider_id,
@@ -191,7 +191,7 @@ def purchase_energy(context: CallContext, params: PurchaseParams) -> PurchaseRes
     errors=(NotFound,),
 )
 def get_purchase(context: CallContext, params: PurchaseRef) -> PurchaseResult:
-    return PurchaseResult.of(trading.get_purchase(context.market, params.transaction_id))
+    return PurchaseResult.of(trading.get_purchase(context.deps, params.transaction_id))
 
 
 @registry.method(
@@ -206,9 +206,9 @@ def get_offers(context: CallContext, params: OffersParams) -> OffersResult:
     jurisdiction, max_price (BLOCK per kWh), min_kwh on sale. A selective
     filter may return a short page with a cursor (as listProviders does)."""
     page = offers.get_offers(
-        context.market, params.query(), params.min_available_wh or 0, params.limit, params.cursor
+        context.deps, params.query(), params.min_available_wh or 0, params.limit, params.cursor
     )
-    now = context.market.clock()
+    now = context.deps.clock()
     return OffersResult(
         offers=[OfferResult.of(offer, now) for offer in page.items],
         next_cursor=page.next_cursor,

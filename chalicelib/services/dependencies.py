@@ -1,4 +1,6 @@
-"""The dependencies every use case receives: settings, storage and the clock."""
+"""What every use case receives (settings, storage, clocks, the receipt key) and the
+retry on conflict they share. ``chalicelib.wiring`` builds it for Lambda; tests
+build it on either storage adapter (tests/support.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Market:
+class Dependencies:
+    """A use case's first argument, ``deps``: nothing else reaches outside the process."""
+
     settings: Settings
     unit_of_work: UnitOfWorkFactory
     clock: Callable[[], int]  # unix seconds
