@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.adapters.due_work import HOUR_MS, WATERMARK_MARGIN_MS
 from chalicelib.domain.receipts import ChainHead, receipt_from_json, verify_chain
 from chalicelib.services.settlement import run_settlement
 from energy_client.rpc_client import RpcError, Signer
@@ -208,8 +209,15 @@ def test_the_job_reads_only_the_hours_due(market: MarketHarness) -> None:
     first = run_settlement(market.deps)
     assert first.done == 1
     assert first.hours_read == 49  # the first run looks back 48 hours
+    # Every hour read was emptied: the watermark stops at the hour that holds
+    # "now minus the margin" (an hour that just ended may still get an item).
+    assert first.watermark == _hour_start(market.clock.now * 1000 - WATERMARK_MARGIN_MS)
     market.clock.now += 3 * 3_600
     later = run_settlement(market.deps)
-    # From the watermark (the hour before the last run's margin) to now.
-    assert later.hours_read <= 5
-    assert later.watermark is not None and later.watermark > (first.watermark or 0)
+    # From the watermark's hour to the current one, both included.
+    assert later.hours_read == (market.clock.now * 1000 - first.watermark) // HOUR_MS + 1
+    assert later.watermark == _hour_start(market.clock.now * 1000 - WATERMARK_MARGIN_MS)
+
+
+def _hour_start(at_ms: int) -> int:
+    return at_ms // HOUR_MS * HOUR_MS
