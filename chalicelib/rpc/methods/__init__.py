@@ -22,7 +22,8 @@ lists methods by name).
 
 from __future__ import annotations
 
-# Registration order, not alphabetical: the order methods.py registered them in.
+# Registration order, not alphabetical: the order the single methods module
+# registered them in before the split (the registry lists them by name anyway).
 # isort: off
 from chalicelib.rpc.methods import (  # noqa: F401  (imported to register their methods)
     market,
