@@ -155,3 +155,55 @@ class TransactionTooLarge(DomainError):
 
     code = 4008
     reason = "transaction_too_large"
+
+
+# -- disputes (codes 1005-1006, 4009-4012; see chalicelib.domain.disputes) --------
+
+
+class NotOnPanel(DomainError):
+    """The voter was not drawn for this dispute's panel."""
+
+    code = 1005
+    reason = "not_on_panel"
+
+
+class PartyToDispute(DomainError):
+    """The account is a party to the dispute (owner, flagger or buyer) and may not judge it."""
+
+    code = 1006
+    reason = "party_to_dispute"
+
+
+class AlreadyVoted(DomainError):
+    """This panel member has already voted on the dispute; a vote is final."""
+
+    code = 4009
+    reason = "already_voted"
+
+
+class DisputeClosed(DomainError):
+    """The dispute is resolved, or its verdict is already decided by a quorum."""
+
+    code = 4010
+    reason = "dispute_closed"
+
+
+class VotingClosed(DomainError):
+    """The dispute's deadline has passed: it awaits resolution and takes no more votes or flags."""
+
+    code = 4011
+    reason = "voting_closed"
+
+
+class PanelUnavailable(DomainError):
+    """Too few eligible validators (staked, not a party) to draw a panel that can reach quorum."""
+
+    code = 4012
+    reason = "panel_unavailable"
+
+
+class InvalidFlag(DomainError):
+    """A flag's subject, reason, evidence or bond breaks the documented bounds."""
+
+    code = -32602  # a bad parameter, whatever layer notices it (as InvalidCursor)
+    reason = "invalid_flag"

@@ -1,0 +1,740 @@
+"""Disputes: a flagged reading, the panel that judges it, the verdict and what it moves.
+
+Lifecycle (design brief §3 "Dispute → vote → outcome")::
+
+    open_dispute ──► join_dispute* ──► cast_vote* ──► tally ──► resolved
+                                                       │
+                                        consequences ◄─┘  (transfers, credits, suspension)
+
+Everything here is pure: the services layer loads records, calls these
+functions and writes what they return in one atomic write. Amounts are
+integer micro-BLOCK, times integer milliseconds.
+
+Rules chosen here, and why:
+
+* **One dispute per subject and round.** ``dispute_id_for`` hashes the
+  subject, so a second flag on the same reading (or the same meter window)
+  finds the open dispute and joins it. After a dispute is resolved, a new flag
+  on the same subject opens the next round (a new id), so a resolution is never
+  reopened.
+* **Panel draw** (``draw_panel``): equal chance for every eligible validator,
+  checkable by anyone; see that function for the exact algorithm.
+* **Quorum** is a fixed number of agreeing votes (default 3: a majority of a
+  5-member panel), stored on the dispute when it opens. It is always more than
+  half the configured panel, so both verdicts can never reach it. A panel
+  drawn short (fewer eligible validators than seats) still needs the full
+  quorum: a thin validator set never lowers the bar.
+* **Innocent until proven guilty.** Guilty needs a quorum of guilty votes. At
+  the deadline without one (a tie, too few votes, no votes) the dispute is
+  cleared.
+* **Severity** of a guilty verdict is the lower median of the guilty votes'
+  severities (minor < major < critical): the highest severity that a strict
+  majority of the guilty voters supports. One outlier cannot raise it.
+* **Money** (``consequences``): see that function. The stake loses exactly the
+  slash; every micro-BLOCK moved appears in one ``Transfer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Final
+
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    AlreadyVoted,
+    DisputeClosed,
+    InvalidFlag,
+    InvalidState,
+    NotAuthorised,
+    NotOnPanel,
+    PanelUnavailable,
+    PartyToDispute,
+    VotingClosed,
+)
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, is_valid_meter_address
+from chalicelib.domain.units import MAX_MICRO_BLOCK, MICRO_BLOCK_PER_BLOCK
+
+BPS: Final = 10_000  # basis points in a whole
+
+# Validators vote for this long after a dispute opens (configurable). Settlements
+# of frozen credits wait for it, so it is kept short.
+DEFAULT_VOTING_PERIOD_MS: Final = 48 * 3_600_000
+DEFAULT_PANEL_SIZE: Final = 5
+DEFAULT_MIN_VALIDATOR_STAKE_MICRO_BLOCK: Final = 1_000 * MICRO_BLOCK_PER_BLOCK
+# A flagger's bond (configurable): enough to make frivolous flags cost something.
+DEFAULT_BOND_MICRO_BLOCK: Final = 10 * MICRO_BLOCK_PER_BLOCK
+# The bonded flaggers' reward: this share of the slash, after refunds.
+DEFAULT_FLAGGER_REWARD_BPS: Final = 1_000
+
+# Bounds on what a flag carries: it is stored and shown to every panel member.
+MAX_REASON_CHARS: Final = 500
+MAX_EVIDENCE_ITEMS: Final = 10
+MAX_EVIDENCE_CHARS: Final = 2_000  # per item: a note or a URL
+# A meter window freezes every credit minted in it; a month bounds that write.
+MAX_WINDOW_MS: Final = 31 * 24 * 3_600_000
+MAX_DETECTOR_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
+READING_HASH: Final = re.compile(r"^[0-9a-f]{64}$")
+
+TREASURY: Final = "treasury"
+
+
+class Severity(StrEnum):
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+# Declaration order is the order of gravity; the median relies on it.
+SEVERITY_ORDER: Final = (Severity.MINOR, Severity.MAJOR, Severity.CRITICAL)
+
+# Slash per severity, in basis points of the stake: 10 / 25 / 50 % (brief §5).
+DEFAULT_SLASH_BPS: Final[Mapping[Severity, int]] = {
+    Severity.MINOR: 1_000,
+    Severity.MAJOR: 2_500,
+    Severity.CRITICAL: 5_000,
+}
+
+
+class Verdict(StrEnum):
+    GUILTY = "guilty"
+    CLEARED = "cleared"
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"  # credits frozen, the panel votes
+    GUILTY = "guilty"
+    CLEARED = "cleared"
+
+
+class SubjectKind(StrEnum):
+    READING = "reading"  # one signed reading, by its hash (a credit's reading_hash)
+    METER_WINDOW = "meter_window"  # every reading of a meter in [start, end)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is disputed: one reading, or a meter over a half-open time window."""
+
+    kind: SubjectKind
+    reading_hash: str | None = None
+    meter_address: str | None = None
+    window_start_ms: int | None = None
+    window_end_ms: int | None = None
+
+    @classmethod
+    def reading(cls, reading_hash: str) -> Subject:
+        subject = cls(SubjectKind.READING, reading_hash=reading_hash)
+        subject.check()
+        return subject
+
+    @classmethod
+    def meter_window(cls, meter_address: str, start_ms: int, end_ms: int) -> Subject:
+        subject = cls(SubjectKind.METER_WINDOW, None, meter_address, start_ms, end_ms)
+        subject.check()
+        return subject
+
+    def check(self) -> None:
+        """Raise InvalidFlag unless the subject is well formed and bounded."""
+        if self.kind == SubjectKind.READING:
+            if self.reading_hash is None or not READING_HASH.match(self.reading_hash):
+                raise InvalidFlag("a reading hash is 64 lower-case hex characters")
+            if (self.meter_address, self.window_start_ms, self.window_end_ms) != (None, None, None):
+                raise InvalidFlag("a reading subject names only the reading hash")
+            return
+        start, end = self.window_start_ms, self.window_end_ms
+        if self.meter_address is None or not is_valid_meter_address(self.meter_address):
+            raise InvalidFlag("a meter window names a valid meter address")
+        if self.reading_hash is not None or start is None or end is None:
+            raise InvalidFlag("a meter window names a meter, a start and an end")
+        if not 0 <= start < end or end - start > MAX_WINDOW_MS:
+            raise InvalidFlag(
+                "a meter window starts before it ends and spans at most 31 days",
+                max_window_ms=MAX_WINDOW_MS,
+            )
+
+    @property
+    def key(self) -> str:
+        """Canonical text of the subject: equal subjects, equal keys."""
+        if self.kind == SubjectKind.READING:
+            return f"reading\n{self.reading_hash}"
+        return f"meter_window\n{self.meter_address}\n{self.window_start_ms}\n{self.window_end_ms}"
+
+
+def dispute_id_for(subject: Subject, round_number: int = 1) -> str:
+    """Stable per (subject, round): a second flag on the same subject joins the open dispute."""
+    if round_number < 1:
+        raise ValueError("rounds count from 1")
+    digest = hashlib.sha256(f"dispute\n{subject.key}\n{round_number}".encode()).hexdigest()
+    return f"dsp-{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag on a dispute: by an account with a bond, or by a detector without one."""
+
+    reason: str
+    evidence: tuple[str, ...]
+    flagged_at_ms: int
+    flagger: str | None = None  # the account that flagged and posted the bond
+    detector: str | None = None  # or the automatic detector that flagged
+    bond_micro_block: int = 0
+
+    @property
+    def by(self) -> str:
+        """Who flagged, as shown: the account, or ``detector:<name>``."""
+        return self.flagger if self.flagger is not None else f"detector:{self.detector}"
+
+    def check(self) -> None:
+        """Raise InvalidFlag unless the flag is within the documented bounds."""
+        if (self.flagger is None) == (self.detector is None):
+            raise InvalidFlag("a flag is made by an account or by a detector, not both")
+        if self.detector is not None:
+            if not MAX_DETECTOR_NAME.match(self.detector):
+                raise InvalidFlag("a detector name is lower-case letters, digits and _")
+            if self.bond_micro_block != 0:
+                raise InvalidFlag("an automatic flag posts no bond")
+        elif not 0 < self.bond_micro_block <= MAX_MICRO_BLOCK:
+            raise InvalidFlag("an account's flag posts a bond")
+        if not 0 < len(self.reason) <= MAX_REASON_CHARS or not _is_text(self.reason):
+            raise InvalidFlag(
+                "a reason is 1 to 500 printable characters", max_chars=MAX_REASON_CHARS
+            )
+        if len(self.evidence) > MAX_EVIDENCE_ITEMS:
+            raise InvalidFlag("at most 10 items of evidence", max_items=MAX_EVIDENCE_ITEMS)
+        for item in self.evidence:
+            if not 0 < len(item) <= MAX_EVIDENCE_CHARS or not _is_text(item):
+                raise InvalidFlag(
+                    "an item of evidence is 1 to 2,000 printable characters (a note or a URL)",
+                    max_chars=MAX_EVIDENCE_CHARS,
+                )
+
+
+def _is_text(text: str) -> bool:
+    # Newlines are welcome in a note; other control characters only hide things.
+    return text.replace("\n", "").isprintable()
+
+
+@dataclass(frozen=True)
+class Vote:
+    validator: str
+    verdict: Verdict
+    severity: Severity | None  # set for guilty, None for cleared
+    voted_at_ms: int
+
+
+@dataclass(frozen=True)
+class Validator:
+    """An account with the validator role, and the stake it holds as one."""
+
+    name: str
+    stake_micro_block: int
+
+
+@dataclass(frozen=True)
+class DisputeRules:
+    """The configurable numbers of a dispute; checked once, when built."""
+
+    panel_size: int = DEFAULT_PANEL_SIZE
+    quorum: int = DEFAULT_PANEL_SIZE // 2 + 1  # agreeing votes that decide
+    min_validator_stake_micro_block: int = DEFAULT_MIN_VALIDATOR_STAKE_MICRO_BLOCK
+    voting_period_ms: int = DEFAULT_VOTING_PERIOD_MS
+    slash_bps: Mapping[Severity, int] = field(default_factory=lambda: dict(DEFAULT_SLASH_BPS))
+    flagger_reward_bps: int = DEFAULT_FLAGGER_REWARD_BPS
+    bond_micro_block: int = DEFAULT_BOND_MICRO_BLOCK  # what an account's flag posts
+
+    def __post_init__(self) -> None:
+        if self.panel_size < 1:
+            raise ValueError("a panel has at least one seat")
+        if not self.panel_size // 2 < self.quorum <= self.panel_size:
+            # More than half: two verdicts can never both reach quorum.
+            raise ValueError("the quorum is more than half the panel and at most all of it")
+        if self.voting_period_ms <= 0 or self.min_validator_stake_micro_block < 0:
+            raise ValueError("a voting period is positive and a minimum stake not negative")
+        if set(self.slash_bps) != set(Severity):
+            raise ValueError("every severity has a slash")
+        if not all(0 <= self.slash_bps[s] <= BPS for s in Severity):
+            raise ValueError("a slash is between 0 and 100 % of the stake")
+        if not 0 <= self.flagger_reward_bps <= BPS:
+            raise ValueError("the flagger reward is between 0 and 100 % of the slash")
+        if not 0 < self.bond_micro_block <= MAX_MICRO_BLOCK:
+            raise ValueError("a bond is positive")
+
+    def check_flag(self, flag: Flag) -> None:
+        """Raise InvalidFlag unless the flag is well formed and posts the configured bond."""
+        flag.check()
+        if flag.flagger is not None and flag.bond_micro_block != self.bond_micro_block:
+            raise InvalidFlag(
+                "an account's flag posts the configured bond",
+                bond_micro_block=self.bond_micro_block,
+            )
+
+
+DEFAULT_RULES: Final = DisputeRules()
+
+
+@dataclass(frozen=True)
+class Dispute:
+    dispute_id: str
+    subject: Subject
+    round_number: int
+    provider_id: str  # the accused
+    provider_owner: str  # the account the provider's stake belongs to
+    flags: tuple[Flag, ...]  # the first opened it; later ones joined
+    # Accounts that may not judge: the owner, every flagging account and the
+    # buyers of the affected credits, as known when the dispute opened.
+    parties: frozenset[str]
+    opened_at_ms: int
+    deadline_ms: int  # votes are taken strictly before it
+    panel: tuple[str, ...]  # in draw order
+    quorum: int  # agreeing votes that decide, fixed when opened
+    votes: tuple[Vote, ...] = ()
+    status: DisputeStatus = DisputeStatus.OPEN
+    severity: Severity | None = None  # set once guilty
+    resolved_at_ms: int | None = None
+    version: int = 1
+
+    @property
+    def bond_micro_block(self) -> int:
+        """Every bond the flags posted: what the dispute holds."""
+        return sum(f.bond_micro_block for f in self.flags)
+
+    def vote_of(self, validator: str) -> Vote | None:
+        return next((v for v in self.votes if v.validator == validator), None)
+
+
+# -- slash ------------------------------------------------------------------------
+
+
+def slash_amount(
+    stake_micro_block: int,
+    severity: Severity,
+    slash_bps: Mapping[Severity, int] = DEFAULT_SLASH_BPS,
+) -> int:
+    """The stake a guilty verdict of ``severity`` takes, rounded down.
+
+    ``stake x bps // 10,000``: never more than the rule says, at most one
+    micro-BLOCK less than the exact share.
+    """
+    if stake_micro_block < 0:
+        raise ValueError("a stake cannot be negative")
+    return stake_micro_block * slash_bps[severity] // BPS
+
+
+def suspends(stake_after_micro_block: int) -> bool:
+    """Whether a provider left with this stake is suspended (below the minimum)."""
+    return stake_after_micro_block < MIN_STAKE_MICRO_BLOCK
+
+
+# -- panel ------------------------------------------------------------------------
+
+
+def panel_rank(dispute_id: str, validator: str) -> str:
+    """A validator's place in a dispute's draw: lower goes first."""
+    return hashlib.sha256(f"{dispute_id}\n{validator}".encode()).hexdigest()
+
+
+def draw_panel(
+    dispute_id: str,
+    validators: Iterable[Validator],
+    parties: Iterable[str],
+    rules: DisputeRules = DEFAULT_RULES,
+) -> tuple[str, ...]:
+    """The validators who judge a dispute, drawn from its id; anyone can redo the draw.
+
+    1. Eligible: every validator whose stake is at least the minimum validator
+       stake (default 1,000 BLOCK) and whose name is not a party (the
+       provider's owner, a flagging account, a buyer of an affected credit).
+       A name listed twice counts once.
+    2. Rank: ``sha256(utf8(dispute_id + "\\n" + name))`` as lower-case hex,
+       ascending (ties, which SHA-256 makes practically impossible, by name).
+    3. Take the first ``panel_size`` (default 5), in rank order.
+
+    Stake above the minimum buys no extra chance: weighting by stake would
+    hand the largest holders most panels. The id is known before anyone votes
+    and the order of the input list does not matter, so the draw is the same
+    wherever it is computed.
+
+    Fewer eligible validators than seats give a shorter panel, which still
+    needs the full quorum; fewer than the quorum raise PanelUnavailable, since
+    such a panel could never decide and a guilty verdict would be impossible.
+    """
+    excluded = set(parties)
+    eligible = {
+        v.name
+        for v in validators
+        if v.stake_micro_block >= rules.min_validator_stake_micro_block and v.name not in excluded
+    }
+    if len(eligible) < rules.quorum:
+        raise PanelUnavailable(
+            "too few validators who are not a party to draw a panel",
+            eligible=len(eligible),
+            required=rules.quorum,
+        )
+    ranked = sorted(eligible, key=lambda name: (panel_rank(dispute_id, name), name))
+    return tuple(ranked[: rules.panel_size])
+
+
+# -- open, join, vote ---------------------------------------------------------------
+
+
+def open_dispute(
+    *,
+    subject: Subject,
+    provider_id: str,
+    provider_owner: str,
+    flag: Flag,
+    buyers: Iterable[str],
+    validators: Iterable[Validator],
+    opened_at_ms: int,
+    round_number: int = 1,
+    rules: DisputeRules = DEFAULT_RULES,
+) -> Dispute:
+    """A new dispute on ``subject``, its panel drawn; InvalidFlag or PanelUnavailable otherwise."""
+    subject.check()
+    rules.check_flag(flag)
+    if flag.flagger == provider_owner:
+        # The owner would be rewarded from its own slash.
+        raise NotAuthorised("a provider's owner cannot flag its own provider")
+    dispute_id = dispute_id_for(subject, round_number)
+    parties = frozenset({provider_owner, *buyers, *_accounts([flag])})
+    return Dispute(
+        dispute_id=dispute_id,
+        subject=subject,
+        round_number=round_number,
+        provider_id=provider_id,
+        provider_owner=provider_owner,
+        flags=(flag,),
+        parties=parties,
+        opened_at_ms=opened_at_ms,
+        deadline_ms=opened_at_ms + rules.voting_period_ms,
+        panel=draw_panel(dispute_id, validators, parties, rules),
+        quorum=rules.quorum,
+    )
+
+
+def join_dispute(dispute: Dispute, flag: Flag, rules: DisputeRules = DEFAULT_RULES) -> Dispute:
+    """The open dispute with one more flag (a second flag on the same subject)."""
+    rules.check_flag(flag)
+    _check_takes_input(dispute, flag.flagged_at_ms)
+    if flag.flagger is not None:
+        if flag.flagger == dispute.provider_owner:
+            raise NotAuthorised("a provider's owner cannot flag its own provider")
+        if flag.flagger in dispute.panel:
+            # The panel was drawn without parties; a judge cannot become one.
+            raise NotAuthorised("a panel member cannot flag the dispute it judges")
+    if any(f.by == flag.by for f in dispute.flags):
+        raise AlreadyExists("this account or detector has already flagged the dispute")
+    return replace(
+        dispute,
+        flags=(*dispute.flags, flag),
+        parties=dispute.parties | _accounts([flag]),
+        version=dispute.version + 1,
+    )
+
+
+def cast_vote(
+    dispute: Dispute,
+    voter: str,
+    verdict: Verdict,
+    severity: Severity | None,
+    at_ms: int,
+) -> Dispute:
+    """The dispute with ``voter``'s vote added; a domain error, and no change, otherwise.
+
+    Checked in order: the dispute is open and undecided (DisputeClosed), the
+    deadline has not passed (VotingClosed), the voter is not a party
+    (PartyToDispute), is on the panel (NotOnPanel), has not voted
+    (AlreadyVoted), and the severity fits the verdict (InvalidState).
+    """
+    _check_takes_input(dispute, at_ms)
+    if voter in dispute.parties:
+        raise PartyToDispute("a party to the dispute cannot vote on it", voter=voter)
+    if voter not in dispute.panel:
+        raise NotOnPanel("only the drawn panel votes on a dispute", voter=voter)
+    if dispute.vote_of(voter) is not None:
+        raise AlreadyVoted("a panel member votes once", voter=voter)
+    if (verdict == Verdict.GUILTY) != (severity is not None):
+        raise InvalidState("a guilty vote names a severity; a cleared vote names none")
+    vote = Vote(voter, verdict, severity, at_ms)
+    return replace(dispute, votes=(*dispute.votes, vote), version=dispute.version + 1)
+
+
+def _check_takes_input(dispute: Dispute, at_ms: int) -> None:
+    if dispute.status != DisputeStatus.OPEN:
+        raise DisputeClosed("the dispute is resolved", status=dispute.status.value)
+    if _decided(dispute) is not None:
+        # A later vote could only change the severity of a verdict already reached.
+        raise DisputeClosed("a quorum has already decided the dispute", status="decided")
+    if at_ms >= dispute.deadline_ms:
+        raise VotingClosed("the dispute's deadline has passed", deadline_ms=dispute.deadline_ms)
+
+
+def _accounts(flags: Iterable[Flag]) -> frozenset[str]:
+    return frozenset(f.flagger for f in flags if f.flagger is not None)
+
+
+# -- tally ---------------------------------------------------------------------------
+
+
+class DecidedBy(StrEnum):
+    QUORUM = "quorum"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    dispute_id: str
+    verdict: Verdict
+    severity: Severity | None  # set when guilty
+    decided_by: DecidedBy
+    guilty_votes: int
+    cleared_votes: int
+    non_voters: tuple[str, ...]  # drawn, never voted; in draw order
+    resolved_at_ms: int
+
+
+def _decided(dispute: Dispute) -> Verdict | None:
+    counts = Counter(v.verdict for v in dispute.votes)
+    for verdict in (Verdict.GUILTY, Verdict.CLEARED):
+        if counts[verdict] >= dispute.quorum:
+            return verdict
+    return None
+
+
+def guilty_severity(votes: Sequence[Vote]) -> Severity:
+    """The lower median of the guilty votes' severities.
+
+    It is the highest severity that a strict majority of the guilty voters
+    voted for or above, so one harsh outlier cannot raise the slash.
+    """
+    ranks = sorted(SEVERITY_ORDER.index(v.severity) for v in votes if v.severity is not None)
+    if not ranks:
+        raise ValueError("no guilty vote to take a severity from")
+    return SEVERITY_ORDER[ranks[(len(ranks) - 1) // 2]]
+
+
+def tally(dispute: Dispute, now_ms: int) -> Outcome | None:
+    """The outcome once a verdict has a quorum or the deadline has passed; None before.
+
+    At the deadline without a guilty quorum the dispute is cleared, ties and
+    silence included: a provider is innocent until a quorum finds it guilty.
+    A resolved dispute raises DisputeClosed: it resolves once.
+    """
+    if dispute.status != DisputeStatus.OPEN:
+        raise DisputeClosed("the dispute is resolved", status=dispute.status.value)
+    decided = _decided(dispute)
+    if decided is None and now_ms < dispute.deadline_ms:
+        return None
+    guilty = [v for v in dispute.votes if v.verdict == Verdict.GUILTY]
+    verdict = decided or Verdict.CLEARED
+    return Outcome(
+        dispute_id=dispute.dispute_id,
+        verdict=verdict,
+        severity=guilty_severity(guilty) if verdict == Verdict.GUILTY else None,
+        decided_by=DecidedBy.QUORUM if decided is not None else DecidedBy.DEADLINE,
+        guilty_votes=len(guilty),
+        cleared_votes=len(dispute.votes) - len(guilty),
+        non_voters=tuple(name for name in dispute.panel if dispute.vote_of(name) is None),
+        resolved_at_ms=now_ms,
+    )
+
+
+def resolved(dispute: Dispute, outcome: Outcome) -> Dispute:
+    """The dispute closed with ``outcome``'s verdict."""
+    if dispute.status != DisputeStatus.OPEN:
+        raise DisputeClosed("the dispute is resolved", status=dispute.status.value)
+    if outcome.dispute_id != dispute.dispute_id:
+        raise ValueError("the outcome is another dispute's")
+    status = DisputeStatus.GUILTY if outcome.verdict == Verdict.GUILTY else DisputeStatus.CLEARED
+    return replace(
+        dispute,
+        status=status,
+        severity=outcome.severity,
+        resolved_at_ms=outcome.resolved_at_ms,
+        version=dispute.version + 1,
+    )
+
+
+# -- consequences --------------------------------------------------------------------
+
+
+class PocketKind(StrEnum):
+    """The places BLOCK sits in (chalicelib.domain.ledger's conservation sum)."""
+
+    BALANCE = "balance"  # an account's spendable balance; name: the account
+    STAKE = "stake"  # a provider's stake; name: the provider id
+    ESCROW = "escrow"  # a purchase's escrow; name: the purchase id
+    BOND = "bond"  # a flag's bond; name: "<dispute id>/<flagger>"
+    TREASURY = "treasury"  # the marketplace's; name: "treasury"
+
+
+@dataclass(frozen=True, order=True)
+class Pocket:
+    kind: PocketKind
+    name: str
+
+
+class TransferReason(StrEnum):
+    SLASH_REFUND = "slash_refund"  # slash -> a buyer of settled revoked credits
+    ESCROW_REFUND = "escrow_refund"  # escrow -> the buyer of reserved revoked credits
+    FLAGGER_REWARD = "flagger_reward"  # slash -> a bonded flagger
+    SLASH_TO_TREASURY = "slash_to_treasury"  # what is left of the slash
+    BOND_RETURNED = "bond_returned"  # guilty: bond -> its flagger
+    BOND_TO_PROVIDER = "bond_to_provider"  # cleared: bond -> the provider's owner
+
+
+@dataclass(frozen=True)
+class Transfer:
+    source: Pocket
+    destination: Pocket
+    micro_block: int  # always positive
+    reason: TransferReason
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What one purchase paid for the revoked credits: returned to its buyer."""
+
+    purchase_id: str
+    buyer: str
+    micro_block: int
+
+
+@dataclass(frozen=True)
+class Consequences:
+    """Everything a resolution changes, as numbers and ids for one atomic write."""
+
+    transfers: tuple[Transfer, ...]
+    slash_micro_block: int  # taken from the stake (0 when cleared)
+    stake_after_micro_block: int
+    suspended: bool  # the provider is left below the minimum stake
+    revoke_credit_ids: tuple[str, ...]  # guilty: the affected credits leave for good
+    unfreeze_credit_ids: tuple[str, ...]  # cleared: they return to where they were
+    unrefunded_micro_block: int  # settled refunds the slash could not cover
+
+
+def bond_pocket(dispute_id: str, flagger: str) -> Pocket:
+    return Pocket(PocketKind.BOND, f"{dispute_id}/{flagger}")
+
+
+def consequences(
+    dispute: Dispute,
+    outcome: Outcome,
+    *,
+    stake_micro_block: int,
+    credit_ids: Sequence[str],
+    escrowed: Sequence[Refund] = (),
+    settled: Sequence[Refund] = (),
+    rules: DisputeRules = DEFAULT_RULES,
+) -> Consequences:
+    """What the outcome moves. Every micro-BLOCK leaves one pocket and enters another.
+
+    Cleared: each bond goes to the provider's owner's balance (it bore the
+    freeze); the affected credits unfreeze; the stake is untouched.
+
+    Guilty: the stake loses exactly ``slash_amount(stake, severity)``, which is
+    spent in this order:
+
+    1. buyers of settled credits are refunded what they paid (``settled``): the
+       provider's owner was paid for energy that was not there. If the slash
+       cannot cover them all, each gets ``paid * slash // total paid`` (rounded
+       down) and the shortfall is reported as ``unrefunded_micro_block``;
+    2. bonded flaggers share ``flagger_reward_bps`` (default 10 %) of what is
+       left, in proportion to their bonds, rounded down; detectors earn nothing;
+    3. the rest, rounding included, goes to the treasury.
+
+    Buyers of reserved credits get their escrow back (``escrowed``) in full: it
+    never left escrow. Each bond returns to its flagger. The credits are revoked.
+    """
+    if dispute.dispute_id != outcome.dispute_id:
+        raise ValueError("the outcome is another dispute's")
+    if stake_micro_block < 0 or any(r.micro_block <= 0 for r in (*escrowed, *settled)):
+        raise ValueError("a stake is not negative and a refund is positive")
+    owner = Pocket(PocketKind.BALANCE, dispute.provider_owner)
+    transfers: list[Transfer] = []
+
+    def move(source: Pocket, destination: Pocket, amount: int, why: TransferReason) -> None:
+        if amount > 0:
+            transfers.append(Transfer(source, destination, amount, why))
+
+    bonded = [f for f in dispute.flags if f.flagger is not None and f.bond_micro_block > 0]
+    if outcome.verdict == Verdict.CLEARED:
+        for f in bonded:
+            pocket = bond_pocket(dispute.dispute_id, f.by)
+            move(pocket, owner, f.bond_micro_block, TransferReason.BOND_TO_PROVIDER)
+        return Consequences(
+            transfers=tuple(transfers),
+            slash_micro_block=0,
+            stake_after_micro_block=stake_micro_block,
+            suspended=suspends(stake_micro_block),
+            revoke_credit_ids=(),
+            unfreeze_credit_ids=tuple(credit_ids),
+            unrefunded_micro_block=0,
+        )
+
+    if outcome.severity is None:
+        raise ValueError("a guilty outcome has a severity")
+    stake = Pocket(PocketKind.STAKE, dispute.provider_id)
+    treasury = Pocket(PocketKind.TREASURY, TREASURY)
+    slash = slash_amount(stake_micro_block, outcome.severity, rules.slash_bps)
+
+    owed = sum(r.micro_block for r in settled)
+    for r in settled:
+        paid = r.micro_block if owed <= slash else r.micro_block * slash // owed
+        move(stake, Pocket(PocketKind.BALANCE, r.buyer), paid, TransferReason.SLASH_REFUND)
+    refunded = sum(t.micro_block for t in transfers)
+    left = slash - refunded
+
+    reward = left * rules.flagger_reward_bps // BPS
+    total_bond = sum(f.bond_micro_block for f in bonded)
+    for f in bonded:
+        share = reward * f.bond_micro_block // total_bond
+        move(stake, Pocket(PocketKind.BALANCE, f.by), share, TransferReason.FLAGGER_REWARD)
+    move(
+        stake,
+        treasury,
+        slash - sum(t.micro_block for t in transfers),
+        TransferReason.SLASH_TO_TREASURY,
+    )
+
+    for r in escrowed:
+        buyer = Pocket(PocketKind.BALANCE, r.buyer)
+        move(
+            Pocket(PocketKind.ESCROW, r.purchase_id),
+            buyer,
+            r.micro_block,
+            TransferReason.ESCROW_REFUND,
+        )
+    for f in bonded:
+        pocket = bond_pocket(dispute.dispute_id, f.by)
+        move(
+            pocket,
+            Pocket(PocketKind.BALANCE, f.by),
+            f.bond_micro_block,
+            TransferReason.BOND_RETURNED,
+        )
+
+    stake_after = stake_micro_block - slash
+    return Consequences(
+        transfers=tuple(transfers),
+        slash_micro_block=slash,
+        stake_after_micro_block=stake_after,
+        suspended=suspends(stake_after),
+        revoke_credit_ids=tuple(credit_ids),
+        unfreeze_credit_ids=(),
+        unrefunded_micro_block=owed - refunded,
+    )
+
+
+def net_changes(transfers: Iterable[Transfer]) -> dict[Pocket, int]:
+    """Each pocket's change; the values sum to zero (BLOCK is conserved)."""
+    changes: dict[Pocket, int] = {}
+    for t in transfers:
+        changes[t.source] = changes.get(t.source, 0) - t.micro_block
+        changes[t.destination] = changes.get(t.destination, 0) + t.micro_block
+    return changes
