@@ -58,7 +58,6 @@ recorded are unchanged):
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import sys
 import time
@@ -78,6 +77,7 @@ from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
+from bench._fake_aws import REGION, use_fake_aws_environment
 from bench._printing import print_table, say
 from chalicelib.adapters.due_work import HOUR_MS
 from chalicelib.adapters.dynamodb import Item, Tables, to_item
@@ -118,7 +118,6 @@ from tests.support import (
     with_settings,
 )
 
-REGION: Final = "us-east-1"
 STACK: Final = "energy-marketplace-bench"
 HISTORY_SIZES: Final = (1_000, 5_000, 10_000)
 PROVIDERS: Final = 10
@@ -794,14 +793,7 @@ def print_setup(results: Sequence[SizeResult]) -> None:
 
 def main() -> None:
     started = time.perf_counter()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
-    )
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
-        del os.environ[name]
+    use_fake_aws_environment()
     install_item_level_rollback()
     install_string_key_sort()
     results = []
