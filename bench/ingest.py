@@ -16,7 +16,6 @@ Run: ``.venv/bin/python bench/ingest.py`` (or ``make bench``).
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from moto import mock_aws
 from nacl.signing import SigningKey
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
+from bench._fake_aws import REGION, use_fake_aws_environment
 from chalicelib.adapters.dynamodb import Tables
 from chalicelib.services.ingest import Status, record_payload
 from energy_client.rpc_client import Signer
@@ -52,7 +52,6 @@ VERIFY_SAMPLES: Final = 3_000
 INGEST_SAMPLES: Final = 3_000
 ROUNDS: Final = 5  # best-of and median over this many rounds
 STEP_MS: Final = 5_000  # readings 5 s apart keep thousands inside the age window
-REGION: Final = "us-east-1"
 
 
 def raw_verify_rate() -> list[float]:
@@ -104,14 +103,7 @@ def ingest_rate() -> tuple[list[float], list[float]]:
 
 
 def dynamodb_costs() -> list[tuple[str, list[DynamoRequest]]]:
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
-    )
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
-        del os.environ[name]
+    use_fake_aws_environment()
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         inspector = boto3.client("dynamodb", region_name=REGION)

@@ -107,6 +107,7 @@ from bench._capacity import (
     item_size,
     probe_moto_capacity,
 )
+from bench._fake_aws import REGION, use_fake_aws_environment
 from bench._printing import print_table, say
 from chalicelib.adapters.dynamodb.providers import provider_to_item
 from chalicelib.domain.providers import EnergyType, Location, Provider, provider_id_for
@@ -114,7 +115,6 @@ from energy_client.rpc_client import MarketplaceClient, Signer, Transport
 from infra.emulation import create_tables
 from tests.support import registration_params
 
-REGION: Final = "us-east-1"
 STACK: Final = "energy-marketplace-bench"
 MARKETPLACE_ID: Final = "energy-marketplace-bench"
 MICRO: Final = 1_000_000  # micro-BLOCK per BLOCK; micro-degrees per degree
@@ -144,28 +144,6 @@ COLD_START_RUNS: Final = 7
 
 
 # -- the market under measurement -----------------------------------------------
-
-
-def use_fake_aws_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Fake credentials and a region; no endpoint override or profile can reach AWS."""
-    for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-            del os.environ[name]
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SECURITY_TOKEN": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            **(extra or {}),
-        }
-    )
-    return dict(os.environ)
 
 
 def decimal_text(millionths: int) -> str:

@@ -58,7 +58,6 @@ recorded are unchanged):
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import sys
 import time
@@ -78,6 +77,7 @@ from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
+from bench._fake_aws import REGION, use_fake_aws_environment
 from bench._printing import print_table, say
 from chalicelib.adapters.due_work import HOUR_MS
 from chalicelib.adapters.dynamodb import Item, Tables, to_item
@@ -91,7 +91,7 @@ from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.readings import reading_message
-from chalicelib.domain.receipts import GENESIS_HASH, Receipt, sealed
+from chalicelib.domain.receipts import ChainHead, settlement_receipt
 from chalicelib.domain.signing import sign
 from chalicelib.domain.trading import (
     DEFAULT_DISPUTE_WINDOW_MS,
@@ -118,7 +118,6 @@ from tests.support import (
     with_settings,
 )
 
-REGION: Final = "us-east-1"
 STACK: Final = "energy-marketplace-bench"
 HISTORY_SIZES: Final = (1_000, 5_000, 10_000)
 PROVIDERS: Final = 10
@@ -337,38 +336,25 @@ def history_items(
         items[tables.credits] += [credit_to_item(credit), credit_to_item(expired)]
     # Receipts chain per provider in settlement order, as settlement appends them.
     key = harness.deps.receipt_signing_key()
-    heads: dict[str, tuple[int, str]] = {}
+    heads: dict[str, ChainHead] = {}
     counters: dict[str, tuple[int, int, int]] = {}
     settled.sort(key=lambda s: (s.purchase.settled_at_ms or 0, s.order))
     for record in settled:
         purchase, provider = record.purchase, due.providers[record.purchase.provider_id]
         settled_at = purchase.settled_at_ms or 0
-        sequence, previous = heads.get(provider.provider_id, (0, GENESIS_HASH))
-        receipt = sealed(
-            Receipt(
-                marketplace_id=harness.deps.settings.marketplace_id,
-                chain=provider.provider_id,
-                sequence=sequence + 1,
-                previous_hash=previous,
-                kind="settlement",
-                transaction_id=purchase.purchase_id,
-                buyer=purchase.buyer,
-                provider_id=provider.provider_id,
-                provider_owner=provider.owner,
-                wh=purchase.wh,
-                price_micro_block_per_kwh=price,
-                total_cost_micro_block=cost,
-                fee_micro_block=fee,
-                provider_amount_micro_block=cost - fee,
-                credit_ids=purchase.credit_ids,
-                settled_at_ms=settled_at,
-                settled_by=str(
-                    SettledBy.SCHEDULE if settled_at >= purchase.settles_at_ms else SettledBy.BUYER
-                ),
-            ),
+        receipt = settlement_receipt(
+            harness.deps.settings.marketplace_id,
+            purchase,
+            provider.owner,
+            fee,
+            heads.get(provider.provider_id),
+            settled_at,
+            SettledBy.SCHEDULE if settled_at >= purchase.settles_at_ms else SettledBy.BUYER,
             key,
         )
-        heads[provider.provider_id] = (receipt.sequence, receipt.receipt_hash)
+        heads[provider.provider_id] = ChainHead(
+            receipt.chain, receipt.sequence, receipt.receipt_hash
+        )
         stored = replace(
             purchase,
             receipt_chain=receipt.chain,
@@ -401,9 +387,11 @@ def history_items(
         items[tables.receipts].append(receipt_to_item(receipt))
         done, earned, sold = counters.get(provider.provider_id, (0, 0, 0))
         counters[provider.provider_id] = (done + 1, earned + cost - fee, sold + purchase.wh)
-    for chain, (sequence, receipt_hash) in heads.items():
-        head = chain_head_key(chain) | to_item({"sequence": sequence, "receipt_hash": receipt_hash})
-        items[tables.receipts].append(head)
+    for head in heads.values():
+        items[tables.receipts].append(
+            chain_head_key(head.chain)
+            | to_item({"sequence": head.sequence, "receipt_hash": head.receipt_hash})
+        )
     return items, counters
 
 
@@ -794,14 +782,7 @@ def print_setup(results: Sequence[SizeResult]) -> None:
 
 def main() -> None:
     started = time.perf_counter()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
-    )
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
-        del os.environ[name]
+    use_fake_aws_environment()
     install_item_level_rollback()
     install_string_key_sort()
     results = []

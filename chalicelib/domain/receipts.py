@@ -30,6 +30,7 @@ from typing import Any, Final
 from nacl.signing import SigningKey
 
 from chalicelib.domain import signing
+from chalicelib.domain.trading import Purchase, SettledBy
 
 RECEIPT_DOMAIN: Final = b"energy-marketplace/receipt/v1\n"
 GENESIS_HASH: Final = "0" * 64
@@ -89,6 +90,43 @@ def sealed(receipt: Receipt, key: SigningKey) -> Receipt:
             "receipt_hash": hashlib.sha256(message).hexdigest(),
             "signature": signing.sign(key, message),
         }
+    )
+
+
+def settlement_receipt(
+    marketplace_id: str,
+    purchase: Purchase,
+    provider_owner: str,
+    fee_micro_block: int,
+    after: ChainHead | None,
+    settled_at_ms: int,
+    settled_by: SettledBy,
+    key: SigningKey,
+) -> Receipt:
+    """The sealed receipt of ``purchase``'s settlement: the escrow less the fee
+    goes to the provider's owner; it follows ``after`` in the provider's chain
+    (None: it starts the chain)."""
+    return sealed(
+        Receipt(
+            marketplace_id=marketplace_id,
+            chain=purchase.provider_id,
+            sequence=after.sequence + 1 if after else 1,
+            previous_hash=after.receipt_hash if after else GENESIS_HASH,
+            kind="settlement",
+            transaction_id=purchase.purchase_id,
+            buyer=purchase.buyer,
+            provider_id=purchase.provider_id,
+            provider_owner=provider_owner,
+            wh=purchase.wh,
+            price_micro_block_per_kwh=purchase.price_micro_block_per_kwh,
+            total_cost_micro_block=purchase.escrow_micro_block,
+            fee_micro_block=fee_micro_block,
+            provider_amount_micro_block=purchase.escrow_micro_block - fee_micro_block,
+            credit_ids=purchase.credit_ids,
+            settled_at_ms=settled_at_ms,
+            settled_by=str(settled_by),
+        ),
+        key,
     )
 
 

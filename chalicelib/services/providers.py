@@ -96,10 +96,7 @@ def update_provider(
     """Change price, capacity, name, pause state or the meter's key (owner only)."""
 
     def attempt() -> Provider:
-        uow = deps.unit_of_work()
-        signer = authenticate(deps, uow, call)
-        current = _existing(uow, provider_id)
-        require_signer(signer, current.owner, "update this provider")
+        uow, current = _owned_provider(deps, call, provider_id, "update this provider")
         changed = current.updated(
             now=deps.clock(),
             display_name=update.display_name,
@@ -126,10 +123,7 @@ def top_up_stake(
         raise InvalidState("a stake top-up must be positive")
 
     def attempt() -> Provider:
-        uow = deps.unit_of_work()
-        signer = authenticate(deps, uow, call)
-        current = _existing(uow, provider_id)
-        require_signer(signer, current.owner, "stake for this provider")
+        uow, current = _owned_provider(deps, call, provider_id, "stake for this provider")
         now = deps.clock()
         changed = current.restaked(micro_block, now=now)
         uow.providers.save(changed, expected_version=current.version)
@@ -153,10 +147,7 @@ def withdraw_stake(
         raise InvalidState("a stake withdrawal must be positive")
 
     def attempt() -> Provider:
-        uow = deps.unit_of_work()
-        signer = authenticate(deps, uow, call)
-        current = _existing(uow, provider_id)
-        require_signer(signer, current.owner, "withdraw this provider's stake")
+        uow, current = _owned_provider(deps, call, provider_id, "withdraw this provider's stake")
         if current.open_obligations > 0:
             raise OpenObligations(
                 "the provider has open purchases or disputes",
@@ -205,6 +196,18 @@ def _existing(uow: UnitOfWork, provider_id: str) -> Provider:
     if provider is None:
         raise NotFound("no such provider", provider_id=provider_id)
     return provider
+
+
+def _owned_provider(
+    deps: Dependencies, call: SignedCall, provider_id: str, action: str
+) -> tuple[UnitOfWork, Provider]:
+    """A unit of work and the provider read in it, once ``call`` is shown to
+    be signed by the provider's owner (``action`` names what is refused if not)."""
+    uow = deps.unit_of_work()
+    signer = authenticate(deps, uow, call)
+    current = _existing(uow, provider_id)
+    require_signer(signer, current.owner, action)
+    return uow, current
 
 
 def _move_balance_to_stake(

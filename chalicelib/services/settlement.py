@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from chalicelib.domain.errors import ConcurrentUpdate, DomainError, NotAuthorised, NotFound
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
-from chalicelib.domain.receipts import GENESIS_HASH, ChainHead, Receipt, sealed
+from chalicelib.domain.receipts import ChainHead, Receipt, settlement_receipt
 from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
 from chalicelib.services.auth import SignedCall, authenticate
 from chalicelib.services.dependencies import Dependencies, retry_on_conflict
@@ -166,27 +166,14 @@ def _settle(
     now_ms = deps.clock() * 1000
     fee = market_fee(purchase.escrow_micro_block, deps.settings.market_fee_bps)
     to_provider = purchase.escrow_micro_block - fee
-    head = uow.receipts.head(provider.provider_id)
-    receipt = sealed(
-        Receipt(
-            marketplace_id=deps.settings.marketplace_id,
-            chain=provider.provider_id,
-            sequence=head.sequence + 1 if head else 1,
-            previous_hash=head.receipt_hash if head else GENESIS_HASH,
-            kind="settlement",
-            transaction_id=purchase.purchase_id,
-            buyer=purchase.buyer,
-            provider_id=provider.provider_id,
-            provider_owner=provider.owner,
-            wh=purchase.wh,
-            price_micro_block_per_kwh=purchase.price_micro_block_per_kwh,
-            total_cost_micro_block=purchase.escrow_micro_block,
-            fee_micro_block=fee,
-            provider_amount_micro_block=to_provider,
-            credit_ids=purchase.credit_ids,
-            settled_at_ms=now_ms,
-            settled_by=str(settled_by),
-        ),
+    receipt = settlement_receipt(
+        deps.settings.marketplace_id,
+        purchase,
+        provider.owner,
+        fee,
+        uow.receipts.head(provider.provider_id),
+        now_ms,
+        settled_by,
         deps.receipt_signing_key(),
     )
     settled = replace(

@@ -149,21 +149,20 @@ def cmd_deposit(session: Session, args: argparse.Namespace) -> int:
         "chain_tx": args.chain_tx,
     }
     result = session.call("energy.deposit", params, operator)
-    if session.json:
-        session.print_json(result)
-        return OK
-    emit(f"deposited {block(args.amount)} BLOCK to {args.account} (chain tx {args.chain_tx})")
-    emit(f"balance of {result['account']}: {block(result['balance'])} BLOCK")
-    return OK
+    moved = f"deposited {block(args.amount)} BLOCK to {args.account} (chain tx {args.chain_tx})"
+    return _show_balance_moved(session, result, moved)
 
 
 def cmd_withdraw(session: Session, args: argparse.Namespace) -> int:
     signer = session.signer(args.signer)
     params = {"amount_micro_block": args.amount, "destination": args.to}
     result = session.call("energy.withdraw", params, signer)
-    if session.json:
-        session.print_json(result)
-        return OK
-    emit(f"withdrew {block(args.amount)} BLOCK from {args.signer} to {args.to}")
-    emit(f"balance of {result['account']}: {block(result['balance'])} BLOCK")
-    return OK
+    moved = f"withdrew {block(args.amount)} BLOCK from {args.signer} to {args.to}"
+    return _show_balance_moved(session, result, moved)
+
+
+def _show_balance_moved(session: Session, result: Mapping[str, Any], moved: str) -> int:
+    """A deposit's or a withdrawal's result: what moved, then the balance it left."""
+    return session.show(
+        result, lambda r: f"{moved}\nbalance of {r['account']}: {block(r['balance'])} BLOCK"
+    )

@@ -33,14 +33,9 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_keys_new(session: Session, args: argparse.Namespace) -> int:
-    key = SigningKey.generate()
-    path = session.keys.create(args.name, key)
-    public_key = bytes(key.verify_key).hex()
-    if session.json:
-        session.print_json({"name": args.name, "public_key": public_key, "path": str(path)})
-        return OK
-    emit(details([("key", args.name), ("public key", public_key), ("file", f"{path} (0600)")]))
-    note(f"keep {path} safe and backed up: it is the only key that signs as {args.name}")
+    path = _save(session, args.name, SigningKey.generate())
+    if not session.json:
+        note(f"keep {path} safe and backed up: it is the only key that signs as {args.name}")
     return OK
 
 
@@ -54,14 +49,19 @@ def cmd_keys_import(session: Session, args: argparse.Namespace) -> int:
         seed = keyfiles.parse_seed(text, "standard input" if source == "-" else source)
     except keyfiles.NotASeed as exc:
         raise CliError(str(exc), USAGE) from exc
-    key = SigningKey(seed)
-    path = session.keys.create(args.name, key)
+    _save(session, args.name, SigningKey(seed))
+    return OK
+
+
+def _save(session: Session, name: str, key: SigningKey) -> Path:
+    """Save ``key`` as ``name`` and show what was saved where."""
+    path = session.keys.create(name, key)
     public_key = bytes(key.verify_key).hex()
     if session.json:
-        session.print_json({"name": args.name, "public_key": public_key, "path": str(path)})
-        return OK
-    emit(details([("key", args.name), ("public key", public_key), ("file", f"{path} (0600)")]))
-    return OK
+        session.print_json({"name": name, "public_key": public_key, "path": str(path)})
+    else:
+        emit(details([("key", name), ("public key", public_key), ("file", f"{path} (0600)")]))
+    return path
 
 
 def cmd_keys_list(session: Session, args: argparse.Namespace) -> int:

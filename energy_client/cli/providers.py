@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from energy_client.cli.arguments import (
     BLOCK_AMOUNT,
@@ -106,6 +106,28 @@ def cmd_provider_register(session: Session, args: argparse.Namespace) -> int:
     return session.show(provider, _provider_details)
 
 
+# Where a table lists providers (or their offers), its first columns: who
+# sells what kind of energy, where, at what price.
+SELLER_COLUMNS: Final = (
+    ("PROVIDER", LEFT),
+    ("NAME", LEFT),
+    ("TYPE", LEFT),
+    ("JURISDICTION", LEFT),
+    ("PRICE BLOCK/kWh", RIGHT),
+)
+
+
+def seller_cells(provider: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cells under SELLER_COLUMNS for a provider or an offer as the API returns it."""
+    return (
+        provider["provider_id"],
+        provider["display_name"],
+        provider["energy_type"],
+        provider["jurisdiction"],
+        block(provider["price_micro_block_per_kwh"]),
+    )
+
+
 def cmd_provider_show(session: Session, args: argparse.Namespace) -> int:
     provider = session.call("energy.getProvider", {"provider_id": args.provider_id})
     return session.show(provider, _provider_details)
@@ -126,26 +148,13 @@ def cmd_providers(session: Session, args: argparse.Namespace) -> int:
         emit("no providers match")
         return OK
     columns = [
-        ("PROVIDER", LEFT),
-        ("NAME", LEFT),
-        ("TYPE", LEFT),
-        ("JURISDICTION", LEFT),
-        ("PRICE BLOCK/kWh", RIGHT),
+        *SELLER_COLUMNS,
         ("CAPACITY kW", RIGHT),
         ("ON SALE kWh", RIGHT),
         ("STATUS", LEFT),
     ]
     rows = (
-        (
-            p["provider_id"],
-            p["display_name"],
-            p["energy_type"],
-            p["jurisdiction"],
-            block(p["price_micro_block_per_kwh"]),
-            kwh(p["capacity_wh"]),
-            kwh(p["available_wh"]),
-            p["status"],
-        )
+        (*seller_cells(p), kwh(p["capacity_wh"]), kwh(p["available_wh"]), p["status"])
         for p in providers
     )
     emit(table(columns, rows))

@@ -19,8 +19,9 @@ from energy_client.cli.arguments import (
     wire_kwh,
     wire_price,
 )
-from energy_client.cli.display import LEFT, RIGHT, age, block, details, emit, kwh, note, table, when
+from energy_client.cli.display import RIGHT, age, block, details, emit, kwh, note, table, when
 from energy_client.cli.errors import OK
+from energy_client.cli.providers import SELLER_COLUMNS, seller_cells
 from energy_client.cli.session import Session, Unreachable, more
 
 
@@ -56,25 +57,9 @@ def cmd_offers(session: Session, args: argparse.Namespace) -> int:
         emit("no energy on sale matches")
         more("providers to look through", result["next_cursor"])
         return OK
-    columns = [
-        ("PROVIDER", LEFT),
-        ("NAME", LEFT),
-        ("TYPE", LEFT),
-        ("JURISDICTION", LEFT),
-        ("PRICE BLOCK/kWh", RIGHT),
-        ("AVAILABLE kWh", RIGHT),
-        ("OLDEST CREDIT", RIGHT),
-    ]
+    columns = [*SELLER_COLUMNS, ("AVAILABLE kWh", RIGHT), ("OLDEST CREDIT", RIGHT)]
     rows = (
-        (
-            o["provider_id"],
-            o["display_name"],
-            o["energy_type"],
-            o["jurisdiction"],
-            block(o["price_micro_block_per_kwh"]),
-            kwh(o["available_wh"]),
-            age(o["oldest_credit_age_seconds"]),
-        )
+        (*seller_cells(o), kwh(o["available_wh"]), age(o["oldest_credit_age_seconds"]))
         for o in offers
     )
     emit(table(columns, rows))

@@ -21,7 +21,7 @@ from chalicelib.adapters.dynamodb.layout import (
     expiry_slots,
     minted_key,
 )
-from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first
+from chalicelib.adapters.dynamodb.paging import IndexRange, get_all, newest_first
 from chalicelib.domain.credits import Credit, CreditState, Retirement
 from chalicelib.domain.errors import (
     AlreadyExists,
@@ -34,6 +34,9 @@ from chalicelib.services.ports import DueHandler, JobRun, Page
 if TYPE_CHECKING:
     from chalicelib.adapters.due_work import Watermarks
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
+
+# Leaving the sparse on-sale indexes is removing their key attributes.
+LEAVE_SALE = "REMOVE available_provider_id, expiry_slot, expiry_key"
 
 
 def credit_to_item(credit: Credit) -> Item:
@@ -149,42 +152,15 @@ class DynamoCredits:
         return [credit_from_item(item) for item in response["Items"]]
 
     def reserve(self, credit: Credit, purchase_id: str) -> None:
-        # Leaving the sparse on-sale indexes is removing their key attributes.
-        self._staged.update(
-            self._tables.credits,
-            credit_key(credit.credit_id),
-            "SET #state = :reserved, purchase_id = :purchase"
-            " REMOVE available_provider_id, expiry_slot, expiry_key",
-            "#state = :available AND wh = :wh",
-            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=to_item(
-                {
-                    ":reserved": str(CreditState.RESERVED),
-                    ":available": str(CreditState.AVAILABLE),
-                    ":purchase": purchase_id,
-                    ":wh": credit.wh,
-                }
-            ),
+        self._update_on_sale(
+            credit,
+            f"SET #state = :reserved, purchase_id = :purchase {LEAVE_SALE}",
+            {":reserved": str(CreditState.RESERVED), ":purchase": purchase_id},
         )
 
     def split(self, credit: Credit, take_wh: int, purchase_id: str) -> Credit:
         part = split_part(credit, take_wh, purchase_id)
-        self._staged.update(
-            self._tables.credits,
-            credit_key(credit.credit_id),
-            "SET wh = :left",
-            "#state = :available AND wh = :wh",
-            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=to_item(
-                {
-                    ":left": credit.wh - take_wh,
-                    ":available": str(CreditState.AVAILABLE),
-                    ":wh": credit.wh,
-                }
-            ),
-        )
+        self._update_on_sale(credit, "SET wh = :left", {":left": credit.wh - take_wh})
         self._staged.put(
             self._tables.credits,
             credit_to_item(part),
@@ -196,18 +172,9 @@ class DynamoCredits:
         return part
 
     def get_many(self, credit_ids: Sequence[str]) -> Sequence[Credit]:
-        found: dict[str, Credit] = {}
-        for start in range(0, len(credit_ids), 100):  # BatchGetItem takes 100 keys
-            keys = [credit_key(c) for c in dict.fromkeys(credit_ids[start : start + 100])]
-            request: dict[str, Any] = {self._tables.credits: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                response = self._client.batch_get_item(
-                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
-                )
-                for item in response["Responses"].get(self._tables.credits, []):
-                    credit = credit_from_item(item)
-                    found[credit.credit_id] = credit
-                request = response.get("UnprocessedKeys") or {}
+        keys = [credit_key(c) for c in dict.fromkeys(credit_ids)]
+        items = get_all(self._client, self._tables.credits, keys, consistent=True)
+        found = {credit.credit_id: credit for credit in map(credit_from_item, items)}
         return [found[c] for c in credit_ids if c in found]
 
     def hold(self, credit_id: str, purchase_id: str, buyer: str) -> None:
@@ -258,19 +225,21 @@ class DynamoCredits:
         return [credit_from_item(i) for i in response["Items"]]
 
     def expire(self, credit: Credit) -> None:
+        self._update_on_sale(
+            credit, f"SET #state = :expired {LEAVE_SALE}", {":expired": str(CreditState.EXPIRED)}
+        )
+
+    def _update_on_sale(self, credit: Credit, update: str, values: dict[str, Any]) -> None:
+        """Stage ``update`` on ``credit`` if it is still on sale, whole."""
         self._staged.update(
             self._tables.credits,
             credit_key(credit.credit_id),
-            "SET #state = :expired REMOVE available_provider_id, expiry_slot, expiry_key",
+            update,
             "#state = :available AND wh = :wh",
             lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues=to_item(
-                {
-                    ":expired": str(CreditState.EXPIRED),
-                    ":available": str(CreditState.AVAILABLE),
-                    ":wh": credit.wh,
-                }
+                {":available": str(CreditState.AVAILABLE), ":wh": credit.wh} | values
             ),
         )
 

@@ -15,6 +15,7 @@ from chalicelib.adapters.dynamodb.layout import (
     rejection_key,
     rejection_sort_key,
 )
+from chalicelib.adapters.dynamodb.paging import get_all
 from chalicelib.adapters.dynamodb.providers import provider_from_item
 from chalicelib.domain.errors import (
     AlreadyExists,
@@ -83,17 +84,10 @@ class DynamoMeters:
         self, meter_address: str, provider_id: str
     ) -> tuple[MeterState | None, Provider | None]:
         keys = [meter_key(meter_address), provider_key(provider_id)]
-        found: list[Item] = []
         # Strongly consistent: a redelivery arriving within replication lag
         # must see the meter state its first delivery wrote, or it would be
         # judged a counter that went backwards.
-        request: dict[str, Any] = {self._tables.registry: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            response = self._client.batch_get_item(
-                RequestItems=request, ReturnConsumedCapacity="TOTAL"
-            )
-            found.extend(response["Responses"].get(self._tables.registry, []))
-            request = response.get("UnprocessedKeys") or {}
+        found = get_all(self._client, self._tables.registry, keys, consistent=True)
         meter = next((i for i in found if i["sk"]["S"] == "METER"), None)
         provider = next((i for i in found if i["sk"]["S"] == "PROVIDER"), None)
         return (

@@ -1,16 +1,19 @@
-"""Paging over queries: one page of an index partition, or every item lazily."""
+"""Reading many items: one page of an index partition, every item of a query
+lazily, or the items under a list of keys."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from chalicelib.adapters.dynamodb.codec import Item, to_item
 from chalicelib.adapters.dynamodb.layout import encode_cursor
 from chalicelib.services.ports import Page
 
 T = TypeVar("T")
+
+BATCH_GET_KEYS: Final = 100  # the most keys one BatchGetItem takes
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,21 @@ def query_all(client: Any, **request: Any) -> Iterator[Item]:
         if "LastEvaluatedKey" not in response:
             return
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def get_all(client: Any, table: str, keys: Sequence[Item], *, consistent: bool) -> list[Item]:
+    """The items stored under ``keys`` (those that exist), in no particular order.
+
+    ``keys`` must not repeat a key: BatchGetItem refuses a request that does.
+    """
+    found: list[Item] = []
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        read: dict[str, Any] = {"Keys": list(keys[start : start + BATCH_GET_KEYS])}
+        if consistent:
+            read["ConsistentRead"] = True
+        request: dict[str, Any] = {table: read}
+        while request:
+            response = client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+            found.extend(response["Responses"].get(table, []))
+            request = response.get("UnprocessedKeys") or {}
+    return found

@@ -20,7 +20,7 @@ from chalicelib.adapters.dynamodb.layout import (
     price_key,
     provider_key,
 )
-from chalicelib.adapters.dynamodb.paging import query_all
+from chalicelib.adapters.dynamodb.paging import get_all, query_all
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -166,18 +166,9 @@ class DynamoProviders:
 
     def _whole(self, provider_ids: Sequence[str]) -> list[Provider]:
         """The providers behind index entries, read whole, in the given order."""
-        found: dict[str, Provider] = {}
-        for start in range(0, len(provider_ids), 100):  # BatchGetItem takes 100 keys
-            keys = [provider_key(pid) for pid in provider_ids[start : start + 100]]
-            request: dict[str, Any] = {self._tables.registry: {"Keys": keys}}
-            while request:
-                response = self._client.batch_get_item(
-                    RequestItems=request, ReturnConsumedCapacity="TOTAL"
-                )
-                for item in response["Responses"].get(self._tables.registry, []):
-                    provider = provider_from_item(item)
-                    found[provider.provider_id] = provider
-                request = response.get("UnprocessedKeys") or {}
+        keys = [provider_key(pid) for pid in provider_ids]
+        items = get_all(self._client, self._tables.registry, keys, consistent=False)
+        found = {provider.provider_id: provider for provider in map(provider_from_item, items)}
         return [found[pid] for pid in provider_ids if pid in found]
 
     def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:

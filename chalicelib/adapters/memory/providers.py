@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from chalicelib.adapters.dynamodb.layout import (
@@ -59,18 +59,11 @@ class MemoryProviders:
         self._staged.stage(check, apply)
 
     def save(self, provider: Provider, expected_version: int) -> None:
-        def check(s: MemoryState) -> DomainError | None:
-            stored = s.providers.get(provider.provider_id)
-            if stored is None or stored.version != expected_version:
-                return ConcurrentUpdate(
-                    "the provider changed; retry", provider_id=provider.provider_id
-                )
-            return None
-
-        def apply(s: MemoryState) -> None:
-            stored = s.providers[provider.provider_id]
-            # Ingestion's counters are not the profile's to write.
-            s.providers[provider.provider_id] = replace(
+        # Ingestion's counters are not the profile's to write.
+        self._update(
+            provider.provider_id,
+            lambda stored: stored.version == expected_version,
+            lambda stored: replace(
                 provider,
                 available_wh=stored.available_wh,
                 reading_slots=stored.reading_slots,
@@ -78,34 +71,24 @@ class MemoryProviders:
                 settled_purchases=stored.settled_purchases,
                 earned_micro_block=stored.earned_micro_block,
                 sold_wh=stored.sold_wh,
-            )
-
-        self._staged.stage(check, apply)
+            ),
+        )
 
     def reserve_energy(self, provider: Provider, wh: int) -> None:
-        def check(s: MemoryState) -> DomainError | None:
-            stored = s.providers.get(provider.provider_id)
-            if (
-                stored is None
-                or stored.available_wh < wh
-                or stored.status != ProviderStatus.ACTIVE
-                or stored.price_micro_block_per_kwh != provider.price_micro_block_per_kwh
-            ):
-                return ConcurrentUpdate(
-                    "the provider changed; retry", provider_id=provider.provider_id
-                )
-            return None
-
-        def apply(s: MemoryState) -> None:
-            stored = s.providers[provider.provider_id]
-            s.providers[provider.provider_id] = replace(
+        self._update(
+            provider.provider_id,
+            lambda stored: (
+                stored.available_wh >= wh
+                and stored.status == ProviderStatus.ACTIVE
+                and stored.price_micro_block_per_kwh == provider.price_micro_block_per_kwh
+            ),
+            lambda stored: replace(
                 stored,
                 available_wh=stored.available_wh - wh,
                 open_obligations=stored.open_obligations + 1,
                 version=stored.version + 1,
-            )
-
-        self._staged.stage(check, apply)
+            ),
+        )
 
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         def apply(s: MemoryState) -> None:
@@ -124,33 +107,41 @@ class MemoryProviders:
         )
 
     def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
-        def check(s: MemoryState) -> DomainError | None:
-            stored = s.providers.get(provider_id)
-            if stored is None or stored.open_obligations < 1:
-                return ConcurrentUpdate("the provider changed; retry", provider_id=provider_id)
-            return None
-
-        def apply(s: MemoryState) -> None:
-            stored = s.providers[provider_id]
-            s.providers[provider_id] = replace(
+        self._update(
+            provider_id,
+            lambda stored: stored.open_obligations >= 1,
+            lambda stored: replace(
                 stored,
                 open_obligations=stored.open_obligations - 1,
                 settled_purchases=stored.settled_purchases + 1,
                 earned_micro_block=stored.earned_micro_block + earned_micro_block,
                 sold_wh=stored.sold_wh + wh,
-            )
-
-        self._staged.stage(check, apply)
+            ),
+        )
 
     def expire_energy(self, provider_id: str, wh: int) -> None:
+        self._update(
+            provider_id,
+            lambda stored: stored.available_wh >= wh,
+            lambda stored: replace(stored, available_wh=stored.available_wh - wh),
+        )
+
+    def _update(
+        self,
+        provider_id: str,
+        condition: Callable[[Provider], bool],
+        change: Callable[[Provider], Provider],
+    ) -> None:
+        """Stage ``change`` of the stored provider, refused at commit as the
+        DynamoDB adapter's conditional update is unless ``condition`` holds."""
+
         def check(s: MemoryState) -> DomainError | None:
             stored = s.providers.get(provider_id)
-            if stored is None or stored.available_wh < wh:
+            if stored is None or not condition(stored):
                 return ConcurrentUpdate("the provider changed; retry", provider_id=provider_id)
             return None
 
         def apply(s: MemoryState) -> None:
-            stored = s.providers[provider_id]
-            s.providers[provider_id] = replace(stored, available_wh=stored.available_wh - wh)
+            s.providers[provider_id] = change(s.providers[provider_id])
 
         self._staged.stage(check, apply)
