@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from chalicelib.domain.carbon import DEFAULT_G_CO2_PER_KWH
 from chalicelib.domain.credits import DEFAULT_CREDIT_LIFETIME_MS
+from chalicelib.domain.disputes import DEFAULT_BOND_MICRO_BLOCK
 from chalicelib.domain.readings import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_CLOCK_SKEW_MS
 from chalicelib.domain.trading import DEFAULT_DISPUTE_WINDOW_MS, MAX_MARKET_FEE_BPS
 
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     # (deployments; read once per container, on first use).
     receipt_signing_key: SecretStr = SecretStr("")
     receipt_signing_key_parameter: str = ""
+    # What an account's flag on a reading posts from its balance, micro-BLOCK.
+    dispute_bond_micro_block: int = Field(default=DEFAULT_BOND_MICRO_BLOCK, gt=0)
     # Grams of CO2 avoided per kWh, by energy type (the original description's
     # factors; battery energy is stored, not generated, so it avoids none).
     carbon_g_co2_per_kwh: dict[str, int] = Field(

@@ -81,10 +81,11 @@ class Totals:
     expired_wh: int = 0
     settled: int = 0  # purchases settled
     receipts: int = 0  # settlement receipts written
+    bonds: int = 0  # micro-BLOCK posted by flags of open disputes
 
     @property
     def held(self) -> int:
-        return self.balances + self.stakes + self.treasury + self.escrow
+        return self.balances + self.stakes + self.escrow + self.bonds + self.treasury
 
 
 _meters = itertools.count(1)
@@ -150,6 +151,9 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
                 expired_wh=sum(c.wh for c in state.credits.values() if c.state == "expired"),
                 settled=sum(1 for p in state.purchases.values() if p.status == "settled"),
                 receipts=len(state.receipts),
+                bonds=sum(
+                    d.bond_micro_block for d in state.disputes.values() if d.status == "open"
+                ),
             )
 
     return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
@@ -167,7 +171,13 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
                 ),
                 key=lambda item: (item["pk"]["S"], item["sk"]["S"]),
             )
-            for name in (tables.registry, tables.ledger, tables.credits, tables.receipts)
+            for name in (
+                tables.registry,
+                tables.ledger,
+                tables.credits,
+                tables.receipts,
+                tables.disputes,
+            )
         }
 
     def audit() -> Totals:
@@ -176,6 +186,7 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
         ledger = [from_item(i) for i in tables_now[tables.ledger]]
         credits = [from_item(i) for i in tables_now[tables.credits]]
         receipts = [from_item(i) for i in tables_now[tables.receipts]]
+        disputes = [from_item(i) for i in tables_now[tables.disputes]]
 
         def energy(state: str) -> int:
             return sum(int(i["wh"]) for i in credits if i["state"] == state)
@@ -205,6 +216,12 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
             expired_wh=energy("expired"),
             settled=sum(1 for i in ledger if i["sk"] == "PURCHASE" and i["status"] == "settled"),
             receipts=sum(1 for i in receipts if i["sk"].startswith("RECEIPT#")),
+            bonds=sum(
+                int(f["bond_micro_block"])
+                for i in disputes
+                if i["status"] == "open"
+                for f in i["flags"]
+            ),
         )
 
     harness = _wire(lambda: DynamoUnitOfWork(client, tables), snapshot, audit, clock)
@@ -339,3 +356,22 @@ def with_settings(harness: MarketHarness, **overrides: Any) -> MarketHarness:
     dispatcher = Dispatcher(registry, deps)
     client = MarketplaceClient(dispatcher.handle, MARKETPLACE_ID, clock=harness.clock)
     return replace(harness, deps=deps, dispatcher=dispatcher, client=client)
+
+
+def validators(harness: MarketHarness, *names: str) -> list[Signer]:
+    """Accounts with the validator role and enough balance to sit on a panel."""
+    signers = []
+    for name in names:
+        signers.append(harness.funded_account(name, block=1_000))
+        harness.client.call(
+            "energy.grantRole", {"account": name, "role": "validator"}, harness.operator
+        )
+    return signers
+
+
+def flag(
+    harness: MarketHarness, flagger: Signer, reason: str = "output at night", **subject: Any
+) -> dict[str, Any]:
+    params = {**subject, "reason": reason, "evidence": ["https://example.org/weather"]}
+    result: dict[str, Any] = harness.client.call("energy.flagDispute", params, flagger)
+    return result

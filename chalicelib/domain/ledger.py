@@ -28,6 +28,7 @@ class EntryKind(StrEnum):
     UNSTAKE = "unstake"
     PURCHASE = "purchase"  # paid into escrow
     SALE = "sale"  # escrow released to the provider's owner, less the fee
+    BOND = "bond"  # a flag's bond, held by its dispute until it resolves
 
 
 @dataclass(frozen=True)

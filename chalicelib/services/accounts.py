@@ -118,6 +118,12 @@ def set_role(deps: Dependencies, call: SignedCall, name: str, role: Role, held: 
             uow.accounts.add_role(name, role)
         else:
             uow.accounts.remove_role(name, role)
+        if role == Role.VALIDATOR:
+            # The registry the panel draw reads, in the same commit as the role.
+            if held:
+                uow.validators.add(name)
+            else:
+                uow.validators.remove(name)
         uow.commit()
         return account.with_roles(account.roles | {role} if held else account.roles - {role})
 

@@ -17,6 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.credits import Credit, Retirement
+from chalicelib.domain.disputes import Dispute, DisputeStatus
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
@@ -270,6 +271,36 @@ class JobRepository(Protocol):
         Fails with ConcurrentUpdate unless it moves forward."""
 
 
+class DisputeRepository(Protocol):
+    def get(self, dispute_id: str) -> Dispute | None:
+        """The dispute (strongly consistent: a flag decides to open or join on it)."""
+
+    def open(self, dispute: Dispute) -> None:
+        """Stage: create the dispute. Fails with ConcurrentUpdate when it exists
+        (a concurrent flag opened it: reading again joins it)."""
+
+    def join(self, joined: Dispute, expected_version: int) -> None:
+        """Stage: store the dispute with its new flag if it is still open at
+        ``expected_version``; fails with ConcurrentUpdate otherwise."""
+
+    def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Dispute]:
+        """Disputes against a provider, newest first."""
+
+    def by_status(self, status: DisputeStatus, limit: int, cursor: str | None) -> Page[Dispute]:
+        """Disputes with ``status``, newest first."""
+
+
+class ValidatorRepository(Protocol):
+    def names(self) -> Sequence[str]:
+        """Every account holding the validator role (the panel draw's candidates)."""
+
+    def add(self, name: str) -> None:
+        """Stage: list ``name`` as a validator (repeating it changes nothing)."""
+
+    def remove(self, name: str) -> None:
+        """Stage: stop listing ``name`` as a validator (if it was not, nothing)."""
+
+
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's concrete repositories satisfy them.
     @property
@@ -298,6 +329,12 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRepository: ...
+
+    @property
+    def disputes(self) -> DisputeRepository: ...
+
+    @property
+    def validators(self) -> ValidatorRepository: ...
 
     @property
     def max_writes(self) -> int:

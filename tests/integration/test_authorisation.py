@@ -11,7 +11,13 @@ import pytest
 
 from chalicelib.rpc.methods import registry
 from energy_client.rpc_client import RpcError, Signer, unwrap
-from tests.support import BLOCK, MarketHarness, registration_params, selling_provider
+from tests.support import (
+    BLOCK,
+    MarketHarness,
+    registration_params,
+    selling_provider,
+    validators,
+)
 
 
 @dataclass
@@ -123,6 +129,16 @@ def withdraw_stake(market: MarketHarness) -> Scenario:
     return Scenario({"provider_id": pid, "amount_micro_block": BLOCK}, alice, bob)
 
 
+def flag_dispute(market: MarketHarness) -> Scenario:
+    meter = selling_provider(market, [5_000])
+    validators(market, "val-1.theblock", "val-2.theblock", "val-3.theblock")
+    carol = market.funded_account("carol.theblock", block=100)
+    credit_id = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})[
+        "credits"
+    ][0]["credit_id"]
+    return Scenario({"credit_id": credit_id, "reason": "output at night"}, carol, None)
+
+
 SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.createAccount": create_account,
     "energy.deposit": deposit,
@@ -136,6 +152,7 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.withdrawStake": withdraw_stake,
     "energy.settle": settle,
     "energy.retireCredits": retire_credits,
+    "energy.flagDispute": flag_dispute,
 }
 
 
@@ -169,7 +186,12 @@ def test_a_signature_by_another_key_is_refused(market: MarketHarness, method: st
 
 
 # These act for their signer by definition: there is no one else to act for.
-ACTING_FOR_THE_SIGNER = ("energy.createAccount", "energy.withdraw", "energy.purchaseEnergy")
+ACTING_FOR_THE_SIGNER = (
+    "energy.createAccount",
+    "energy.withdraw",
+    "energy.purchaseEnergy",
+    "energy.flagDispute",
+)
 
 
 @pytest.mark.parametrize("method", sorted(m for m in SCENARIOS if m not in ACTING_FOR_THE_SIGNER))
@@ -191,6 +213,7 @@ TAMPERINGS: dict[str, Any] = {
     "account": "mallory.theblock",
     "transaction_id": "pur-" + "0" * 32,
     "beneficiary": "Mallory Holdings",
+    "reason": "Mallory says so",
 }
 
 

@@ -68,7 +68,11 @@ TABLE_CONTRACT: dict[str, tuple[str, str, set[str]]] = {
         {"CreditsByProvider", "AvailableByProvider", "ExpiringBySlot", "HoldingsByOwner"},
     ),
     "RECEIPTS_TABLE": ("ReceiptsTable", "receipts", {"ReceiptsByBuyer"}),
-    "DISPUTES_TABLE": ("DisputesTable", "disputes", {"DisputesByProvider", "OpenDisputesBySlot"}),
+    "DISPUTES_TABLE": (
+        "DisputesTable",
+        "disputes",
+        {"DisputesByProvider", "OpenDisputesBySlot", "DisputesByStatus"},
+    ),
 }
 
 # cfn-lint rules ignored on the packaged template. None today: the Chalice output

@@ -20,6 +20,12 @@ ledger    ACCOUNT#<name>   / BALANCE          available balance
 receipts  CHAIN#<provider> / RECEIPT#<seq>    a signed settlement receipt (GSI ReceiptsByBuyer)
           CHAIN#<provider> / HEAD             the chain's newest sequence and hash
 registry  JOB#<name>       / WATERMARK        the first hour a scheduled job still reads
+registry  VALIDATORS       / VALIDATOR#<name> one per account holding the validator role
+                                              (written with grantRole/revokeRole; the panel
+                                              draw reads the partition)
+disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and votes (GSIs:
+                                              DisputesByProvider, DisputesByStatus by
+                                              opened_key; OpenDisputesBySlot while open)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -62,6 +68,9 @@ HOLDINGS_BY_OWNER: Final = "HoldingsByOwner"
 PURCHASES_DUE: Final = "PurchasesDue"
 PURCHASES_BY_BUYER: Final = "PurchasesByBuyer"
 RECEIPTS_BY_BUYER: Final = "ReceiptsByBuyer"
+DISPUTES_BY_PROVIDER: Final = "DisputesByProvider"
+DISPUTES_BY_STATUS: Final = "DisputesByStatus"
+VALIDATORS_PK: Final = "VALIDATORS"
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,14 @@ def treasury_shard_key(shard: int) -> Item:
     return to_item({"pk": TREASURY_PK, "sk": f"SHARD#{shard:02d}"})
 
 
+def dispute_key(dispute_id: str) -> Item:
+    return to_item({"pk": f"DISPUTE#{dispute_id}", "sk": "DISPUTE"})
+
+
+def validator_key(name: str) -> Item:
+    return to_item({"pk": VALIDATORS_PK, "sk": f"VALIDATOR#{name}"})
+
+
 def rejection_key(record: RejectionRecord) -> Item:
     return to_item({"pk": f"METER#{record.meter_address}", "sk": rejection_sort_key(record)})
 
@@ -154,6 +171,7 @@ _REJECTION_KEY: Final = re.compile(r"^REJECTION#\d{15}#[0-9a-f]{32}$")
 _BUYER_KEY: Final = re.compile(r"^[OS]#\d{15}#pur-[0-9a-f]{32}$")
 _RECEIPT_KEY: Final = re.compile(r"^RECEIPT#\d{12}$")
 _ISSUED_KEY: Final = re.compile(r"^\d{15}#energy-0x[0-9a-f]{16}#\d{12}$")
+_OPENED_KEY: Final = re.compile(r"^\d{15}#dsp-[0-9a-f]{32}$")
 
 
 def price_key(provider: Provider) -> str:
@@ -238,6 +256,20 @@ def due_by(now_ms: int) -> str:
     return f"{now_ms:015d}#~"
 
 
+def opened_key(opened_at_ms: int, dispute_id: str) -> str:
+    """Disputes sort by when they opened, then id (DisputesByProvider, DisputesByStatus)."""
+    return f"{opened_at_ms:015d}#{dispute_id}"
+
+
+def deadline_slot(deadline_ms: int) -> str:
+    """OpenDisputesBySlot's partition: the hour an open dispute's deadline falls in."""
+    return f"D{deadline_ms // HOUR_MS}"
+
+
+def deadline_key(deadline_ms: int, dispute_id: str) -> str:
+    return f"{deadline_ms:015d}#{dispute_id}"
+
+
 def encode_cursor(sort_key: str) -> str:
     return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
 
@@ -268,6 +300,10 @@ def decode_receipt_cursor(cursor: str) -> str:
 
 def decode_issued_cursor(cursor: str) -> str:
     return _decode(cursor, _ISSUED_KEY)
+
+
+def decode_opened_cursor(cursor: str) -> str:
+    return _decode(cursor, _OPENED_KEY)
 
 
 def _decode(cursor: str, shape: re.Pattern[str]) -> str:

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.dynamodb.accounts import DynamoAccounts, DynamoNonces
 from chalicelib.adapters.dynamodb.codec import Item
 from chalicelib.adapters.dynamodb.credits import DynamoCredits
+from chalicelib.adapters.dynamodb.disputes import DynamoDisputes, DynamoValidators
 from chalicelib.adapters.dynamodb.jobs import DynamoJobs
 from chalicelib.adapters.dynamodb.layout import Tables
 from chalicelib.adapters.dynamodb.ledger import DynamoLedger
@@ -60,7 +61,7 @@ THROTTLING_REASONS: Final = frozenset(
 class Write:
     """One staged conditional write and the error its failed condition means."""
 
-    kind: str  # "Put" or "Update": the TransactWriteItems member name
+    kind: str  # "Put", "Update" or "Delete": the TransactWriteItems member name
     request: dict[str, Any]
     on_condition_failed: Callable[[], DomainError]
 
@@ -96,6 +97,19 @@ class Staged:
             request["ConditionExpression"] = condition
         self.writes.append(Write("Update", request, on_failed))
 
+    def delete(
+        self,
+        table: str,
+        key: Item,
+        condition: str | None,
+        on_failed: Callable[[], DomainError],
+        **extra: Any,
+    ) -> None:
+        request = {"TableName": table, "Key": key, **extra}
+        if condition is not None:  # None: deleting what is not there is fine
+            request["ConditionExpression"] = condition
+        self.writes.append(Write("Delete", request, on_failed))
+
 
 def commit(client: Any, staged: Staged) -> None:
     """Apply every staged write, or none; raise the failing write's domain error."""
@@ -115,7 +129,9 @@ def commit(client: Any, staged: Staged) -> None:
 
 
 def _commit_one(client: Any, write: Write) -> None:
-    call = client.put_item if write.kind == "Put" else client.update_item
+    call = getattr(
+        client, {"Put": "put_item", "Update": "update_item"}.get(write.kind, "delete_item")
+    )
     try:
         call(ReturnConsumedCapacity="TOTAL", **write.request)
     except ClientError as exc:
@@ -188,6 +204,8 @@ class DynamoUnitOfWork:
         self.purchases = DynamoPurchases(client, tables, self._staged, watermarks)
         self.receipts = DynamoReceipts(client, tables, self._staged)
         self.jobs = DynamoJobs(client, tables, self._staged)
+        self.disputes = DynamoDisputes(client, tables, self._staged)
+        self.validators = DynamoValidators(client, tables, self._staged)
 
     def staged_writes(self) -> int:
         """How many writes the next commit would apply (for tests of the limit)."""

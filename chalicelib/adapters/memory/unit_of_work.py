@@ -8,6 +8,7 @@ from typing import Final
 from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
 from chalicelib.adapters.memory.accounts import MemoryAccounts, MemoryNonces
 from chalicelib.adapters.memory.credits import MemoryCredits
+from chalicelib.adapters.memory.disputes import MemoryDisputes, MemoryValidators
 from chalicelib.adapters.memory.jobs import MemoryJobs
 from chalicelib.adapters.memory.ledger import MemoryLedger
 from chalicelib.adapters.memory.meters import MemoryMeters
@@ -50,6 +51,8 @@ class MemoryUnitOfWork:
         self.purchases = MemoryPurchases(self._staged, state, watermarks)
         self.receipts = MemoryReceipts(self._staged, state)
         self.jobs = MemoryJobs(self._staged, state)
+        self.disputes = MemoryDisputes(self._staged, state)
+        self.validators = MemoryValidators(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -33,6 +33,7 @@ from chalicelib.rpc.methods import (  # noqa: F401  (imported to register their 
     trading,
     settlement,
     portfolio,
+    disputes,
 )
 
 # isort: on

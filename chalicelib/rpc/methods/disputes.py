@@ -1,0 +1,230 @@
+"""Dispute methods: flag a reading (with a bond), look a dispute up, list disputes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, StrictInt, StrictStr, model_validator
+
+from chalicelib.domain import units
+from chalicelib.domain.disputes import (
+    MAX_EVIDENCE_CHARS,
+    MAX_EVIDENCE_ITEMS,
+    MAX_REASON_CHARS,
+    Dispute,
+    DisputeStatus,
+    Flag,
+)
+from chalicelib.domain.errors import (
+    AlreadyExists,
+    InsufficientBalance,
+    InvalidFlag,
+    NotFound,
+    PanelUnavailable,
+)
+from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
+from chalicelib.rpc.methods.fields import (
+    Cursor,
+    MeterAddress,
+    PageLimit,
+    Params,
+    ProviderId,
+    Result,
+    SignedParams,
+)
+from chalicelib.rpc.registry import CallContext
+from chalicelib.services import disputes
+
+Hash64 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+DisputeId = Annotated[StrictStr, Field(pattern=r"^dsp-[0-9a-f]{32}$")]
+
+
+class FlagParams(SignedParams):
+    credit_id: Hash64 | None = Field(default=None, description="A credit: its reading is flagged")
+    reading_hash: Hash64 | None = Field(default=None, description="A reading, by its hash")
+    meter_address: MeterAddress | None = Field(
+        default=None, description="A meter: every reading in [window_start_ms, window_end_ms)"
+    )
+    window_start_ms: Annotated[StrictInt, Field(ge=0)] | None = None
+    window_end_ms: Annotated[StrictInt, Field(ge=0)] | None = None
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=MAX_REASON_CHARS)]
+    evidence: Annotated[
+        list[Annotated[StrictStr, Field(min_length=1, max_length=MAX_EVIDENCE_CHARS)]],
+        Field(max_length=MAX_EVIDENCE_ITEMS),
+    ] = Field(default_factory=list, description="Notes or URLs")
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> FlagParams:
+        named = [self.credit_id, self.reading_hash, self.meter_address]
+        if sum(1 for part in named if part is not None) != 1:
+            raise ValueError("give exactly one of credit_id, reading_hash and meter_address")
+        windowed = (self.window_start_ms, self.window_end_ms)
+        if (self.meter_address is None) != (windowed == (None, None)):
+            raise ValueError("a meter_address comes with window_start_ms and window_end_ms")
+        return self
+
+
+class DisputeRef(Params):
+    dispute_id: DisputeId
+
+
+class DisputesParams(Params):
+    provider_id: ProviderId | None = Field(
+        default=None, description="Disputes against this provider, any status"
+    )
+    status: DisputeStatus | None = Field(
+        default=None, description="Disputes with this status (default: open)"
+    )
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> DisputesParams:
+        if self.provider_id is not None and self.status is not None:
+            raise ValueError("give at most one of provider_id and status")
+        return self
+
+
+class SubjectResult(Result):
+    kind: str = Field(description="reading or meter_window")
+    reading_hash: str | None
+    meter_address: str | None
+    window_start_ms: int | None
+    window_end_ms: int | None
+
+
+class FlagResult(Result):
+    flagged_by: str = Field(description="The account, or detector:<name>")
+    reason: str
+    evidence: list[str]
+    flagged_at_ms: int
+    bond_micro_block: int
+
+    @classmethod
+    def of(cls, flag: Flag) -> FlagResult:
+        return cls(
+            flagged_by=flag.by,
+            reason=flag.reason,
+            evidence=list(flag.evidence),
+            flagged_at_ms=flag.flagged_at_ms,
+            bond_micro_block=flag.bond_micro_block,
+        )
+
+
+class DisputeResult(Result):
+    dispute_id: str
+    status: DisputeStatus
+    subject: SubjectResult
+    round: int = Field(description="1, or more when the subject was disputed and resolved before")
+    provider_id: str
+    provider_owner: str
+    flags: list[FlagResult] = Field(description="The first opened the dispute; later ones joined")
+    bond: Decimal = Field(description="BLOCK: every flag's bond, held until resolution")
+    bond_micro_block: int
+    panel: list[str] = Field(description="Validators drawn to judge it, in draw order")
+    quorum: int = Field(description="Agreeing votes that decide")
+    opened_at_ms: int
+    deadline_ms: int = Field(description="Votes are taken strictly before it")
+
+    @classmethod
+    def of(cls, dispute: Dispute) -> DisputeResult:
+        subject = dispute.subject
+        return cls(
+            dispute_id=dispute.dispute_id,
+            status=dispute.status,
+            subject=SubjectResult(
+                kind=str(subject.kind),
+                reading_hash=subject.reading_hash,
+                meter_address=subject.meter_address,
+                window_start_ms=subject.window_start_ms,
+                window_end_ms=subject.window_end_ms,
+            ),
+            round=dispute.round_number,
+            provider_id=dispute.provider_id,
+            provider_owner=dispute.provider_owner,
+            flags=[FlagResult.of(f) for f in dispute.flags],
+            bond=units.block_from_micro(dispute.bond_micro_block),
+            bond_micro_block=dispute.bond_micro_block,
+            panel=list(dispute.panel),
+            quorum=dispute.quorum,
+            opened_at_ms=dispute.opened_at_ms,
+            deadline_ms=dispute.deadline_ms,
+        )
+
+
+class DisputesResult(Result):
+    disputes: list[DisputeResult]
+    next_cursor: str | None
+
+
+@registry.method(
+    "energy.flagDispute",
+    summary="Flag a reading as suspect, posting a bond: opens a dispute or joins the open one",
+    result=DisputeResult,
+    signed=True,
+    original_name="flagDispute",
+    errors=(
+        *AUTH_ERRORS,
+        InvalidFlag,
+        NotFound,
+        AlreadyExists,
+        PanelUnavailable,
+        InsufficientBalance,
+    ),
+)
+def flag_dispute(context: CallContext, params: FlagParams) -> DisputeResult:
+    """Signed by the flagger. The subject is a credit (its reading), a reading
+    hash, or a meter over a window of at most 31 days. The first flag on a
+    subject opens a dispute and draws its panel from the dispute id among the
+    validators who are not a party; a later flag joins the open dispute. In
+    the same atomic write the configured bond (default 10 BLOCK) moves from
+    the flagger's balance to the dispute. Refused, changing nothing, when the
+    subject does not exist, the balance is short, the flagger owns the
+    provider, sits on the panel or has already flagged it, or too few
+    validators can judge it."""
+    dispute = disputes.flag_dispute(
+        context.deps,
+        signed_call(context, params),
+        disputes.FlagRequest(
+            reason=params.reason,
+            evidence=tuple(params.evidence),
+            credit_id=params.credit_id,
+            reading_hash=params.reading_hash,
+            meter_address=params.meter_address,
+            window_start_ms=params.window_start_ms,
+            window_end_ms=params.window_end_ms,
+        ),
+    )
+    return DisputeResult.of(dispute)
+
+
+@registry.method(
+    "energy.getDispute",
+    summary="One dispute: its subject, flags, bond and panel",
+    result=DisputeResult,
+    errors=(NotFound,),
+)
+def get_dispute(context: CallContext, params: DisputeRef) -> DisputeResult:
+    return DisputeResult.of(disputes.get_dispute(context.deps, params.dispute_id))
+
+
+@registry.method(
+    "energy.getDisputes",
+    summary="Disputes against a provider, or by status, newest first",
+    result=DisputesResult,
+    original_name="getDisputes",
+)
+def get_disputes(context: CallContext, params: DisputesParams) -> DisputesResult:
+    """Give at most one of ``provider_id`` (every status) and ``status``
+    (default ``open``). Newest first."""
+    page = disputes.get_disputes(
+        context.deps,
+        provider_id=params.provider_id,
+        status=params.status,
+        limit=params.limit,
+        cursor=params.cursor,
+    )
+    return DisputesResult(
+        disputes=[DisputeResult.of(d) for d in page.items], next_cursor=page.next_cursor
+    )

@@ -1,0 +1,209 @@
+"""Disputes: flag a reading (opening a dispute or joining the open one) and list them.
+
+A flag posts the configured bond from the flagger's balance in the same
+atomic write that opens or joins the dispute, so the bond is held exactly as
+long as the dispute records it (the conservation audit counts open disputes'
+bonds). Freezing credits, voting and resolution come in later slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chalicelib.domain.credits import CreditState
+from chalicelib.domain.disputes import (
+    Dispute,
+    DisputeRules,
+    DisputeStatus,
+    Flag,
+    Subject,
+    Validator,
+    dispute_id_for,
+    join_dispute,
+    open_dispute,
+)
+from chalicelib.domain.errors import DomainError, InvalidFlag, NotFound
+from chalicelib.domain.ledger import EntryKind, LedgerEntry
+from chalicelib.services.accounts import commit_spending
+from chalicelib.services.auth import SignedCall, authenticate, refusal
+from chalicelib.services.dependencies import Dependencies, retry_on_conflict
+from chalicelib.services.ports import Page, UnitOfWork
+
+
+@dataclass(frozen=True)
+class FlagRequest:
+    """What is flagged (exactly one of: a credit, a reading hash, a meter window) and why."""
+
+    reason: str
+    evidence: tuple[str, ...] = ()
+    credit_id: str | None = None
+    reading_hash: str | None = None
+    meter_address: str | None = None
+    window_start_ms: int | None = None
+    window_end_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    subject: Subject
+    provider_id: str
+    buyers: frozenset[str]
+
+
+def rules_for(deps: Dependencies) -> DisputeRules:
+    return DisputeRules(bond_micro_block=deps.settings.dispute_bond_micro_block)
+
+
+def flag_dispute(deps: Dependencies, call: SignedCall, request: FlagRequest) -> Dispute:
+    """Flag a reading for the signer: open a dispute on it (drawing its panel) or
+    join the open one, and move the bond from the signer's balance to the
+    dispute, in one atomic write. Refused, changing nothing, when the subject
+    does not exist (NotFound), the balance is short (InsufficientBalance), the
+    signer owns the provider or sits on the panel (NotAuthorised), already
+    flagged it (AlreadyExists), or too few validators can judge it
+    (PanelUnavailable). The request's nonce makes a replay a ReplayedRequest.
+    """
+    rules = rules_for(deps)
+
+    def attempt() -> Dispute:
+        uow = deps.unit_of_work()
+        flagger = authenticate(deps, uow, call)
+        now_ms = deps.clock() * 1000
+        flag = Flag(
+            reason=request.reason,
+            evidence=request.evidence,
+            flagged_at_ms=now_ms,
+            flagger=flagger,
+            bond_micro_block=rules.bond_micro_block,
+        )
+        try:
+            dispute = _open_or_join(uow, request, flag, now_ms, rules)
+        except DomainError as error:
+            raise refusal(uow, call, error) from error
+        bond = rules.bond_micro_block
+        uow.ledger.debit(flagger, bond)
+        uow.ledger.record(
+            LedgerEntry(
+                f"{dispute.dispute_id}/{flagger}",
+                EntryKind.BOND,
+                flagger,
+                bond,
+                dispute.dispute_id,
+                now_ms // 1000,
+            )
+        )
+        commit_spending(deps, uow, flagger, bond)
+        return dispute
+
+    return retry_on_conflict(attempt)
+
+
+def _open_or_join(
+    uow: UnitOfWork, request: FlagRequest, flag: Flag, now_ms: int, rules: DisputeRules
+) -> Dispute:
+    target = _target(uow, request)
+    round_number = 1
+    current = uow.disputes.get(dispute_id_for(target.subject, round_number))
+    # A resolved dispute is never reopened: a new flag opens the next round.
+    while current is not None and current.status != DisputeStatus.OPEN:
+        round_number += 1
+        current = uow.disputes.get(dispute_id_for(target.subject, round_number))
+    if current is not None:
+        joined = join_dispute(current, flag, rules)
+        uow.disputes.join(joined, current.version)
+        return joined
+    provider = uow.providers.get(target.provider_id)
+    if provider is None:
+        raise NotFound("no such provider", provider_id=target.provider_id)
+    opened = open_dispute(
+        subject=target.subject,
+        provider_id=provider.provider_id,
+        provider_owner=provider.owner,
+        flag=flag,
+        buyers=target.buyers,
+        validators=_validators(uow),
+        opened_at_ms=now_ms,
+        round_number=round_number,
+        rules=rules,
+    )
+    uow.disputes.open(opened)
+    return opened
+
+
+def _target(uow: UnitOfWork, request: FlagRequest) -> _Target:
+    """The subject a flag names, checked to exist, with its provider and known buyers."""
+    by_reading = (request.credit_id, request.reading_hash)
+    window = (request.meter_address, request.window_start_ms, request.window_end_ms)
+    named = sum(1 for part in (*by_reading, request.meter_address) if part is not None)
+    if named != 1 or (request.meter_address is None and window != (None, None, None)):
+        raise InvalidFlag(
+            "name exactly one of credit_id, reading_hash, or meter_address with a window"
+        )
+    if request.meter_address is not None:
+        if request.window_start_ms is None or request.window_end_ms is None:
+            raise InvalidFlag("a meter window names a start and an end")
+        subject = Subject.meter_window(
+            request.meter_address, request.window_start_ms, request.window_end_ms
+        )
+        meter = uow.meters.get(request.meter_address)
+        if meter is None:
+            raise NotFound("no such meter", meter_address=request.meter_address)
+        return _Target(subject, meter.provider_id, frozenset())
+    credit_id = request.credit_id or request.reading_hash or ""
+    if request.reading_hash is not None:
+        Subject.reading(request.reading_hash)  # well formed before it is looked up
+    credit = uow.credits.get(credit_id)
+    if credit is None or credit.state == CreditState.BASELINE:
+        raise NotFound("no such credit", credit_id=credit_id)
+    reading_hash = credit.reading_hash  # a part split off a credit names its reading
+    return _Target(
+        Subject.reading(reading_hash),
+        credit.provider_id,
+        frozenset(_buyers(uow, [credit.credit_id, reading_hash])),
+    )
+
+
+def _buyers(uow: UnitOfWork, credit_ids: Sequence[str]) -> set[str]:
+    """The buyers of the credits that can be found from the flag's subject.
+
+    Parts split off a reading's credit by other purchases are not indexed by
+    reading yet (the freeze slice adds that); until then they are not parties.
+    """
+    buyers: set[str] = set()
+    for credit in uow.credits.get_many(list(dict.fromkeys(credit_ids))):
+        if credit.holder is not None:
+            buyers.add(credit.holder)
+        elif credit.purchase_id is not None:
+            purchase = uow.purchases.get(credit.purchase_id)
+            if purchase is not None:
+                buyers.add(purchase.buyer)
+    return buyers
+
+
+def _validators(uow: UnitOfWork) -> list[Validator]:
+    # There is no validator stake yet: a validator's balance stands in for it.
+    return [Validator(name, uow.ledger.balance(name)) for name in uow.validators.names()]
+
+
+def get_dispute(deps: Dependencies, dispute_id: str) -> Dispute:
+    dispute = deps.unit_of_work().disputes.get(dispute_id)
+    if dispute is None:
+        raise NotFound("no such dispute", dispute_id=dispute_id)
+    return dispute
+
+
+def get_disputes(
+    deps: Dependencies,
+    *,
+    provider_id: str | None,
+    status: DisputeStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Dispute]:
+    """Disputes against a provider (any status), else with ``status`` (default:
+    open), newest first; each read is one index partition."""
+    uow = deps.unit_of_work()
+    if provider_id is not None:
+        return uow.disputes.by_provider(provider_id, limit, cursor)
+    return uow.disputes.by_status(status or DisputeStatus.OPEN, limit, cursor)
