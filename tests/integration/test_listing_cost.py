@@ -1,4 +1,8 @@
-"""A provider listing reads a bounded number of items, whatever its filters."""
+"""A provider listing reads a bounded number of items, whatever its filters.
+
+DynamoDB only: what it measures is the requests and items read of the
+DynamoDB adapter (the in-memory one reads nothing).
+"""
 
 from __future__ import annotations
 
