@@ -64,7 +64,7 @@ def ingest_reading(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 # Scheduled jobs (EventBridge rules). Each reads only the work due since its
-# watermark; both are safe to run twice or concurrently. `make run` calls the
+# watermark; each is safe to run twice or concurrently. `make run` calls the
 # same functions on a timer (infra/scheduler.py, started by infra/local_stack.py).
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="settle_due_purchases")
 def settle_due_purchases(event: Any) -> dict[str, Any]:
@@ -82,6 +82,15 @@ def expire_unsold_credits(event: Any) -> dict[str, Any]:
     from chalicelib.wiring import jobs_dependencies
 
     return run_expiry(jobs_dependencies()).as_log()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="resolve_due_disputes")
+def resolve_due_disputes(event: Any) -> dict[str, Any]:
+    """Resolve disputes past their deadline; carry on revoking guilty ones."""
+    from chalicelib.services.resolution import run_disputes
+    from chalicelib.wiring import jobs_dependencies
+
+    return run_disputes(jobs_dependencies()).as_log()
 
 
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)

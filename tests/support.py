@@ -79,13 +79,15 @@ class Totals:
     held_wh: int = 0  # bought and settled, held by buyers
     retired_wh: int = 0
     expired_wh: int = 0
+    revoked_wh: int = 0
     settled: int = 0  # purchases settled
     receipts: int = 0  # settlement receipts written
-    bonds: int = 0  # micro-BLOCK posted by flags of open disputes
+    bonds: int = 0  # micro-BLOCK posted by flags of disputes not yet resolved
+    pots: int = 0  # slashes held by guilty disputes until their revocation pays them out
 
     @property
     def held(self) -> int:
-        return self.balances + self.stakes + self.escrow + self.bonds + self.treasury
+        return self.balances + self.stakes + self.escrow + self.bonds + self.pots + self.treasury
 
 
 _meters = itertools.count(1)
@@ -149,10 +151,18 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
                 held_wh=sum(c.wh for c in state.credits.values() if c.state == "held"),
                 retired_wh=sum(c.wh for c in state.credits.values() if c.state == "retired"),
                 expired_wh=sum(c.wh for c in state.credits.values() if c.state == "expired"),
+                revoked_wh=sum(c.wh for c in state.credits.values() if c.state == "revoked"),
                 settled=sum(1 for p in state.purchases.values() if p.status == "settled"),
                 receipts=len(state.receipts),
                 bonds=sum(
-                    d.bond_micro_block for d in state.disputes.values() if d.status == "open"
+                    d.bond_micro_block
+                    for d in state.disputes.values()
+                    if d.status in ("open", "revoking")
+                ),
+                pots=sum(
+                    d.revocation.pot_micro_block
+                    for d in state.disputes.values()
+                    if d.status == "revoking" and d.revocation is not None
                 ),
             )
 
@@ -214,13 +224,22 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
             held_wh=energy("held"),
             retired_wh=energy("retired"),
             expired_wh=energy("expired"),
+            revoked_wh=energy("revoked"),
             settled=sum(1 for i in ledger if i["sk"] == "PURCHASE" and i["status"] == "settled"),
-            receipts=sum(1 for i in receipts if i["sk"].startswith("RECEIPT#")),
+            receipts=sum(
+                1 for i in receipts if i["sk"].startswith("RECEIPT#") and i.get("kind") != "slash"
+            ),
             bonds=sum(
                 int(f["bond_micro_block"])
                 for i in disputes
-                if i["status"] == "open"
+                if i["status"] in ("open", "revoking")
                 for f in i["flags"]
+            ),
+            pots=sum(
+                int(i["revocation"]["slash_micro_block"])
+                - int(i["revocation"]["refunded_micro_block"])
+                for i in disputes
+                if i["status"] == "revoking"
             ),
         )
 
@@ -326,6 +345,7 @@ def assert_conserved(harness: MarketHarness) -> Totals:
         + totals.held_wh
         + totals.retired_wh
         + totals.expired_wh
+        + totals.revoked_wh
     ), totals
     assert totals.settled == totals.receipts, totals  # one receipt per settlement
     return totals

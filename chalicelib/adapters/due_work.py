@@ -119,6 +119,24 @@ def over_hours(
     run.watermark = hour * HOUR_MS
 
 
+def items_due(
+    watermarks: Watermarks,
+    due_in_hour: Callable[[int, int, int], Sequence[T]],
+    key: Callable[[T], str],
+    run: JobRun,
+    now_ms: int,
+    budget: int,
+    handle: DueHandler[T],
+) -> None:
+    """The items due by ``now_ms`` (open purchases to settle, disputes to
+    resolve), an hour's index partition at a time."""
+
+    def empty_hour(hour: int) -> bool:
+        return drain(run, budget, lambda limit: due_in_hour(hour, now_ms, limit), key, handle)
+
+    over_hours(watermarks, run, now_ms, empty_hour)
+
+
 def purchases_due(
     watermarks: Watermarks,
     due_in_hour: Callable[[int, int, int], Sequence[Purchase]],
@@ -128,17 +146,7 @@ def purchases_due(
     settle: DueHandler[Purchase],
 ) -> None:
     """The open purchases due by ``now_ms``, an hour's index partition at a time."""
-
-    def empty_hour(hour: int) -> bool:
-        return drain(
-            run,
-            budget,
-            lambda limit: due_in_hour(hour, now_ms, limit),
-            lambda purchase: purchase.purchase_id,
-            settle,
-        )
-
-    over_hours(watermarks, run, now_ms, empty_hour)
+    items_due(watermarks, due_in_hour, lambda p: p.purchase_id, run, now_ms, budget, settle)
 
 
 def credits_expired(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -67,3 +68,30 @@ class Retirement:
     period_end_ms: int
     retired_by: str
     retired_at_ms: int
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """The credits an open dispute holds out of the market, kept on the provider's record.
+
+    A provider has one meter, so its credits are picked by the end of their
+    interval (the reading's time) in ``[from_ms, to_ms)``, and for a reading
+    by its hash too: the reading's own credit and every part split off it.
+    Credits minted into a frozen window while the dispute is open are frozen
+    as well.
+    """
+
+    dispute_id: str
+    from_ms: int
+    to_ms: int
+    reading_hash: str | None = None
+
+    def covers(self, credit: Credit) -> bool:
+        return self.from_ms <= credit.interval_end_ms < self.to_ms and (
+            self.reading_hash is None or credit.reading_hash == self.reading_hash
+        )
+
+
+def frozen_by(freezes: Iterable[Freeze], credit: Credit) -> str | None:
+    """The dispute holding ``credit`` out of the market, or None."""
+    return next((f.dispute_id for f in freezes if f.covers(credit)), None)

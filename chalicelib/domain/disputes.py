@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
+from chalicelib.domain.credits import Freeze
 from chalicelib.domain.errors import (
     AlreadyExists,
     AlreadyVoted,
@@ -107,7 +108,10 @@ class Verdict(StrEnum):
 
 class DisputeStatus(StrEnum):
     OPEN = "open"  # credits frozen, the panel votes
-    GUILTY = "guilty"
+    # Found guilty, the stake slashed; the affected credits are being revoked
+    # and their buyers refunded, a bounded page per atomic write.
+    REVOKING = "revoking"
+    GUILTY = "guilty"  # guilty, and every consequence applied
     CLEARED = "cleared"
 
 
@@ -171,6 +175,26 @@ def dispute_id_for(subject: Subject, round_number: int = 1) -> str:
         raise ValueError("rounds count from 1")
     digest = hashlib.sha256(f"dispute\n{subject.key}\n{round_number}".encode()).hexdigest()
     return f"dsp-{digest[:32]}"
+
+
+# A provider's record holds its open disputes' freezes: bounded, so that every
+# purchase and settlement that reads the record stays a small read (and the
+# record, which every accepted reading updates, stays near one write unit).
+MAX_OPEN_DISPUTES_PER_PROVIDER: Final = 8
+# A dispute's resolution pays every bonded flagger in one atomic write.
+MAX_FLAGS_PER_DISPUTE: Final = 20
+
+
+def subject_freeze(dispute_id: str, subject: Subject, reading_end_ms: int | None) -> Freeze:
+    """The credits a dispute on ``subject`` holds: a reading's (at its time
+    ``reading_end_ms``, by its hash), or every one of a meter window's."""
+    if subject.kind == SubjectKind.READING:
+        if reading_end_ms is None:
+            raise ValueError("a reading dispute knows its reading's time")
+        return Freeze(dispute_id, reading_end_ms, reading_end_ms + 1, subject.reading_hash)
+    if subject.window_start_ms is None or subject.window_end_ms is None:
+        raise ValueError("a meter window has a start and an end")
+    return Freeze(dispute_id, subject.window_start_ms, subject.window_end_ms)
 
 
 @dataclass(frozen=True)
@@ -294,9 +318,20 @@ class Dispute:
     quorum: int  # agreeing votes that decide, fixed when opened
     votes: tuple[Vote, ...] = ()
     status: DisputeStatus = DisputeStatus.OPEN
+    # For a reading subject: the end of the reading's interval (its time), which
+    # places its credits among the provider's.
+    reading_end_ms: int | None = None
     severity: Severity | None = None  # set once guilty
     resolved_at_ms: int | None = None
+    decided_by: DecidedBy | None = None
+    non_voters: tuple[str, ...] = ()  # drawn, never voted: recorded at resolution
+    revocation: Revocation | None = None  # guilty: the slash and the revocation's progress
     version: int = 1
+
+    @property
+    def freeze(self) -> Freeze:
+        """The credits this dispute holds out of the market while it is undecided."""
+        return subject_freeze(self.dispute_id, self.subject, self.reading_end_ms)
 
     @property
     def bond_micro_block(self) -> int:
@@ -393,8 +428,13 @@ def open_dispute(
     opened_at_ms: int,
     round_number: int = 1,
     rules: DisputeRules = DEFAULT_RULES,
+    reading_end_ms: int | None = None,
 ) -> Dispute:
-    """A new dispute on ``subject``, its panel drawn; InvalidFlag or PanelUnavailable otherwise."""
+    """A new dispute on ``subject``, its panel drawn; InvalidFlag or PanelUnavailable otherwise.
+
+    A reading subject names the reading's time (``reading_end_ms``): it is
+    what finds the reading's credits.
+    """
     subject.check()
     rules.check_flag(flag)
     if flag.flagger == provider_owner:
@@ -414,6 +454,7 @@ def open_dispute(
         deadline_ms=opened_at_ms + rules.voting_period_ms,
         panel=draw_panel(dispute_id, validators, parties, rules),
         quorum=rules.quorum,
+        reading_end_ms=reading_end_ms if subject.kind == SubjectKind.READING else None,
     )
 
 
@@ -429,6 +470,11 @@ def join_dispute(dispute: Dispute, flag: Flag, rules: DisputeRules = DEFAULT_RUL
             raise NotAuthorised("a panel member cannot flag the dispute it judges")
     if any(f.by == flag.by for f in dispute.flags):
         raise AlreadyExists("this account or detector has already flagged the dispute")
+    if len(dispute.flags) >= MAX_FLAGS_PER_DISPUTE:
+        raise InvalidState(
+            "the dispute holds as many flags as it takes; it is being judged",
+            max_flags=MAX_FLAGS_PER_DISPUTE,
+        )
     return replace(
         dispute,
         flags=(*dispute.flags, flag),
@@ -544,20 +590,46 @@ def tally(dispute: Dispute, now_ms: int) -> Outcome | None:
     )
 
 
-def resolved(dispute: Dispute, outcome: Outcome) -> Dispute:
-    """The dispute closed with ``outcome``'s verdict."""
+def resolved(
+    dispute: Dispute,
+    outcome: Outcome,
+    stake_micro_block: int = 0,
+    owed_micro_block: int = 0,
+    rules: DisputeRules = DEFAULT_RULES,
+) -> Dispute:
+    """The dispute with ``outcome``'s verdict: cleared, or guilty with its revocation begun.
+
+    A guilty verdict slashes ``stake_micro_block`` (the provider's stake now)
+    by the severity; the slash leaves the stake in the same write and is held
+    by the dispute until the revocation pays it out (see ``Revocation``).
+    ``owed_micro_block`` is what buyers paid for the affected credits that were
+    already settled: the refunds owed in full.
+    """
     if dispute.status != DisputeStatus.OPEN:
         raise DisputeClosed("the dispute is resolved", status=dispute.status.value)
     if outcome.dispute_id != dispute.dispute_id:
         raise ValueError("the outcome is another dispute's")
-    status = DisputeStatus.GUILTY if outcome.verdict == Verdict.GUILTY else DisputeStatus.CLEARED
-    return replace(
+    decided = replace(
         dispute,
-        status=status,
         severity=outcome.severity,
         resolved_at_ms=outcome.resolved_at_ms,
+        decided_by=outcome.decided_by,
+        non_voters=outcome.non_voters,
         version=dispute.version + 1,
     )
+    if outcome.verdict == Verdict.CLEARED:
+        return replace(decided, status=DisputeStatus.CLEARED)
+    if outcome.severity is None:
+        raise ValueError("a guilty outcome has a severity")
+    if stake_micro_block < 0 or owed_micro_block < 0:
+        raise ValueError("a stake and what is owed are not negative")
+    slash = slash_amount(stake_micro_block, outcome.severity, rules.slash_bps)
+    revocation = Revocation(
+        slash_micro_block=slash,
+        owed_micro_block=owed_micro_block,
+        stake_after_micro_block=stake_micro_block - slash,
+    )
+    return replace(decided, status=DisputeStatus.REVOKING, revocation=revocation)
 
 
 # -- consequences --------------------------------------------------------------------
@@ -570,6 +642,7 @@ class PocketKind(StrEnum):
     STAKE = "stake"  # a provider's stake; name: the provider id
     ESCROW = "escrow"  # a purchase's escrow; name: the purchase id
     BOND = "bond"  # a flag's bond; name: "<dispute id>/<flagger>"
+    POT = "pot"  # a guilty dispute's slash, until paid out; name: the dispute id
     TREASURY = "treasury"  # the marketplace's; name: "treasury"
 
 
@@ -580,10 +653,11 @@ class Pocket:
 
 
 class TransferReason(StrEnum):
-    SLASH_REFUND = "slash_refund"  # slash -> a buyer of settled revoked credits
+    SLASH = "slash"  # stake -> the dispute's pot, at the guilty verdict
+    SLASH_REFUND = "slash_refund"  # pot -> a buyer of settled revoked credits
     ESCROW_REFUND = "escrow_refund"  # escrow -> the buyer of reserved revoked credits
-    FLAGGER_REWARD = "flagger_reward"  # slash -> a bonded flagger
-    SLASH_TO_TREASURY = "slash_to_treasury"  # what is left of the slash
+    FLAGGER_REWARD = "flagger_reward"  # pot -> a bonded flagger
+    SLASH_TO_TREASURY = "slash_to_treasury"  # what is left of the pot
     BOND_RETURNED = "bond_returned"  # guilty: bond -> its flagger
     BOND_TO_PROVIDER = "bond_to_provider"  # cleared: bond -> the provider's owner
 
@@ -606,8 +680,154 @@ class Refund:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A guilty verdict's consequences, applied a page of affected credits at a time.
+
+    The verdict moves the slash from the stake into the dispute's pot (one
+    write, so the provider is suspended at once if it falls below the minimum
+    stake). Each page then revokes some credits in one atomic write: buyers of
+    reserved ones get their escrow back, buyers of settled ones are refunded
+    from the pot (``settled_refund``). The last write pays the pot's remainder
+    out (``closing_transfers``). A page that is retried, or a second resolver,
+    fails the dispute's version condition: each credit is revoked once.
+    """
+
+    slash_micro_block: int
+    owed_micro_block: int  # settled refunds owed in full, known at the verdict
+    stake_after_micro_block: int
+    refunded_micro_block: int = 0  # paid from the pot so far
+    escrow_refunded_micro_block: int = 0
+    revoked_credits: int = 0
+    revoked_wh: int = 0
+    cursor: str | None = None  # where the next page starts; None: at the beginning
+    swept: bool = False  # every affected credit is revoked: the pot can close
+    # The slash receipt, once the dispute closes (its chain: slash_chain(provider)).
+    receipt_sequence: int | None = None
+    receipt_hash: str | None = None
+
+    @property
+    def pot_micro_block(self) -> int:
+        return self.slash_micro_block - self.refunded_micro_block
+
+    @property
+    def unrefunded_micro_block(self) -> int:
+        """Settled refunds the slash could not cover (it was smaller than what was owed)."""
+        return max(0, self.owed_micro_block - self.refunded_micro_block)
+
+
+def settled_refund(paid_micro_block: int, revocation: Revocation) -> int:
+    """What a buyer of revoked settled credits gets back from the pot.
+
+    In full when the slash covers every settled refund; otherwise the same
+    share for each, ``paid * slash // owed``, rounded down, so the refunds
+    never exceed the slash. Never more than is left in the pot.
+    """
+    if paid_micro_block <= 0:
+        raise ValueError("a refund is positive")
+    owed, slash = revocation.owed_micro_block, revocation.slash_micro_block
+    due = paid_micro_block if owed <= slash else paid_micro_block * slash // owed
+    return min(due, revocation.pot_micro_block)
+
+
+def refunded(
+    revocation: Revocation, settled: int, escrowed: int, credits: int, wh: int, cursor: str | None
+) -> Revocation:
+    """The revocation after one more page; the last page has no next ``cursor``."""
+    return replace(
+        revocation,
+        refunded_micro_block=revocation.refunded_micro_block + settled,
+        escrow_refunded_micro_block=revocation.escrow_refunded_micro_block + escrowed,
+        revoked_credits=revocation.revoked_credits + credits,
+        revoked_wh=revocation.revoked_wh + wh,
+        cursor=cursor,
+        swept=cursor is None,
+    )
+
+
+def closing_transfers(
+    dispute: Dispute, rules: DisputeRules = DEFAULT_RULES
+) -> tuple[Transfer, ...]:
+    """The last write of a guilty dispute: the pot paid out and the bonds returned.
+
+    Bonded flaggers share ``flagger_reward_bps`` (default 10 %) of what is
+    left in the pot after the refunds, in proportion to their bonds, rounded
+    down; detectors earn nothing; the rest, rounding included, goes to the
+    treasury. Each bond returns to its flagger.
+    """
+    revocation = dispute.revocation
+    if dispute.status != DisputeStatus.REVOKING or revocation is None:
+        raise DisputeClosed(
+            "only a guilty dispute being revoked closes", status=dispute.status.value
+        )
+    pot = Pocket(PocketKind.POT, dispute.dispute_id)
+    left = revocation.pot_micro_block
+    transfers: list[Transfer] = []
+
+    def move(source: Pocket, destination: Pocket, amount: int, why: TransferReason) -> None:
+        if amount > 0:
+            transfers.append(Transfer(source, destination, amount, why))
+
+    bonded = _bonded(dispute)
+    reward = left * rules.flagger_reward_bps // BPS
+    total_bond = sum(f.bond_micro_block for f in bonded)
+    for f in bonded:
+        share = reward * f.bond_micro_block // total_bond
+        move(pot, Pocket(PocketKind.BALANCE, f.by), share, TransferReason.FLAGGER_REWARD)
+    move(
+        pot,
+        Pocket(PocketKind.TREASURY, TREASURY),
+        left - sum(t.micro_block for t in transfers),
+        TransferReason.SLASH_TO_TREASURY,
+    )
+    for f in bonded:
+        move(
+            bond_pocket(dispute.dispute_id, f.by),
+            Pocket(PocketKind.BALANCE, f.by),
+            f.bond_micro_block,
+            TransferReason.BOND_RETURNED,
+        )
+    return tuple(transfers)
+
+
+def cleared_transfers(dispute: Dispute) -> tuple[Transfer, ...]:
+    """Cleared: each bond goes to the provider's owner's balance (it bore the freeze)."""
+    owner = Pocket(PocketKind.BALANCE, dispute.provider_owner)
+    return tuple(
+        Transfer(
+            bond_pocket(dispute.dispute_id, f.by),
+            owner,
+            f.bond_micro_block,
+            TransferReason.BOND_TO_PROVIDER,
+        )
+        for f in _bonded(dispute)
+    )
+
+
+def closed(dispute: Dispute, receipt_sequence: int, receipt_hash: str) -> Dispute:
+    """The guilty dispute once every consequence is applied and its slash receipt written."""
+    if dispute.status != DisputeStatus.REVOKING or dispute.revocation is None:
+        raise DisputeClosed(
+            "only a guilty dispute being revoked closes", status=dispute.status.value
+        )
+    if not dispute.revocation.swept:
+        raise InvalidState("a dispute closes once every affected credit is revoked")
+    return replace(
+        dispute,
+        status=DisputeStatus.GUILTY,
+        revocation=replace(
+            dispute.revocation, receipt_sequence=receipt_sequence, receipt_hash=receipt_hash
+        ),
+        version=dispute.version + 1,
+    )
+
+
+def _bonded(dispute: Dispute) -> list[Flag]:
+    return [f for f in dispute.flags if f.flagger is not None and f.bond_micro_block > 0]
+
+
+@dataclass(frozen=True)
 class Consequences:
-    """Everything a resolution changes, as numbers and ids for one atomic write."""
+    """Everything a resolution changes, summed over all its writes."""
 
     transfers: tuple[Transfer, ...]
     slash_micro_block: int  # taken from the stake (0 when cleared)
@@ -632,43 +852,26 @@ def consequences(
     settled: Sequence[Refund] = (),
     rules: DisputeRules = DEFAULT_RULES,
 ) -> Consequences:
-    """What the outcome moves. Every micro-BLOCK leaves one pocket and enters another.
+    """What the outcome moves in all, as if every page were one write; every
+    micro-BLOCK leaves one pocket and enters another.
 
-    Cleared: each bond goes to the provider's owner's balance (it bore the
-    freeze); the affected credits unfreeze; the stake is untouched.
-
-    Guilty: the stake loses exactly ``slash_amount(stake, severity)``, which is
-    spent in this order:
-
-    1. buyers of settled credits are refunded what they paid (``settled``): the
-       provider's owner was paid for energy that was not there. If the slash
-       cannot cover them all, each gets ``paid * slash // total paid`` (rounded
-       down) and the shortfall is reported as ``unrefunded_micro_block``;
-    2. bonded flaggers share ``flagger_reward_bps`` (default 10 %) of what is
-       left, in proportion to their bonds, rounded down; detectors earn nothing;
-    3. the rest, rounding included, goes to the treasury.
-
-    Buyers of reserved credits get their escrow back (``escrowed``) in full: it
-    never left escrow. Each bond returns to its flagger. The credits are revoked.
+    Cleared: the bonds go to the provider's owner; the credits unfreeze.
+    Guilty: the stake loses exactly ``slash_amount(stake, severity)``, spent
+    in this order: buyers of settled credits are refunded what they paid
+    (``settled_refund``: pro rata if the slash is short), bonded flaggers share
+    their reward, the treasury takes the rest (``closing_transfers``). Buyers
+    of reserved credits get their escrow back in full; bonds return.
     """
     if dispute.dispute_id != outcome.dispute_id:
         raise ValueError("the outcome is another dispute's")
     if stake_micro_block < 0 or any(r.micro_block <= 0 for r in (*escrowed, *settled)):
         raise ValueError("a stake is not negative and a refund is positive")
-    owner = Pocket(PocketKind.BALANCE, dispute.provider_owner)
-    transfers: list[Transfer] = []
-
-    def move(source: Pocket, destination: Pocket, amount: int, why: TransferReason) -> None:
-        if amount > 0:
-            transfers.append(Transfer(source, destination, amount, why))
-
-    bonded = [f for f in dispute.flags if f.flagger is not None and f.bond_micro_block > 0]
-    if outcome.verdict == Verdict.CLEARED:
-        for f in bonded:
-            pocket = bond_pocket(dispute.dispute_id, f.by)
-            move(pocket, owner, f.bond_micro_block, TransferReason.BOND_TO_PROVIDER)
+    owed = sum(r.micro_block for r in settled)
+    decided = resolved(dispute, outcome, stake_micro_block, owed, rules)
+    revocation = decided.revocation
+    if revocation is None:
         return Consequences(
-            transfers=tuple(transfers),
+            transfers=cleared_transfers(decided),
             slash_micro_block=0,
             stake_after_micro_block=stake_micro_block,
             suspended=suspends(stake_micro_block),
@@ -676,58 +879,46 @@ def consequences(
             unfreeze_credit_ids=tuple(credit_ids),
             unrefunded_micro_block=0,
         )
-
-    if outcome.severity is None:
-        raise ValueError("a guilty outcome has a severity")
-    stake = Pocket(PocketKind.STAKE, dispute.provider_id)
-    treasury = Pocket(PocketKind.TREASURY, TREASURY)
-    slash = slash_amount(stake_micro_block, outcome.severity, rules.slash_bps)
-
-    owed = sum(r.micro_block for r in settled)
-    for r in settled:
-        paid = r.micro_block if owed <= slash else r.micro_block * slash // owed
-        move(stake, Pocket(PocketKind.BALANCE, r.buyer), paid, TransferReason.SLASH_REFUND)
-    refunded = sum(t.micro_block for t in transfers)
-    left = slash - refunded
-
-    reward = left * rules.flagger_reward_bps // BPS
-    total_bond = sum(f.bond_micro_block for f in bonded)
-    for f in bonded:
-        share = reward * f.bond_micro_block // total_bond
-        move(stake, Pocket(PocketKind.BALANCE, f.by), share, TransferReason.FLAGGER_REWARD)
-    move(
-        stake,
-        treasury,
-        slash - sum(t.micro_block for t in transfers),
-        TransferReason.SLASH_TO_TREASURY,
+    pot = Pocket(PocketKind.POT, dispute.dispute_id)
+    transfers = (
+        [
+            Transfer(
+                Pocket(PocketKind.STAKE, dispute.provider_id),
+                pot,
+                revocation.slash_micro_block,
+                TransferReason.SLASH,
+            )
+        ]
+        if revocation.slash_micro_block
+        else []
     )
-
+    for r in settled:
+        paid = settled_refund(r.micro_block, revocation)
+        if paid:
+            transfers.append(
+                Transfer(
+                    pot, Pocket(PocketKind.BALANCE, r.buyer), paid, TransferReason.SLASH_REFUND
+                )
+            )
+        revocation = refunded(revocation, paid, 0, 0, 0, None)
     for r in escrowed:
-        buyer = Pocket(PocketKind.BALANCE, r.buyer)
-        move(
-            Pocket(PocketKind.ESCROW, r.purchase_id),
-            buyer,
-            r.micro_block,
-            TransferReason.ESCROW_REFUND,
+        transfers.append(
+            Transfer(
+                Pocket(PocketKind.ESCROW, r.purchase_id),
+                Pocket(PocketKind.BALANCE, r.buyer),
+                r.micro_block,
+                TransferReason.ESCROW_REFUND,
+            )
         )
-    for f in bonded:
-        pocket = bond_pocket(dispute.dispute_id, f.by)
-        move(
-            pocket,
-            Pocket(PocketKind.BALANCE, f.by),
-            f.bond_micro_block,
-            TransferReason.BOND_RETURNED,
-        )
-
-    stake_after = stake_micro_block - slash
+    transfers.extend(closing_transfers(replace(decided, revocation=revocation), rules))
     return Consequences(
         transfers=tuple(transfers),
-        slash_micro_block=slash,
-        stake_after_micro_block=stake_after,
-        suspended=suspends(stake_after),
+        slash_micro_block=revocation.slash_micro_block,
+        stake_after_micro_block=revocation.stake_after_micro_block,
+        suspended=suspends(revocation.stake_after_micro_block),
         revoke_credit_ids=tuple(credit_ids),
         unfreeze_credit_ids=(),
-        unrefunded_micro_block=owed - refunded,
+        unrefunded_micro_block=revocation.unrefunded_micro_block,
     )
 
 
@@ -737,4 +928,5 @@ def net_changes(transfers: Iterable[Transfer]) -> dict[Pocket, int]:
     for t in transfers:
         changes[t.source] = changes.get(t.source, 0) - t.micro_block
         changes[t.destination] = changes.get(t.destination, 0) + t.micro_block
-    return changes
+    # A pocket passed through (a pot paid out in full) did not change.
+    return {pocket: change for pocket, change in changes.items() if change}

@@ -157,7 +157,7 @@ class TransactionTooLarge(DomainError):
     reason = "transaction_too_large"
 
 
-# -- disputes (codes 1005-1006, 4009-4012; see chalicelib.domain.disputes) --------
+# -- disputes (codes 1005-1006, 4009-4014; see chalicelib.domain.disputes) --------
 
 
 class NotOnPanel(DomainError):
@@ -200,6 +200,20 @@ class PanelUnavailable(DomainError):
 
     code = 4012
     reason = "panel_unavailable"
+
+
+class TooManyDisputes(DomainError):
+    """The provider has as many open disputes as its record holds; flag one of them instead."""
+
+    code = 4013
+    reason = "too_many_disputes"
+
+
+class CreditsDisputed(DomainError):
+    """The credits are held by an open dispute: they cannot be settled or retired until it resolves."""
+
+    code = 4014
+    reason = "credits_disputed"
 
 
 class InvalidFlag(DomainError):

@@ -29,6 +29,9 @@ class EntryKind(StrEnum):
     PURCHASE = "purchase"  # paid into escrow
     SALE = "sale"  # escrow released to the provider's owner, less the fee
     BOND = "bond"  # a flag's bond, held by its dispute until it resolves
+    BOND_RETURN = "bond_return"  # a bond released: to its flagger, or to the owner if cleared
+    REFUND = "refund"  # revoked credits paid back: from escrow, or from a slash
+    REWARD = "reward"  # a bonded flagger's share of a slash
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,13 @@ import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from chalicelib.domain.units import MICRO_BLOCK_PER_BLOCK
+
+if TYPE_CHECKING:
+    # credits.py imports this module; a freeze is only named here.
+    from chalicelib.domain.credits import Freeze
 
 MIN_STAKE_MICRO_BLOCK: Final = 1_000 * MICRO_BLOCK_PER_BLOCK
 
@@ -77,6 +81,11 @@ class Provider:
     sold_wh: int = 0
     # 15-minute slot numbers (unix time // 900) with an accepted reading.
     reading_slots: frozenset[int] = field(default_factory=frozenset)
+    # The credits its open disputes hold out of the market, and a counter that
+    # every change to them moves: a purchase or settlement that read the
+    # record before a flag fails its condition and reads the freeze.
+    freezes: tuple[Freeze, ...] = ()
+    disputes_version: int = 0
     created_at: int = 0
     updated_at: int = 0
     version: int = 1

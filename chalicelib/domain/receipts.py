@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Final
 
 from nacl.signing import SigningKey
@@ -130,6 +130,105 @@ def settlement_receipt(
     )
 
 
+def slash_chain(provider_id: str) -> str:
+    """A provider's slash receipts form a chain of their own beside its settlements'."""
+    return f"{provider_id}/slashes"
+
+
+@dataclass(frozen=True)
+class SlashReceipt:
+    """What a guilty verdict took and where it went, signed and chained like a
+    settlement receipt (same message rule; ``kind`` is ``"slash"``).
+
+    The money adds up: ``slash = refunded + flagger_reward + treasury``. The
+    escrow refunded to buyers of reserved credits never left escrow, so it is
+    not part of the slash.
+    """
+
+    marketplace_id: str
+    chain: str  # slash_chain(provider_id)
+    sequence: int
+    previous_hash: str
+    kind: str  # "slash"
+    dispute_id: str
+    subject: str  # the dispute's subject key, e.g. "reading\n<hash>"
+    provider_id: str
+    provider_owner: str
+    severity: str
+    decided_by: str  # "quorum" or "deadline"
+    guilty_votes: int
+    cleared_votes: int
+    non_voters: tuple[str, ...]
+    stake_before_micro_block: int
+    slash_micro_block: int
+    stake_after_micro_block: int
+    refunded_micro_block: int  # to buyers of revoked settled credits
+    unrefunded_micro_block: int  # what those buyers were owed beyond the slash
+    escrow_refunded_micro_block: int  # to buyers of revoked reserved credits
+    flagger_reward_micro_block: int
+    treasury_micro_block: int
+    revoked_credits: int
+    revoked_wh: int
+    decided_at_ms: int
+    closed_at_ms: int
+    receipt_hash: str = ""
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        values = asdict(self)
+        del values["receipt_hash"], values["signature"]
+        values["non_voters"] = list(self.non_voters)
+        return values
+
+    def message(self) -> bytes:
+        return RECEIPT_DOMAIN + signing.canonical_json(self.body())
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body() | {"receipt_hash": self.receipt_hash, "signature": self.signature}
+
+
+def sealed_slash(receipt: SlashReceipt, after: ChainHead | None, key: SigningKey) -> SlashReceipt:
+    """The slash receipt placed after ``after`` in its chain, hashed and signed."""
+    linked = replace(
+        receipt,
+        sequence=after.sequence + 1 if after else 1,
+        previous_hash=after.receipt_hash if after else GENESIS_HASH,
+    )
+    message = linked.message()
+    return replace(
+        linked,
+        receipt_hash=hashlib.sha256(message).hexdigest(),
+        signature=signing.sign(key, message),
+    )
+
+
+_SLASH_FIELDS: Final = {f.name for f in fields(SlashReceipt)}
+_SLASH_INT_FIELDS: Final = {
+    name
+    for name in _SLASH_FIELDS
+    if name.endswith(("_micro_block", "_ms", "_votes", "_credits", "_wh")) or name == "sequence"
+}
+
+
+def slash_receipt_from_json(values: Mapping[str, Any]) -> SlashReceipt:
+    """A slash receipt as exported (``SlashReceipt.to_json``); MalformedReceipt otherwise."""
+    if not isinstance(values, Mapping) or set(values) != _SLASH_FIELDS:
+        raise MalformedReceipt("a slash receipt has exactly the documented fields")
+    for name in _SLASH_INT_FIELDS:
+        if type(values[name]) is not int:
+            raise MalformedReceipt(f"{name} must be an integer")
+    non_voters = values["non_voters"]
+    if not isinstance(non_voters, list) or not all(_is_text(c) for c in non_voters):
+        raise MalformedReceipt("non_voters must be a list of strings")
+    for name in _SLASH_FIELDS - _SLASH_INT_FIELDS - {"non_voters"}:
+        if not _is_text(values[name]):
+            raise MalformedReceipt(f"{name} must be a string")
+    return SlashReceipt(**{**values, "non_voters": tuple(non_voters)})
+
+
+AnyReceipt = Receipt | SlashReceipt
+
+
 _FIELDS: Final = {f.name for f in fields(Receipt)}
 _INT_FIELDS: Final = {
     "sequence",
@@ -146,8 +245,11 @@ class MalformedReceipt(ValueError):
     pass
 
 
-def receipt_from_json(values: Mapping[str, Any]) -> Receipt:
-    """A receipt as exported (``Receipt.to_json``); MalformedReceipt otherwise."""
+def receipt_from_json(values: Mapping[str, Any]) -> AnyReceipt:
+    """A receipt as exported (``to_json``): a settlement's, or a slash's by its
+    ``kind``; MalformedReceipt otherwise."""
+    if isinstance(values, Mapping) and values.get("kind") == "slash":
+        return slash_receipt_from_json(values)
     if not isinstance(values, Mapping) or set(values) != _FIELDS:
         raise MalformedReceipt("a receipt has exactly the documented fields")
     for name in _INT_FIELDS:
@@ -187,7 +289,7 @@ class ChainReport:
 
 
 def verify_chain(
-    receipts: Sequence[Receipt],
+    receipts: Sequence[AnyReceipt],
     public_key_hex: str,
     *,
     marketplace_id: str | None = None,
@@ -262,7 +364,7 @@ def verify_export(export: object, public_key_hex: str | None = None) -> list[Cha
         h["chain"]: ChainHead(h["chain"], h["sequence"], h["receipt_hash"])
         for h in _heads(export["heads"])
     }
-    by_chain: dict[str, list[tuple[int, Receipt]]] = {}
+    by_chain: dict[str, list[tuple[int, AnyReceipt]]] = {}
     for position, values in enumerate(raw):
         receipt = receipt_from_json(values)
         by_chain.setdefault(receipt.chain, []).append((position, receipt))

@@ -32,6 +32,9 @@ DEFAULT_DISPUTE_WINDOW_MS: Final = 24 * 3_600_000
 class PurchaseStatus(StrEnum):
     OPEN = "open"  # paid into escrow, credits reserved, awaiting settlement
     SETTLED = "settled"
+    # Every credit it reserved was revoked by a guilty dispute; the escrow went
+    # back to the buyer. (A purchase that loses only some keeps the rest.)
+    REVOKED = "revoked"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class Purchase:
     receipt_chain: str | None = None
     receipt_sequence: int | None = None
     receipt_hash: str | None = None
+    revoked_at_ms: int | None = None
+
+    @property
+    def closed_at_ms(self) -> int | None:
+        return self.settled_at_ms if self.settled_at_ms is not None else self.revoked_at_ms
 
     def is_due(self, now_ms: int) -> bool:
         return self.status == PurchaseStatus.OPEN and self.settles_at_ms <= now_ms
@@ -71,6 +79,36 @@ def market_fee(escrow_micro_block: int, fee_bps: int) -> int:
     if not 0 <= fee_bps <= MAX_MARKET_FEE_BPS:
         raise ValueError("market fee out of range")
     return escrow_micro_block * fee_bps // 10_000
+
+
+def paid_for(purchase: Purchase, wh: int) -> int:
+    """The part of the purchase's escrow that paid for ``wh`` of its energy,
+    rounded down (all of it for all its Wh): what a refund of that energy is."""
+    if not 0 < wh <= purchase.wh:
+        raise ValueError("a part of a purchase is more than none and at most all of it")
+    return purchase.escrow_micro_block * wh // purchase.wh
+
+
+def without_credits(purchase: Purchase, revoked: dict[str, int], at_ms: int) -> Purchase:
+    """An open purchase after a dispute revoked some of its credits (id -> Wh):
+    it keeps the rest, and what it keeps of the escrow; with none left, it is revoked."""
+    if purchase.status != PurchaseStatus.OPEN or not set(revoked) <= set(purchase.credit_ids):
+        raise ValueError("only an open purchase's own credits are revoked from it")
+    wh = sum(revoked.values())
+    refund = paid_for(purchase, wh)
+    kept = tuple(c for c in purchase.credit_ids if c not in revoked)
+    if not kept:
+        return replace(
+            purchase,
+            status=PurchaseStatus.REVOKED,
+            revoked_at_ms=at_ms,
+        )
+    return replace(
+        purchase,
+        wh=purchase.wh - wh,
+        escrow_micro_block=purchase.escrow_micro_block - refund,
+        credit_ids=kept,
+    )
 
 
 def purchase_id_for(buyer: str, idempotency_key: str) -> str:

@@ -2,17 +2,21 @@
 
 A flag posts the configured bond from the flagger's balance in the same
 atomic write that opens or joins the dispute, so the bond is held exactly as
-long as the dispute records it (the conservation audit counts open disputes'
-bonds). Freezing credits, voting and resolution come in later slices.
+long as the dispute records it (the conservation audit counts the bonds of
+disputes not yet resolved). Opening a dispute freezes its credits in that
+same write: the freeze goes on the provider's record, which every purchase,
+settlement and retirement of its credits reads (see ``Freeze``). Votes and
+resolution are in ``chalicelib.services.resolution``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from chalicelib.domain.credits import CreditState
+from chalicelib.domain.credits import Credit, CreditState, Freeze
 from chalicelib.domain.disputes import (
+    MAX_OPEN_DISPUTES_PER_PROVIDER,
     Dispute,
     DisputeRules,
     DisputeStatus,
@@ -22,8 +26,9 @@ from chalicelib.domain.disputes import (
     dispute_id_for,
     join_dispute,
     open_dispute,
+    subject_freeze,
 )
-from chalicelib.domain.errors import DomainError, InvalidFlag, NotFound
+from chalicelib.domain.errors import DomainError, InvalidFlag, NotFound, TooManyDisputes
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.services.accounts import commit_spending
 from chalicelib.services.auth import SignedCall, authenticate, refusal
@@ -48,7 +53,7 @@ class FlagRequest:
 class _Target:
     subject: Subject
     provider_id: str
-    buyers: frozenset[str]
+    reading_end_ms: int | None  # a reading's time; None for a meter window
 
 
 def rules_for(deps: Dependencies) -> DisputeRules:
@@ -111,24 +116,68 @@ def _open_or_join(
         current = uow.disputes.get(dispute_id_for(target.subject, round_number))
     if current is not None:
         joined = join_dispute(current, flag, rules)
-        uow.disputes.join(joined, current.version)
+        uow.disputes.save(joined, current.version)
         return joined
     provider = uow.providers.get(target.provider_id)
     if provider is None:
         raise NotFound("no such provider", provider_id=target.provider_id)
+    if len(provider.freezes) >= MAX_OPEN_DISPUTES_PER_PROVIDER:
+        raise TooManyDisputes(
+            "the provider has as many open disputes as it may; flag one of them",
+            provider_id=provider.provider_id,
+            max_open_disputes=MAX_OPEN_DISPUTES_PER_PROVIDER,
+        )
+    freeze = subject_freeze(
+        dispute_id_for(target.subject, round_number), target.subject, target.reading_end_ms
+    )
     opened = open_dispute(
         subject=target.subject,
         provider_id=provider.provider_id,
         provider_owner=provider.owner,
         flag=flag,
-        buyers=target.buyers,
+        buyers=buyers_of(uow, provider.provider_id, freeze),
         validators=_validators(uow),
         opened_at_ms=now_ms,
         round_number=round_number,
         rules=rules,
+        reading_end_ms=target.reading_end_ms,
     )
     uow.disputes.open(opened)
+    uow.providers.hold_for_dispute(provider, opened.freeze)
     return opened
+
+
+def affected_credits(uow: UnitOfWork, provider_id: str, freeze: Freeze) -> Iterator[Credit]:
+    """Every credit a freeze covers, page by page along one index range."""
+    cursor: str | None = None
+    while True:
+        page = uow.credits.in_window(
+            provider_id, freeze.from_ms, freeze.to_ms, AFFECTED_PAGE, cursor
+        )
+        yield from (c for c in page.items if freeze.covers(c))
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+# Credits read per query when the affected credits are walked.
+AFFECTED_PAGE = 200
+
+
+def buyers_of(uow: UnitOfWork, provider_id: str, freeze: Freeze) -> set[str]:
+    """The buyers of the credits a dispute would freeze: its parties, never its judges."""
+    buyers: set[str] = set()
+    reserved: set[str] = set()
+    for credit in affected_credits(uow, provider_id, freeze):
+        if credit.holder is not None:
+            buyers.add(credit.holder)
+        elif credit.purchase_id is not None:
+            reserved.add(credit.purchase_id)
+    for purchase_id in sorted(reserved):
+        purchase = uow.purchases.get(purchase_id)
+        if purchase is not None:
+            buyers.add(purchase.buyer)
+    return buyers
 
 
 def _target(uow: UnitOfWork, request: FlagRequest) -> _Target:
@@ -149,36 +198,15 @@ def _target(uow: UnitOfWork, request: FlagRequest) -> _Target:
         meter = uow.meters.get(request.meter_address)
         if meter is None:
             raise NotFound("no such meter", meter_address=request.meter_address)
-        return _Target(subject, meter.provider_id, frozenset())
+        return _Target(subject, meter.provider_id, None)
     credit_id = request.credit_id or request.reading_hash or ""
     if request.reading_hash is not None:
         Subject.reading(request.reading_hash)  # well formed before it is looked up
     credit = uow.credits.get(credit_id)
     if credit is None or credit.state == CreditState.BASELINE:
         raise NotFound("no such credit", credit_id=credit_id)
-    reading_hash = credit.reading_hash  # a part split off a credit names its reading
-    return _Target(
-        Subject.reading(reading_hash),
-        credit.provider_id,
-        frozenset(_buyers(uow, [credit.credit_id, reading_hash])),
-    )
-
-
-def _buyers(uow: UnitOfWork, credit_ids: Sequence[str]) -> set[str]:
-    """The buyers of the credits that can be found from the flag's subject.
-
-    Parts split off a reading's credit by other purchases are not indexed by
-    reading yet (the freeze slice adds that); until then they are not parties.
-    """
-    buyers: set[str] = set()
-    for credit in uow.credits.get_many(list(dict.fromkeys(credit_ids))):
-        if credit.holder is not None:
-            buyers.add(credit.holder)
-        elif credit.purchase_id is not None:
-            purchase = uow.purchases.get(credit.purchase_id)
-            if purchase is not None:
-                buyers.add(purchase.buyer)
-    return buyers
+    # A part split off a credit names its reading, and shares its time.
+    return _Target(Subject.reading(credit.reading_hash), credit.provider_id, credit.interval_end_ms)
 
 
 def _validators(uow: UnitOfWork) -> list[Validator]:

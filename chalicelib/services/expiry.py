@@ -59,7 +59,7 @@ def _expire_together(
     uow = deps.unit_of_work()
     for credit in credits:
         uow.credits.expire(credit)
-    uow.providers.expire_energy(credits[0].provider_id, sum(c.wh for c in credits))
+    uow.providers.take_off_market(credits[0].provider_id, sum(c.wh for c in credits))
     try:
         uow.commit()
     except DomainError:
@@ -76,7 +76,7 @@ def _expire_one(deps: Dependencies, credit_id: str, run: JobRun, now_ms: int) ->
         return True  # sold or expired meanwhile: nothing left to do
     credit = found[0]
     uow.credits.expire(credit)
-    uow.providers.expire_energy(credit.provider_id, credit.wh)
+    uow.providers.take_off_market(credit.provider_id, credit.wh)
     try:
         uow.commit()
     except DomainError as exc:

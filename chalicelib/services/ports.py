@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
-from chalicelib.domain.credits import Credit, Retirement
+from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeStatus
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
-from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
 
 T = TypeVar("T")
@@ -133,19 +133,36 @@ class ProviderRepository(Protocol):
 
     def reserve_energy(self, provider: Provider, wh: int) -> None:
         """Stage: take ``wh`` off the provider's available energy and open an
-        obligation, if it still sells at the price read and has the energy;
-        fails with ConcurrentUpdate otherwise."""
+        obligation, if it still sells at the price read, has the energy and
+        its disputes' freezes are as read; fails with ConcurrentUpdate otherwise."""
 
     def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
         """Stage: add minted Wh to the provider's available energy and store
         the recent reading slots (for uptime)."""
 
-    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
         """Stage: close one open obligation and count a settled sale; fails with
-        ConcurrentUpdate if the provider has no open obligation."""
+        ConcurrentUpdate if the provider has no open obligation or its
+        disputes' freezes changed since ``provider`` was read."""
 
-    def expire_energy(self, provider_id: str, wh: int) -> None:
-        """Stage: take expired Wh off the provider's available energy."""
+    def take_off_market(self, provider_id: str, wh: int) -> None:
+        """Stage: take Wh that expired unsold off the provider's available energy."""
+
+    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
+        """Stage: take revoked Wh that was on sale off the available energy, and
+        close the obligations of purchases revoked whole."""
+
+    def hold_for_dispute(self, provider: Provider, freeze: Freeze) -> None:
+        """Stage: add a dispute's freeze and open an obligation (the stake secures
+        the dispute), if the freezes are as read; ConcurrentUpdate otherwise."""
+
+    def release_dispute(self, provider: Provider, dispute_id: str, *, upheld: bool) -> None:
+        """Stage: drop a dispute's freeze, close its obligation and count it if
+        upheld, if the freezes are as read; ConcurrentUpdate otherwise."""
+
+    def slash(self, provider: Provider, micro_block: int) -> None:
+        """Stage: take ``micro_block`` from the stake (the status follows it), if
+        the stake is as read; ConcurrentUpdate otherwise."""
 
 
 class MeterRepository(Protocol):
@@ -184,6 +201,17 @@ class CreditRepository(Protocol):
 
     def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
         """Up to ``limit`` of a provider's credits on sale, oldest first."""
+
+    def in_window(
+        self, provider_id: str, from_ms: int, to_ms: int, limit: int, cursor: str | None
+    ) -> Page[Credit]:
+        """A provider's credits whose interval ends in ``[from_ms, to_ms)``, in that
+        order (by interval end, then id), baselines excluded; one index range."""
+
+    def revoke(self, credit: Credit) -> None:
+        """Stage: the credit leaves for good (its reading was found fraudulent),
+        off every listing. Fails with ConcurrentUpdate unless it is still in the
+        state it was read in."""
 
     def reserve(self, credit: Credit, purchase_id: str) -> None:
         """Stage: take the whole credit off sale for a purchase. Fails with
@@ -241,7 +269,12 @@ class PurchaseRepository(Protocol):
     def by_buyer(
         self, buyer: str, *, open_only: bool, limit: int, cursor: str | None
     ) -> Page[Purchase]:
-        """A buyer's open purchases (oldest first) or settled ones (newest first)."""
+        """A buyer's open purchases (oldest first) or closed ones (newest first)."""
+
+    def revise(self, before: Purchase, after: Purchase) -> None:
+        """Stage: an open purchase loses revoked credits (and their share of the
+        escrow), or is revoked whole. Fails with ConcurrentUpdate unless it is
+        still open with the Wh of ``before``."""
 
 
 class ReceiptRepository(Protocol):
@@ -259,6 +292,11 @@ class ReceiptRepository(Protocol):
 
     def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
         """Receipts of a buyer's settlements, newest first."""
+
+    def append_slash(self, receipt: SlashReceipt) -> None:
+        """Stage: add a slash receipt to its chain (as ``append``)."""
+
+    def slash_receipt(self, chain: str, sequence: int) -> SlashReceipt | None: ...
 
 
 class JobRepository(Protocol):
@@ -279,9 +317,16 @@ class DisputeRepository(Protocol):
         """Stage: create the dispute. Fails with ConcurrentUpdate when it exists
         (a concurrent flag opened it: reading again joins it)."""
 
-    def join(self, joined: Dispute, expected_version: int) -> None:
-        """Stage: store the dispute with its new flag if it is still open at
-        ``expected_version``; fails with ConcurrentUpdate otherwise."""
+    def save(self, changed: Dispute, expected_version: int) -> None:
+        """Stage: store the dispute (a flag joined, a vote, a verdict, a page of
+        its revocation) if it is still at ``expected_version``; fails with
+        ConcurrentUpdate otherwise. It stays on the due index while open or
+        revoking."""
+
+    def each_due(self, run: JobRun, now_ms: int, budget: int, handle: DueHandler[Dispute]) -> None:
+        """Hand the disputes with work due by ``now_ms`` (open past their
+        deadline, or guilty and still revoking) to ``handle``, as ``each_due``
+        of purchases does."""
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Dispute]:
         """Disputes against a provider, newest first."""

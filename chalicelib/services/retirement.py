@@ -11,8 +11,14 @@ from chalicelib.domain.certificates import (
     credit_id_of,
     why_not_retirable,
 )
-from chalicelib.domain.credits import CreditState, Retirement
-from chalicelib.domain.errors import DomainError, InvalidState, NotAuthorised, NotFound
+from chalicelib.domain.credits import CreditState, Retirement, frozen_by
+from chalicelib.domain.errors import (
+    CreditsDisputed,
+    DomainError,
+    InvalidState,
+    NotAuthorised,
+    NotFound,
+)
 from chalicelib.domain.providers import Provider
 from chalicelib.services.auth import SignedCall, authenticate, refusal
 from chalicelib.services.dependencies import Dependencies, retry_on_conflict
@@ -47,6 +53,7 @@ def retire_credits(deps: Dependencies, call: SignedCall, claim: Claim) -> list[C
         uow = deps.unit_of_work()
         holder = authenticate(deps, uow, call)
         credits = {c.credit_id: c for c in uow.credits.get_many(claim.credit_ids)}
+        providers = _providers(uow, {c.provider_id for c in credits.values()})
         retirement = Retirement(
             beneficiary=claim.beneficiary,
             period_start_ms=claim.period_start_ms,
@@ -66,11 +73,17 @@ def retire_credits(deps: Dependencies, call: SignedCall, claim: Claim) -> list[C
                 why = why_not_retirable(credit, holder)
                 if why is not None:
                     raise InvalidState(why, credit_id=credit_id, state=str(credit.state))
+                dispute_id = frozen_by(providers[credit.provider_id].freezes, credit)
+                if dispute_id is not None:
+                    raise CreditsDisputed(
+                        "an open dispute holds this credit; it cannot be retired until resolved",
+                        credit_id=credit_id,
+                        dispute_id=dispute_id,
+                    )
             except DomainError as error:
                 raise refusal(uow, call, error) from None
             uow.credits.retire(credit, retirement)
         uow.commit()
-        providers = _providers(uow, {c.provider_id for c in credits.values()})
         retired = [
             replace(credits[c], state=CreditState.RETIRED, retirement=retirement)
             for c in claim.credit_ids

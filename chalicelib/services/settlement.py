@@ -15,7 +15,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from chalicelib.domain.errors import ConcurrentUpdate, DomainError, NotAuthorised, NotFound
+from chalicelib.domain.credits import frozen_by
+from chalicelib.domain.errors import (
+    ConcurrentUpdate,
+    CreditsDisputed,
+    DomainError,
+    InvalidState,
+    NotAuthorised,
+    NotFound,
+)
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.receipts import ChainHead, Receipt, settlement_receipt
 from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
@@ -59,6 +67,11 @@ def settle_early(deps: Dependencies, call: SignedCall, purchase_id: str) -> Sett
         if purchase.status == PurchaseStatus.SETTLED:
             uow.commit()  # the nonce: a replay of this very request is refused
             return _settled_already(uow, purchase)
+        if purchase.status == PurchaseStatus.REVOKED:
+            raise InvalidState(
+                "a dispute revoked every credit of the purchase; its escrow was refunded",
+                transaction_id=purchase_id,
+            )
         return _settle(deps, uow, purchase, SettledBy.BUYER)
 
     return retry_on_conflict(attempt)
@@ -82,7 +95,10 @@ def settle_due(
             return _settled_already(uow, purchase)
         if not purchase.is_due(deps.clock() * 1000):
             return None
-        return _settle(deps, uow, purchase, SettledBy.SCHEDULE)
+        try:
+            return _settle(deps, uow, purchase, SettledBy.SCHEDULE)
+        except CreditsDisputed:
+            return None  # it waits, and stays due, until the dispute resolves
 
     return retry_on_conflict(attempt)
 
@@ -163,6 +179,17 @@ def _settle(
     provider = uow.providers.get(purchase.provider_id)
     if provider is None:  # providers are never deleted; a broken record is a bug
         raise NotFound("the purchase's provider is gone", provider_id=purchase.provider_id)
+    if provider.freezes:
+        # Only read when the provider has an open dispute; settle_obligation's
+        # condition catches a dispute opened after this read.
+        for credit in uow.credits.get_many(purchase.credit_ids):
+            dispute_id = frozen_by(provider.freezes, credit)
+            if dispute_id is not None:
+                raise CreditsDisputed(
+                    "an open dispute holds credits of this purchase; it settles once resolved",
+                    transaction_id=purchase.purchase_id,
+                    dispute_id=dispute_id,
+                )
     now_ms = deps.clock() * 1000
     fee = market_fee(purchase.escrow_micro_block, deps.settings.market_fee_bps)
     to_provider = purchase.escrow_micro_block - fee
@@ -201,7 +228,7 @@ def _settle(
         )
     if fee:
         uow.ledger.credit_treasury(_treasury_shard(purchase.purchase_id), fee)
-    uow.providers.settle_obligation(provider.provider_id, to_provider, purchase.wh)
+    uow.providers.settle_obligation(provider, to_provider, purchase.wh)
     uow.ledger.record_bought(purchase.buyer, str(provider.energy_type), purchase.wh)
     uow.receipts.append(receipt)
     uow.commit()

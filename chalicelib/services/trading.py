@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.domain import units
+from chalicelib.domain.credits import frozen_by
 from chalicelib.domain.errors import (
     AlreadyExists,
     InsufficientEnergy,
@@ -26,6 +27,10 @@ from chalicelib.domain.trading import (
 from chalicelib.services.accounts import commit_spending
 from chalicelib.services.auth import SignedCall, authenticate
 from chalicelib.services.dependencies import Dependencies, retry_on_conflict
+
+# Credits on sale read beyond what a purchase may take while a provider has open
+# disputes: frozen credits are the oldest of a window, and are skipped.
+FROZEN_LOOKAHEAD = 400
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,15 @@ def purchase_energy(deps: Dependencies, call: SignedCall, order: Order) -> Purch
         max_credits = max_credits_per_purchase(uow.max_writes)
         now_ms = deps.clock() * 1000
         # A credit past its expiry is out of the market even before the expiry
-        # job (every 15 minutes) has taken it off the index.
+        # job (every 15 minutes) has taken it off the index; one an open
+        # dispute holds is out of it until the dispute resolves (and the read
+        # looks further ahead, past the frozen ones).
+        lookahead = FROZEN_LOOKAHEAD if provider.freezes else 0
         on_sale = [
             c
-            for c in uow.credits.available(provider.provider_id, max_credits + 1)
-            if c.expires_at_ms > now_ms
-        ]
+            for c in uow.credits.available(provider.provider_id, max_credits + 1 + lookahead)
+            if c.expires_at_ms > now_ms and frozen_by(provider.freezes, c) is None
+        ][: max_credits + 1]
         allocation = allocate(on_sale[:max_credits], order.wh)
         if allocation is None:
             if len(on_sale) > max_credits:

@@ -14,6 +14,7 @@ from energy_client.rpc_client import RpcError, Signer, unwrap
 from tests.support import (
     BLOCK,
     MarketHarness,
+    flag,
     registration_params,
     selling_provider,
     validators,
@@ -139,6 +140,19 @@ def flag_dispute(market: MarketHarness) -> Scenario:
     return Scenario({"credit_id": credit_id, "reason": "output at night"}, carol, None)
 
 
+def vote_on_dispute(market: MarketHarness) -> Scenario:
+    meter = selling_provider(market, [5_000])
+    judges = validators(market, "val-1.theblock", "val-2.theblock", "val-3.theblock")
+    carol = market.funded_account("carol.theblock", block=100)
+    credit_id = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})[
+        "credits"
+    ][0]["credit_id"]
+    dispute = flag(market, carol, credit_id=credit_id)
+    judge = next(j for j in judges if j.account == dispute["panel"][0])
+    params = {"dispute_id": dispute["dispute_id"], "verdict": "guilty", "severity": "major"}
+    return Scenario(params, judge, None)
+
+
 SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.createAccount": create_account,
     "energy.deposit": deposit,
@@ -153,6 +167,7 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.settle": settle,
     "energy.retireCredits": retire_credits,
     "energy.flagDispute": flag_dispute,
+    "energy.voteOnDispute": vote_on_dispute,
 }
 
 
@@ -191,6 +206,7 @@ ACTING_FOR_THE_SIGNER = (
     "energy.withdraw",
     "energy.purchaseEnergy",
     "energy.flagDispute",
+    "energy.voteOnDispute",
 )
 
 
@@ -214,6 +230,7 @@ TAMPERINGS: dict[str, Any] = {
     "transaction_id": "pur-" + "0" * 32,
     "beneficiary": "Mallory Holdings",
     "reason": "Mallory says so",
+    "severity": "critical",
 }
 
 

@@ -18,15 +18,21 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from chalicelib.domain.receipts import slash_chain
+from chalicelib.services import resolution
 from energy_client.rpc_client import RpcError, Signer
 from infra.emulation import create_tables
 from tests.support import (
     BLOCK,
     MarketHarness,
+    assert_conserved,
     dynamodb_market,
+    flag,
     memory_market,
     registration_params,
+    selling_provider,
     tables_from_environment,
+    validators,
 )
 
 RACERS = 24
@@ -204,3 +210,43 @@ def test_racing_settlements_settle_each_purchase_once(market: MarketHarness) -> 
     chain = market.client.call("energy.getReceipts", {"provider_id": meter.provider_id})
     assert [r["sequence"] for r in chain["receipts"]] == [1, 2, 3, 4, 5, 6]
     assert len({r["transaction_id"] for r in chain["receipts"]}) == 6
+
+
+def test_racing_resolvers_slash_once(
+    market: MarketHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decided dispute that many resolvers (the job, anyone's resolveDispute)
+    race to resolve is slashed, refunded and receipted exactly once."""
+    meter = selling_provider(market, [5_000, 5_000])
+    judges = {s.account: s for s in validators(market, *(f"val-{n}.theblock" for n in range(5)))}
+    bob = market.funded_account("bob.theblock", block=100)
+    carol = market.funded_account("carol.theblock", block=100)
+    bought = market.client.call(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.10"},
+        bob,
+    )
+    market.client.call("energy.settle", {"transaction_id": bought["transaction_id"]}, bob)
+    dispute = flag(market, carol, credit_id=bought["credit_ids"][0])
+    # The deciding vote leaves the resolution to the racers.
+    monkeypatch.setattr(resolution, "DEFAULT_STEPS", 0)
+    for judge in dispute["panel"][:3]:
+        params = {"dispute_id": dispute["dispute_id"], "verdict": "guilty", "severity": "minor"}
+        market.client.call("energy.voteOnDispute", params, judges[judge])
+    monkeypatch.setattr(resolution, "DEFAULT_STEPS", 50)
+    ref = {"dispute_id": dispute["dispute_id"]}
+
+    results, refusals = race([lambda: market.client.call("energy.resolveDispute", ref)] * 8)
+    market.client.call("energy.resolveDispute", ref)  # finishes what a loser left
+
+    assert refusals == [] and len(results) == 8
+    resolved = market.client.call("energy.getDispute", ref)
+    assert resolved["status"] == "guilty"
+    provider = market.client.call("energy.getProvider", {"provider_id": meter.provider_id})
+    assert provider["stake"] == 10_000 * BLOCK - 1_000 * BLOCK
+    assert market.client.call("energy.getAccount", {"name": "bob.theblock"})["balance"] == (
+        100 * BLOCK
+    )
+    head = market.uow().receipts.head(slash_chain(meter.provider_id))
+    assert head is not None and head.sequence == 1
+    assert_conserved(market)

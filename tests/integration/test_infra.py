@@ -613,7 +613,11 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
         ):
             time.sleep(0.5)
         jobs = stack.jobs_status()
-        assert set(jobs) == {"settle_due_purchases", "expire_unsold_credits"}, jobs
+        assert set(jobs) == {
+            "settle_due_purchases",
+            "expire_unsold_credits",
+            "resolve_due_disputes",
+        }, jobs
         for job in jobs.values():
             assert job["runs"] >= 1 and job["failures"] == 0, (jobs, log_path.read_text())
         assert jobs["settle_due_purchases"]["last"]["job"] == "settlement"

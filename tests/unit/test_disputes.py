@@ -455,22 +455,24 @@ def test_guilty_slashes_the_stake_refunds_buyers_and_shares_the_rest() -> None:
         settled=[Refund("pur-1", BUYER, 30 * BLOCK)],
     )
     stake = Pocket(PocketKind.STAKE, PROVIDER)
-    # slash 500; refunds 30; reward 10 % of 470 = 47, 23.5 each; 423 to the treasury
+    pot = Pocket(PocketKind.POT, dispute.dispute_id)
+    # slash 500 into the pot; refunds 30; reward 10 % of 470 = 47, 23.5 each; 423 to the treasury
     assert result.transfers == (
-        Transfer(stake, balance(BUYER), 30 * BLOCK, TransferReason.SLASH_REFUND),
-        Transfer(stake, balance(FLAGGER), 23_500_000, TransferReason.FLAGGER_REWARD),
-        Transfer(stake, balance("dave.theblock"), 23_500_000, TransferReason.FLAGGER_REWARD),
-        Transfer(
-            stake,
-            Pocket(PocketKind.TREASURY, "treasury"),
-            423 * BLOCK,
-            TransferReason.SLASH_TO_TREASURY,
-        ),
+        Transfer(stake, pot, 500 * BLOCK, TransferReason.SLASH),
+        Transfer(pot, balance(BUYER), 30 * BLOCK, TransferReason.SLASH_REFUND),
         Transfer(
             Pocket(PocketKind.ESCROW, "pur-2"),
             balance("erin.theblock"),
             12 * BLOCK,
             TransferReason.ESCROW_REFUND,
+        ),
+        Transfer(pot, balance(FLAGGER), 23_500_000, TransferReason.FLAGGER_REWARD),
+        Transfer(pot, balance("dave.theblock"), 23_500_000, TransferReason.FLAGGER_REWARD),
+        Transfer(
+            pot,
+            Pocket(PocketKind.TREASURY, "treasury"),
+            423 * BLOCK,
+            TransferReason.SLASH_TO_TREASURY,
         ),
         Transfer(
             bond_pocket(dispute.dispute_id, FLAGGER),
@@ -485,6 +487,8 @@ def test_guilty_slashes_the_stake_refunds_buyers_and_shares_the_rest() -> None:
             TransferReason.BOND_RETURNED,
         ),
     )
+    assert net_changes(result.transfers)[stake] == -500 * BLOCK
+    assert pot not in net_changes(result.transfers)  # paid out in full
     assert result.slash_micro_block == 500 * BLOCK
     assert result.stake_after_micro_block == 1_500 * BLOCK
     assert not result.suspended

@@ -697,6 +697,7 @@ def test_the_documented_vector_is_what_the_code_signs() -> None:
     message = doc_block("receipt-vector-message").encode("utf-8")
 
     receipt = receipt_from_json(body | {"receipt_hash": "", "signature": ""})
+    assert isinstance(receipt, Receipt)
     assert receipt.message() == message
     assert message.startswith(b"energy-marketplace/receipt/v1\n{")
     assert hashlib.sha256(message).hexdigest() == output["receipt_hash"]

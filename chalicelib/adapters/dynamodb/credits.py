@@ -16,10 +16,12 @@ from chalicelib.adapters.dynamodb.layout import (
     credit_key,
     decode_minted_cursor,
     due_by,
+    encode_cursor,
     expiry_key,
     expiry_slot,
     expiry_slots,
     minted_key,
+    window_keys,
 )
 from chalicelib.adapters.dynamodb.paging import IndexRange, get_all, newest_first
 from chalicelib.domain.credits import Credit, CreditState, Retirement
@@ -261,6 +263,40 @@ class DynamoCredits:
                     ":holder": retirement.retired_by,
                 }
                 | {f":{name}": value for name, value in attributes.items()}
+            ),
+        )
+
+    def in_window(
+        self, provider_id: str, from_ms: int, to_ms: int, limit: int, cursor: str | None
+    ) -> Page[Credit]:
+        low, high = window_keys(from_ms, to_ms)
+        if cursor is not None:
+            low = decode_minted_cursor(cursor) + "\x00"  # just after the cursor's key
+        response = self._client.query(
+            TableName=self._tables.credits,
+            IndexName=CREDITS_BY_PROVIDER,
+            KeyConditionExpression="provider_id = :p AND minted_key BETWEEN :low AND :high",
+            ExpressionAttributeValues=to_item({":p": provider_id, ":low": low, ":high": high}),
+            Limit=limit + 1,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        found = [credit_from_item(item) for item in response["Items"]]
+        page = found[:limit]
+        more = len(found) > limit
+        return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
+
+    def revoke(self, credit: Credit) -> None:
+        # Off sale, off the expiry index and out of its holder's holdings; it
+        # stays among the provider's credits, marked revoked.
+        self._staged.update(
+            self._tables.credits,
+            credit_key(credit.credit_id),
+            f"SET #state = :revoked {LEAVE_SALE}, holder",
+            "#state = :read AND wh = :wh",
+            lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {":revoked": str(CreditState.REVOKED), ":read": str(credit.state), ":wh": credit.wh}
             ),
         )
 

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.adapters.due_work import items_due
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
 from chalicelib.adapters.dynamodb.layout import (
     DISPUTES_BY_PROVIDER,
     DISPUTES_BY_STATUS,
+    HOUR_MS,
+    OPEN_DISPUTES_BY_SLOT,
     VALIDATORS_PK,
     Tables,
     deadline_key,
     deadline_slot,
     decode_opened_cursor,
     dispute_key,
+    due_by,
     opened_key,
     validator_key,
 )
 from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first, query_all
 from chalicelib.domain.disputes import (
+    DecidedBy,
     Dispute,
     DisputeStatus,
     Flag,
+    Revocation,
     Severity,
     Subject,
     SubjectKind,
@@ -29,9 +37,10 @@ from chalicelib.domain.disputes import (
     Vote,
 )
 from chalicelib.domain.errors import ConcurrentUpdate
-from chalicelib.services.ports import Page
+from chalicelib.services.ports import DueHandler, JobRun, Page
 
 if TYPE_CHECKING:
+    from chalicelib.adapters.due_work import Watermarks
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
 
 
@@ -56,15 +65,57 @@ def dispute_to_item(dispute: Dispute) -> Item:
         "quorum": dispute.quorum,
         "votes": [_vote_to_map(v) for v in dispute.votes],
         "status": str(dispute.status),  # DisputesByStatus
+        "reading_end_ms": dispute.reading_end_ms,
         "severity": str(dispute.severity) if dispute.severity is not None else None,
         "resolved_at_ms": dispute.resolved_at_ms,
+        "decided_by": str(dispute.decided_by) if dispute.decided_by is not None else None,
+        "non_voters": list(dispute.non_voters),
+        "revocation": _revocation_to_map(dispute.revocation),
         "version": dispute.version,
     }
-    if dispute.status == DisputeStatus.OPEN:
-        # OpenDisputesBySlot (sparse): the deadline job will read the hours due.
-        values["deadline_slot"] = deadline_slot(dispute.deadline_ms)
-        values["deadline_key"] = deadline_key(dispute.deadline_ms, dispute.dispute_id)
+    due_at = due_at_ms(dispute)
+    if due_at is not None:
+        # OpenDisputesBySlot (sparse): the dispute job reads the hours due.
+        values["deadline_slot"] = deadline_slot(due_at)
+        values["deadline_key"] = deadline_key(due_at, dispute.dispute_id)
     return to_item(values)
+
+
+def due_at_ms(dispute: Dispute) -> int | None:
+    """When the dispute job next has work on it: an open dispute at its deadline,
+    a guilty one still revoking at once (from its verdict); else never."""
+    if dispute.status == DisputeStatus.OPEN:
+        return dispute.deadline_ms
+    if dispute.status == DisputeStatus.REVOKING:
+        return dispute.resolved_at_ms
+    return None
+
+
+def _revocation_to_map(revocation: Revocation | None) -> dict[str, Any] | None:
+    if revocation is None:
+        return None
+    values = asdict(revocation)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _revocation_from_map(values: dict[str, Any] | None) -> Revocation | None:
+    if values is None:
+        return None
+    return Revocation(
+        slash_micro_block=as_int(values["slash_micro_block"]),
+        owed_micro_block=as_int(values["owed_micro_block"]),
+        stake_after_micro_block=as_int(values["stake_after_micro_block"]),
+        refunded_micro_block=as_int(values["refunded_micro_block"]),
+        escrow_refunded_micro_block=as_int(values["escrow_refunded_micro_block"]),
+        revoked_credits=as_int(values["revoked_credits"]),
+        revoked_wh=as_int(values["revoked_wh"]),
+        cursor=values.get("cursor"),
+        swept=bool(values.get("swept", False)),
+        receipt_sequence=(
+            as_int(values["receipt_sequence"]) if "receipt_sequence" in values else None
+        ),
+        receipt_hash=values.get("receipt_hash"),
+    )
 
 
 def _flag_to_map(flag: Flag) -> dict[str, Any]:
@@ -129,8 +180,12 @@ def dispute_from_item(item: Item) -> Dispute:
             for o in v["votes"]
         ),
         status=DisputeStatus(v["status"]),
+        reading_end_ms=as_int(v["reading_end_ms"]) if "reading_end_ms" in v else None,
         severity=Severity(v["severity"]) if "severity" in v else None,
         resolved_at_ms=as_int(v["resolved_at_ms"]) if "resolved_at_ms" in v else None,
+        decided_by=DecidedBy(v["decided_by"]) if "decided_by" in v else None,
+        non_voters=tuple(v.get("non_voters", [])),
+        revocation=_revocation_from_map(v.get("revocation")),
         version=as_int(v["version"]),
     )
 
@@ -140,8 +195,9 @@ def _opened_key_of(dispute: Dispute) -> str:
 
 
 class DynamoDisputes:
-    def __init__(self, client: Any, tables: Tables, staged: Staged) -> None:
+    def __init__(self, client: Any, tables: Tables, staged: Staged, watermarks: Watermarks) -> None:
         self._client, self._tables, self._staged = client, tables, staged
+        self._watermarks = watermarks
 
     def get(self, dispute_id: str) -> Dispute | None:
         found = self._client.get_item(
@@ -162,19 +218,38 @@ class DynamoDisputes:
             ),
         )
 
-    def join(self, joined: Dispute, expected_version: int) -> None:
+    def save(self, changed: Dispute, expected_version: int) -> None:
         self._staged.put(
             self._tables.disputes,
-            dispute_to_item(joined),
-            "#status = :open AND version = :version",
-            lambda: ConcurrentUpdate(
-                "the dispute changed while it was flagged; retry", dispute_id=joined.dispute_id
-            ),
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item(
-                {":open": str(DisputeStatus.OPEN), ":version": expected_version}
-            ),
+            dispute_to_item(changed),
+            "version = :version",
+            lambda: ConcurrentUpdate("the dispute changed; retry", dispute_id=changed.dispute_id),
+            ExpressionAttributeValues=to_item({":version": expected_version}),
         )
+
+    def each_due(self, run: JobRun, now_ms: int, budget: int, handle: DueHandler[Dispute]) -> None:
+        items_due(
+            self._watermarks,
+            self._due_in_hour,
+            lambda d: d.dispute_id,
+            run,
+            now_ms,
+            budget,
+            handle,
+        )
+
+    def _due_in_hour(self, hour: int, now_ms: int, limit: int) -> Sequence[Dispute]:
+        response = self._client.query(
+            TableName=self._tables.disputes,
+            IndexName=OPEN_DISPUTES_BY_SLOT,
+            KeyConditionExpression="deadline_slot = :slot AND deadline_key <= :now",
+            ExpressionAttributeValues=to_item(
+                {":slot": deadline_slot(hour * HOUR_MS), ":now": due_by(now_ms)}
+            ),
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return [dispute_from_item(i) for i in response["Items"]]
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Dispute]:
         where = IndexRange(

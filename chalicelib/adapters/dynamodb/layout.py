@@ -25,7 +25,8 @@ registry  VALIDATORS       / VALIDATOR#<name> one per account holding the valida
                                               draw reads the partition)
 disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and votes (GSIs:
                                               DisputesByProvider, DisputesByStatus by
-                                              opened_key; OpenDisputesBySlot while open)
+                                              opened_key; OpenDisputesBySlot while the
+                                              dispute job has work on it)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -70,6 +71,7 @@ PURCHASES_BY_BUYER: Final = "PurchasesByBuyer"
 RECEIPTS_BY_BUYER: Final = "ReceiptsByBuyer"
 DISPUTES_BY_PROVIDER: Final = "DisputesByProvider"
 DISPUTES_BY_STATUS: Final = "DisputesByStatus"
+OPEN_DISPUTES_BY_SLOT: Final = "OpenDisputesBySlot"
 VALIDATORS_PK: Final = "VALIDATORS"
 
 
@@ -193,16 +195,23 @@ def minted_key(credit: Credit) -> str:
     return f"{credit.interval_end_ms:015d}#{credit.credit_id}"
 
 
+def window_keys(from_ms: int, to_ms: int) -> tuple[str, str]:
+    """The minted keys of credits whose interval ends in ``[from_ms, to_ms)``, as an
+    inclusive BETWEEN range (``#`` sorts before every hex digit, ``~`` after)."""
+    return f"{from_ms:015d}#", f"{to_ms - 1:015d}#~"
+
+
 def rejection_sort_key(record: RejectionRecord) -> str:
     # The payload hash makes a redelivery of one message the same record.
     return f"REJECTION#{record.at_ms:015d}#{record.payload_hash[:32]}"
 
 
 def buyer_key(purchase: Purchase) -> str:
-    """A buyer's purchases: open ones (``O#``) by creation, settled (``S#``) by settlement."""
+    """A buyer's purchases: open ones (``O#``) by creation, closed ones (``S#``,
+    settled or revoked) by when they closed."""
     if purchase.status == PurchaseStatus.OPEN:
         return f"O#{purchase.created_at_ms:015d}#{purchase.purchase_id}"
-    return f"S#{purchase.settled_at_ms or 0:015d}#{purchase.purchase_id}"
+    return f"S#{purchase.closed_at_ms or 0:015d}#{purchase.purchase_id}"
 
 
 def receipt_sort_key(sequence: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,6 +22,7 @@ from chalicelib.adapters.dynamodb.layout import (
     provider_key,
 )
 from chalicelib.adapters.dynamodb.paging import get_all, query_all
+from chalicelib.domain.credits import Freeze
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -62,10 +64,27 @@ def provider_to_item(provider: Provider) -> Item:
             "earned_micro_block": provider.earned_micro_block,
             "sold_wh": provider.sold_wh,
             **slots_to_attributes(provider.reading_slots),
+            "freezes": freezes_to_list(provider.freezes),
+            "disputes_version": provider.disputes_version,
             "created_at": provider.created_at,
             "updated_at": provider.updated_at,
             "version": provider.version,
         }
+    )
+
+
+def freezes_to_list(freezes: Sequence[Freeze]) -> list[dict[str, Any]]:
+    return [
+        {"dispute_id": f.dispute_id, "from_ms": f.from_ms, "to_ms": f.to_ms}
+        | ({"reading_hash": f.reading_hash} if f.reading_hash is not None else {})
+        for f in freezes
+    ]
+
+
+def freezes_from_list(values: list[dict[str, Any]]) -> tuple[Freeze, ...]:
+    return tuple(
+        Freeze(v["dispute_id"], as_int(v["from_ms"]), as_int(v["to_ms"]), v.get("reading_hash"))
+        for v in values
     )
 
 
@@ -110,6 +129,8 @@ def provider_from_item(item: Item) -> Provider:
         earned_micro_block=as_int(v.get("earned_micro_block", Decimal(0))),
         sold_wh=as_int(v.get("sold_wh", Decimal(0))),
         reading_slots=slots_from_attributes(v),
+        freezes=freezes_from_list(v.get("freezes", [])),
+        disputes_version=as_int(v.get("disputes_version", Decimal(0))),
         created_at=as_int(v["created_at"]),
         updated_at=as_int(v["updated_at"]),
         version=as_int(v["version"]),
@@ -134,8 +155,18 @@ _NOT_PROFILE: Final = frozenset(
         "settled_purchases",
         "earned_micro_block",
         "sold_wh",
+        "upheld_disputes",
+        "freezes",
+        "disputes_version",
     }
 )
+
+
+def _disputes_as_read(provider: Provider) -> tuple[str, dict[str, Any]]:
+    """The condition that the provider's disputes are as ``provider`` shows them."""
+    if provider.disputes_version == 0:
+        return "(attribute_not_exists(disputes_version) OR disputes_version = :dv)", {":dv": 0}
+    return "disputes_version = :dv", {":dv": provider.disputes_version}
 
 
 class DynamoProviders:
@@ -288,11 +319,13 @@ class DynamoProviders:
     def reserve_energy(self, provider: Provider, wh: int) -> None:
         # The version moves: a stake withdrawal that read the provider before
         # this obligation opened must fail its version condition.
+        disputes, dispute_values = _disputes_as_read(provider)
         self._staged.update(
             self._tables.registry,
             provider_key(provider.provider_id),
             "ADD available_wh :minus, open_obligations :one, version :one",
-            "available_wh >= :wh AND #status = :active AND price_micro_block_per_kwh = :price",
+            "available_wh >= :wh AND #status = :active AND price_micro_block_per_kwh = :price"
+            f" AND {disputes}",
             lambda: ConcurrentUpdate(
                 "the provider changed; retry", provider_id=provider.provider_id
             ),
@@ -305,6 +338,7 @@ class DynamoProviders:
                     ":active": "active",
                     ":price": provider.price_micro_block_per_kwh,
                 }
+                | dispute_values
             ),
         )
 
@@ -325,20 +359,97 @@ class DynamoProviders:
             ),
         )
 
-    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
+        disputes, dispute_values = _disputes_as_read(provider)
         self._staged.update(
             self._tables.registry,
-            provider_key(provider_id),
+            provider_key(provider.provider_id),
             "ADD open_obligations :minus_one, settled_purchases :one,"
             " earned_micro_block :earned, sold_wh :wh",
-            "open_obligations >= :one",
-            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            f"open_obligations >= :one AND {disputes}",
+            lambda: ConcurrentUpdate(
+                "the provider changed; retry", provider_id=provider.provider_id
+            ),
             ExpressionAttributeValues=to_item(
                 {":minus_one": -1, ":one": 1, ":earned": earned_micro_block, ":wh": wh}
+                | dispute_values
             ),
         )
 
-    def expire_energy(self, provider_id: str, wh: int) -> None:
+    def hold_for_dispute(self, provider: Provider, freeze: Freeze) -> None:
+        self._set_freezes(provider, (*provider.freezes, freeze), obligations=1, upheld=0)
+
+    def release_dispute(self, provider: Provider, dispute_id: str, *, upheld: bool) -> None:
+        kept = tuple(f for f in provider.freezes if f.dispute_id != dispute_id)
+        self._set_freezes(provider, kept, obligations=-1, upheld=int(upheld))
+
+    def _set_freezes(
+        self, provider: Provider, freezes: Sequence[Freeze], *, obligations: int, upheld: int
+    ) -> None:
+        disputes, dispute_values = _disputes_as_read(provider)
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider.provider_id),
+            "SET freezes = :freezes"
+            " ADD disputes_version :one, open_obligations :obligations, upheld_disputes :upheld",
+            disputes,
+            lambda: ConcurrentUpdate(
+                "the provider's disputes changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeValues=to_item(
+                {
+                    ":freezes": freezes_to_list(freezes),
+                    ":one": 1,
+                    ":obligations": obligations,
+                    ":upheld": upheld,
+                }
+                | dispute_values
+            ),
+        )
+
+    def slash(self, provider: Provider, micro_block: int) -> None:
+        after = replace(provider, stake_micro_block=provider.stake_micro_block - micro_block)
+        # The version moves, as for any change of stake: a withdrawal that read
+        # the stake before the slash fails its condition.
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider.provider_id),
+            "SET stake_micro_block = :after, #status = :status ADD version :one",
+            # The status is derived from the stake and the pause as read.
+            "stake_micro_block = :before AND paused = :paused",
+            lambda: ConcurrentUpdate(
+                "the provider's stake changed; retry", provider_id=provider.provider_id
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":after": after.stake_micro_block,
+                    ":status": str(after.status),
+                    ":one": 1,
+                    ":before": provider.stake_micro_block,
+                    ":paused": provider.paused,
+                }
+            ),
+        )
+
+    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
+        self._staged.update(
+            self._tables.registry,
+            provider_key(provider_id),
+            "ADD available_wh :minus_wh, open_obligations :minus_closed",
+            "available_wh >= :wh AND open_obligations >= :closed",
+            lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
+            ExpressionAttributeValues=to_item(
+                {
+                    ":minus_wh": -available_wh,
+                    ":wh": available_wh,
+                    ":minus_closed": -closed_obligations,
+                    ":closed": closed_obligations,
+                }
+            ),
+        )
+
+    def take_off_market(self, provider_id: str, wh: int) -> None:
         self._staged.update(
             self._tables.registry,
             provider_key(provider_id),

@@ -50,6 +50,7 @@ def purchase_to_item(purchase: Purchase) -> Item:
         "receipt_chain": purchase.receipt_chain,
         "receipt_sequence": purchase.receipt_sequence,
         "receipt_hash": purchase.receipt_hash,
+        "revoked_at_ms": purchase.revoked_at_ms,
     }
     if purchase.status == PurchaseStatus.OPEN:
         # PurchasesDue (sparse): the settlement job reads the hours that are due.
@@ -75,6 +76,7 @@ def purchase_from_item(item: Item) -> Purchase:
         receipt_chain=v.get("receipt_chain"),
         receipt_sequence=as_int(v["receipt_sequence"]) if "receipt_sequence" in v else None,
         receipt_hash=v.get("receipt_hash"),
+        revoked_at_ms=as_int(v["revoked_at_ms"]) if "revoked_at_ms" in v else None,
     )
 
 
@@ -122,6 +124,20 @@ class DynamoPurchases:
                     ":sequence": settled.receipt_sequence,
                     ":hash": settled.receipt_hash,
                 }
+            ),
+        )
+
+    def revise(self, before: Purchase, after: Purchase) -> None:
+        self._staged.put(
+            self._tables.ledger,
+            purchase_to_item(after),
+            "#status = :open AND wh = :wh",
+            lambda: ConcurrentUpdate(
+                "the purchase changed; retry", transaction_id=before.purchase_id
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {":open": str(PurchaseStatus.OPEN), ":wh": before.wh}
             ),
         )
 

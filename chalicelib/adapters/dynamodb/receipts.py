@@ -1,7 +1,8 @@
-"""Receipts: each provider's chain of signed settlement receipts, and its head."""
+"""Receipts: each provider's chains of signed settlement and slash receipts, and their heads."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
@@ -20,7 +21,7 @@ from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first
 from chalicelib.domain.errors import (
     ConcurrentUpdate,
 )
-from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt, slash_receipt_from_json
 from chalicelib.services.ports import Page
 
 if TYPE_CHECKING:
@@ -90,9 +91,33 @@ class DynamoReceipts:
         return receipt_from_item(found["Item"]) if "Item" in found else None
 
     def append(self, receipt: Receipt) -> None:
+        self._append(
+            receipt_to_item(receipt),
+            ChainHead(receipt.chain, receipt.sequence, receipt.receipt_hash),
+        )
+
+    def append_slash(self, receipt: SlashReceipt) -> None:
+        # Kept whole as its signed JSON: it is written once and read rarely.
+        item = receipt_key(receipt.chain, receipt.sequence) | to_item(
+            {"kind": receipt.kind, "body": json.dumps(receipt.to_json(), sort_keys=True)}
+        )
+        self._append(item, ChainHead(receipt.chain, receipt.sequence, receipt.receipt_hash))
+
+    def slash_receipt(self, chain: str, sequence: int) -> SlashReceipt | None:
+        found = self._client.get_item(
+            TableName=self._tables.receipts,
+            Key=receipt_key(chain, sequence),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        if "Item" not in found or "body" not in found["Item"]:
+            return None
+        return slash_receipt_from_json(json.loads(found["Item"]["body"]["S"]))
+
+    def _append(self, item: Item, receipt: ChainHead) -> None:
         self._staged.put(
             self._tables.receipts,
-            receipt_to_item(receipt),
+            item,
             "attribute_not_exists(pk)",
             lambda: ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain),
         )

@@ -204,7 +204,7 @@ class DynamoUnitOfWork:
         self.purchases = DynamoPurchases(client, tables, self._staged, watermarks)
         self.receipts = DynamoReceipts(client, tables, self._staged)
         self.jobs = DynamoJobs(client, tables, self._staged)
-        self.disputes = DynamoDisputes(client, tables, self._staged)
+        self.disputes = DynamoDisputes(client, tables, self._staged, watermarks)
         self.validators = DynamoValidators(client, tables, self._staged)
 
     def staged_writes(self) -> int:

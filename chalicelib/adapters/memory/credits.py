@@ -153,6 +153,26 @@ class MemoryCredits:
             ),
         )
 
+    def in_window(
+        self, provider_id: str, from_ms: int, to_ms: int, limit: int, cursor: str | None
+    ) -> Page[Credit]:
+        keyed = (
+            (minted_key(c), c)
+            for c in self._state.credits.values()
+            if c.provider_id == provider_id
+            and c.state != CreditState.BASELINE
+            and from_ms <= c.interval_end_ms < to_ms
+        )
+        return page_of(keyed, decode_minted_cursor(cursor) if cursor else None, limit)
+
+    def revoke(self, credit: Credit) -> None:
+        self._staged.stage(
+            self._in_state(credit.credit_id, credit.state, wh=credit.wh),
+            lambda s: s.credits.__setitem__(
+                credit.credit_id, replace(s.credits[credit.credit_id], state=CreditState.REVOKED)
+            ),
+        )
+
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         keyed = (
             (minted_key(c), c)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+from chalicelib.adapters.due_work import HOUR_MS, items_due
+from chalicelib.adapters.dynamodb.disputes import due_at_ms
 from chalicelib.adapters.dynamodb.layout import decode_opened_cursor, opened_key
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
 from chalicelib.domain.disputes import Dispute, DisputeStatus
 from chalicelib.domain.errors import ConcurrentUpdate
-from chalicelib.services.ports import Page
+from chalicelib.services.ports import DueHandler, JobRun, Page
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.due_work import Watermarks
 
 
 class MemoryDisputes:
-    def __init__(self, staged: Staged, state: MemoryState) -> None:
+    def __init__(self, staged: Staged, state: MemoryState, watermarks: Watermarks) -> None:
         self._staged, self._state = staged, state
+        self._watermarks = watermarks
 
     def get(self, dispute_id: str) -> Dispute | None:
         return self._state.disputes.get(dispute_id)
@@ -30,16 +37,27 @@ class MemoryDisputes:
             lambda s: s.disputes.__setitem__(dispute.dispute_id, dispute),
         )
 
-    def join(self, joined: Dispute, expected_version: int) -> None:
+    def save(self, changed: Dispute, expected_version: int) -> None:
         def check(s: MemoryState) -> ConcurrentUpdate | None:
-            now = s.disputes.get(joined.dispute_id)
-            if now is None or now.status != DisputeStatus.OPEN or now.version != expected_version:
-                return ConcurrentUpdate(
-                    "the dispute changed while it was flagged; retry", dispute_id=joined.dispute_id
-                )
+            now = s.disputes.get(changed.dispute_id)
+            if now is None or now.version != expected_version:
+                return ConcurrentUpdate("the dispute changed; retry", dispute_id=changed.dispute_id)
             return None
 
-        self._staged.stage(check, lambda s: s.disputes.__setitem__(joined.dispute_id, joined))
+        self._staged.stage(check, lambda s: s.disputes.__setitem__(changed.dispute_id, changed))
+
+    def each_due(self, run: JobRun, now_ms: int, budget: int, handle: DueHandler[Dispute]) -> None:
+        items_due(
+            self._watermarks, self._due_in_hour, lambda d: d.dispute_id, run, now_ms, budget, handle
+        )
+
+    def _due_in_hour(self, hour: int, now_ms: int, limit: int) -> Sequence[Dispute]:
+        due = []
+        for dispute in self._state.disputes.values():
+            at = due_at_ms(dispute)
+            if at is not None and at // HOUR_MS == hour and at <= now_ms:
+                due.append((at, dispute.dispute_id, dispute))
+        return [d for _, _, d in sorted(due)[:limit]]
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Dispute]:
         return self._newest_first(

@@ -10,6 +10,7 @@ from chalicelib.adapters.dynamodb.layout import (
     price_key,
 )
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
+from chalicelib.domain.credits import Freeze
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -71,6 +72,9 @@ class MemoryProviders:
                 settled_purchases=stored.settled_purchases,
                 earned_micro_block=stored.earned_micro_block,
                 sold_wh=stored.sold_wh,
+                upheld_disputes=stored.upheld_disputes,
+                freezes=stored.freezes,
+                disputes_version=stored.disputes_version,
             ),
         )
 
@@ -81,6 +85,7 @@ class MemoryProviders:
                 stored.available_wh >= wh
                 and stored.status == ProviderStatus.ACTIVE
                 and stored.price_micro_block_per_kwh == provider.price_micro_block_per_kwh
+                and stored.disputes_version == provider.disputes_version
             ),
             lambda stored: replace(
                 stored,
@@ -106,10 +111,13 @@ class MemoryProviders:
             apply,
         )
 
-    def settle_obligation(self, provider_id: str, earned_micro_block: int, wh: int) -> None:
+    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
         self._update(
-            provider_id,
-            lambda stored: stored.open_obligations >= 1,
+            provider.provider_id,
+            lambda stored: (
+                stored.open_obligations >= 1
+                and stored.disputes_version == provider.disputes_version
+            ),
             lambda stored: replace(
                 stored,
                 open_obligations=stored.open_obligations - 1,
@@ -119,11 +127,61 @@ class MemoryProviders:
             ),
         )
 
-    def expire_energy(self, provider_id: str, wh: int) -> None:
+    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
+        self._update(
+            provider_id,
+            lambda stored: (
+                stored.available_wh >= available_wh
+                and stored.open_obligations >= closed_obligations
+            ),
+            lambda stored: replace(
+                stored,
+                available_wh=stored.available_wh - available_wh,
+                open_obligations=stored.open_obligations - closed_obligations,
+            ),
+        )
+
+    def take_off_market(self, provider_id: str, wh: int) -> None:
         self._update(
             provider_id,
             lambda stored: stored.available_wh >= wh,
             lambda stored: replace(stored, available_wh=stored.available_wh - wh),
+        )
+
+    def hold_for_dispute(self, provider: Provider, freeze: Freeze) -> None:
+        self._set_freezes(provider, (*provider.freezes, freeze), obligations=1, upheld=0)
+
+    def release_dispute(self, provider: Provider, dispute_id: str, *, upheld: bool) -> None:
+        kept = tuple(f for f in provider.freezes if f.dispute_id != dispute_id)
+        self._set_freezes(provider, kept, obligations=-1, upheld=int(upheld))
+
+    def _set_freezes(
+        self, provider: Provider, freezes: tuple[Freeze, ...], *, obligations: int, upheld: int
+    ) -> None:
+        self._update(
+            provider.provider_id,
+            lambda stored: stored.disputes_version == provider.disputes_version,
+            lambda stored: replace(
+                stored,
+                freezes=freezes,
+                disputes_version=stored.disputes_version + 1,
+                open_obligations=stored.open_obligations + obligations,
+                upheld_disputes=stored.upheld_disputes + upheld,
+            ),
+        )
+
+    def slash(self, provider: Provider, micro_block: int) -> None:
+        self._update(
+            provider.provider_id,
+            lambda stored: (
+                stored.stake_micro_block == provider.stake_micro_block
+                and stored.paused == provider.paused
+            ),
+            lambda stored: replace(
+                stored,
+                stake_micro_block=stored.stake_micro_block - micro_block,
+                version=stored.version + 1,
+            ),
         )
 
     def _update(

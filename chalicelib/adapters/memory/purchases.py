@@ -54,6 +54,17 @@ class MemoryPurchases:
             lambda s: s.purchases.__setitem__(settled.purchase_id, settled),
         )
 
+    def revise(self, before: Purchase, after: Purchase) -> None:
+        def check(s: MemoryState) -> ConcurrentUpdate | None:
+            stored = s.purchases.get(before.purchase_id)
+            if stored is None or stored.status != PurchaseStatus.OPEN or stored.wh != before.wh:
+                return ConcurrentUpdate(
+                    "the purchase changed; retry", transaction_id=before.purchase_id
+                )
+            return None
+
+        self._staged.stage(check, lambda s: s.purchases.__setitem__(after.purchase_id, after))
+
     def each_due(self, run: JobRun, now_ms: int, budget: int, settle: DueHandler[Purchase]) -> None:
         purchases_due(self._watermarks, self._due_in_hour, run, now_ms, budget, settle)
 

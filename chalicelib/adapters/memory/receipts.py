@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chalicelib.adapters.dynamodb.layout import (
     decode_issued_cursor,
     decode_receipt_cursor,
@@ -13,7 +15,7 @@ from chalicelib.domain.errors import (
     ConcurrentUpdate,
     DomainError,
 )
-from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.services.ports import Page
 
 
@@ -28,17 +30,30 @@ class MemoryReceipts:
         return self._state.receipts.get((chain, sequence))
 
     def append(self, receipt: Receipt) -> None:
+        def apply(s: MemoryState) -> None:
+            s.receipts[(receipt.chain, receipt.sequence)] = receipt
+
+        self._append(ChainHead(receipt.chain, receipt.sequence, receipt.receipt_hash), apply)
+
+    def append_slash(self, receipt: SlashReceipt) -> None:
+        def apply(s: MemoryState) -> None:
+            s.slash_receipts[(receipt.chain, receipt.sequence)] = receipt
+
+        self._append(ChainHead(receipt.chain, receipt.sequence, receipt.receipt_hash), apply)
+
+    def slash_receipt(self, chain: str, sequence: int) -> SlashReceipt | None:
+        return self._state.slash_receipts.get((chain, sequence))
+
+    def _append(self, head: ChainHead, store: Callable[[MemoryState], None]) -> None:
         def check(s: MemoryState) -> DomainError | None:
-            head = s.heads.get(receipt.chain)
-            if (head.sequence if head else 0) != receipt.sequence - 1:
-                return ConcurrentUpdate("the receipt chain moved on; retry", chain=receipt.chain)
+            now = s.heads.get(head.chain)
+            if (now.sequence if now else 0) != head.sequence - 1:
+                return ConcurrentUpdate("the receipt chain moved on; retry", chain=head.chain)
             return None
 
         def apply(s: MemoryState) -> None:
-            s.receipts[(receipt.chain, receipt.sequence)] = receipt
-            s.heads[receipt.chain] = ChainHead(
-                receipt.chain, receipt.sequence, receipt.receipt_hash
-            )
+            store(s)
+            s.heads[head.chain] = head
 
         self._staged.stage(check, apply)
 

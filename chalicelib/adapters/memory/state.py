@@ -15,7 +15,7 @@ from chalicelib.domain.errors import DomainError
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.readings import MeterState, RejectionRecord
-from chalicelib.domain.receipts import ChainHead, Receipt
+from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
 from chalicelib.services.ports import Page
 
@@ -36,6 +36,7 @@ class MemoryState:
     bought: dict[str, dict[str, int]] = field(default_factory=dict)
     receipts: dict[tuple[str, int], Receipt] = field(default_factory=dict)
     heads: dict[str, ChainHead] = field(default_factory=dict)
+    slash_receipts: dict[tuple[str, int], SlashReceipt] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, Dispute] = field(default_factory=dict)
     validators: set[str] = field(default_factory=set)

@@ -51,7 +51,7 @@ class MemoryUnitOfWork:
         self.purchases = MemoryPurchases(self._staged, state, watermarks)
         self.receipts = MemoryReceipts(self._staged, state)
         self.jobs = MemoryJobs(self._staged, state)
-        self.disputes = MemoryDisputes(self._staged, state)
+        self.disputes = MemoryDisputes(self._staged, state, watermarks)
         self.validators = MemoryValidators(self._staged, state)
 
     def commit(self) -> None:

@@ -1,4 +1,4 @@
-"""Dispute methods: flag a reading (with a bond), look a dispute up, list disputes."""
+"""Dispute methods: flag a reading (with a bond), vote, resolve, look disputes up."""
 
 from __future__ import annotations
 
@@ -12,17 +12,28 @@ from chalicelib.domain.disputes import (
     MAX_EVIDENCE_CHARS,
     MAX_EVIDENCE_ITEMS,
     MAX_REASON_CHARS,
+    DecidedBy,
     Dispute,
     DisputeStatus,
     Flag,
+    Severity,
+    Verdict,
 )
 from chalicelib.domain.errors import (
     AlreadyExists,
+    AlreadyVoted,
+    DisputeClosed,
     InsufficientBalance,
     InvalidFlag,
+    InvalidState,
     NotFound,
+    NotOnPanel,
     PanelUnavailable,
+    PartyToDispute,
+    TooManyDisputes,
+    VotingClosed,
 )
+from chalicelib.domain.receipts import slash_chain
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
     Cursor,
@@ -34,7 +45,7 @@ from chalicelib.rpc.methods.fields import (
     SignedParams,
 )
 from chalicelib.rpc.registry import CallContext
-from chalicelib.services import disputes
+from chalicelib.services import disputes, resolution
 
 Hash64 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 DisputeId = Annotated[StrictStr, Field(pattern=r"^dsp-[0-9a-f]{32}$")]
@@ -112,6 +123,36 @@ class FlagResult(Result):
         )
 
 
+class VoteResult(Result):
+    validator: str
+    verdict: Verdict
+    severity: Severity | None = Field(description="Set for a guilty vote")
+    voted_at_ms: int
+
+
+class SlashReceiptRef(Result):
+    chain: str = Field(description="<provider_id>/slashes")
+    sequence: int
+    receipt_hash: str
+
+
+class RevocationResult(Result):
+    """A guilty verdict's money and credits, as far as its revocation has got."""
+
+    slash: Decimal = Field(description="BLOCK taken from the provider's stake")
+    slash_micro_block: int
+    stake_after_micro_block: int
+    refunded_micro_block: int = Field(
+        description="Paid from the slash to buyers of settled credits"
+    )
+    unrefunded_micro_block: int = Field(description="What those buyers were owed beyond the slash")
+    escrow_refunded_micro_block: int = Field(description="Escrow returned for reserved credits")
+    revoked_credits: int
+    revoked_wh: int
+    complete: bool = Field(description="Every affected credit is revoked")
+    slash_receipt: SlashReceiptRef | None = Field(description="Once the dispute has closed")
+
+
 class DisputeResult(Result):
     dispute_id: str
     status: DisputeStatus
@@ -126,10 +167,17 @@ class DisputeResult(Result):
     quorum: int = Field(description="Agreeing votes that decide")
     opened_at_ms: int
     deadline_ms: int = Field(description="Votes are taken strictly before it")
+    votes: list[VoteResult]
+    severity: Severity | None = Field(description="The verdict's severity, once guilty")
+    decided_by: DecidedBy | None = Field(description="quorum or deadline, once resolved")
+    resolved_at_ms: int | None
+    non_voters: list[str] = Field(description="Drawn validators who never voted (at resolution)")
+    revocation: RevocationResult | None = Field(description="Once guilty")
 
     @classmethod
     def of(cls, dispute: Dispute) -> DisputeResult:
         subject = dispute.subject
+        revocation = dispute.revocation
         return cls(
             dispute_id=dispute.dispute_id,
             status=dispute.status,
@@ -150,6 +198,39 @@ class DisputeResult(Result):
             quorum=dispute.quorum,
             opened_at_ms=dispute.opened_at_ms,
             deadline_ms=dispute.deadline_ms,
+            votes=[
+                VoteResult(
+                    validator=v.validator,
+                    verdict=v.verdict,
+                    severity=v.severity,
+                    voted_at_ms=v.voted_at_ms,
+                )
+                for v in dispute.votes
+            ],
+            severity=dispute.severity,
+            decided_by=dispute.decided_by,
+            resolved_at_ms=dispute.resolved_at_ms,
+            non_voters=list(dispute.non_voters),
+            revocation=None
+            if revocation is None
+            else RevocationResult(
+                slash=units.block_from_micro(revocation.slash_micro_block),
+                slash_micro_block=revocation.slash_micro_block,
+                stake_after_micro_block=revocation.stake_after_micro_block,
+                refunded_micro_block=revocation.refunded_micro_block,
+                unrefunded_micro_block=revocation.unrefunded_micro_block,
+                escrow_refunded_micro_block=revocation.escrow_refunded_micro_block,
+                revoked_credits=revocation.revoked_credits,
+                revoked_wh=revocation.revoked_wh,
+                complete=dispute.status == DisputeStatus.GUILTY,
+                slash_receipt=None
+                if revocation.receipt_sequence is None or revocation.receipt_hash is None
+                else SlashReceiptRef(
+                    chain=slash_chain(dispute.provider_id),
+                    sequence=revocation.receipt_sequence,
+                    receipt_hash=revocation.receipt_hash,
+                ),
+            ),
         )
 
 
@@ -169,7 +250,9 @@ class DisputesResult(Result):
         InvalidFlag,
         NotFound,
         AlreadyExists,
+        InvalidState,
         PanelUnavailable,
+        TooManyDisputes,
         InsufficientBalance,
     ),
 )
@@ -182,7 +265,9 @@ def flag_dispute(context: CallContext, params: FlagParams) -> DisputeResult:
     the flagger's balance to the dispute. Refused, changing nothing, when the
     subject does not exist, the balance is short, the flagger owns the
     provider, sits on the panel or has already flagged it, or too few
-    validators can judge it."""
+    validators can judge it. Opening a dispute freezes the affected credits:
+    off sale, their purchases wait to settle, and held ones cannot be retired
+    until it resolves."""
     dispute = disputes.flag_dispute(
         context.deps,
         signed_call(context, params),
@@ -228,3 +313,62 @@ def get_disputes(context: CallContext, params: DisputesParams) -> DisputesResult
     return DisputesResult(
         disputes=[DisputeResult.of(d) for d in page.items], next_cursor=page.next_cursor
     )
+
+
+class VoteParams(SignedParams):
+    dispute_id: DisputeId
+    verdict: Verdict
+    severity: Severity | None = Field(
+        default=None, description="For a guilty vote: minor, major or critical"
+    )
+
+    @model_validator(mode="after")
+    def _severity_fits(self) -> VoteParams:
+        if (self.verdict == Verdict.GUILTY) != (self.severity is not None):
+            raise ValueError("a guilty vote names a severity; a cleared vote names none")
+        return self
+
+
+@registry.method(
+    "energy.voteOnDispute",
+    summary="A panel member's vote: guilty with a severity, or cleared",
+    result=DisputeResult,
+    signed=True,
+    errors=(
+        *AUTH_ERRORS,
+        NotFound,
+        DisputeClosed,
+        VotingClosed,
+        PartyToDispute,
+        NotOnPanel,
+        AlreadyVoted,
+    ),
+)
+def vote_on_dispute(context: CallContext, params: VoteParams) -> DisputeResult:
+    """Signed by a validator drawn for the dispute's panel, before its
+    deadline. A vote is final. The vote that gives a verdict its quorum
+    resolves the dispute in the same call (the answer shows it resolved).
+    Refused, changing nothing, for a party, a validator outside the panel, a
+    second vote, or a dispute closed or past its deadline."""
+    dispute = resolution.vote_on_dispute(
+        context.deps,
+        signed_call(context, params),
+        resolution.VoteRequest(params.dispute_id, params.verdict, params.severity),
+    )
+    return DisputeResult.of(dispute)
+
+
+@registry.method(
+    "energy.resolveDispute",
+    summary="Resolve a dispute that has a quorum or is past its deadline (anyone may ask)",
+    result=DisputeResult,
+    original_name="resolveDispute",
+    errors=(NotFound,),
+)
+def resolve_dispute(context: CallContext, params: DisputeRef) -> DisputeResult:
+    """Takes the dispute as far as it can go now and answers with it: an
+    undecided dispute (no quorum, deadline ahead) is returned unchanged and
+    open; a resolved one is returned unchanged (a dispute resolves once). A
+    guilty dispute with many affected credits may answer ``revoking`` with
+    its progress; the scheduled job (or another call) finishes it."""
+    return DisputeResult.of(resolution.resolve_dispute(context.deps, params.dispute_id))

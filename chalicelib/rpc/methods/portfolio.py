@@ -9,7 +9,7 @@ from pydantic import Field, StrictInt, StrictStr, model_validator
 
 from chalicelib.domain import carbon
 from chalicelib.domain.certificates import Certificate
-from chalicelib.domain.errors import InvalidState, NotFound
+from chalicelib.domain.errors import CreditsDisputed, InvalidState, NotFound
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
     AccountName,
@@ -210,13 +210,14 @@ def get_carbon_offset(context: CallContext, params: CarbonParams) -> CarbonOffse
     summary="Claim held credits for a beneficiary: retired for good, with certificates",
     result=RetireResult,
     signed=True,
-    errors=(*AUTH_ERRORS, NotFound, InvalidState),
+    errors=(*AUTH_ERRORS, NotFound, InvalidState, CreditsDisputed),
 )
 def retire_credits(context: CallContext, params: RetireParams) -> RetireResult:
     """Signed by the holder. Every credit named must be held by the signer
     (bought and settled) and cover at most one hour of production; all are
     retired or none. Each becomes a certificate with the fields of an EnergyTag
-    granular certificate and the signed reading it came from."""
+    granular certificate and the signed reading it came from. A credit an
+    open dispute holds cannot be retired until the dispute resolves."""
     certificates = retirement.retire_credits(
         context.deps,
         signed_call(context, params),

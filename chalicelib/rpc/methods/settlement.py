@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from chalicelib.domain.errors import NotFound
+from chalicelib.domain.errors import CreditsDisputed, InvalidState, NotFound
 from chalicelib.domain.receipts import Receipt
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
@@ -99,12 +99,14 @@ class ReceiptsResult(Result):
     result=SettlementResult,
     signed=True,
     original_name="settle",
-    errors=(*AUTH_ERRORS, NotFound),
+    errors=(*AUTH_ERRORS, NotFound, CreditsDisputed, InvalidState),
 )
 def settle(context: CallContext, params: SettleParams) -> SettlementResult:
     """Signed by the buyer, who may settle before the dispute window has passed
     (the settlement job settles every purchase after it). Settling a purchase
-    that is already settled changes nothing and returns its receipt."""
+    that is already settled changes nothing and returns its receipt. A
+    purchase an open dispute holds credits of waits for its resolution; one
+    whose every credit a dispute revoked was refunded and never settles."""
     outcome = settlement.settle_early(
         context.deps, signed_call(context, params), params.transaction_id
     )
