@@ -196,7 +196,7 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
         ledger = [from_item(i) for i in tables_now[tables.ledger]]
         credits = [from_item(i) for i in tables_now[tables.credits]]
         receipts = [from_item(i) for i in tables_now[tables.receipts]]
-        disputes = [from_item(i) for i in tables_now[tables.disputes]]
+        disputes = [from_item(i) for i in tables_now[tables.disputes] if i["sk"]["S"] == "DISPUTE"]
 
         def energy(state: str) -> int:
             return sum(int(i["wh"]) for i in credits if i["state"] == state)

@@ -115,6 +115,13 @@ class DisputeStatus(StrEnum):
     CLEARED = "cleared"
 
 
+class DisputeRole(StrEnum):
+    """How an account takes part in a dispute, as getDisputes filters it."""
+
+    FLAGGER = "flagger"
+    PANEL = "panel"
+
+
 class SubjectKind(StrEnum):
     READING = "reading"  # one signed reading, by its hash (a credit's reading_hash)
     METER_WINDOW = "meter_window"  # every reading of a meter in [start, end)

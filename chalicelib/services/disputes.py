@@ -18,6 +18,7 @@ from chalicelib.domain.credits import Credit, CreditState, Freeze
 from chalicelib.domain.disputes import (
     MAX_OPEN_DISPUTES_PER_PROVIDER,
     Dispute,
+    DisputeRole,
     DisputeRules,
     DisputeStatus,
     Flag,
@@ -116,7 +117,7 @@ def _open_or_join(
         current = uow.disputes.get(dispute_id_for(target.subject, round_number))
     if current is not None:
         joined = join_dispute(current, flag, rules)
-        uow.disputes.save(joined, current.version)
+        uow.disputes.join(joined, current.version, flag.flagger)
         return joined
     provider = uow.providers.get(target.provider_id)
     if provider is None:
@@ -228,10 +229,17 @@ def get_disputes(
     status: DisputeStatus | None,
     limit: int,
     cursor: str | None,
+    flagger: str | None = None,
+    validator: str | None = None,
 ) -> Page[Dispute]:
-    """Disputes against a provider (any status), else with ``status`` (default:
-    open), newest first; each read is one index partition."""
+    """Disputes against a provider, flagged by an account or judged by a
+    validator (any status), else with ``status`` (default: open), newest first;
+    each read is one index partition (and, by member, the disputes by key)."""
     uow = deps.unit_of_work()
     if provider_id is not None:
         return uow.disputes.by_provider(provider_id, limit, cursor)
+    if flagger is not None:
+        return uow.disputes.by_member(DisputeRole.FLAGGER, flagger, limit, cursor)
+    if validator is not None:
+        return uow.disputes.by_member(DisputeRole.PANEL, validator, limit, cursor)
     return uow.disputes.by_status(status or DisputeStatus.OPEN, limit, cursor)

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.credits import Credit, Freeze, Retirement
-from chalicelib.domain.disputes import Dispute, DisputeStatus
+from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
@@ -314,8 +314,13 @@ class DisputeRepository(Protocol):
         """The dispute (strongly consistent: a flag decides to open or join on it)."""
 
     def open(self, dispute: Dispute) -> None:
-        """Stage: create the dispute. Fails with ConcurrentUpdate when it exists
-        (a concurrent flag opened it: reading again joins it)."""
+        """Stage: create the dispute (and list it for its flagger and its panel).
+        Fails with ConcurrentUpdate when it exists (a concurrent flag opened it:
+        reading again joins it)."""
+
+    def join(self, joined: Dispute, expected_version: int, flagger: str | None) -> None:
+        """Stage: ``save`` the dispute with its new flag, and list it for the new
+        flagging account (None: a detector)."""
 
     def save(self, changed: Dispute, expected_version: int) -> None:
         """Stage: store the dispute (a flag joined, a vote, a verdict, a page of
@@ -333,6 +338,12 @@ class DisputeRepository(Protocol):
 
     def by_status(self, status: DisputeStatus, limit: int, cursor: str | None) -> Page[Dispute]:
         """Disputes with ``status``, newest first."""
+
+    def by_member(
+        self, role: DisputeRole, name: str, limit: int, cursor: str | None
+    ) -> Page[Dispute]:
+        """Disputes ``name`` flagged (``flagger``) or was drawn to judge (``panel``),
+        newest first."""
 
 
 class ValidatorRepository(Protocol):

@@ -202,7 +202,7 @@ def test_a_meter_window_can_be_flagged(
     assert_conserved(market)
 
 
-def test_disputes_list_by_provider_and_by_status_newest_first_in_pages(
+def test_disputes_list_by_provider_flagger_validator_and_status_newest_first_in_pages(
     market: MarketHarness, disputed: tuple[SimulatedMeter, str]
 ) -> None:
     meter, bobs_part = disputed
@@ -218,7 +218,14 @@ def test_disputes_list_by_provider_and_by_status_newest_first_in_pages(
         opened.append(flag(market, carol, credit_id=credit_id)["dispute_id"])
     newest_first = list(reversed(opened))
 
-    for filters in ({"provider_id": meter.provider_id}, {"status": "open"}, {}):
+    by = (
+        {"provider_id": meter.provider_id},
+        {"status": "open"},
+        {},
+        {"flagger": "carol.theblock"},
+        {"validator": VALIDATORS[0]},  # three validators: each sits on both panels
+    )
+    for filters in by:
         first = market.client.call("energy.getDisputes", {**filters, "limit": 1})
         assert [d["dispute_id"] for d in first["disputes"]] == newest_first[:1]
         rest = market.client.call(
@@ -227,6 +234,8 @@ def test_disputes_list_by_provider_and_by_status_newest_first_in_pages(
         assert [d["dispute_id"] for d in rest["disputes"]] == newest_first[1:]
         assert rest["next_cursor"] is None
     assert market.client.call("energy.getDisputes", {"status": "cleared"})["disputes"] == []
+    for nobody in ({"flagger": "bob.theblock"}, {"validator": "carol.theblock"}):
+        assert market.client.call("energy.getDisputes", nobody)["disputes"] == []
     other = market.client.call("energy.getDisputes", {"provider_id": "energy-0x" + "0" * 16})
     assert other == {"disputes": [], "next_cursor": None}
     with pytest.raises(RpcError) as error:

@@ -71,7 +71,7 @@ TABLE_CONTRACT: dict[str, tuple[str, str, set[str]]] = {
     "DISPUTES_TABLE": (
         "DisputesTable",
         "disputes",
-        {"DisputesByProvider", "OpenDisputesBySlot", "DisputesByStatus"},
+        {"DisputesByProvider", "OpenDisputesBySlot", "DisputesByStatus", "DisputesByMember"},
     ),
 }
 
@@ -129,8 +129,15 @@ def test_every_key_attribute_is_a_declared_string_and_every_declared_one_is_a_ke
     assert set(declared.values()) == {"S"}
     for index in properties["GlobalSecondaryIndexes"]:
         assert [e["KeyType"] for e in index["KeySchema"]] == ["HASH", "RANGE"]
-        if index["IndexName"] not in PROVIDER_INDEXES:
+        if index["IndexName"] in KEYS_ONLY_INDEXES:
+            assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+        elif index["IndexName"] not in PROVIDER_INDEXES:
             assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+# Membership items point at disputes, which are then read by key: the index
+# needs their keys only.
+KEYS_ONLY_INDEXES = {"DisputesByMember"}
 
 
 # The registry's provider indexes carry what listings filter on and nothing that

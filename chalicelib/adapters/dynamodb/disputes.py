@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.adapters.due_work import items_due
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
 from chalicelib.adapters.dynamodb.layout import (
+    DISPUTES_BY_MEMBER,
     DISPUTES_BY_PROVIDER,
     DISPUTES_BY_STATUS,
     HOUR_MS,
@@ -20,13 +21,16 @@ from chalicelib.adapters.dynamodb.layout import (
     decode_opened_cursor,
     dispute_key,
     due_by,
+    member_key,
+    member_of,
     opened_key,
     validator_key,
 )
-from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first, query_all
+from chalicelib.adapters.dynamodb.paging import IndexRange, get_all, newest_first, query_all
 from chalicelib.domain.disputes import (
     DecidedBy,
     Dispute,
+    DisputeRole,
     DisputeStatus,
     Flag,
     Revocation,
@@ -36,7 +40,7 @@ from chalicelib.domain.disputes import (
     Verdict,
     Vote,
 )
-from chalicelib.domain.errors import ConcurrentUpdate
+from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
 from chalicelib.services.ports import DueHandler, JobRun, Page
 
 if TYPE_CHECKING:
@@ -217,6 +221,63 @@ class DynamoDisputes:
                 "another flag opened this dispute; retry", dispute_id=dispute.dispute_id
             ),
         )
+        for flagger in (f.flagger for f in dispute.flags if f.flagger is not None):
+            self._list_member(dispute, DisputeRole.FLAGGER, flagger)
+        for validator in dispute.panel:
+            self._list_member(dispute, DisputeRole.PANEL, validator)
+
+    def join(self, joined: Dispute, expected_version: int, flagger: str | None) -> None:
+        self.save(joined, expected_version)
+        if flagger is not None:
+            self._list_member(joined, DisputeRole.FLAGGER, flagger)
+
+    def _list_member(self, dispute: Dispute, role: DisputeRole, name: str) -> None:
+        item = member_key(dispute.dispute_id, role, name) | to_item(
+            {
+                "member": member_of(role, name),  # DisputesByMember
+                "opened_key": _opened_key_of(dispute),
+                "dispute_id": dispute.dispute_id,
+            }
+        )
+        self._staged.put(
+            self._tables.disputes,
+            item,
+            "attribute_not_exists(pk)",
+            lambda: AlreadyExists("already listed for this dispute", account=name),
+        )
+
+    def by_member(
+        self, role: DisputeRole, name: str, limit: int, cursor: str | None
+    ) -> Page[Dispute]:
+        where = IndexRange(
+            self._tables.disputes,
+            DISPUTES_BY_MEMBER,
+            "member",
+            member_of(role, name),
+            "opened_key",
+        )
+        before = decode_opened_cursor(cursor) if cursor else None
+        keys = newest_first(
+            self._client,
+            where,
+            before,
+            limit,
+            lambda item: (item["opened_key"]["S"], item["pk"]["S"].removeprefix("DISPUTE#")),
+            lambda pair: pair[0],
+        )
+        found = {
+            d.dispute_id: d
+            for d in map(
+                dispute_from_item,
+                get_all(
+                    self._client,
+                    self._tables.disputes,
+                    [dispute_key(dispute_id) for _, dispute_id in keys.items],
+                    consistent=False,
+                ),
+            )
+        }
+        return Page([found[d] for _, d in keys.items if d in found], keys.next_cursor)
 
     def save(self, changed: Dispute, expected_version: int) -> None:
         self._staged.put(

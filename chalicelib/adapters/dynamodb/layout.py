@@ -27,6 +27,8 @@ disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and vo
                                               DisputesByProvider, DisputesByStatus by
                                               opened_key; OpenDisputesBySlot while the
                                               dispute job has work on it)
+          DISPUTE#<id>     / MEMBER#<role>#<name>   a flagger or panel member of the dispute
+                                              (GSI DisputesByMember: member = <role>#<name>)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -72,6 +74,7 @@ RECEIPTS_BY_BUYER: Final = "ReceiptsByBuyer"
 DISPUTES_BY_PROVIDER: Final = "DisputesByProvider"
 DISPUTES_BY_STATUS: Final = "DisputesByStatus"
 OPEN_DISPUTES_BY_SLOT: Final = "OpenDisputesBySlot"
+DISPUTES_BY_MEMBER: Final = "DisputesByMember"
 VALIDATORS_PK: Final = "VALIDATORS"
 
 
@@ -154,6 +157,15 @@ def treasury_shard_key(shard: int) -> Item:
 
 def dispute_key(dispute_id: str) -> Item:
     return to_item({"pk": f"DISPUTE#{dispute_id}", "sk": "DISPUTE"})
+
+
+def member_key(dispute_id: str, role: str, name: str) -> Item:
+    return to_item({"pk": f"DISPUTE#{dispute_id}", "sk": f"MEMBER#{member_of(role, name)}"})
+
+
+def member_of(role: str, name: str) -> str:
+    """DisputesByMember's partition: ``flagger#<account>`` or ``panel#<validator>``."""
+    return f"{role}#{name}"
 
 
 def validator_key(name: str) -> Item:

@@ -9,7 +9,7 @@ from chalicelib.adapters.due_work import HOUR_MS, items_due
 from chalicelib.adapters.dynamodb.disputes import due_at_ms
 from chalicelib.adapters.dynamodb.layout import decode_opened_cursor, opened_key
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
-from chalicelib.domain.disputes import Dispute, DisputeStatus
+from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus
 from chalicelib.domain.errors import ConcurrentUpdate
 from chalicelib.services.ports import DueHandler, JobRun, Page
 
@@ -65,6 +65,19 @@ class MemoryDisputes:
             limit,
             cursor,
         )
+
+    def join(self, joined: Dispute, expected_version: int, flagger: str | None) -> None:
+        self.save(joined, expected_version)
+
+    def by_member(
+        self, role: DisputeRole, name: str, limit: int, cursor: str | None
+    ) -> Page[Dispute]:
+        def member(d: Dispute) -> bool:
+            if role == DisputeRole.PANEL:
+                return name in d.panel
+            return any(f.flagger == name for f in d.flags)
+
+        return self._newest_first(filter(member, self._state.disputes.values()), limit, cursor)
 
     def by_status(self, status: DisputeStatus, limit: int, cursor: str | None) -> Page[Dispute]:
         return self._newest_first(

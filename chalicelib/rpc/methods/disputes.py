@@ -36,6 +36,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.receipts import slash_chain
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
+    AccountName,
     Cursor,
     MeterAddress,
     PageLimit,
@@ -87,13 +88,20 @@ class DisputesParams(Params):
     status: DisputeStatus | None = Field(
         default=None, description="Disputes with this status (default: open)"
     )
+    flagger: AccountName | None = Field(
+        default=None, description="Disputes this account flagged, any status"
+    )
+    validator: AccountName | None = Field(
+        default=None, description="Disputes this validator was drawn to judge, any status"
+    )
     limit: PageLimit = 50
     cursor: Cursor | None = None
 
     @model_validator(mode="after")
     def _one_filter(self) -> DisputesParams:
-        if self.provider_id is not None and self.status is not None:
-            raise ValueError("give at most one of provider_id and status")
+        filters = (self.provider_id, self.status, self.flagger, self.validator)
+        if sum(1 for f in filters if f is not None) > 1:
+            raise ValueError("give at most one of provider_id, status, flagger and validator")
         return self
 
 
@@ -296,19 +304,21 @@ def get_dispute(context: CallContext, params: DisputeRef) -> DisputeResult:
 
 @registry.method(
     "energy.getDisputes",
-    summary="Disputes against a provider, or by status, newest first",
+    summary="Disputes against a provider, by flagger, by validator or by status, newest first",
     result=DisputesResult,
     original_name="getDisputes",
 )
 def get_disputes(context: CallContext, params: DisputesParams) -> DisputesResult:
-    """Give at most one of ``provider_id`` (every status) and ``status``
-    (default ``open``). Newest first."""
+    """Give at most one filter: ``provider_id``, ``flagger`` or ``validator``
+    (every status), or ``status`` (default ``open``). Newest first."""
     page = disputes.get_disputes(
         context.deps,
         provider_id=params.provider_id,
         status=params.status,
         limit=params.limit,
         cursor=params.cursor,
+        flagger=params.flagger,
+        validator=params.validator,
     )
     return DisputesResult(
         disputes=[DisputeResult.of(d) for d in page.items], next_cursor=page.next_cursor
