@@ -345,3 +345,17 @@ def test_a_large_window_is_revoked_page_by_page_and_conserved_between_pages(
     assert provider["available_wh"] == 0 and provider["open_obligations"] == 0
     totals = assert_conserved(market)
     assert totals.pots == 0 and totals.revoked_wh == 2_000
+
+
+def test_an_open_dispute_holds_the_stake_it_may_slash(market: MarketHarness, scene: Scene) -> None:
+    withdrawal = {"provider_id": scene.meter.provider_id, "amount_micro_block": BLOCK}
+    assert refused(market, "energy.withdrawStake", withdrawal, scene.meter.owner) == (
+        "open_obligations"
+    )
+    for judge in scene.dispute["panel"][:3]:
+        vote(market, scene, judge, "cleared")
+    # Dave's purchase still secures the stake; once it settles, the stake is free.
+    market.clock.now += 25 * 3600
+    run_settlement(market.deps)
+    call(market, "energy.withdrawStake", withdrawal, scene.meter.owner)
+    assert_conserved(market)

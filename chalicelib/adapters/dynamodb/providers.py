@@ -387,11 +387,13 @@ class DynamoProviders:
         self, provider: Provider, freezes: Sequence[Freeze], *, obligations: int, upheld: int
     ) -> None:
         disputes, dispute_values = _disputes_as_read(provider)
+        # The version moves too: a stake withdrawal that read the provider
+        # before this dispute opened must fail its version condition.
         self._staged.update(
             self._tables.registry,
             provider_key(provider.provider_id),
-            "SET freezes = :freezes"
-            " ADD disputes_version :one, open_obligations :obligations, upheld_disputes :upheld",
+            "SET freezes = :freezes ADD disputes_version :one, version :one,"
+            " open_obligations :obligations, upheld_disputes :upheld",
             disputes,
             lambda: ConcurrentUpdate(
                 "the provider's disputes changed; retry", provider_id=provider.provider_id

@@ -165,6 +165,7 @@ class MemoryProviders:
                 stored,
                 freezes=freezes,
                 disputes_version=stored.disputes_version + 1,
+                version=stored.version + 1,
                 open_obligations=stored.open_obligations + obligations,
                 upheld_disputes=stored.upheld_disputes + upheld,
             ),
