@@ -137,7 +137,8 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
             entries = list(state.entries.values())
             return Totals(
                 balances=sum(state.balances.values()),
-                stakes=sum(p.stake_micro_block for p in state.providers.values()),
+                stakes=sum(p.stake_micro_block for p in state.providers.values())
+                + sum(v.stake_micro_block for v in state.validators.values()),
                 treasury=sum(state.treasury.values()),
                 deposits=sum(e.micro_block for e in entries if e.kind == EntryKind.DEPOSIT),
                 withdrawals=sum(e.micro_block for e in entries if e.kind == EntryKind.WITHDRAWAL),
@@ -208,7 +209,11 @@ def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> 
 
         return Totals(
             balances=total(ledger, sk="BALANCE"),
-            stakes=sum(int(i["stake_micro_block"]) for i in registry if i["sk"] == "PROVIDER"),
+            stakes=sum(
+                int(i["stake_micro_block"])
+                for i in registry
+                if i["sk"] == "PROVIDER" or i["sk"].startswith("VALIDATOR#")
+            ),
             treasury=total(ledger, pk="TREASURY"),
             deposits=total(ledger, kind="deposit"),
             withdrawals=total(ledger, kind="withdrawal"),
@@ -379,13 +384,17 @@ def with_settings(harness: MarketHarness, **overrides: Any) -> MarketHarness:
 
 
 def validators(harness: MarketHarness, *names: str) -> list[Signer]:
-    """Accounts with the validator role and enough balance to sit on a panel."""
+    """Accounts with the validator role and the stake to sit on a panel (1,000 BLOCK)."""
     signers = []
     for name in names:
-        signers.append(harness.funded_account(name, block=1_000))
+        signer = harness.funded_account(name, block=1_000)
         harness.client.call(
             "energy.grantRole", {"account": name, "role": "validator"}, harness.operator
         )
+        harness.client.call(
+            "energy.stakeAsValidator", {"amount_micro_block": 1_000 * BLOCK}, signer
+        )
+        signers.append(signer)
     return signers
 
 

@@ -260,10 +260,17 @@ class Vote:
 
 @dataclass(frozen=True)
 class Validator:
-    """An account with the validator role, and the stake it holds as one."""
+    """An account with the validator role, and the stake it holds as one.
+
+    The stake is posted from the account's balance and can be withdrawn
+    while the validator sits on no undecided dispute's panel. An account whose
+    role was revoked keeps its record (``active`` false) until it withdraws.
+    """
 
     name: str
     stake_micro_block: int
+    active: bool = True
+    open_panels: int = 0  # panels of undecided disputes it sits on
 
 
 @dataclass(frozen=True)
@@ -409,7 +416,9 @@ def draw_panel(
     eligible = {
         v.name
         for v in validators
-        if v.stake_micro_block >= rules.min_validator_stake_micro_block and v.name not in excluded
+        if v.active
+        and v.stake_micro_block >= rules.min_validator_stake_micro_block
+        and v.name not in excluded
     }
     if len(eligible) < rules.quorum:
         raise PanelUnavailable(

@@ -32,6 +32,8 @@ class EntryKind(StrEnum):
     BOND_RETURN = "bond_return"  # a bond released: to its flagger, or to the owner if cleared
     REFUND = "refund"  # revoked credits paid back: from escrow, or from a slash
     REWARD = "reward"  # a bonded flagger's share of a slash
+    VALIDATOR_STAKE = "validator_stake"  # balance -> the account's validator stake
+    VALIDATOR_UNSTAKE = "validator_unstake"  # validator stake -> balance
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class AccountView:
     account: Account
     balance_micro_block: int
     providers: list[Provider]
+    validator_stake_micro_block: int = 0
 
 
 def create_account(deps: Dependencies, call: SignedCall, name: str, public_key: str) -> Account:
@@ -135,7 +136,13 @@ def get_account(deps: Dependencies, name: str) -> AccountView:
     account = uow.accounts.get(name)
     if account is None:
         raise NotFound("no such account", account=name)
-    return AccountView(account, uow.ledger.balance(name), list(uow.providers.owned_by(name)))
+    validator = uow.validators.get(name)
+    return AccountView(
+        account,
+        uow.ledger.balance(name),
+        list(uow.providers.owned_by(name)),
+        validator.stake_micro_block if validator is not None else 0,
+    )
 
 
 def account_history(

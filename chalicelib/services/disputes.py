@@ -11,7 +11,7 @@ resolution are in ``chalicelib.services.resolution``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from chalicelib.domain.credits import Credit, CreditState, Freeze
@@ -145,6 +145,9 @@ def _open_or_join(
     )
     uow.disputes.open(opened)
     uow.providers.hold_for_dispute(provider, opened.freeze)
+    # The stake that made each panel member eligible stays until the panel's
+    # work is done: it cannot be withdrawn while the dispute is undecided.
+    uow.validators.seat(opened.panel, 1)
     return opened
 
 
@@ -210,9 +213,8 @@ def _target(uow: UnitOfWork, request: FlagRequest) -> _Target:
     return _Target(Subject.reading(credit.reading_hash), credit.provider_id, credit.interval_end_ms)
 
 
-def _validators(uow: UnitOfWork) -> list[Validator]:
-    # There is no validator stake yet: a validator's balance stands in for it.
-    return [Validator(name, uow.ledger.balance(name)) for name in uow.validators.names()]
+def _validators(uow: UnitOfWork) -> Sequence[Validator]:
+    return uow.validators.all()
 
 
 def get_dispute(deps: Dependencies, dispute_id: str) -> Dispute:

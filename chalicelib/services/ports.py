@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.credits import Credit, Freeze, Retirement
-from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus
+from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
@@ -347,14 +347,23 @@ class DisputeRepository(Protocol):
 
 
 class ValidatorRepository(Protocol):
-    def names(self) -> Sequence[str]:
-        """Every account holding the validator role (the panel draw's candidates)."""
+    def all(self) -> Sequence[Validator]:
+        """Every validator record, with the role or not (the panel draw's candidates)."""
+
+    def get(self, name: str) -> Validator | None: ...
 
     def add(self, name: str) -> None:
-        """Stage: list ``name`` as a validator (repeating it changes nothing)."""
+        """Stage: ``name`` holds the validator role (its stake, if any, is kept)."""
 
     def remove(self, name: str) -> None:
-        """Stage: stop listing ``name`` as a validator (if it was not, nothing)."""
+        """Stage: ``name`` no longer holds the role; its record stays while it has stake."""
+
+    def change_stake(self, validator: Validator, micro_block: int) -> None:
+        """Stage: add ``micro_block`` (negative: withdraw) to the validator stake, if
+        the stake and the open panels are as read; ConcurrentUpdate otherwise."""
+
+    def seat(self, names: Sequence[str], panels: int) -> None:
+        """Stage: count ``panels`` (+1 drawn, -1 decided) open panels for each name."""
 
 
 class UnitOfWork(Protocol):

@@ -201,6 +201,7 @@ def _decide(deps: Dependencies, uow: UnitOfWork, dispute: Dispute) -> Dispute:
     provider = uow.providers.get(dispute.provider_id)
     if provider is None:
         raise NotFound("the dispute's provider is gone", provider_id=dispute.provider_id)
+    uow.validators.seat(dispute.panel, -1)  # the panel's work is done
     if outcome.verdict == Verdict.CLEARED:
         decided = resolved(dispute, outcome)
         uow.disputes.save(decided, dispute.version)

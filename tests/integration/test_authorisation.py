@@ -153,6 +153,19 @@ def vote_on_dispute(market: MarketHarness) -> Scenario:
     return Scenario(params, judge, None)
 
 
+def stake_as_validator(market: MarketHarness) -> Scenario:
+    victor = market.funded_account("victor.theblock", block=2_000)
+    market.client.call(
+        "energy.grantRole", {"account": "victor.theblock", "role": "validator"}, market.operator
+    )
+    return Scenario({"amount_micro_block": 1_000 * BLOCK}, victor, None)
+
+
+def withdraw_validator_stake(market: MarketHarness) -> Scenario:
+    victor = validators(market, "victor.theblock")[0]
+    return Scenario({"amount_micro_block": BLOCK}, victor, None)
+
+
 SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.createAccount": create_account,
     "energy.deposit": deposit,
@@ -168,6 +181,8 @@ SCENARIOS: dict[str, Callable[[MarketHarness], Scenario]] = {
     "energy.retireCredits": retire_credits,
     "energy.flagDispute": flag_dispute,
     "energy.voteOnDispute": vote_on_dispute,
+    "energy.stakeAsValidator": stake_as_validator,
+    "energy.withdrawValidatorStake": withdraw_validator_stake,
 }
 
 
@@ -207,6 +222,8 @@ ACTING_FOR_THE_SIGNER = (
     "energy.purchaseEnergy",
     "energy.flagDispute",
     "energy.voteOnDispute",
+    "energy.stakeAsValidator",
+    "energy.withdrawValidatorStake",
 )
 
 

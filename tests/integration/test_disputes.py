@@ -218,7 +218,7 @@ def test_disputes_list_by_provider_flagger_validator_and_status_newest_first_in_
         opened.append(flag(market, carol, credit_id=credit_id)["dispute_id"])
     newest_first = list(reversed(opened))
 
-    by = (
+    by: tuple[dict[str, str], ...] = (
         {"provider_id": meter.provider_id},
         {"status": "open"},
         {},

@@ -359,3 +359,56 @@ def test_an_open_dispute_holds_the_stake_it_may_slash(market: MarketHarness, sce
     run_settlement(market.deps)
     call(market, "energy.withdrawStake", withdrawal, scene.meter.owner)
     assert_conserved(market)
+
+
+def test_validators_stake_to_sit_and_withdraw_once_their_panels_decide(
+    market: MarketHarness, scene: Scene
+) -> None:
+    judge = scene.judges[scene.dispute["panel"][0]]
+    withdrawal = {"amount_micro_block": BLOCK}
+    assert refused(market, "energy.withdrawValidatorStake", withdrawal, judge) == (
+        "open_obligations"
+    )
+    # Without the role, no stake; with it but too little stake, no seat.
+    erin = market.funded_account("erin.theblock", block=2_000)
+    stake = {"amount_micro_block": 2_000 * BLOCK}
+    assert refused(market, "energy.stakeAsValidator", stake, erin) == "not_authorised"
+    call(
+        market,
+        "energy.grantRole",
+        {"account": "erin.theblock", "role": "validator"},
+        market.operator,
+    )
+    call(market, "energy.stakeAsValidator", {"amount_micro_block": 999 * BLOCK}, erin)
+    assert call(market, "energy.getAccount", {"name": "erin.theblock"})["validator_stake"] == (
+        999 * BLOCK
+    )
+    market.clock.now += 60
+    second = flag(
+        market,
+        scene.carol,
+        meter_address=scene.meter.meter_address,
+        window_start_ms=0,
+        window_end_ms=60_000,
+    )
+    assert "erin.theblock" not in second["panel"]
+
+    for seat in scene.dispute["panel"][:3]:
+        vote(market, scene, seat, "cleared")
+    more = {"amount_micro_block": 2 * BLOCK}
+    assert refused(market, "energy.withdrawValidatorStake", more, judge) == "open_obligations"
+    # The second dispute still holds the judge's stake; once decided, it is free.
+    for seat in second["panel"][:3]:
+        params = {"dispute_id": second["dispute_id"], "verdict": "cleared"}
+        call(market, "energy.voteOnDispute", params, scene.judges[seat])
+    account = call(market, "energy.withdrawValidatorStake", withdrawal, judge)
+    assert account["validator_stake"] == 999 * BLOCK and account["balance"] == BLOCK
+    call(
+        market,
+        "energy.revokeRole",
+        {"account": "erin.theblock", "role": "validator"},
+        market.operator,
+    )
+    left = call(market, "energy.withdrawValidatorStake", {"amount_micro_block": 999 * BLOCK}, erin)
+    assert left["validator_stake"] == 0
+    assert_conserved(market)

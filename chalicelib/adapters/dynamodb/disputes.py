@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.adapters.due_work import items_due
@@ -37,6 +38,7 @@ from chalicelib.domain.disputes import (
     Severity,
     Subject,
     SubjectKind,
+    Validator,
     Verdict,
     Vote,
 )
@@ -194,6 +196,16 @@ def dispute_from_item(item: Item) -> Dispute:
     )
 
 
+def validator_from_item(item: Item) -> Validator:
+    v = from_item(item)
+    return Validator(
+        name=v["name"],
+        stake_micro_block=as_int(v.get("stake_micro_block", Decimal(0))),
+        active=bool(v.get("active", True)),
+        open_panels=as_int(v.get("open_panels", Decimal(0))),
+    )
+
+
 def _opened_key_of(dispute: Dispute) -> str:
     return opened_key(dispute.opened_at_ms, dispute.dispute_id)
 
@@ -339,7 +351,7 @@ class DynamoValidators:
     def __init__(self, client: Any, tables: Tables, staged: Staged) -> None:
         self._client, self._tables, self._staged = client, tables, staged
 
-    def names(self) -> list[str]:
+    def all(self) -> list[Validator]:
         items = query_all(
             self._client,
             TableName=self._tables.registry,
@@ -347,23 +359,60 @@ class DynamoValidators:
             ExpressionAttributeValues=to_item({":pk": VALIDATORS_PK, ":prefix": "VALIDATOR#"}),
             ConsistentRead=True,
         )
-        return [item["name"]["S"] for item in items]
+        return [validator_from_item(item) for item in items]
+
+    def get(self, name: str) -> Validator | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=validator_key(name),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return validator_from_item(found["Item"]) if "Item" in found else None
 
     def add(self, name: str) -> None:
+        self._set_active(name, True, None)
+
+    def remove(self, name: str) -> None:
+        # The record stays, inactive, while it holds stake to withdraw.
+        self._set_active(name, False, "attribute_exists(pk)")
+
+    def _set_active(self, name: str, active: bool, condition: str | None) -> None:
         self._staged.update(
             self._tables.registry,
             validator_key(name),
-            "SET #name = :name",
-            None,
+            "SET #name = :name, active = :active,"
+            " stake_micro_block = if_not_exists(stake_micro_block, :zero),"
+            " open_panels = if_not_exists(open_panels, :zero)",
+            condition,
             lambda: ConcurrentUpdate("the validator registry changed; retry"),
             ExpressionAttributeNames={"#name": "name"},
-            ExpressionAttributeValues=to_item({":name": name}),
+            ExpressionAttributeValues=to_item({":name": name, ":active": active, ":zero": 0}),
         )
 
-    def remove(self, name: str) -> None:
-        self._staged.delete(
+    def change_stake(self, validator: Validator, micro_block: int) -> None:
+        self._staged.update(
             self._tables.registry,
-            validator_key(name),
-            None,
-            lambda: ConcurrentUpdate("the validator registry changed; retry"),
+            validator_key(validator.name),
+            "ADD stake_micro_block :change",
+            "stake_micro_block = :stake AND open_panels = :panels",
+            lambda: ConcurrentUpdate("the validator changed; retry", account=validator.name),
+            ExpressionAttributeValues=to_item(
+                {
+                    ":change": micro_block,
+                    ":stake": validator.stake_micro_block,
+                    ":panels": validator.open_panels,
+                }
+            ),
         )
+
+    def seat(self, names: Sequence[str], panels: int) -> None:
+        for name in names:
+            self._staged.update(
+                self._tables.registry,
+                validator_key(name),
+                "ADD open_panels :panels",
+                "attribute_exists(pk)",
+                lambda: ConcurrentUpdate("the validator registry changed; retry"),
+                ExpressionAttributeValues=to_item({":panels": panels}),
+            )

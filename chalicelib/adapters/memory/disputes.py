@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from chalicelib.adapters.due_work import HOUR_MS, items_due
 from chalicelib.adapters.dynamodb.disputes import due_at_ms
 from chalicelib.adapters.dynamodb.layout import decode_opened_cursor, opened_key
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
-from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus
+from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.errors import ConcurrentUpdate
 from chalicelib.services.ports import DueHandler, JobRun, Page
 
@@ -96,11 +97,49 @@ class MemoryValidators:
     def __init__(self, staged: Staged, state: MemoryState) -> None:
         self._staged, self._state = staged, state
 
-    def names(self) -> list[str]:
-        return sorted(self._state.validators)
+    def all(self) -> list[Validator]:
+        return [self._state.validators[name] for name in sorted(self._state.validators)]
+
+    def get(self, name: str) -> Validator | None:
+        return self._state.validators.get(name)
 
     def add(self, name: str) -> None:
-        self._staged.stage(lambda s: None, lambda s: s.validators.add(name))
+        def apply(s: MemoryState) -> None:
+            found = s.validators.get(name)
+            s.validators[name] = replace(found, active=True) if found else Validator(name, 0)
+
+        self._staged.stage(lambda s: None, apply)
 
     def remove(self, name: str) -> None:
-        self._staged.stage(lambda s: None, lambda s: s.validators.discard(name))
+        def apply(s: MemoryState) -> None:
+            if name in s.validators:
+                s.validators[name] = replace(s.validators[name], active=False)
+
+        self._staged.stage(lambda s: None, apply)
+
+    def change_stake(self, validator: Validator, micro_block: int) -> None:
+        def check(s: MemoryState) -> ConcurrentUpdate | None:
+            now = s.validators.get(validator.name)
+            if now is None or (now.stake_micro_block, now.open_panels) != (
+                validator.stake_micro_block,
+                validator.open_panels,
+            ):
+                return ConcurrentUpdate("the validator changed; retry", account=validator.name)
+            return None
+
+        def apply(s: MemoryState) -> None:
+            now = s.validators[validator.name]
+            s.validators[validator.name] = replace(
+                now, stake_micro_block=now.stake_micro_block + micro_block
+            )
+
+        self._staged.stage(check, apply)
+
+    def seat(self, names: Sequence[str], panels: int) -> None:
+        def apply(s: MemoryState) -> None:
+            for name in names:
+                if name in s.validators:
+                    now = s.validators[name]
+                    s.validators[name] = replace(now, open_panels=now.open_panels + panels)
+
+        self._staged.stage(lambda s: None, apply)

@@ -10,7 +10,7 @@ from typing import TypeVar
 from chalicelib.adapters.dynamodb.layout import encode_cursor
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.credits import Credit
-from chalicelib.domain.disputes import Dispute
+from chalicelib.domain.disputes import Dispute, Validator
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
@@ -39,7 +39,7 @@ class MemoryState:
     slash_receipts: dict[tuple[str, int], SlashReceipt] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, Dispute] = field(default_factory=dict)
-    validators: set[str] = field(default_factory=set)
+    validators: dict[str, Validator] = field(default_factory=dict)
 
 
 T = TypeVar("T")

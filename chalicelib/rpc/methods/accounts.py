@@ -12,9 +12,11 @@ from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.errors import (
     AlreadyExists,
     InsufficientBalance,
+    InsufficientStake,
     InvalidState,
     NotAuthorised,
     NotFound,
+    OpenObligations,
 )
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider
@@ -31,7 +33,7 @@ from chalicelib.rpc.methods.fields import (
     SignedParams,
 )
 from chalicelib.rpc.registry import CallContext
-from chalicelib.services import accounts
+from chalicelib.services import accounts, validators
 
 
 class CreateAccountParams(SignedParams):
@@ -50,11 +52,18 @@ class AccountResult(Result):
     balance: int = Field(description="Available balance, micro-BLOCK")
     balance_block: Decimal = Field(description="The same balance in BLOCK")
     stake: int = Field(description="Total stake of the account's providers, micro-BLOCK")
+    validator_stake: int = Field(description="Stake posted as a validator, micro-BLOCK")
     providers: list[str]
     created_at: int
 
     @classmethod
-    def of(cls, account: Account, balance: int, providers: list[Provider]) -> AccountResult:
+    def of(
+        cls,
+        account: Account,
+        balance: int,
+        providers: list[Provider],
+        validator_stake: int = 0,
+    ) -> AccountResult:
         return cls(
             name=account.name,
             public_key=account.public_key,
@@ -62,13 +71,19 @@ class AccountResult(Result):
             balance=balance,
             balance_block=units.block_from_micro(balance),
             stake=sum(p.stake_micro_block for p in providers),
+            validator_stake=validator_stake,
             providers=[p.provider_id for p in providers],
             created_at=account.created_at,
         )
 
     @classmethod
     def of_view(cls, view: accounts.AccountView) -> AccountResult:
-        return cls.of(view.account, view.balance_micro_block, view.providers)
+        return cls.of(
+            view.account,
+            view.balance_micro_block,
+            view.providers,
+            view.validator_stake_micro_block,
+        )
 
 
 class RoleParams(SignedParams):
@@ -198,6 +213,40 @@ def _set_role(context: CallContext, params: RoleParams, *, held: bool) -> Accoun
         context.deps, signed_call(context, params), params.account, Role(params.role), held
     )
     return AccountResult.of_view(accounts.get_account(context.deps, params.account))
+
+
+class ValidatorStakeParams(SignedParams):
+    amount_micro_block: PositiveMicroBlock
+
+
+@registry.method(
+    "energy.stakeAsValidator",
+    summary="Post validator stake from the balance (a validator)",
+    result=AccountResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, NotAuthorised, InsufficientBalance),
+)
+def stake_as_validator(context: CallContext, params: ValidatorStakeParams) -> AccountResult:
+    """Signed by an account holding the validator role. The panel draw counts
+    validators whose stake is at least 1,000 BLOCK."""
+    call = signed_call(context, params)
+    validators.stake_as_validator(context.deps, call, params.amount_micro_block)
+    return AccountResult.of_view(accounts.get_account(context.deps, call.account))
+
+
+@registry.method(
+    "energy.withdrawValidatorStake",
+    summary="Return validator stake to the balance",
+    result=AccountResult,
+    signed=True,
+    errors=(*AUTH_ERRORS, InsufficientStake, OpenObligations),
+)
+def withdraw_validator_stake(context: CallContext, params: ValidatorStakeParams) -> AccountResult:
+    """Signed by the validator (also after its role was revoked). Refused while it
+    sits on the panel of an undecided dispute."""
+    call = signed_call(context, params)
+    validators.withdraw_validator_stake(context.deps, call, params.amount_micro_block)
+    return AccountResult.of_view(accounts.get_account(context.deps, call.account))
 
 
 @registry.method(
