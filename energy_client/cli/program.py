@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from energy_client.cli import (
     accounts,
+    disputes,
     keys,
     meters,
     portfolio,
@@ -36,7 +37,7 @@ from energy_client.rpc_client import RpcError
 PROG: Final = "python -m energy_client"
 
 # In this order in --help.
-GROUPS: Final = (keys, accounts, providers, meters, trading, settlement, portfolio)
+GROUPS: Final = (keys, accounts, providers, meters, trading, settlement, portfolio, disputes)
 
 
 def _options(for_subcommand: bool) -> argparse.ArgumentParser:
@@ -69,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     common = _options(for_subcommand=True)
     main_parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Use the energy marketplace: keys, accounts, offers, purchases, receipts.",
+        description="Use the energy marketplace: keys, accounts, offers, purchases, receipts, "
+        "disputes.",
         parents=[_options(for_subcommand=False)],
         epilog="Exit status: 0 done, 1 refused or failed, 2 bad usage, unknown key or "
         "marketplace unreachable. docs/cli.md has a walkthrough.",

@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from energy_client.cli import program as cli
-from energy_client.rpc_client import MarketplaceClient
+from energy_client.rpc_client import MarketplaceClient, Signer
 from tests.support import (
     BLOCK,
     MarketHarness,
     SimulatedMeter,
+    buy,
     selling_provider,
+    validators,
 )
 
 
@@ -574,3 +576,267 @@ def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
     )
     assert unreadable.returncode == 2
     assert "error: cannot read" in unreadable.stderr
+
+
+# -- disputes -------------------------------------------------------------------------------
+
+JUDGES = tuple(f"val-{n}.theblock" for n in range(1, 7))  # six: five sit, one does not
+
+
+def with_key(run: Callable[..., Run], tmp_path: Path, signer: Signer) -> None:
+    """A harness account's key in the keys directory, as `keys import` brings it."""
+    seed_file = tmp_path / f"{signer.account}.seed"
+    seed_file.write_text(bytes(signer.key).hex() + "\n")
+    assert run("keys", "import", signer.account, "--seed-file", str(seed_file)).status == 0
+
+
+@dataclass(frozen=True)
+class DisputeScene:
+    """Bob bought and settled 2 kWh of the provider's first reading; six validators
+    and carol, the flagger, have keys in the keys directory."""
+
+    meter: SimulatedMeter
+    bobs_credit: str
+    reading_hash: str
+
+
+@pytest.fixture
+def scene(run: Callable[..., Run], harness: MarketHarness, tmp_path: Path) -> DisputeScene:
+    meter = selling_provider(harness, [5_000, 5_000])
+    for judge in validators(harness, *JUDGES):
+        with_key(run, tmp_path, judge)
+    with_key(run, tmp_path, harness.funded_account("carol.theblock", block=100))
+    bob = harness.funded_account("bob.theblock", block=100)
+    purchase = buy(harness, bob, meter.provider_id, 2)
+    harness.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, bob)
+    (credit_id,) = purchase["credit_ids"]
+    page = harness.client.call("energy.getCredits", {"provider_id": meter.provider_id})
+    reading_hash = next(c["reading_hash"] for c in page["credits"] if c["credit_id"] == credit_id)
+    return DisputeScene(meter, credit_id, reading_hash)
+
+
+def flagged_by_carol(run: Callable[..., Run], scene: DisputeScene) -> str:
+    flagged = run(
+        "flag", "--credit", scene.bobs_credit, "--reason", "output at night",
+        "--evidence", "https://example.org/weather", "--evidence", "no sun at 00:30 local",
+        "--as", "carol.theblock",
+    )  # fmt: skip
+    assert flagged.status == 0, flagged.err
+    found = re.search(r"^dispute\s+(dsp-[0-9a-f]{32})$", flagged.out, re.M)
+    assert found is not None, flagged.out
+    return found[1]
+
+
+def get_dispute(harness: MarketHarness, dispute_id: str) -> dict:
+    dispute: dict = harness.client.call("energy.getDispute", {"dispute_id": dispute_id})
+    return dispute
+
+
+def test_flag_opens_a_dispute_and_dispute_shows_it(
+    run: Callable[..., Run], harness: MarketHarness, scene: DisputeScene, tmp_path: Path
+) -> None:
+    flagged = run(
+        "flag", "--credit", scene.bobs_credit, "--reason", "output at night",
+        "--evidence", "https://example.org/weather", "--evidence", "no sun at 00:30 local",
+        "--as", "carol.theblock",
+    )  # fmt: skip
+    assert flagged.status == 0, flagged.err
+    found = re.search(r"^dispute\s+(dsp-[0-9a-f]{32})$", flagged.out, re.M)
+    assert found is not None
+    dispute_id = found[1]
+    dispute = get_dispute(harness, dispute_id)
+    panel = dispute["panel"]
+    assert len(panel) == 5 and set(panel) < set(JUDGES)
+    assert re.search(r"^status\s+open\b", flagged.out, re.M)
+    assert re.search(r"^flags\s+1 \(opened by carol\.theblock\)$", flagged.out, re.M)
+    assert re.search(r"^bond\s+10 BLOCK posted \(10 BLOCK held\)$", flagged.out, re.M)
+    assert re.search(rf"^panel\s+{re.escape(', '.join(panel))}$", flagged.out, re.M)
+    assert f"dispute {dispute_id}" in flagged.err  # where to follow it
+    account = harness.client.call("energy.getAccount", {"name": "carol.theblock"})
+    assert account["balance"] == 90 * BLOCK  # the bond left the balance
+
+    shown = run("dispute", dispute_id)
+    assert shown.status == 0, shown.err
+    assert re.search(rf"^subject\s+reading {scene.reading_hash}$", shown.out, re.M)
+    assert re.search(
+        rf"^provider\s+{scene.meter.provider_id} \(owner seller\.theblock\)$", shown.out, re.M
+    )
+    assert re.search(r"^deadline\s+2026-01-03T00:00:00Z ", shown.out, re.M)  # 48 h
+    assert re.search(
+        r"^votes\s+0 guilty, 0 cleared of 5; 3 agreeing votes decide$", shown.out, re.M
+    )
+    assert re.search(
+        r"^carol\.theblock\s+2026-01-01T00:00:00Z\s+10\s+output at night$", shown.out, re.M
+    )
+    assert "evidence from carol.theblock: https://example.org/weather" in shown.out
+    assert "evidence from carol.theblock: no sun at 00:30 local" in shown.out
+    for seat, judge in enumerate(panel, start=1):
+        assert re.search(rf"^\s*{seat}\s+{re.escape(judge)}\s+-$", shown.out, re.M)
+    assert "resolution" not in shown.out
+    assert run("--json", "dispute", dispute_id).json() == dispute
+
+    # A second flag on the same reading, by its hash, joins the open dispute.
+    with_key(run, tmp_path, harness.funded_account("erin.theblock", block=100))
+    joined = run(
+        "flag", "--reading", scene.reading_hash, "--reason", "the neighbours saw no sun",
+        "--as", "erin.theblock",
+    )  # fmt: skip
+    assert joined.status == 0, joined.err
+    assert re.search(rf"^dispute\s+{dispute_id}$", joined.out, re.M)
+    assert re.search(r"^flags\s+2 \(joined by erin\.theblock\)$", joined.out, re.M)
+    assert re.search(r"^bond\s+10 BLOCK posted \(20 BLOCK held\)$", joined.out, re.M)
+
+    unknown = run("dispute", "dsp-" + "0" * 32)
+    assert unknown.status == 1
+    assert unknown.err.startswith("error: not_found: no such dispute")
+
+
+def test_a_meter_window_is_flagged_with_utc_times_or_unix_seconds(
+    run: Callable[..., Run], harness: MarketHarness, scene: DisputeScene
+) -> None:
+    meter = scene.meter.meter_address
+    start, end = "2025-12-31T23:58:30Z", str(harness.clock.now)  # the last reading is in it
+    flagged = run(
+        "flag", "--meter", meter, "--from", start, "--to", end,
+        "--reason", "a spike", "--as", "carol.theblock",
+    )  # fmt: skip
+    assert flagged.status == 0, flagged.err
+    assert re.search(
+        rf"^subject\s+meter {meter}, 2025-12-31T23:58:30Z - 2026-01-01T00:00:00Z$",
+        flagged.out,
+        re.M,
+    )
+    dispute_id = re.search(r"^dispute\s+(\S+)$", flagged.out, re.M)[1]  # type: ignore[index]
+    subject = get_dispute(harness, dispute_id)["subject"]
+    assert subject["window_start_ms"] == (harness.clock.now - 90) * 1000
+    assert subject["window_end_ms"] == harness.clock.now * 1000
+
+    def usage(*argv: str) -> Run:
+        return run("flag", *argv, "--reason", "r", "--as", "carol.theblock")
+
+    assert usage("--meter", meter, "--from", start).status == 2  # no --to
+    assert usage("--credit", scene.bobs_credit, "--from", start).status == 2
+    assert usage("--meter", meter, "--from", end, "--to", start).status == 2  # backwards
+    assert usage("--meter", meter, "--from", "yesterday", "--to", end).status == 2
+    assert usage("--meter", meter, "--from", "2026-01-01T00:00:00.0001Z", "--to", end).status == 2
+
+
+def test_panel_votes_through_the_cli_reach_a_guilty_verdict_with_a_slash(
+    run: Callable[..., Run], harness: MarketHarness, scene: DisputeScene
+) -> None:
+    dispute_id = flagged_by_carol(run, scene)
+    panel = get_dispute(harness, dispute_id)["panel"]
+
+    undecided = run("resolve", dispute_id)  # anyone; nothing to decide yet
+    assert undecided.status == 0, undecided.err
+    assert re.search(r"^status\s+open\b", undecided.out, re.M)
+    assert "undecided" in undecided.err
+
+    first = run("vote", dispute_id, "guilty", "--severity", "major", "--as", panel[0])
+    assert first.status == 0, first.err
+    assert first.out.startswith(f"{panel[0]} voted guilty (major)\n")
+    assert re.search(rf"^\s*1\s+{re.escape(panel[0])}\s+guilty \(major\)\s+2026-", first.out, re.M)
+    assert run("vote", dispute_id, "cleared", "--as", panel[1]).status == 0
+    assert run("vote", dispute_id, "guilty", "--severity", "critical", "--as", panel[2]).status == 0
+    decided = run("vote", dispute_id, "guilty", "--severity", "major", "--as", panel[3])
+    assert decided.status == 0, decided.err
+    assert decided.out.startswith(f"{panel[3]} voted guilty (major); that vote decided it\n")
+
+    dispute = get_dispute(harness, dispute_id)
+    assert dispute["status"] == "guilty"
+    revocation = dispute["revocation"]
+    shown = run("dispute", dispute_id)
+    assert shown.status == 0, shown.err
+    out = shown.out
+    assert re.search(r"^status\s+guilty$", out, re.M)
+    assert re.search(r"^votes\s+3 guilty, 1 cleared of 5;", out, re.M)
+    assert re.search(rf"^\s*2\s+{re.escape(panel[1])}\s+cleared\s+2026-", out, re.M)
+    assert re.search(rf"^\s*5\s+{re.escape(panel[4])}\s+did not vote$", out, re.M)
+    assert re.search(r"^verdict\s+guilty, major$", out, re.M)  # the lower median
+    assert re.search(r"^decided\s+by quorum, 2026-01-01T00:00:00Z$", out, re.M)
+    assert re.search(rf"^non-voters\s+{re.escape(panel[4])}$", out, re.M)
+    # 25 % of the 10,000 BLOCK stake; bob is refunded the 0.16 BLOCK he paid.
+    assert re.search(r"^slash\s+2500 BLOCK from the stake \(stake left: 7500 BLOCK\)$", out, re.M)
+    assert re.search(r"^refunded\s+0\.16 BLOCK from the slash", out, re.M)
+    assert re.search(r"^reward \+ treasury\s+2499\.84 BLOCK: ", out, re.M)
+    assert re.search(r"^bonds\s+10 BLOCK returned to the flaggers$", out, re.M)
+    assert re.search(rf"^revoked\s+{revocation['revoked_credits']} credit\(s\), 5 kWh$", out, re.M)
+    receipt = revocation["slash_receipt"]
+    assert re.search(
+        rf"^slash receipt\s+{scene.meter.provider_id}/slashes #1 {receipt['receipt_hash']}$",
+        out,
+        re.M,
+    )
+    assert "unrefunded" not in out
+
+    again = run("resolve", dispute_id)  # resolved once; asking again changes nothing
+    assert again.status == 0 and again.out == out and again.err == ""
+    listed = run("disputes", "--status", "guilty")
+    assert re.search(
+        rf"^{dispute_id}\s+guilty \(major\)\s+{scene.meter.provider_id}\s", listed.out, re.M
+    )
+
+
+def test_disputes_lists_what_a_validator_must_vote_on(
+    run: Callable[..., Run], harness: MarketHarness, scene: DisputeScene
+) -> None:
+    dispute_id = flagged_by_carol(run, scene)
+    panel = get_dispute(harness, dispute_id)["panel"]
+    (outsider,) = set(JUDGES) - set(panel)
+
+    due = run("disputes", "--validator", panel[0])
+    assert due.status == 0, due.err
+    assert re.search(
+        rf"^{dispute_id}\s+open\s+{scene.meter.provider_id}\s+reading {scene.reading_hash[:16]}"
+        rf"\s+1\s+10\s+0/5\s+2026-01-03T00:00:00Z\s+due$",
+        due.out,
+        re.M,
+    )
+    assert f"{panel[0]} has 1 dispute(s) to vote on" in due.err
+    assert run("vote", dispute_id, "cleared", "--as", panel[0]).status == 0
+    voted = run("disputes", "--validator", panel[0])
+    assert re.search(rf"^{dispute_id}\s.*\s1/5\s+\S+\s+cleared$", voted.out, re.M)
+    assert "to vote on" not in voted.err
+
+    assert run("disputes", "--validator", outsider).out.strip() == (
+        f"{outsider} was drawn for no disputes"
+    )
+    for filters in ([], ["--provider", scene.meter.provider_id], ["--flagger", "carol.theblock"]):
+        assert dispute_id in run("disputes", *filters).out
+    assert run("disputes", "--status", "cleared").out.strip() == "no cleared disputes"
+    assert run("disputes", "--flagger", "bob.theblock").out.strip() == (
+        "no disputes flagged by bob.theblock"
+    )
+    assert run("--json", "disputes", "--validator", panel[0]).json()["disputes"] == [
+        get_dispute(harness, dispute_id)
+    ]
+    assert run("disputes", "--validator", panel[0], "--status", "open").status == 2  # one filter
+
+
+def test_a_refused_vote_prints_the_reason_and_exits_non_zero(
+    run: Callable[..., Run], harness: MarketHarness, scene: DisputeScene
+) -> None:
+    dispute_id = flagged_by_carol(run, scene)
+    panel = get_dispute(harness, dispute_id)["panel"]
+    (outsider,) = set(JUDGES) - set(panel)
+    before = harness.snapshot()
+
+    refused = run("vote", dispute_id, "guilty", "--severity", "minor", "--as", outsider)
+    assert refused.status == 1
+    assert refused.out == ""
+    lines = refused.err.splitlines()
+    assert lines[0].startswith("error: not_on_panel: ")
+    assert any(line.startswith("hint: ") and f"dispute {dispute_id}" in line for line in lines)
+    assert "Traceback" not in refused.err
+    assert harness.snapshot() == before
+
+    # Bad usage is caught before anything is sent.
+    assert run("vote", dispute_id, "guilty", "--as", panel[0]).status == 2
+    assert run("vote", dispute_id, "cleared", "--severity", "minor", "--as", panel[0]).status == 2
+    assert run("vote", dispute_id, "innocent", "--as", panel[0]).status == 2
+
+    assert run("vote", dispute_id, "cleared", "--as", panel[0]).status == 0
+    twice = run("vote", dispute_id, "cleared", "--as", panel[0])
+    assert twice.status == 1
+    assert twice.err.startswith("error: already_voted: ")
+    assert harness.snapshot() != before  # the one vote that counted
