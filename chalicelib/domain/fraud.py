@@ -31,7 +31,8 @@ Physics, per reading, for every meter on its own:
 * ``solar_at_night``: energy a solar meter reports while the sun is more than
   6° below the horizon at its location (:mod:`chalicelib.domain.solar`):
   more than 2 % of capacity over the dark part of the interval plus 2 Wh, on
-  top of what the lit part allows (capacity + the ingest's 5 %).
+  top of what the lit part allows (capacity + the ingest's 5 %); readings
+  of up to two days (a longer one cannot say when its energy came).
 * ``over_capacity``: more than capacity + 3 % (+ 2 Wh) over a whole hour.
   Ingest refuses a single reading above capacity + 5 %; this catches a meter
   that stays just under that limit for an hour or more.
@@ -177,11 +178,16 @@ NIGHT_ELEVATION_DEG: Final = -6.0
 # profiles' hourly knots, which ramp linearly from the last dark hour.
 NIGHT_ALLOWANCE_BPS: Final = 200
 NIGHT_SLACK_WH: Final = 2  # the counter's whole-Wh rounding at each end of the interval
+# A reading that spans days (a meter back from an outage) cannot say when its
+# energy came, and its daylight would cost a sun position per sunrise and
+# sunset: it is not judged by the sun, which keeps a reading's cost bounded.
+NIGHT_MAX_INTERVAL_MS: Final = 2 * DAY_MS
 
-# Ingest allows 5 % above capacity per reading, for the jitter of a meter's
-# clock over a short interval; over a whole hour that jitter is under 1 %, and
-# a class 1 or 2 meter errs by at most 2 %. More than 3 % for an hour is a meter
-# reporting what its plant cannot produce.
+# Ingest allows 5 % above capacity per reading: a 15-minute interval is
+# sensitive to the moment the meter read its counter. Over a whole hour of
+# readings that timing error is a quarter as large, and a class 1 or 2 meter
+# errs by at most 2 %. More than 3 % for an hour is a meter reporting what its
+# plant cannot produce.
 OVER_CAPACITY_HOURS: Final = 1
 OVER_CAPACITY_TOLERANCE_BPS: Final = 300
 OVER_CAPACITY_SLACK_WH: Final = 2  # the counter's whole-Wh rounding at each end
@@ -486,6 +492,7 @@ class WatchState:
     fresh meter starts from ``WatchState()``.
     """
 
+    first_ms: int = 0  # when the meter's first observed interval began
     last_end_ms: int = 0  # the latest interval end observed; older readings are ignored
     open_hour: int = -1  # UTC hour of the newest ring slot; -1 before any reading
     ring_wh: tuple[int, ...] = _ZERO_RING  # hourly Wh, slot = hour % 48
@@ -610,7 +617,7 @@ def observe(state: WatchState, reading: MintedReading, context: MeterContext) ->
     work.begin(start)
     work.advance(start, end, reading.wh)
     if reading.wh > 0:
-        if context.energy_type == EnergyType.SOLAR:
+        if context.energy_type == EnergyType.SOLAR and end - start <= NIGHT_MAX_INTERVAL_MS:
             work.check_night(start, end, reading.wh)
         if context.energy_type == EnergyType.BATTERY:
             work.check_storage(start, end, reading.wh)
@@ -663,7 +670,8 @@ class _Work:
                 detector=detector,
                 meter_address=self.context.meter_address,
                 score_bps=score_bps(measure, threshold),
-                window_start_ms=window[0],
+                # A day or an hour can begin before the meter's first reading.
+                window_start_ms=max(window[0], self.values["first_ms"]),
                 window_end_ms=window[1],
                 reason=reason,
                 evidence=tuple(evidence),
@@ -678,6 +686,7 @@ class _Work:
         if values["open_hour"] >= 0:
             return
         hour = at_ms // HOUR_MS
+        values["first_ms"] = at_ms
         values["open_hour"] = hour
         values["day"] = self.context.local_day(hour)
         if at_ms % HOUR_MS:
@@ -739,7 +748,11 @@ class _Work:
             values["days_observed"] += 1
         values.update(day=day + 1, day_wh=0, day_envelope_wh=0)
         first_hour = last_hour - 23
-        if self.context.energy_type not in REPLAY_TYPES or first_hour < floor:
+        if (
+            self.context.energy_type not in REPLAY_TYPES
+            or first_hour < floor
+            or first_hour * HOUR_MS < values["first_ms"]  # a day only partly observed
+        ):
             return
         hourly = [self.ring[h % RING_HOURS] for h in range(first_hour, last_hour + 1)]
         producing = [i for i, w in enumerate(hourly) if w > 0]
@@ -1230,7 +1243,7 @@ def _peer_verdict(
         or excess * excess * 10_000 < rule.z_centi * rule.z_centi * variance
     ):
         return ()
-    window = (values["peer_first_hour"] * HOUR_MS, (hour + 1) * HOUR_MS)
+    window = (max(values["peer_first_hour"] * HOUR_MS, values["first_ms"]), (hour + 1) * HOUR_MS)
     if flagged.get(PEER_OUTLIER) == window[1] // DAY_MS:
         return ()
     z_centi = excess * 100 // max(1, math.isqrt(variance))
