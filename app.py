@@ -26,6 +26,11 @@ LEDGER_STREAM_ARN = os.environ.get(
     "LEDGER_STREAM_ARN",
     "arn:aws:dynamodb:us-east-1:123456789012:table/energy-marketplace-ledger/stream/unset",
 )
+# The registry table's stream (meters' readings and refusals, for the detectors).
+REGISTRY_STREAM_ARN = os.environ.get(
+    "REGISTRY_STREAM_ARN",
+    "arn:aws:dynamodb:us-east-1:123456789012:table/energy-marketplace-registry/stream/unset",
+)
 
 
 @app.route("/rpc", methods=["POST"], content_types=JSON_CONTENT_TYPES)
@@ -99,3 +104,11 @@ def publish_market_events(event: Any) -> dict[str, int]:
     from chalicelib.streams.purchase_events import handle_ledger_records
 
     return handle_ledger_records(event.to_dict()["Records"])
+
+
+@app.on_dynamodb_record(stream_arn=REGISTRY_STREAM_ARN, name="watch_meters", batch_size=100)
+def watch_meters(event: Any) -> dict[str, Any]:
+    """The fraud detectors, over the meters' readings and refusals in the registry's stream."""
+    from chalicelib.streams.meter_watch import handle_registry_records
+
+    return handle_registry_records(event.to_dict()["Records"])

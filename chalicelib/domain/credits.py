@@ -85,6 +85,9 @@ class Freeze:
     from_ms: int
     to_ms: int
     reading_hash: str | None = None
+    # The Wh on sale it took out of the market when it opened (what offers
+    # leave out of the provider's available energy until it resolves).
+    wh: int = 0
 
     def covers(self, credit: Credit) -> bool:
         return self.from_ms <= credit.interval_end_ms < self.to_ms and (

@@ -390,9 +390,16 @@ class Suspicion:
         return self.score_bps >= FLAG_THRESHOLD_BPS
 
     def subject(self) -> Subject:
-        """The meter window to flag: the window, cut to the last 31 days a flag may span."""
-        start = max(self.window_start_ms, self.window_end_ms - MAX_WINDOW_MS)
-        return Subject.meter_window(self.meter_address, start, self.window_end_ms)
+        """The meter window to flag: the readings that reported the suspect energy.
+
+        The suspicion's window is when the energy was produced, ``[start, end)``;
+        a flag's meter window picks readings by their time (their interval's
+        end), so the readings to flag are those taken in ``(start, end]``: the
+        window ``[start + 1, end + 1)``, cut to the 31 days a flag may span.
+        """
+        end = self.window_end_ms + 1
+        start = max(self.window_start_ms + 1, end - MAX_WINDOW_MS)
+        return Subject.meter_window(self.meter_address, start, end)
 
     def flag(self, flagged_at_ms: int) -> Flag:
         """The automatic flag this suspicion raises (no bond)."""

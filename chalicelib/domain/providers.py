@@ -91,6 +91,11 @@ class Provider:
     version: int = 1
 
     @property
+    def on_sale_wh(self) -> int:
+        """Available energy a buyer can take now: less what open disputes froze."""
+        return max(0, self.available_wh - sum(f.wh for f in self.freezes))
+
+    @property
     def status(self) -> ProviderStatus:
         if self.stake_micro_block < MIN_STAKE_MICRO_BLOCK:
             return ProviderStatus.SUSPENDED

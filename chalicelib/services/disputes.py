@@ -12,7 +12,7 @@ resolution are in ``chalicelib.services.resolution``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chalicelib.domain.credits import Credit, CreditState, Freeze
 from chalicelib.domain.disputes import (
@@ -105,6 +105,30 @@ def flag_dispute(deps: Dependencies, call: SignedCall, request: FlagRequest) -> 
     return retry_on_conflict(attempt)
 
 
+def flag_by_detector(deps: Dependencies, flag: Flag, subject: Subject) -> Dispute:
+    """An automatic flag (no bond, no signature): opens a dispute on ``subject`` (a
+    meter window) or joins the open one. Raises what a flag by hand would:
+    AlreadyExists when this detector already flagged it, PanelUnavailable,
+    TooManyDisputes, NotFound; the caller decides what to do with them."""
+    if flag.detector is None:
+        raise InvalidFlag("an automatic flag names its detector")
+    request = FlagRequest(
+        reason=flag.reason,
+        evidence=flag.evidence,
+        meter_address=subject.meter_address,
+        window_start_ms=subject.window_start_ms,
+        window_end_ms=subject.window_end_ms,
+    )
+
+    def attempt() -> Dispute:
+        uow = deps.unit_of_work()
+        dispute = _open_or_join(uow, request, flag, deps.now_ms(), rules_for(deps))
+        uow.commit()
+        return dispute
+
+    return retry_on_conflict(attempt)
+
+
 def _open_or_join(
     uow: UnitOfWork, request: FlagRequest, flag: Flag, now_ms: int, rules: DisputeRules
 ) -> Dispute:
@@ -131,12 +155,13 @@ def _open_or_join(
     freeze = subject_freeze(
         dispute_id_for(target.subject, round_number), target.subject, target.reading_end_ms
     )
+    affected = Affected.of(uow, provider.provider_id, freeze)
     opened = open_dispute(
         subject=target.subject,
         provider_id=provider.provider_id,
         provider_owner=provider.owner,
         flag=flag,
-        buyers=buyers_of(uow, provider.provider_id, freeze),
+        buyers=affected.buyers,
         validators=_validators(uow),
         opened_at_ms=now_ms,
         round_number=round_number,
@@ -144,7 +169,7 @@ def _open_or_join(
         reading_end_ms=target.reading_end_ms,
     )
     uow.disputes.open(opened)
-    uow.providers.hold_for_dispute(provider, opened.freeze)
+    uow.providers.hold_for_dispute(provider, replace(opened.freeze, wh=affected.on_sale_wh))
     # The stake that made each panel member eligible stays until the panel's
     # work is done: it cannot be withdrawn while the dispute is undecided.
     uow.validators.seat(opened.panel, 1)
@@ -168,20 +193,30 @@ def affected_credits(uow: UnitOfWork, provider_id: str, freeze: Freeze) -> Itera
 AFFECTED_PAGE = 200
 
 
-def buyers_of(uow: UnitOfWork, provider_id: str, freeze: Freeze) -> set[str]:
-    """The buyers of the credits a dispute would freeze: its parties, never its judges."""
-    buyers: set[str] = set()
-    reserved: set[str] = set()
-    for credit in affected_credits(uow, provider_id, freeze):
-        if credit.holder is not None:
-            buyers.add(credit.holder)
-        elif credit.purchase_id is not None:
-            reserved.add(credit.purchase_id)
-    for purchase_id in sorted(reserved):
-        purchase = uow.purchases.get(purchase_id)
-        if purchase is not None:
-            buyers.add(purchase.buyer)
-    return buyers
+@dataclass(frozen=True)
+class Affected:
+    """What a new dispute's freeze covers, as the flag needs it."""
+
+    buyers: frozenset[str]  # of its credits: parties, never judges
+    on_sale_wh: int  # what it takes out of the market
+
+    @classmethod
+    def of(cls, uow: UnitOfWork, provider_id: str, freeze: Freeze) -> Affected:
+        buyers: set[str] = set()
+        reserved: set[str] = set()
+        on_sale_wh = 0
+        for credit in affected_credits(uow, provider_id, freeze):
+            if credit.state == CreditState.AVAILABLE:
+                on_sale_wh += credit.wh
+            elif credit.holder is not None:
+                buyers.add(credit.holder)
+            elif credit.purchase_id is not None:
+                reserved.add(credit.purchase_id)
+        for purchase_id in sorted(reserved):
+            purchase = uow.purchases.get(purchase_id)
+            if purchase is not None:
+                buyers.add(purchase.buyer)
+        return cls(frozenset(buyers), on_sale_wh)
 
 
 def _target(uow: UnitOfWork, request: FlagRequest) -> _Target:

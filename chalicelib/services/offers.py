@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chalicelib.domain.credits import frozen_by
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import Page
+from chalicelib.services.trading import FROZEN_LOOKAHEAD
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,16 @@ def get_offers(
     listing = uow.providers.query(query, limit, cursor)
     offers = []
     for provider in listing.items:
-        if provider.available_wh < max(min_wh, 1):
+        if provider.on_sale_wh < max(min_wh, 1):
             continue
-        oldest = uow.credits.available(provider.provider_id, 1)
+        # Credits an open dispute holds are not on offer; they are the oldest.
+        lookahead = FROZEN_LOOKAHEAD if provider.freezes else 0
+        oldest = [
+            c
+            for c in uow.credits.available(provider.provider_id, 1 + lookahead)
+            if frozen_by(provider.freezes, c) is None
+        ]
         if not oldest:
             continue  # sold out between the listing and now
-        offers.append(Offer(provider, provider.available_wh, oldest[0].minted_at_ms))
+        offers.append(Offer(provider, provider.on_sale_wh, oldest[0].minted_at_ms))
     return Page(offers, listing.next_cursor)

@@ -18,6 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
+from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
 from chalicelib.domain.readings import MeterState, RejectionRecord
@@ -366,6 +367,28 @@ class ValidatorRepository(Protocol):
         """Stage: count ``panels`` (+1 drawn, -1 decided) open panels for each name."""
 
 
+class WatchRepository(Protocol):
+    """What the fraud detectors keep: a state per meter, peer cells, the replay index."""
+
+    def state(self, meter_address: str) -> tuple[WatchState, int]:
+        """The meter's watch state and its version (an empty state at version 0)."""
+
+    def save_state(self, meter_address: str, state: WatchState, expected_version: int) -> None:
+        """Stage: store the state if it is still at ``expected_version``."""
+
+    def peers(self, key: str) -> PeerHistogram | None:
+        """A peer cell's histogram for one hour (``fraud.peer_key``), if any meter added to it."""
+
+    def add_to_peers(self, key: str, capacity_factor_bps: int) -> None:
+        """Stage: count one meter's capacity factor in a peer cell's hour (commutes)."""
+
+    def curves(self, key: str) -> tuple[tuple[DayCurve, ...], int]:
+        """The replay index entry under ``key`` and its version (empty at version 0)."""
+
+    def save_curves(self, key: str, curves: Sequence[DayCurve], expected_version: int) -> None:
+        """Stage: store the replay index entry if it is still at ``expected_version``."""
+
+
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's concrete repositories satisfy them.
     @property
@@ -400,6 +423,9 @@ class UnitOfWork(Protocol):
 
     @property
     def validators(self) -> ValidatorRepository: ...
+
+    @property
+    def watch(self) -> WatchRepository: ...
 
     @property
     def max_writes(self) -> int:

@@ -72,9 +72,11 @@ def build_tables(endpoint: str, stack_name: str) -> tuple[dict[str, str], dict[s
     table_names = create_tables(dynamodb, stack_name)
     # What the template gives the functions in AWS (GetAtt LedgerTable.StreamArn).
     stream_arns = {
-        "LEDGER_STREAM_ARN": dynamodb.describe_table(TableName=table_names["LEDGER_TABLE"])[
-            "Table"
-        ]["LatestStreamArn"]
+        variable: dynamodb.describe_table(TableName=table_names[table])["Table"]["LatestStreamArn"]
+        for variable, table in (
+            ("LEDGER_STREAM_ARN", "LEDGER_TABLE"),
+            ("REGISTRY_STREAM_ARN", "REGISTRY_TABLE"),
+        )
     }
     return table_names, stream_arns
 

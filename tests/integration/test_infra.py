@@ -716,3 +716,11 @@ def test_the_market_events_function_reads_the_ledger_stream(
     (source,) = function["Properties"]["Events"].values()
     assert source["Type"] == "DynamoDB"
     assert source["Properties"]["Stream"] == {"Fn::GetAtt": ["LedgerTable", "StreamArn"]}
+
+
+def test_the_fraud_watch_reads_the_registry_stream(packaged_template: dict[str, Any]) -> None:
+    function = packaged_template["Resources"]["WatchMeters"]
+    assert function["Type"] == "AWS::Serverless::Function"
+    (source,) = function["Properties"]["Events"].values()
+    assert source["Type"] == "DynamoDB"
+    assert source["Properties"]["Stream"] == {"Fn::GetAtt": ["RegistryTable", "StreamArn"]}

@@ -175,10 +175,11 @@ def test_a_suspicion_becomes_an_automatic_flag_on_a_meter_window() -> None:
     flag = suspicion.flag(JUNE + 2 * HOUR)
     assert (flag.detector, flag.flagger, flag.bond_micro_block) == (fraud.OVER_CAPACITY, None, 0)
     subject = suspicion.subject()
+    # The readings taken in (start, end]: those that reported the hour's energy.
     assert (subject.meter_address, subject.window_start_ms, subject.window_end_ms) == (
         "meter_one",
-        JUNE,
-        JUNE + HOUR,
+        JUNE + 1,
+        JUNE + HOUR + 1,
     )
     assert suspicion.flags
 

@@ -29,6 +29,9 @@ disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and vo
                                               dispute job has work on it)
           DISPUTE#<id>     / MEMBER#<role>#<name>   a flagger or panel member of the dispute
                                               (GSI DisputesByMember: member = <role>#<name>)
+          WATCH#<meter>    / STATE            the fraud detectors' state of one meter
+          PEERS#<cell>#<hour> / HISTOGRAM     a peer cell's capacity factors for an hour (TTL)
+          REPLAY#<shape key>  / CURVES        day curves with that coarse shape (TTL)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -166,6 +169,18 @@ def member_key(dispute_id: str, role: str, name: str) -> Item:
 def member_of(role: str, name: str) -> str:
     """DisputesByMember's partition: ``flagger#<account>`` or ``panel#<validator>``."""
     return f"{role}#{name}"
+
+
+def watch_key(meter_address: str) -> Item:
+    return to_item({"pk": f"WATCH#{meter_address}", "sk": "STATE"})
+
+
+def peers_key(key: str) -> Item:
+    return to_item({"pk": f"PEERS#{key}", "sk": "HISTOGRAM"})
+
+
+def replay_key(key: str) -> Item:
+    return to_item({"pk": f"REPLAY#{key}", "sk": "CURVES"})
 
 
 def validator_key(name: str) -> Item:

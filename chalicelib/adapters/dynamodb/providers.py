@@ -75,7 +75,7 @@ def provider_to_item(provider: Provider) -> Item:
 
 def freezes_to_list(freezes: Sequence[Freeze]) -> list[dict[str, Any]]:
     return [
-        {"dispute_id": f.dispute_id, "from_ms": f.from_ms, "to_ms": f.to_ms}
+        {"dispute_id": f.dispute_id, "from_ms": f.from_ms, "to_ms": f.to_ms, "wh": f.wh}
         | ({"reading_hash": f.reading_hash} if f.reading_hash is not None else {})
         for f in freezes
     ]
@@ -83,7 +83,13 @@ def freezes_to_list(freezes: Sequence[Freeze]) -> list[dict[str, Any]]:
 
 def freezes_from_list(values: list[dict[str, Any]]) -> tuple[Freeze, ...]:
     return tuple(
-        Freeze(v["dispute_id"], as_int(v["from_ms"]), as_int(v["to_ms"]), v.get("reading_hash"))
+        Freeze(
+            v["dispute_id"],
+            as_int(v["from_ms"]),
+            as_int(v["to_ms"]),
+            v.get("reading_hash"),
+            as_int(v.get("wh", Decimal(0))),
+        )
         for v in values
     )
 

@@ -38,6 +38,7 @@ from chalicelib.adapters.dynamodb.meters import DynamoMeters
 from chalicelib.adapters.dynamodb.providers import DynamoProviders
 from chalicelib.adapters.dynamodb.purchases import DynamoPurchases
 from chalicelib.adapters.dynamodb.receipts import DynamoReceipts
+from chalicelib.adapters.dynamodb.watch import DynamoWatch
 from chalicelib.domain.errors import (
     ConcurrentUpdate,
     DomainError,
@@ -206,6 +207,7 @@ class DynamoUnitOfWork:
         self.jobs = DynamoJobs(client, tables, self._staged)
         self.disputes = DynamoDisputes(client, tables, self._staged, watermarks)
         self.validators = DynamoValidators(client, tables, self._staged)
+        self.watch = DynamoWatch(client, tables, self._staged)
 
     def staged_writes(self) -> int:
         """How many writes the next commit would apply (for tests of the limit)."""

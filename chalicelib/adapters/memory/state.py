@@ -12,6 +12,7 @@ from chalicelib.domain.accounts import Account
 from chalicelib.domain.credits import Credit
 from chalicelib.domain.disputes import Dispute, Validator
 from chalicelib.domain.errors import DomainError
+from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.readings import MeterState, RejectionRecord
@@ -40,6 +41,10 @@ class MemoryState:
     watermarks: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, Dispute] = field(default_factory=dict)
     validators: dict[str, Validator] = field(default_factory=dict)
+    # The fraud detectors': meter -> (state, version); peer cell hours; replay keys.
+    watch_states: dict[str, tuple[WatchState, int]] = field(default_factory=dict)
+    peer_cells: dict[str, PeerHistogram] = field(default_factory=dict)
+    replay_index: dict[str, tuple[tuple[DayCurve, ...], int]] = field(default_factory=dict)
 
 
 T = TypeVar("T")

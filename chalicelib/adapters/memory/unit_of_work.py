@@ -16,6 +16,7 @@ from chalicelib.adapters.memory.providers import MemoryProviders
 from chalicelib.adapters.memory.purchases import MemoryPurchases
 from chalicelib.adapters.memory.receipts import MemoryReceipts
 from chalicelib.adapters.memory.state import MemoryState, Staged
+from chalicelib.adapters.memory.watch import MemoryWatch
 from chalicelib.domain.errors import TransactionTooLarge
 
 
@@ -53,6 +54,7 @@ class MemoryUnitOfWork:
         self.jobs = MemoryJobs(self._staged, state)
         self.disputes = MemoryDisputes(self._staged, state, watermarks)
         self.validators = MemoryValidators(self._staged, state)
+        self.watch = MemoryWatch(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -154,7 +154,7 @@ class ProviderResult(Result):
     price_micro_block_per_kwh: int
     stake: int = Field(description="micro-BLOCK")
     status: ProviderStatus
-    available_kwh: Decimal
+    available_kwh: Decimal = Field(description="On sale now; energy open disputes froze is not")
     available_wh: int
     rating: float | None = Field(
         description="0-5; share of settled purchases not overturned by disputes; null before any"
@@ -177,8 +177,8 @@ class ProviderResult(Result):
             capacity_wh=provider.capacity_wh,
             stake=provider.stake_micro_block,
             status=provider.status,
-            available_kwh=units.kwh_from_wh(provider.available_wh),
-            available_wh=provider.available_wh,
+            available_kwh=units.kwh_from_wh(provider.on_sale_wh),
+            available_wh=provider.on_sale_wh,
             uptime_percent=provider.uptime_percent(now),
             meter_address=provider.meter_address,
             meter_public_key=provider.meter_public_key,
