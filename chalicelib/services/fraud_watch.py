@@ -49,6 +49,7 @@ class MeterEvent:
     meter_address: str
     at_ms: int
     reading: MintedReading | None = None
+    provider_id: str | None = None  # when the event names it (saves reading the meter)
 
 
 @dataclass
@@ -164,8 +165,11 @@ def _watch_meter(
     deps: Dependencies, meter_address: str, events: Sequence[MeterEvent], run: WatchRun
 ) -> None:
     uow = deps.unit_of_work()
-    meter = uow.meters.get(meter_address)
-    provider = uow.providers.get(meter.provider_id) if meter is not None else None
+    provider_id = next((e.provider_id for e in events if e.provider_id is not None), None)
+    if provider_id is None:
+        meter = uow.meters.get(meter_address)
+        provider_id = meter.provider_id if meter is not None else None
+    provider = uow.providers.get(provider_id) if provider_id is not None else None
     if provider is None:
         return  # a reading of a meter the registry does not know was never minted
     before, version = uow.watch.state(meter_address)

@@ -52,9 +52,14 @@ def _accepted_reading(
     end = after.last_timestamp_ms
     if before.last_counter_wh is None or before.last_timestamp_ms is None:
         # The meter's first reading: its baseline, which carries no energy.
-        return MeterEvent(after.meter_address, end, MintedReading(end, end, 0))
+        return MeterEvent(after.meter_address, end, MintedReading(end, end, 0), after.provider_id)
     wh = after.last_counter_wh - before.last_counter_wh
-    return MeterEvent(after.meter_address, end, MintedReading(before.last_timestamp_ms, end, wh))
+    return MeterEvent(
+        after.meter_address,
+        end,
+        MintedReading(before.last_timestamp_ms, end, wh),
+        after.provider_id,
+    )
 
 
 def _bad_signature(image: Mapping[str, Any]) -> MeterEvent | None:
