@@ -717,7 +717,10 @@ class Revocation:
     revoked_wh: int = 0
     cursor: str | None = None  # where the next page starts; None: at the beginning
     swept: bool = False  # every affected credit is revoked: the pot can close
-    # The slash receipt, once the dispute closes (its chain: slash_chain(provider)).
+    # Once closed: what the pot paid the flaggers and the treasury, and the
+    # slash receipt (its chain: slash_chain(provider)).
+    flagger_reward_micro_block: int = 0
+    treasury_micro_block: int = 0
     receipt_sequence: int | None = None
     receipt_hash: str | None = None
 
@@ -819,8 +822,14 @@ def cleared_transfers(dispute: Dispute) -> tuple[Transfer, ...]:
     )
 
 
-def closed(dispute: Dispute, receipt_sequence: int, receipt_hash: str) -> Dispute:
-    """The guilty dispute once every consequence is applied and its slash receipt written."""
+def closed(
+    dispute: Dispute,
+    receipt_sequence: int,
+    receipt_hash: str,
+    paid_out: Sequence[Transfer] = (),
+) -> Dispute:
+    """The guilty dispute once every consequence is applied (``paid_out``: the
+    closing transfers) and its slash receipt written."""
     if dispute.status != DisputeStatus.REVOKING or dispute.revocation is None:
         raise DisputeClosed(
             "only a guilty dispute being revoked closes", status=dispute.status.value
@@ -831,7 +840,15 @@ def closed(dispute: Dispute, receipt_sequence: int, receipt_hash: str) -> Disput
         dispute,
         status=DisputeStatus.GUILTY,
         revocation=replace(
-            dispute.revocation, receipt_sequence=receipt_sequence, receipt_hash=receipt_hash
+            dispute.revocation,
+            flagger_reward_micro_block=sum(
+                t.micro_block for t in paid_out if t.reason == TransferReason.FLAGGER_REWARD
+            ),
+            treasury_micro_block=sum(
+                t.micro_block for t in paid_out if t.reason == TransferReason.SLASH_TO_TREASURY
+            ),
+            receipt_sequence=receipt_sequence,
+            receipt_hash=receipt_hash,
         ),
         version=dispute.version + 1,
     )

@@ -380,7 +380,7 @@ def _close(
         uow.receipts.head(chain),
         deps.receipt_signing_key(),
     )
-    done = closed(dispute, receipt.sequence, receipt.receipt_hash)
+    done = closed(dispute, receipt.sequence, receipt.receipt_hash, transfers)
     uow.disputes.save(done, dispute.version)
     uow.providers.release_dispute(provider, dispute.dispute_id, upheld=True)
     _pay(uow, dispute, transfers, now_ms)

@@ -513,20 +513,13 @@ def _verdict(d: Mapping[str, Any]) -> list[tuple[str, object]]:
 
 
 def _payout(r: Mapping[str, Any]) -> list[tuple[str, object]]:
-    """Where the rest of the slash went: itemised when the marketplace says, else in one."""
-    reward, treasury = r.get("flagger_reward_micro_block"), r.get("treasury_micro_block")
-    if reward is not None and treasury is not None:
-        return [
-            ("flaggers' reward", f"{block(reward)} BLOCK"),
-            ("treasury", f"{block(treasury)} BLOCK"),
-        ]
-    rest = int(r["slash_micro_block"]) - int(r["refunded_micro_block"])
+    """Where the rest of the slash went, once the dispute has closed."""
+    if not r["complete"]:
+        rest = int(r["slash_micro_block"]) - int(r["refunded_micro_block"])
+        return [("held", f"{block(rest)} BLOCK until every affected credit is revoked")]
     return [
-        (
-            "reward + treasury",
-            f"{block(rest)} BLOCK: the flaggers' reward and the treasury's share "
-            "(itemised in the slash receipt)",
-        )
+        ("flaggers' reward", f"{block(r['flagger_reward_micro_block'])} BLOCK"),
+        ("treasury", f"{block(r['treasury_micro_block'])} BLOCK"),
     ]
 
 

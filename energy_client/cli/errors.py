@@ -31,7 +31,7 @@ HINTS: Final[Mapping[str, str]] = {
         "created with this key (`account create NAME`)? For the operator, import the "
         "marketplace's operator key (make run writes .local/operator.key)"
     ),
-    "not_authorised": "this account may not do this (not the owner, buyer or operator)",
+    "not_authorised": "this account may not do this: the message above says why",
     "stale_request": "this computer's clock is off: set it right (NTP) and try again",
     "replayed_request": "this exact request was sent before; nothing was changed now",
     "concurrent_update": "other requests changed the same records; trying again is safe",
@@ -39,6 +39,10 @@ HINTS: Final[Mapping[str, str]] = {
     "price_above_limit": "raise --max-price, or pick a cheaper provider (`offers`)",
     "insufficient_energy": "ask for less, or pick a provider with more on sale (`offers`)",
     "purchase_too_large": "buy less in one purchase (at most 90 credits): split it",
+    "credits_disputed": (
+        "an open dispute holds these credits: `dispute DISPUTE_ID` shows it; try again "
+        "once it is resolved"
+    ),
 }
 
 

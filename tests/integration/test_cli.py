@@ -758,7 +758,8 @@ def test_panel_votes_through_the_cli_reach_a_guilty_verdict_with_a_slash(
     # 25 % of the 10,000 BLOCK stake; bob is refunded the 0.16 BLOCK he paid.
     assert re.search(r"^slash\s+2500 BLOCK from the stake \(stake left: 7500 BLOCK\)$", out, re.M)
     assert re.search(r"^refunded\s+0\.16 BLOCK from the slash", out, re.M)
-    assert re.search(r"^reward \+ treasury\s+2499\.84 BLOCK: ", out, re.M)
+    assert re.search(r"^flaggers' reward\s+249\.984 BLOCK$", out, re.M)
+    assert re.search(r"^treasury\s+2249\.856 BLOCK$", out, re.M)
     assert re.search(r"^bonds\s+10 BLOCK returned to the flaggers$", out, re.M)
     assert re.search(rf"^revoked\s+{revocation['revoked_credits']} credit\(s\), 5 kWh$", out, re.M)
     receipt = revocation["slash_receipt"]

@@ -165,6 +165,8 @@ def test_a_guilty_quorum_slashes_revokes_refunds_rewards_and_signs_a_receipt(
     assert balance(market, "dave.theblock") == 1_000 * BLOCK
     reward = (slash - paid_by_bob) // 10
     assert balance(market, "carol.theblock") == 1_000 * BLOCK + reward
+    assert revocation["flagger_reward_micro_block"] == reward
+    assert revocation["treasury_micro_block"] == slash - paid_by_bob - reward
     daves = call(
         market, "energy.getPurchase", {"transaction_id": scene.daves_purchase["transaction_id"]}
     )

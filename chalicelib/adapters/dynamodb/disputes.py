@@ -117,6 +117,8 @@ def _revocation_from_map(values: dict[str, Any] | None) -> Revocation | None:
         revoked_wh=as_int(values["revoked_wh"]),
         cursor=values.get("cursor"),
         swept=bool(values.get("swept", False)),
+        flagger_reward_micro_block=as_int(values.get("flagger_reward_micro_block", Decimal(0))),
+        treasury_micro_block=as_int(values.get("treasury_micro_block", Decimal(0))),
         receipt_sequence=(
             as_int(values["receipt_sequence"]) if "receipt_sequence" in values else None
         ),

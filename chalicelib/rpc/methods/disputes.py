@@ -155,6 +155,8 @@ class RevocationResult(Result):
     )
     unrefunded_micro_block: int = Field(description="What those buyers were owed beyond the slash")
     escrow_refunded_micro_block: int = Field(description="Escrow returned for reserved credits")
+    flagger_reward_micro_block: int = Field(description="Paid to bonded flaggers, once closed")
+    treasury_micro_block: int = Field(description="The rest of the slash, once closed")
     revoked_credits: int
     revoked_wh: int
     complete: bool = Field(description="Every affected credit is revoked")
@@ -228,6 +230,8 @@ class DisputeResult(Result):
                 refunded_micro_block=revocation.refunded_micro_block,
                 unrefunded_micro_block=revocation.unrefunded_micro_block,
                 escrow_refunded_micro_block=revocation.escrow_refunded_micro_block,
+                flagger_reward_micro_block=revocation.flagger_reward_micro_block,
+                treasury_micro_block=revocation.treasury_micro_block,
                 revoked_credits=revocation.revoked_credits,
                 revoked_wh=revocation.revoked_wh,
                 complete=dispute.status == DisputeStatus.GUILTY,
