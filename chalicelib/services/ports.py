@@ -299,6 +299,9 @@ class ReceiptRepository(Protocol):
 
     def slash_receipt(self, chain: str, sequence: int) -> SlashReceipt | None: ...
 
+    def slash_receipts(self, chain: str, limit: int, cursor: str | None) -> Page[SlashReceipt]:
+        """A slash chain's receipts, oldest first."""
+
 
 class JobRepository(Protocol):
     def caught_up_to(self, job: str) -> int | None:

@@ -50,12 +50,12 @@ from chalicelib.domain.disputes import (
 )
 from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate, DomainError, NotFound
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
-from chalicelib.domain.receipts import SlashReceipt, sealed_slash, slash_chain
+from chalicelib.domain.receipts import ChainHead, SlashReceipt, sealed_slash, slash_chain
 from chalicelib.domain.trading import Purchase, PurchaseStatus, paid_for, without_credits
 from chalicelib.services.auth import SignedCall, authenticate, refusal
 from chalicelib.services.dependencies import Dependencies, retry_on_conflict
 from chalicelib.services.disputes import affected_credits, rules_for
-from chalicelib.services.ports import JobRun, UnitOfWork
+from chalicelib.services.ports import JobRun, Page, UnitOfWork
 from chalicelib.services.settlement import TREASURY_SHARDS
 
 logger = logging.getLogger(__name__)
@@ -152,6 +152,15 @@ def run_disputes(deps: Dependencies, budget: int = DEFAULT_RUN_BUDGET) -> JobRun
     deps.unit_of_work().disputes.each_due(run, now_ms, budget, handle)
     logger.info("scheduled job finished", extra={"job_run": run.as_log()})
     return run
+
+
+def slash_receipts(
+    deps: Dependencies, provider_id: str, limit: int, cursor: str | None
+) -> tuple[Page[SlashReceipt], ChainHead | None]:
+    """A provider's slash receipts, oldest first, and their chain's head (an export ends there)."""
+    uow = deps.unit_of_work()
+    chain = slash_chain(provider_id)
+    return uow.receipts.slash_receipts(chain, limit, cursor), uow.receipts.head(chain)
 
 
 def _dispute(uow: UnitOfWork, dispute_id: str) -> Dispute:

@@ -13,7 +13,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from chalicelib.domain.disputes import DEFAULT_BOND_MICRO_BLOCK, DEFAULT_VOTING_PERIOD_MS
-from chalicelib.domain.receipts import slash_chain, verify_chain
+from chalicelib.domain.receipts import slash_chain, verify_chain, verify_export
 from chalicelib.services import resolution
 from chalicelib.services.settlement import run_settlement
 from energy_client.rpc_client import RpcError, Signer
@@ -185,6 +185,19 @@ def test_a_guilty_quorum_slashes_revokes_refunds_rewards_and_signs_a_receipt(
     )
     public_key = SigningKey(bytes.fromhex(RECEIPT_SEED)).verify_key.encode().hex()
     assert verify_chain([receipt], public_key).intact
+    # Readable over the API, as an export the offline verifier checks.
+    chain = call(market, "energy.getSlashReceipts", {"provider_id": scene.meter.provider_id})
+    assert chain["receipts"] == [receipt.to_json()] and chain["head"] == ref
+    export = {
+        "marketplace_id": receipt.marketplace_id,
+        "receipt_public_key": public_key,
+        "receipts": chain["receipts"],
+        "heads": [chain["head"]],
+    }
+    (report,) = verify_export(export)
+    assert report.intact, report
+    tampered = {**export, "receipts": [{**receipt.to_json(), "slash_micro_block": 1}]}
+    assert not verify_export(tampered)[0].intact
     totals = assert_conserved(market)
     assert totals.bonds == 0 and totals.pots == 0
 

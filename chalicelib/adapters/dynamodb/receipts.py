@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
 from chalicelib.adapters.dynamodb.layout import (
@@ -15,7 +16,6 @@ from chalicelib.adapters.dynamodb.layout import (
     encode_cursor,
     issued_key,
     receipt_key,
-    receipt_sort_key,
 )
 from chalicelib.adapters.dynamodb.paging import IndexRange, newest_first
 from chalicelib.domain.errors import (
@@ -26,6 +26,8 @@ from chalicelib.services.ports import Page
 
 if TYPE_CHECKING:
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
+
+T = TypeVar("T")
 
 
 def receipt_to_item(receipt: Receipt) -> Item:
@@ -136,6 +138,23 @@ class DynamoReceipts:
         )
 
     def by_chain(self, chain: str, limit: int, cursor: str | None) -> Page[Receipt]:
+        return self._chain_page(chain, limit, cursor, receipt_from_item)
+
+    def slash_receipts(self, chain: str, limit: int, cursor: str | None) -> Page[SlashReceipt]:
+        return self._chain_page(
+            chain,
+            limit,
+            cursor,
+            lambda item: slash_receipt_from_json(json.loads(item["body"]["S"])),
+        )
+
+    def _chain_page(
+        self,
+        chain: str,
+        limit: int,
+        cursor: str | None,
+        decode: Callable[[Item], T],
+    ) -> Page[T]:
         after = decode_receipt_cursor(cursor) if cursor else "RECEIPT#"
         response = self._client.query(
             TableName=self._tables.receipts,
@@ -146,10 +165,10 @@ class DynamoReceipts:
             Limit=limit + (2 if cursor else 1),
             ReturnConsumedCapacity="TOTAL",
         )
-        receipts = [receipt_from_item(i) for i in response["Items"] if i["sk"]["S"] != after]
-        page = receipts[:limit]
-        more = len(receipts) > limit
-        return Page(page, encode_cursor(receipt_sort_key(page[-1].sequence)) if more else None)
+        found = [(i["sk"]["S"], decode(i)) for i in response["Items"] if i["sk"]["S"] != after]
+        page = found[:limit]
+        more = len(found) > limit
+        return Page([r for _, r in page], encode_cursor(page[-1][0]) if more else None)
 
     def by_buyer(self, buyer: str, limit: int, cursor: str | None) -> Page[Receipt]:
         return newest_first(

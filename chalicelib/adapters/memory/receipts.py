@@ -44,6 +44,14 @@ class MemoryReceipts:
     def slash_receipt(self, chain: str, sequence: int) -> SlashReceipt | None:
         return self._state.slash_receipts.get((chain, sequence))
 
+    def slash_receipts(self, chain: str, limit: int, cursor: str | None) -> Page[SlashReceipt]:
+        keyed = (
+            (receipt_sort_key(n), r)
+            for (c, n), r in self._state.slash_receipts.items()
+            if c == chain
+        )
+        return page_of(keyed, decode_receipt_cursor(cursor) if cursor else None, limit)
+
     def _append(self, head: ChainHead, store: Callable[[MemoryState], None]) -> None:
         def check(s: MemoryState) -> DomainError | None:
             now = s.heads.get(head.chain)

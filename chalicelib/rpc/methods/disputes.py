@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, StrictStr, model_validator
 
@@ -386,3 +386,40 @@ def resolve_dispute(context: CallContext, params: DisputeRef) -> DisputeResult:
     guilty dispute with many affected credits may answer ``revoking`` with
     its progress; the scheduled job (or another call) finishes it."""
     return DisputeResult.of(resolution.resolve_dispute(context.deps, params.dispute_id))
+
+
+class SlashReceiptsParams(Params):
+    provider_id: ProviderId
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+
+
+class SlashReceiptsResult(Result):
+    receipts: list[dict[str, Any]] = Field(
+        description="Slash receipts exactly as signed, oldest first (docs/disputes.md)"
+    )
+    next_cursor: str | None
+    head: SlashReceiptRef | None = Field(description="The chain's newest receipt")
+
+
+@registry.method(
+    "energy.getSlashReceipts",
+    summary="A provider's slash receipts, oldest first, with their chain's head",
+    result=SlashReceiptsResult,
+)
+def get_slash_receipts(context: CallContext, params: SlashReceiptsParams) -> SlashReceiptsResult:
+    """The chain ``<provider_id>/slashes``: each receipt as signed. Pages
+    concatenated, with the head, are an export the receipt verifier checks
+    (``python -m energy_client.receipts verify``), as for settlement receipts."""
+    page, head = resolution.slash_receipts(
+        context.deps, params.provider_id, params.limit, params.cursor
+    )
+    return SlashReceiptsResult(
+        receipts=[r.to_json() for r in page.items],
+        next_cursor=page.next_cursor,
+        head=SlashReceiptRef(
+            chain=head.chain, sequence=head.sequence, receipt_hash=head.receipt_hash
+        )
+        if head
+        else None,
+    )
