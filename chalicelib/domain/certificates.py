@@ -69,11 +69,14 @@ class Certificate:
     reading_counter_wh: int
     reading_timestamp_ms: int
     reading_signature: str
+    # A dispute later found the reading fraudulent: the claim no longer holds
+    # (its holder was refunded what it paid).
+    revoked: bool = False
 
 
 def certificate_for(credit: Credit, provider: Provider) -> Certificate:
     retirement = credit.retirement
-    if credit.state != CreditState.RETIRED or retirement is None:
+    if credit.state not in (CreditState.RETIRED, CreditState.REVOKED) or retirement is None:
         raise ValueError("only a retired credit has a certificate")
     return Certificate(
         certificate_id=certificate_id_for(credit.credit_id),
@@ -98,4 +101,5 @@ def certificate_for(credit: Credit, provider: Provider) -> Certificate:
         reading_counter_wh=credit.counter_wh,
         reading_timestamp_ms=credit.interval_end_ms,
         reading_signature=credit.signature,
+        revoked=credit.state == CreditState.REVOKED,
     )

@@ -427,3 +427,30 @@ def test_validators_stake_to_sit_and_withdraw_once_their_panels_decide(
     left = call(market, "energy.withdrawValidatorStake", {"amount_micro_block": 999 * BLOCK}, erin)
     assert left["validator_stake"] == 0
     assert_conserved(market)
+
+
+def test_a_retired_credit_found_fraudulent_is_refunded_and_its_certificate_revoked(
+    market: MarketHarness,
+) -> None:
+    meter = selling_provider(market, [5_000])
+    judges = {s.account: s for s in validators(market, *VALIDATORS)}
+    bob = market.funded_account("bob.theblock", block=100)
+    carol = market.funded_account("carol.theblock", block=100)
+    bought = buy(market, bob, meter.provider_id, 2)
+    call(market, "energy.settle", {"transaction_id": bought["transaction_id"]}, bob)
+    claim = {
+        "credit_ids": bought["credit_ids"],
+        "beneficiary": "Bob's bakery",
+        "reporting_period_start_ms": 0,
+        "reporting_period_end_ms": 86_400_000,
+    }
+    (certificate,) = call(market, "energy.retireCredits", claim, bob)["certificates"]
+    dispute = flag(market, carol, credit_id=bought["credit_ids"][0])
+    for judge in dispute["panel"][:3]:
+        params = {"dispute_id": dispute["dispute_id"], "verdict": "guilty", "severity": "minor"}
+        call(market, "energy.voteOnDispute", params, judges[judge])
+
+    after = call(market, "energy.getCertificate", {"certificate_id": certificate["certificate_id"]})
+    assert after["status"] == "revoked" and certificate["status"] == "retired"
+    assert balance(market, "bob.theblock") == 100 * BLOCK  # what it paid, back
+    assert_conserved(market)

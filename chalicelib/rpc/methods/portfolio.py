@@ -93,7 +93,10 @@ class CertificateResult(Result):
     """A retirement certificate in the shape of an EnergyTag granular certificate."""
 
     certificate_id: str
-    status: Literal["retired"] = "retired"
+    status: Literal["retired", "revoked"] = Field(
+        default="retired",
+        description="revoked: a dispute later found the reading fraudulent; the claim no longer holds",
+    )
     credit_id: str
     energy_wh: int
     production_start_ms: int
@@ -121,6 +124,7 @@ class CertificateResult(Result):
         c = certificate
         return cls(
             certificate_id=c.certificate_id,
+            status="revoked" if c.revoked else "retired",
             credit_id=c.credit_id,
             energy_wh=c.wh,
             production_start_ms=c.production_start_ms,
