@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -98,3 +98,15 @@ class Freeze:
 def frozen_by(freezes: Iterable[Freeze], credit: Credit) -> str | None:
     """The dispute holding ``credit`` out of the market, or None."""
     return next((f.dispute_id for f in freezes if f.covers(credit)), None)
+
+
+def disputed(
+    credits: Iterable[Credit], freezes_of: Mapping[str, Sequence[Freeze]]
+) -> dict[str, str]:
+    """Credit id -> the open dispute holding it, given each provider's freezes."""
+    held = {}
+    for credit in credits:
+        dispute_id = frozen_by(freezes_of.get(credit.provider_id, ()), credit)
+        if dispute_id is not None and credit.state != CreditState.REVOKED:
+            held[credit.credit_id] = dispute_id
+    return held

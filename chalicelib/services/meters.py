@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chalicelib.domain.credits import Credit
+from chalicelib.domain.credits import Credit, disputed
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.readings import MeterState, RejectionRecord
 from chalicelib.services.dependencies import Dependencies
@@ -24,8 +24,11 @@ def meter_rejections(
 
 def provider_credits(
     deps: Dependencies, provider_id: str, limit: int, cursor: str | None
-) -> Page[Credit]:
+) -> tuple[Page[Credit], dict[str, str]]:
+    """A provider's credits, newest first, and which of them open disputes hold."""
     uow = deps.unit_of_work()
-    if uow.providers.get(provider_id) is None:
+    provider = uow.providers.get(provider_id)
+    if provider is None:
         raise NotFound("no such provider", provider_id=provider_id)
-    return uow.credits.by_provider(provider_id, limit, cursor)
+    page = uow.credits.by_provider(provider_id, limit, cursor)
+    return page, disputed(page.items, {provider_id: provider.freezes})

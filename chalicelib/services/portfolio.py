@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.domain import carbon
-from chalicelib.domain.credits import Credit
+from chalicelib.domain.credits import Credit, disputed
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.trading import Purchase
@@ -38,6 +38,7 @@ class Portfolio:
     escrow_micro_block: int
     open_purchases: list[Purchase]
     holdings: Page[Credit]
+    disputed: dict[str, str]  # holdings an open dispute holds: credit id -> dispute id
     history: Page[Purchase]  # settled purchases, newest first
     providers: list[Provider]
     earned_micro_block: int
@@ -77,13 +78,16 @@ def get_portfolio(
         if cursor is None:
             break
     providers = list(uow.providers.owned_by(account))
+    holdings = uow.credits.holdings(account, holdings_limit, holdings_cursor)
+    sources = [uow.providers.get(p) for p in sorted({c.provider_id for c in holdings.items})]
     return Portfolio(
         account=account,
         balance_micro_block=uow.ledger.balance(account),
         stake_micro_block=sum(p.stake_micro_block for p in providers),
         escrow_micro_block=sum(p.escrow_micro_block for p in open_purchases),
         open_purchases=open_purchases,
-        holdings=uow.credits.holdings(account, holdings_limit, holdings_cursor),
+        holdings=holdings,
+        disputed=disputed(holdings.items, {p.provider_id: p.freezes for p in sources if p}),
         history=uow.purchases.by_buyer(
             account, open_only=False, limit=history_limit, cursor=history_cursor
         ),

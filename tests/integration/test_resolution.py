@@ -114,6 +114,12 @@ def test_frozen_credits_leave_the_market_and_wait_to_settle_or_retire(
     erins = buy(market, erin, scene.meter.provider_id, 2)
     assert not frozen & set(erins["credit_ids"])
 
+    # Bob keeps his part, marked with the dispute that holds it.
+    holdings = call(market, "energy.getPortfolio", {"account": "bob.theblock"})["holdings"]
+    assert [h["disputed_by"] for h in holdings] == [scene.dispute_id]
+    listed = call(market, "energy.getCredits", {"provider_id": scene.meter.provider_id})
+    assert {c["credit_id"] for c in listed["credits"] if c["disputed_by"]} == frozen
+
     settle = {"transaction_id": scene.daves_purchase["transaction_id"]}
     assert refused(market, "energy.settle", settle, scene.dave) == "credits_disputed"
     retire = {

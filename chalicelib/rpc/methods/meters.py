@@ -73,9 +73,13 @@ class CreditResult(Result):
         description="The signed reading it was minted from (its own id, unless split off one)"
     )
     holder: str | None = Field(description="The buyer who owns it, once settled")
+    disputed_by: str | None = Field(
+        default=None,
+        description="The open dispute holding it: off sale, not settled or retired until resolved",
+    )
 
     @classmethod
-    def of(cls, credit: Credit) -> CreditResult:
+    def of(cls, credit: Credit, disputed_by: str | None = None) -> CreditResult:
         return cls(
             credit_id=credit.credit_id,
             provider_id=credit.provider_id,
@@ -93,6 +97,7 @@ class CreditResult(Result):
             signature=credit.signature,
             reading_hash=credit.reading_hash,
             holder=credit.holder,
+            disputed_by=disputed_by,
         )
 
 
@@ -224,9 +229,12 @@ def submit_reading(context: CallContext, params: SubmitReadingParams) -> SubmitR
     errors=(NotFound,),
 )
 def get_credits(context: CallContext, params: CreditsParams) -> CreditsResult:
-    page = meters.provider_credits(context.deps, params.provider_id, params.limit, params.cursor)
+    page, held = meters.provider_credits(
+        context.deps, params.provider_id, params.limit, params.cursor
+    )
     return CreditsResult(
-        credits=[CreditResult.of(c) for c in page.items], next_cursor=page.next_cursor
+        credits=[CreditResult.of(c, held.get(c.credit_id)) for c in page.items],
+        next_cursor=page.next_cursor,
     )
 
 

@@ -182,7 +182,9 @@ def get_portfolio(context: CallContext, params: PortfolioParams) -> PortfolioRes
         stake=found.stake_micro_block,
         escrow=found.escrow_micro_block,
         open_purchases=[PurchaseResult.of(p) for p in found.open_purchases],
-        holdings=[CreditResult.of(c) for c in found.holdings.items],
+        holdings=[
+            CreditResult.of(c, found.disputed.get(c.credit_id)) for c in found.holdings.items
+        ],
         holdings_next_cursor=found.holdings.next_cursor,
         purchase_history=[PurchaseResult.of(p) for p in found.history.items],
         purchase_history_next_cursor=found.history.next_cursor,
