@@ -331,6 +331,33 @@ def _moto_units(parsed: Mapping[str, Any]) -> float | None:
     return None  # nothing (moto's TransactWriteItems answers with an empty list)
 
 
+@dataclass(frozen=True)
+class RequestTotals:
+    """What a list of recorded requests adds up to."""
+
+    requests: list[DynamoRequest]
+
+    @property
+    def operations(self) -> Counter[str]:
+        return Counter(r.operation for r in self.requests)
+
+    @property
+    def items_read(self) -> int:
+        return sum(r.read for r in self.requests)
+
+    @property
+    def rcu(self) -> float:
+        return sum(r.read_units for r in self.requests)
+
+    @property
+    def wcu_table(self) -> float:
+        return sum(r.table_write_units for r in self.requests)
+
+    @property
+    def wcu_index(self) -> float:
+        return sum(r.index_write_units for r in self.requests)
+
+
 def fmt_units(value: float) -> str:
     return f"{value:g}"
 

@@ -39,7 +39,7 @@ from typing import Any, Final
 import boto3
 from moto import mock_aws
 
-from bench._capacity import CapacityMeter, DynamoRequest
+from bench._capacity import CapacityMeter, RequestTotals
 from bench._fake_aws import REGION, use_fake_aws_environment
 from bench._printing import print_table, say
 from chalicelib.domain.disputes import DEFAULT_VOTING_PERIOD_MS
@@ -69,33 +69,13 @@ DAY_READINGS: Final = 96
 QUARTER_MS: Final = 15 * 60_000
 
 
-@dataclass
-class Cost:
-    label: str
-    requests: list[DynamoRequest]
+@dataclass(frozen=True)
+class Cost(RequestTotals):
+    label: str = ""
     note: str = ""
 
-    @property
-    def rcu(self) -> float:
-        return sum(r.read_units for r in self.requests)
-
-    @property
-    def wcu_table(self) -> float:
-        return sum(r.table_write_units for r in self.requests)
-
-    @property
-    def wcu_index(self) -> float:
-        return sum(r.index_write_units for r in self.requests)
-
-    @property
-    def items_read(self) -> int:
-        return sum(r.read for r in self.requests)
-
     def by_operation(self) -> str:
-        counts: dict[str, int] = {}
-        for request in self.requests:
-            counts[request.operation] = counts.get(request.operation, 0) + 1
-        return ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+        return ", ".join(f"{n} {op}" for op, n in sorted(self.operations.items()))
 
 
 class Bench:
@@ -108,7 +88,7 @@ class Bench:
         with self.meter.measuring() as requests:
             yield
         assert not any(r.error for r in requests), [r.error for r in requests if r.error]
-        self.costs.append(Cost(label, list(requests), note))
+        self.costs.append(Cost(list(requests), label, note))
 
     def call(self, method: str, params: dict[str, Any], signer: Signer | None = None) -> Any:
         return self.market.client.call(method, params, signer)

@@ -76,7 +76,7 @@ import moto
 from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
 
-from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
+from bench._capacity import CapacityMeter, DynamoRequest, RequestTotals, fmt_units
 from bench._fake_aws import REGION, use_fake_aws_environment
 from bench._printing import print_table, say
 from chalicelib.adapters.due_work import HOUR_MS
@@ -431,33 +431,12 @@ def count(client: Any, table: str, index: str | None = None, **scan: Any) -> int
 
 
 @dataclass(frozen=True)
-class JobCost:
+class JobCost(RequestTotals):
     run: JobRun
-    requests: list[DynamoRequest]
-
-    @property
-    def operations(self) -> Counter[str]:
-        return Counter(r.operation for r in self.requests)
 
     @property
     def query_items(self) -> int:
         return sum(r.read for r in self.requests if r.operation == "Query")
-
-    @property
-    def items_read(self) -> int:
-        return sum(r.read for r in self.requests)
-
-    @property
-    def rcu(self) -> float:
-        return sum(r.read_units for r in self.requests)
-
-    @property
-    def wcu_table(self) -> float:
-        return sum(r.table_write_units for r in self.requests)
-
-    @property
-    def wcu_index(self) -> float:
-        return sum(r.index_write_units for r in self.requests)
 
     def signature(self) -> tuple[object, ...]:
         """What must not depend on the history (the flatness check)."""
@@ -492,7 +471,7 @@ def measure(meter: CapacityMeter, job: Callable[[], JobRun]) -> JobCost:
     with meter.measuring() as requests:
         run = job()
     assert not any(r.error for r in requests), [r.error for r in requests if r.error]
-    return JobCost(run, list(requests))
+    return JobCost(list(requests), run)
 
 
 def run_size(history: int) -> SizeResult:
