@@ -47,7 +47,9 @@ def night_readings(market: MarketHarness, meter: SimulatedMeter, quarters: int) 
         assert outcome.status == Status.ACCEPTED, outcome
         start = previous if previous is not None else at_ms
         wh = 1_000 if previous is not None else 0
-        events.append(MeterEvent(meter.meter_address, at_ms, MintedReading(start, at_ms, wh)))
+        reading = MintedReading(start, at_ms, wh)
+        # As the registry's stream delivers it: the meter's image names its provider.
+        events.append(MeterEvent(meter.meter_address, at_ms, reading, meter.provider_id))
         previous, counter = at_ms, counter + 1_000
     return events
 
