@@ -67,7 +67,7 @@ import boto3
 from chalicelib.domain import fraud
 from chalicelib.domain.providers import provider_id_for
 from energy_client import keyfiles
-from energy_client.rpc_client import MarketplaceClient, RpcError, Signer
+from energy_client.rpc_client import MarketplaceClient, RpcError, Signer, http_transport
 from infra.emulation import OFFLINE_ACCOUNT_ID
 from iot.ca import CertificateAuthority
 from iot.demo import cheaters
@@ -92,6 +92,9 @@ BLOCK: Final = 1_000_000
 DEMO_DIR: Final = "demo"
 STATUS_SECONDS: Final = 2.0
 TALLY_SECONDS: Final = 5.0
+# The vote that decides a guilty dispute revokes its credits in the same call:
+# an hour of 30-second readings takes longer than the usual 10 seconds locally.
+VOTE_TIMEOUT_SECONDS: Final = 120.0
 PROVIDER_STAKE: Final = 1_500 * BLOCK
 # Validators: the panel draw counts a stake of at least 1,000 BLOCK.
 VALIDATOR_DEPOSIT_BLOCK: Final = 2_000
@@ -413,9 +416,11 @@ class DemoMarket:
         validators: int = 5,
         validator_pause: float = 5.0,
         cheaters: int = 0,
+        validator_api: MarketplaceClient | None = None,
         seed: int = 7,
     ) -> None:
         self.api = api
+        self.validator_api = validator_api or api
         self.state_dir = state_dir
         self.demo_dir = state_dir / DEMO_DIR
         self.keyring = Keyring(self.demo_dir / "keys")
@@ -491,7 +496,7 @@ class DemoMarket:
             signer = self._validator(f"validator{number:02d}.demo", operator)
             self.validators.append(
                 ValidatorBot(
-                    self.api,
+                    self.validator_api,
                     signer,
                     pause=self.validator_pause,
                     seed=self.seed * 100 + number,
@@ -640,6 +645,7 @@ class DemoMarket:
                 "severities": dict(severities),
                 "undecided": sum(v.stats.undecided for v in self.validators),
                 "refusals": dict(vote_refusals),
+                "unanswered": sum(v.stats.unanswered for v in self.validators),
                 "errors": sum(v.stats.errors for v in self.validators),
             },
             "disputes": self.tally.status(),
@@ -737,8 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if 0 < args.validators < 3:
         logger.warning("fewer than 3 validators: no panel can be drawn, flags will be refused")
+    api = MarketplaceClient.over_http(args.rpc_url)
     demo = DemoMarket(
-        api=MarketplaceClient.over_http(args.rpc_url),
+        api=api,
         state_dir=args.state_dir.resolve(),
         stack_name=args.stack_name,
         mqtt_port=args.mqtt_port,
@@ -751,6 +758,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         validators=args.validators,
         validator_pause=args.validator_pause,
         cheaters=args.cheaters,
+        validator_api=MarketplaceClient(
+            http_transport(args.rpc_url, timeout=VOTE_TIMEOUT_SECONDS), api.marketplace_id
+        ),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

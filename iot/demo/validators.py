@@ -771,6 +771,7 @@ class ValidatorStats:
     severities: Counter[str] = field(default_factory=Counter)
     undecided: int = 0
     refusals: Counter[str] = field(default_factory=Counter)
+    unanswered: int = 0  # votes sent that got no answer in time
     errors: int = 0
 
 
@@ -846,6 +847,18 @@ class ValidatorBot:
             after = self.api.call(
                 "energy.voteOnDispute", {"dispute_id": dispute_id, **judgement.vote()}, self.signer
             )
+        except OSError as exc:
+            # The vote that decides a guilty dispute also revokes its credits, in the same
+            # call: a large window can outlast the client's patience. The vote may well
+            # have counted; the next look finds it on the dispute (or the dispute decided).
+            self.stats.unanswered += 1
+            logger.info(
+                "%s's vote on %s got no answer (%s); looking again later",
+                self.name,
+                dispute_id,
+                exc,
+            )
+            return 0
         except RpcError as refused:
             reason = refused.reason or str(refused.code)
             self.stats.refusals[reason] += 1

@@ -241,6 +241,7 @@ class FakeMarket:
         self.disputes: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.refuse_votes_with: str | None = None
+        self.answer_votes = True
 
     def call(
         self,
@@ -267,6 +268,8 @@ class FakeMarket:
             if any(v["validator"] == signer.account for v in dispute["votes"]):
                 raise RpcError(4009, "already voted", {"reason": "already_voted"})
             dispute["votes"].append({"validator": signer.account, **arguments})
+            if not self.answer_votes:
+                raise TimeoutError("timed out")  # counted, but the answer never came
             return dispute
         raise AssertionError(f"unexpected call {method}")
 
@@ -359,6 +362,20 @@ def test_a_refused_vote_is_counted_and_not_tried_again() -> None:
 
     assert bot.stats.refusals == {"dispute_closed": 1}
     assert sum(1 for method, _ in market.calls if method == "energy.voteOnDispute") == 1
+
+
+def test_a_vote_without_an_answer_is_found_on_the_dispute_and_not_cast_again() -> None:
+    market, dispute = night_market()
+    market.answer_votes = False
+    bot = ValidatorBot(
+        market, Signer.generate("validator03.demo"), pause=1, clock=lambda: HONOLULU_MIDNIGHT / 1000
+    )
+
+    assert bot.step() == 0
+    assert bot.step() == 0
+
+    assert bot.stats.unanswered == 1 and bot.stats.errors == 0
+    assert [v["validator"] for v in dispute["votes"]] == ["validator03.demo"]
 
 
 def test_a_validator_not_drawn_sees_nothing_to_vote_on() -> None:
