@@ -24,11 +24,13 @@ per-meter variation, see 1.).
 
    One weather station drives every meter of a site, so the profiles alone
    would give neighbours identical curves. Real neighbours differ, so each
-   honest meter gets, from its seed: a derating (soiling, shade, wiring:
-   0.90-1.00), for solar an east/west lean of its panels (output up to 10 %
-   higher in the morning or the afternoon), and for solar and wind its own
-   local weather (each hour up to 10 % below the station's: a passing cloud,
-   a gust missed). The same applies to the cheaters before they cheat.
+   honest meter gets, from its seed, the demo fleet's own variation
+   (``iot.demo.profiles.Variation``, applied by ``Varied``): a derating
+   (soiling, shade, wiring: 0.90-1.00), for solar an east/west lean of its
+   panels (output up to 10 % lower in the afternoon or the morning), and for
+   solar and wind its own local weather (each hour up to 10 % below the
+   station's: a passing cloud, a gust missed). The same applies to the
+   cheaters before they cheat.
 2. **Cheaters**, who start cheating on day ``max(8, days // 3)`` (after the
    week of history the envelope needs) at an hour drawn from their seed, and who keep
    each reading under the ingest's plausibility limit (capacity + 5 %): what
@@ -96,6 +98,8 @@ from iot.demo.profiles import (
     GenerationProfile,
     HydroRunOfRiver,
     SolarFromIrradiance,
+    Variation,
+    Varied,
     Weather,
     WindFromSpeed,
     load_weather,
@@ -158,11 +162,9 @@ class Meter:
     site: Site
     context: MeterContext
     profile: GenerationProfile
+    source: Varied  # the profile with the meter's own variation: what it honestly measures
     seed: int
     phase_ms: int
-    derate: float
-    lean: float  # solar: + afternoon, - morning
-    local_weather: float  # the most an hour can fall below the station's
     strategy: str | None = None
     cheat: Callable[[Meter, int, int], int] | None = None
     cheat_start_ms: int = 0
@@ -173,17 +175,7 @@ class Meter:
         return self.context.capacity_wh
 
     def honest_wms(self, start_ms: int, end_ms: int) -> int:
-        energy = self.profile.watt_milliseconds(start_ms, end_ms)
-        if energy == 0:
-            return 0
-        factor = self.derate
-        middle = (start_ms + end_ms) // 2
-        if self.lean:
-            solar_hour = (middle / HOUR_MS + self.site.longitude / 15) % 24
-            factor *= 1 + self.lean * max(-1.0, min(1.0, (solar_hour - 12) / 6))
-        if self.local_weather:
-            factor *= 1 - self.local_weather * unit(self.seed, "local", middle // HOUR_MS)
-        return min(int(energy * factor), self.capacity_w * (end_ms - start_ms))
+        return self.source.watt_milliseconds(start_ms, end_ms)
 
     def claimed_wms(self, start_ms: int, end_ms: int) -> int:
         if self.cheat is None or end_ms <= self.cheat_start_ms:
@@ -235,17 +227,15 @@ def make_meter(site: Site, address: str, seed: int) -> Meter:
             utc_offset_hours=site.utc_offset_hours if station is None else None,
             seed=seed,
         )
-    varies = site.energy_type in (EnergyType.SOLAR, EnergyType.WIND)
+    variation = Variation.for_meter(site.energy_type.value, seed, longitude)
     return Meter(
         address=address,
         site=site,
         context=MeterContext(address, site.energy_type, capacity_w, location),
         profile=profile,
+        source=Varied(profile, variation),
         seed=seed,
         phase_ms=int(unit(seed, "phase") * STEP_MS) // 1000 * 1000,
-        derate=0.9 + 0.1 * unit(seed, "derate"),
-        lean=0.1 * (2 * unit(seed, "lean") - 1) if site.energy_type == EnergyType.SOLAR else 0.0,
-        local_weather=0.1 if varies else 0.0,
     )
 
 
@@ -506,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet = honest + cheaters
     if args.plain_profiles:
         for meter in fleet:
-            meter.derate, meter.lean, meter.local_weather = 1.0, 0.0, 0.0
+            meter.source = Varied(meter.profile, Variation())
     plans = dict(zip((m.address for m in cheaters), CHEATS, strict=True))
     for meter in fleet:
         plan = plans.get(meter.address)

@@ -39,7 +39,10 @@ class DemoOptions:
     interval_seconds: float = 30.0
     speedup: int = 60
     buyer_pause_seconds: float = 10.0
-    faulty_every_seconds: float = 120.0
+    faulty_every_seconds: float = 60.0
+    validators: int = 5
+    validator_pause_seconds: float = 5.0
+    cheaters: int = 2
 
     def arguments(self) -> list[str]:
         return [
@@ -55,6 +58,12 @@ class DemoOptions:
             str(self.buyer_pause_seconds),
             "--faulty-every",
             str(self.faulty_every_seconds),
+            "--validators",
+            str(self.validators),
+            "--validator-pause",
+            str(self.validator_pause_seconds),
+            "--cheaters",
+            str(self.cheaters),
         ]
 
 
@@ -104,6 +113,8 @@ def demo_options(args: argparse.Namespace) -> DemoOptions | None:
         buyers=args.demo_buyers,
         interval_seconds=args.demo_interval,
         speedup=args.demo_speedup,
+        validators=args.demo_validators,
+        cheaters=args.demo_cheaters,
     )
 
 
@@ -173,6 +184,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=int(os.environ.get("DEMO_SPEEDUP") or defaults.speedup),
         help="how much faster the demo's weather runs (env DEMO_SPEEDUP, default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-validators",
+        type=int,
+        default=int(os.environ.get("DEMO_VALIDATORS") or defaults.validators),
+        help="staked validators who judge disputes (env DEMO_VALIDATORS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-cheaters",
+        type=int,
+        default=int(os.environ.get("DEMO_CHEATERS") or defaults.cheaters),
+        help="cheating prosumers besides the faulty meter: solar at night, over capacity "
+        "(env DEMO_CHEATERS, default %(default)s; 0 for none)",
     )
     parser.add_argument(
         "--jobs-interval",

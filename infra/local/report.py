@@ -139,7 +139,8 @@ def _jobs_lines(stack: LocalStack) -> str:
     if stack.scheduler_pid is None:
         return ""
     return (
-        f"  scheduled jobs:       pid {stack.scheduler_pid}, settlement and expiry every "
+        f"  scheduled jobs:       pid {stack.scheduler_pid}, settlement, expiry and dispute "
+        "deadlines every "
         f"{stack.jobs_interval:g} s; status in {stack.jobs_status_path}\n"
     )
 
@@ -149,15 +150,24 @@ def _streams_lines(stack: LocalStack) -> str:
         return ""
     return (
         f"  stream poller:        pid {stack.stream_poller_pid}, ledger stream -> "
-        f"publish_market_events; status in {stack.streams_status_path}\n"
+        "publish_market_events, registry stream -> watch_meters (the fraud detectors); "
+        f"status in {stack.streams_status_path}\n"
     )
 
 
 def _demo_lines(stack: LocalStack) -> str:
     if stack.demo_pid is None or stack.demo is None:
         return ""
+    demo = stack.demo
+    keys = stack.state_dir / DEMO_DIR / "keys"
+    cheating = demo.cheaters + (1 if demo.faulty_every_seconds > 0 and demo.meters else 0)
     return (
-        f"  demo fleet:           pid {stack.demo_pid}, {stack.demo.meters} meters and "
-        f"{stack.demo.buyers} buyers (weather at {stack.demo.speedup}x); status in "
-        f"{stack.demo_status_path}; account keys in {stack.state_dir / DEMO_DIR / 'keys'}\n"
+        f"  demo fleet:           pid {stack.demo_pid}, {demo.meters} meters, "
+        f"{demo.buyers} buyers, {demo.validators} staked validators and {cheating} cheating "
+        f"meters (wind and hydro weather at {demo.speedup}x, solar in real time); "
+        f"status in {stack.demo_status_path}; account keys in {keys}\n"
+        "  disputes:             flags, votes, verdicts and slashes are logged below as they "
+        'happen, counted under "disputes" in the status file; look them up with\n'
+        f"    python -m energy_client --url {stack.rpc_url} disputes --status guilty\n"
+        f"    python -m energy_client --url {stack.rpc_url} dispute DISPUTE_ID\n"
     )

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 24 * HOUR_MS
@@ -210,6 +210,11 @@ def load_weather(path: Path | str) -> Weather:
 @lru_cache(maxsize=8)
 def _load_bundled(path: Path) -> Weather:
     return load_weather(path)
+
+
+def bundled_weather(path: Path) -> Weather:
+    """A weather file, read once per process (``GREENSBORO_NC``, ``SAND_POINT_AK``)."""
+    return _load_bundled(Path(path))
 
 
 def default_weather(energy_type: str) -> Weather:
@@ -582,6 +587,124 @@ def source_for(
         return WindFromSpeed(capacity_w, weather, hub_height_m=hub_height)
     start_hour = 17 + _index(seed, "discharge_start", 2)
     return BatteryDischarge(capacity_w, weather=weather, discharge_start_hour=start_hour, seed=seed)
+
+
+# -- each meter its own -----------------------------------------------------------------------
+
+# The most a derating takes off (soiling, shade, wiring losses), an east or
+# west lean takes off the other half of the day, and a passing cloud or a
+# missed gust takes off one hour at a meter's own site.
+MAX_DERATE: Final = 0.10
+MAX_LEAN: Final = 0.10
+MAX_LOCAL_WEATHER: Final = 0.10
+_PPM: Final = 1_000_000
+
+
+class GenerationSource(Protocol):
+    """What a meter measures (``iot.meter.GenerationSource``, repeated to keep this module
+    free of the MQTT client): energy in W·ms over ``[start_ms, end_ms)``."""
+
+    def watt_milliseconds(self, start_ms: int, end_ms: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How one honest meter differs from the others its weather station drives.
+
+    One station drives every meter of a type, so without this, neighbours'
+    curves would be exact scaled copies of each other (and the fraud
+    detectors' ``replayed_curve`` and ``peer_outlier`` would rightly say so).
+    Real neighbours differ: ``derate`` (a fixed share of the output, 0.90-1.00),
+    for solar a ``lean`` of the panels (east, negative: the afternoon is lower
+    by up to ``|lean|``; west, positive: the morning is), and ``local_weather``
+    (each hour up to that share below the station's, hashed from ``seed`` and
+    the UTC hour). Every factor is at most 1, so a varied source never
+    produces more than the source it varies, nor above capacity.
+    """
+
+    derate: float = 1.0
+    lean: float = 0.0
+    local_weather: float = 0.0
+    longitude: float = 0.0  # degrees east, for the lean: the meter's solar hour
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.derate <= 1 or not 0 <= self.local_weather <= 1 or abs(self.lean) > 1:
+            raise ValueError("a variation only takes away: derate, |lean|, local_weather in [0, 1]")
+
+    @classmethod
+    def for_meter(cls, energy_type: str, seed: int, longitude: float = 0.0) -> Variation:
+        """A meter's own variation, from its seed: derating for every type, a lean
+        for solar, local weather for solar and wind (hydro and batteries are
+        varied by their own profiles' seed)."""
+        kind = str(energy_type).lower()
+        return cls(
+            derate=1 - MAX_DERATE * _fraction(seed, "derate"),
+            lean=MAX_LEAN * (2 * _fraction(seed, "lean") - 1) if kind == "solar" else 0.0,
+            local_weather=MAX_LOCAL_WEATHER if kind in ("solar", "wind") else 0.0,
+            longitude=longitude,
+            seed=seed,
+        )
+
+    def factor_ppm(self, hour: int) -> int:
+        """The share of the station's output this meter produces in UTC hour ``hour``, in ppm."""
+        factor = self.derate
+        if self.lean:
+            solar_hour = (hour + 0.5 + self.longitude / 15) % 24
+            side = (solar_hour - 12) / 6 if self.lean < 0 else (12 - solar_hour) / 6
+            factor *= 1 - abs(self.lean) * max(0.0, min(1.0, side))
+        if self.local_weather:
+            factor *= 1 - self.local_weather * _fraction(self.seed, "local", hour)
+        return math.floor(factor * _PPM)
+
+
+class Varied:
+    """A generation source with a meter's own :class:`Variation` (a ``GenerationSource``).
+
+    The factor is constant within each UTC hour. Energy stays exactly additive:
+    within an hour ``H`` it is ``G(x) = floor(factor * E(H, x))`` of the
+    source's energy since the hour began, and an interval's energy is the
+    difference of ``G`` at its ends, hour by hour, so the sums telescope.
+    """
+
+    def __init__(self, source: GenerationSource, variation: Variation) -> None:
+        self.source = source
+        self.variation = variation
+        self._factors: dict[int, int] = {}
+
+    def _factor(self, hour: int) -> int:
+        factor = self._factors.get(hour)
+        if factor is None:
+            if len(self._factors) > 4096:
+                self._factors.clear()
+            factor = self._factors[hour] = self.variation.factor_ppm(hour)
+        return factor
+
+    def _within_hour(self, hour: int, at_ms: int) -> int:
+        """``G(at_ms)`` for the hour: the varied energy from the hour's start to ``at_ms``."""
+        hour_start = hour * HOUR_MS
+        if at_ms <= hour_start:
+            return 0
+        return self._factor(hour) * self.source.watt_milliseconds(hour_start, at_ms) // _PPM
+
+    def watt_milliseconds(self, start_ms: int, end_ms: int) -> int:
+        if end_ms <= start_ms:
+            return 0
+        first, last = start_ms // HOUR_MS, (end_ms - 1) // HOUR_MS
+        energy = 0
+        for hour in range(first, last + 1):
+            energy += self._within_hour(hour, min(end_ms, (hour + 1) * HOUR_MS))
+            energy -= self._within_hour(hour, max(start_ms, hour * HOUR_MS))
+        return energy
+
+    def __repr__(self) -> str:
+        return f"Varied({self.source!r}, {self.variation})"
+
+
+def _fraction(seed: int, stream: str, index: int = 0) -> float:
+    """A deterministic number in [0, 1) for (seed, stream, index)."""
+    digest = hashlib.blake2b(f"{seed}:{stream}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def _index(seed: int, stream: str, choices: int) -> int:
