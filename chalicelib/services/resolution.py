@@ -189,6 +189,17 @@ def _next_step(deps: Dependencies, seen: Dispute) -> Callable[[], Dispute] | Non
                 return _decide(deps, uow, dispute)
             revocation = dispute.revocation
             if dispute.status == DisputeStatus.REVOKING and revocation is not None:
+                if revocation.swept and _minted_since_sweep(uow, dispute):
+                    # A reading minted into the window after the last page:
+                    # sweep again (revoked credits are skipped) before closing.
+                    again = replace(
+                        dispute,
+                        revocation=replace(revocation, swept=False, cursor=None),
+                        version=dispute.version + 1,
+                    )
+                    uow.disputes.save(again, dispute.version)
+                    uow.commit()
+                    return again
                 if revocation.swept:
                     return _close(deps, uow, dispute, revocation)
                 return _revoke_page(deps, uow, dispute, revocation)
@@ -201,6 +212,14 @@ def _next_step(deps: Dependencies, seen: Dispute) -> Callable[[], Dispute] | Non
         return dispute
 
     return attempt
+
+
+def _minted_since_sweep(uow: UnitOfWork, dispute: Dispute) -> bool:
+    """Whether a credit the dispute covers is not revoked yet (one index range)."""
+    return any(
+        c.state != CreditState.REVOKED
+        for c in affected_credits(uow, dispute.provider_id, dispute.freeze)
+    )
 
 
 def _decide(deps: Dependencies, uow: UnitOfWork, dispute: Dispute) -> Dispute:
