@@ -91,6 +91,7 @@ from chalicelib.domain.fraud import (
 )
 from chalicelib.domain.providers import EnergyType, Location
 from chalicelib.domain.readings import plausible_increase_wh
+from chalicelib.services.fraud_watch import MeterEvent, fold
 from iot.demo.profiles import (
     GREENSBORO_NC,
     SAND_POINT_AK,
@@ -427,46 +428,33 @@ class Detection:
     cells: dict[str, PeerHistogram] = field(default_factory=dict)
     replay_index: dict[str, tuple[DayCurve, ...]] = field(default_factory=dict)
     readings: int = 0
-    peer_cells: dict[str, str] = field(default_factory=dict)  # kept with the meter's registry item
+
+    # The service's fold (chalicelib.services.fraud_watch) runs the detectors;
+    # this keeps what it shares in memory instead of DynamoDB items.
+    def cell(self, key: str) -> PeerHistogram | None:
+        return self.cells.get(key)
+
+    def add(self, key: str, capacity_factor_bps: int) -> None:
+        self.cells[key] = self.cells.get(key, PeerHistogram()).adding(capacity_factor_bps)
+
+    def entry(self, key: str) -> tuple[DayCurve, ...]:
+        return self.replay_index.get(key, ())
+
+    def remember(self, key: str, curve: DayCurve) -> None:
+        self.replay_index[key] = fraud.remember(self.replay_index.get(key, ()), curve)
 
     def reading(self, meter: str, start_ms: int, end_ms: int, wh: int) -> list[Suspicion]:
-        context = self.contexts[meter]
-        state = self.states.get(meter) or WatchState()
-        observation = fraud.observe(state, MintedReading(start_ms, end_ms, wh), context)
-        state = observation.state
-        found = list(observation.suspicions)
-        if context.energy_type in fraud.PEER_RULES:
-            cell = self.peer_cells.get(meter) or self.peer_cells.setdefault(
-                meter, fraud.peer_cell(context)
-            )
-            for bucket in observation.closed_hours:
-                key = fraud.peer_key(cell, bucket.hour)
-                self.cells[key] = self.cells.get(key, PeerHistogram()).adding(
-                    bucket.capacity_factor_bps
-                )
-                before = self.cells.get(fraud.peer_key(cell, bucket.hour - 1))
-                if before is not None:
-                    state, suspicions = fraud.peer_review(state, context, bucket.hour - 1, before)
-                    found.extend(suspicions)
-        for curve in observation.closed_days:
-            keys = curve.keys()
-            candidates = {
-                c.meter_address + str(c.day): c for k in keys for c in self.replay_index.get(k, ())
-            }
-            suspicion = fraud.replay_check(curve, candidates.values())
-            if suspicion is not None:
-                found.append(suspicion)
-            for key in keys:
-                self.replay_index[key] = fraud.remember(self.replay_index.get(key, ()), curve)
-        self.states[meter] = state
+        event = MeterEvent(meter, end_ms, MintedReading(start_ms, end_ms, wh))
         self.readings += 1
-        return found
+        return self._fold(meter, event)
 
     def bad_signature(self, meter: str, at_ms: int) -> list[Suspicion]:
+        return self._fold(meter, MeterEvent(meter, at_ms))
+
+    def _fold(self, meter: str, event: MeterEvent) -> list[Suspicion]:
         state = self.states.get(meter) or WatchState()
-        state, found = fraud.observe_bad_signature(state, meter, at_ms)
-        self.states[meter] = state
-        return list(found)
+        self.states[meter], found = fold(state, [event], self.contexts[meter], self)
+        return found
 
 
 # -- the run ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain import fraud
 from chalicelib.domain.errors import AlreadyExists, DomainError
@@ -70,6 +70,18 @@ class WatchRun:
         }
 
 
+class SharedWatch(Protocol):
+    """What the cross-meter detectors share: peer cells and the replay index."""
+
+    def cell(self, key: str) -> PeerHistogram | None: ...
+
+    def add(self, key: str, capacity_factor_bps: int) -> None: ...
+
+    def entry(self, key: str) -> tuple[DayCurve, ...]: ...
+
+    def remember(self, key: str, curve: DayCurve) -> None: ...
+
+
 class _Shared:
     """Peer cells and replay entries read once per batch, with this batch's changes."""
 
@@ -111,7 +123,7 @@ def fold(
     state: WatchState,
     events: Sequence[MeterEvent],
     context: MeterContext,
-    shared: _Shared,
+    shared: SharedWatch,
 ) -> tuple[WatchState, list[Suspicion]]:
     """A meter's watch after ``events`` (in order), and what it found."""
     found: list[Suspicion] = []
