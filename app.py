@@ -98,17 +98,29 @@ def resolve_due_disputes(event: Any) -> dict[str, Any]:
     return run_disputes(jobs_dependencies()).as_log()
 
 
+# The two stream consumers: each stream has two readers at most (AWS's limit
+# per shard), and each of these reads one. Both run with a tumbling window
+# (infra/template.yaml) for the shard id it puts in the event: the analytics
+# count each record once per shard.
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)
-def publish_market_events(event: Any) -> dict[str, int]:
-    """Trading events (purchases opened and settled) from the ledger's stream."""
+def publish_market_events(event: Any) -> dict[str, Any]:
+    """Trading events (purchases opened and settled) and the market's trade analytics."""
+    from chalicelib.streams.market_analytics import fold_event, window_response
     from chalicelib.streams.purchase_events import handle_ledger_records
 
-    return handle_ledger_records(event.to_dict()["Records"])
+    raw = event.to_dict()
+    handle_ledger_records(raw["Records"])
+    fold_event(raw)
+    return window_response()
 
 
 @app.on_dynamodb_record(stream_arn=REGISTRY_STREAM_ARN, name="watch_meters", batch_size=100)
 def watch_meters(event: Any) -> dict[str, Any]:
-    """The fraud detectors, over the meters' readings and refusals in the registry's stream."""
+    """The fraud detectors and the market's meter and provider analytics."""
+    from chalicelib.streams.market_analytics import fold_event, window_response
     from chalicelib.streams.meter_watch import handle_registry_records
 
-    return handle_registry_records(event.to_dict()["Records"])
+    raw = event.to_dict()
+    fold_event(raw)
+    handle_registry_records(raw["Records"])
+    return window_response()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from chalicelib.domain.carbon import DEFAULT_G_CO2_PER_KWH
@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     credits_table: str = "energy-marketplace-local-credits"
     receipts_table: str = "energy-marketplace-local-receipts"
     disputes_table: str = "energy-marketplace-local-disputes"
+    analytics_table: str = "energy-marketplace-local-analytics"
 
     # A signed request is accepted this many seconds either side of our clock.
     auth_window_seconds: int = Field(default=300, ge=30, le=3600)
@@ -51,6 +52,19 @@ class Settings(BaseSettings):
     carbon_g_co2_per_kwh: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_G_CO2_PER_KWH)
     )
+    # Analytics (docs/analytics.md): the time buckets of trades and meter
+    # activity (an hour; a local market that runs fast uses minutes), and the
+    # slots of "reporting on time" (a meter reads every 15 minutes).
+    analytics_bucket_ms: int = Field(default=3_600_000, ge=60_000, le=3_600_000)
+    analytics_slot_ms: int = Field(default=900_000, ge=60_000, le=900_000)
+
+    @field_validator("analytics_bucket_ms", "analytics_slot_ms")
+    @classmethod
+    def _divides_an_hour(cls, value: int) -> int:
+        # Buckets line up with hours and days, and with each other.
+        if value % 60_000 or 3_600_000 % value:
+            raise ValueError("must be whole minutes that divide an hour")
+        return value
 
 
 @lru_cache(maxsize=1)

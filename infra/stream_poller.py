@@ -70,8 +70,15 @@ class Subscription:
         }
 
 
-def lambda_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:
-    """The event Lambda sends a stream function, from GetRecords' records."""
+def lambda_event(
+    records: list[dict[str, Any]], stream_arn: str, shard_id: str = "shardId-local"
+) -> dict[str, Any]:
+    """The event Lambda sends a stream function, from GetRecords' records.
+
+    As Lambda sends it to a function with a tumbling window (the template
+    gives both consumers one): with the shard's id, the window and its state.
+    Windows are not emulated: each batch is its own, and the final one.
+    """
     shaped = []
     for record in records:
         change = dict(record["dynamodb"])
@@ -79,7 +86,16 @@ def lambda_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, An
         if isinstance(created, datetime.datetime):
             change["ApproximateCreationDateTime"] = int(created.timestamp())
         shaped.append({**record, "dynamodb": change, "eventSourceARN": stream_arn})
-    return {"Records": shaped}
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "Records": shaped,
+        "shardId": shard_id,
+        "eventSourceARN": stream_arn,
+        "window": {"start": now, "end": now},
+        "state": {},
+        "isFinalInvokeForWindow": True,
+        "isWindowTerminatedEarly": False,
+    }
 
 
 def stream_subscriptions(module: Any) -> list[Subscription]:
@@ -127,14 +143,16 @@ class StreamPoller:
             )
             records = response["Records"]
             if records:
-                self._deliver(subscription, records)
+                self._deliver(subscription, records, shard_id)
                 handled += len(records)
             subscription.iterators[shard_id] = response["NextShardIterator"]
         return handled
 
-    def _deliver(self, subscription: Subscription, records: list[dict[str, Any]]) -> None:
+    def _deliver(
+        self, subscription: Subscription, records: list[dict[str, Any]], shard_id: str
+    ) -> None:
         backoff = 0.5
-        event = lambda_event(records, subscription.stream_arn)
+        event = lambda_event(records, subscription.stream_arn, shard_id)
         while not self.stopping.is_set():
             try:
                 subscription.handler(event, None)

@@ -280,6 +280,7 @@ def tables_from_environment(env: dict[str, str]) -> Tables:
         credits=env["CREDITS_TABLE"],
         receipts=env["RECEIPTS_TABLE"],
         disputes=env["DISPUTES_TABLE"],
+        analytics=env["ANALYTICS_TABLE"],
     )
 
 

@@ -55,6 +55,10 @@ class Purchase:
     receipt_sequence: int | None = None
     receipt_hash: str | None = None
     revoked_at_ms: int | None = None
+    # The provider's energy type and jurisdiction when the purchase was made
+    # (for the market's analytics; absent on purchases made before they were kept).
+    energy_type: str | None = None
+    jurisdiction: str | None = None
 
     @property
     def closed_at_ms(self) -> int | None:

@@ -11,11 +11,12 @@ test suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.analytics import Aggregate, AggregateKey
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
@@ -98,8 +99,11 @@ class LedgerRepository(Protocol):
     def credit(self, account: str, micro_block: int) -> None:
         """Stage: add to a balance that must exist (NotFound otherwise)."""
 
-    def debit(self, account: str, micro_block: int) -> None:
-        """Stage: subtract; fails with InsufficientBalance if it does not cover it."""
+    def debit(self, account: str, micro_block: int, *, bought_at_ms: int | None = None) -> None:
+        """Stage: subtract; fails with InsufficientBalance if it does not cover it.
+
+        ``bought_at_ms``: the debit pays for a purchase made then.
+        """
 
     def record(self, entry: LedgerEntry) -> None:
         """Stage: write the entry. Fails with AlreadyExists for a second entry of
@@ -343,6 +347,9 @@ class DisputeRepository(Protocol):
     def by_status(self, status: DisputeStatus, limit: int, cursor: str | None) -> Page[Dispute]:
         """Disputes with ``status``, newest first."""
 
+    def count_with_status(self, status: DisputeStatus) -> int:
+        """How many disputes have ``status`` (the index's entries, counted)."""
+
     def by_member(
         self, role: DisputeRole, name: str, limit: int, cursor: str | None
     ) -> Page[Dispute]:
@@ -392,6 +399,27 @@ class WatchRepository(Protocol):
         """Stage: store the replay index entry if it is still at ``expected_version``."""
 
 
+class AnalyticsRepository(Protocol):
+    """The market's aggregates (``chalicelib.domain.analytics``)."""
+
+    def get_many(self, keys: Sequence[AggregateKey]) -> dict[AggregateKey, Aggregate]:
+        """The stored aggregates among ``keys``, read strongly consistent."""
+
+    def get(self, key: AggregateKey) -> Aggregate | None:
+        """One aggregate, if stored (eventually consistent: a figure's read)."""
+
+    def save(self, aggregate: Aggregate, now_ms: int) -> None:
+        """Stage: store the aggregate if it is still at the version it was read at
+        (ConcurrentUpdate otherwise); a seller is indexed as of ``now_ms``."""
+
+    def members(self, pk: str, first_sk: str, last_sk: str) -> list[Aggregate]:
+        """A family's members in a key range, in key order: one Query."""
+
+    def leaders(self, window: str, now_ms: int) -> list[Iterator[tuple[int, Aggregate]]]:
+        """The leaderboard index: candidate sellers of a window, each stream in
+        descending order of a bound on what they sold in it."""
+
+
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's concrete repositories satisfy them.
     @property
@@ -429,6 +457,9 @@ class UnitOfWork(Protocol):
 
     @property
     def watch(self) -> WatchRepository: ...
+
+    @property
+    def analytics(self) -> AnalyticsRepository: ...
 
     @property
     def max_writes(self) -> int:

@@ -121,10 +121,12 @@ def purchase_energy(deps: Dependencies, call: SignedCall, order: Order) -> Purch
             credit_ids=tuple(credit_ids),
             created_at_ms=now_ms,
             settles_at_ms=max(now_ms, newest + deps.settings.dispute_window_ms),
+            energy_type=str(provider.energy_type),
+            jurisdiction=provider.jurisdiction,
         )
         uow.purchases.add(purchase)
         uow.providers.reserve_energy(provider, order.wh)
-        uow.ledger.debit(buyer, cost)
+        uow.ledger.debit(buyer, cost, bought_at_ms=now_ms)
         uow.ledger.record(
             LedgerEntry(purchase_id, EntryKind.PURCHASE, buyer, cost, purchase_id, now_ms // 1000)
         )

@@ -21,13 +21,25 @@ DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
 
 # A local market moves faster than a real one: purchases settle 5 minutes after
 # their newest credit and unsold credits expire after 2 hours (AWS defaults:
-# 24 hours and 30 days), so that the jobs have work while you watch.
-LOCAL_SETTINGS = {"DISPUTE_WINDOW_MS": str(5 * 60_000), "CREDIT_LIFETIME_MS": str(2 * 3_600_000)}
+# 24 hours and 30 days), so that the jobs have work while you watch; the
+# analytics' price and activity buckets are minutes instead of hours.
+LOCAL_SETTINGS = {
+    "DISPUTE_WINDOW_MS": str(5 * 60_000),
+    "CREDIT_LIFETIME_MS": str(2 * 3_600_000),
+    "ANALYTICS_BUCKET_MS": str(60_000),
+}
 REGION = "us-east-1"
 # moto accepts any credentials; these make sure nothing real is ever used.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # Application settings a developer may export for `make run` (MARKET_FEE_BPS=250 make run).
-_APPLICATION_SETTINGS = {"MARKET_FEE_BPS", "DISPUTE_WINDOW_MS", "CREDIT_LIFETIME_MS", "LOG_LEVEL"}
+_APPLICATION_SETTINGS = {
+    "MARKET_FEE_BPS",
+    "DISPUTE_WINDOW_MS",
+    "CREDIT_LIFETIME_MS",
+    "ANALYTICS_BUCKET_MS",
+    "ANALYTICS_SLOT_MS",
+    "LOG_LEVEL",
+}
 
 
 @dataclass(frozen=True)

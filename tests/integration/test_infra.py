@@ -73,6 +73,11 @@ TABLE_CONTRACT: dict[str, tuple[str, str, set[str]]] = {
         "disputes",
         {"DisputesByProvider", "OpenDisputesBySlot", "DisputesByStatus", "DisputesByMember"},
     ),
+    "ANALYTICS_TABLE": (
+        "AnalyticsTable",
+        "analytics",
+        {"SellersByDay24h", "SellersByDay7d", "SellersAllTime"},
+    ),
 }
 
 # cfn-lint rules ignored on the packaged template. None today: the Chalice output

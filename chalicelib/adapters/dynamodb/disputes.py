@@ -338,6 +338,25 @@ class DynamoDisputes:
         )
         return self._newest_first(where, limit, cursor)
 
+    def count_with_status(self, status: DisputeStatus) -> int:
+        # COUNT reads the index entries (their size is what it costs) but
+        # returns none of them; open disputes are bounded by providers x 8.
+        request: dict[str, Any] = {
+            "TableName": self._tables.disputes,
+            "IndexName": DISPUTES_BY_STATUS,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_item({":s": str(status)}),
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            response = self._client.query(ReturnConsumedCapacity="TOTAL", **request)
+            count += int(response["Count"])
+            if "LastEvaluatedKey" not in response:
+                return count
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def _newest_first(self, where: IndexRange, limit: int, cursor: str | None) -> Page[Dispute]:
         before = decode_opened_cursor(cursor) if cursor else None
         return newest_first(self._client, where, before, limit, dispute_from_item, _opened_key_of)

@@ -32,6 +32,7 @@ disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and vo
           WATCH#<meter>    / STATE            the fraud detectors' state of one meter
           PEERS#<cell>#<hour> / HISTOGRAM     a peer cell's capacity factors for an hour (TTL)
           REPLAY#<shape key>  / CURVES        day curves with that coarse shape (TTL)
+analytics the market's aggregates (adapters/dynamodb/analytics.py lists them)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -78,6 +79,9 @@ DISPUTES_BY_PROVIDER: Final = "DisputesByProvider"
 DISPUTES_BY_STATUS: Final = "DisputesByStatus"
 OPEN_DISPUTES_BY_SLOT: Final = "OpenDisputesBySlot"
 DISPUTES_BY_MEMBER: Final = "DisputesByMember"
+SELLERS_BY_DAY_24H: Final = "SellersByDay24h"
+SELLERS_BY_DAY_7D: Final = "SellersByDay7d"
+SELLERS_ALL_TIME: Final = "SellersAllTime"
 VALIDATORS_PK: Final = "VALIDATORS"
 
 
@@ -88,6 +92,7 @@ class Tables:
     credits: str
     receipts: str
     disputes: str
+    analytics: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tables:
@@ -97,6 +102,7 @@ class Tables:
             settings.credits_table,
             settings.receipts_table,
             settings.disputes_table,
+            settings.analytics_table,
         )
 
 

@@ -118,14 +118,17 @@ class DynamoLedger:
             ExpressionAttributeValues=to_item({":m": micro_block}),
         )
 
-    def debit(self, account: str, micro_block: int) -> None:
+    def debit(self, account: str, micro_block: int, *, bought_at_ms: int | None = None) -> None:
+        # A purchase also stamps the buyer's balance with its time: the
+        # analytics count active buyers from that one attribute's changes.
+        bought = ", last_bought_ms = :at" if bought_at_ms is not None else ""
         self._staged.update(
             self._tables.ledger,
             balance_key(account),
-            "SET micro_block = micro_block - :m",
+            f"SET micro_block = micro_block - :m{bought}",
             "micro_block >= :m",
             lambda: InsufficientBalance("the balance does not cover this", account=account),
-            ExpressionAttributeValues=to_item({":m": micro_block}),
+            ExpressionAttributeValues=to_item({":m": micro_block, ":at": bought_at_ms}),
         )
 
     def record(self, entry: LedgerEntry) -> None:

@@ -291,6 +291,8 @@ class DynamoProviders:
                     "meter_address": provider.meter_address,
                     "provider_id": provider.provider_id,
                     "public_key": provider.meter_public_key,
+                    # For the analytics: a reading's energy counts under its type.
+                    "energy_type": str(provider.energy_type),
                 }
             ),
         }

@@ -51,6 +51,8 @@ def purchase_to_item(purchase: Purchase) -> Item:
         "receipt_sequence": purchase.receipt_sequence,
         "receipt_hash": purchase.receipt_hash,
         "revoked_at_ms": purchase.revoked_at_ms,
+        "energy_type": purchase.energy_type,
+        "jurisdiction": purchase.jurisdiction,
     }
     if purchase.status == PurchaseStatus.OPEN:
         # PurchasesDue (sparse): the settlement job reads the hours that are due.
@@ -77,6 +79,8 @@ def purchase_from_item(item: Item) -> Purchase:
         receipt_sequence=as_int(v["receipt_sequence"]) if "receipt_sequence" in v else None,
         receipt_hash=v.get("receipt_hash"),
         revoked_at_ms=as_int(v["revoked_at_ms"]) if "revoked_at_ms" in v else None,
+        energy_type=v.get("energy_type"),
+        jurisdiction=v.get("jurisdiction"),
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.accounts import DynamoAccounts, DynamoNonces
+from chalicelib.adapters.dynamodb.analytics import DynamoAnalytics
 from chalicelib.adapters.dynamodb.codec import Item
 from chalicelib.adapters.dynamodb.credits import DynamoCredits
 from chalicelib.adapters.dynamodb.disputes import DynamoDisputes, DynamoValidators
@@ -208,6 +209,7 @@ class DynamoUnitOfWork:
         self.disputes = DynamoDisputes(client, tables, self._staged, watermarks)
         self.validators = DynamoValidators(client, tables, self._staged)
         self.watch = DynamoWatch(client, tables, self._staged)
+        self.analytics = DynamoAnalytics(client, tables, self._staged)
 
     def staged_writes(self) -> int:
         """How many writes the next commit would apply (for tests of the limit)."""

@@ -85,6 +85,9 @@ class MemoryDisputes:
             (d for d in self._state.disputes.values() if d.status == status), limit, cursor
         )
 
+    def count_with_status(self, status: DisputeStatus) -> int:
+        return sum(1 for d in self._state.disputes.values() if d.status == status)
+
     def _newest_first(
         self, disputes: Iterable[Dispute], limit: int, cursor: str | None
     ) -> Page[Dispute]:

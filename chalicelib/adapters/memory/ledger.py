@@ -52,7 +52,9 @@ class MemoryLedger:
             lambda s: s.balances.__setitem__(account, s.balances[account] + micro_block),
         )
 
-    def debit(self, account: str, micro_block: int) -> None:
+    def debit(self, account: str, micro_block: int, *, bought_at_ms: int | None = None) -> None:
+        # The purchase time stamped on the balance only feeds the stream's
+        # analytics, which the in-memory store has no stream for.
         self._staged.stage(
             lambda s: (
                 None

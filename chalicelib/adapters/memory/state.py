@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from chalicelib.adapters.dynamodb.layout import encode_cursor
 from chalicelib.domain.accounts import Account
+from chalicelib.domain.analytics import Aggregate, AggregateKey, SellerIndex
 from chalicelib.domain.credits import Credit
 from chalicelib.domain.disputes import Dispute, Validator
 from chalicelib.domain.errors import DomainError
@@ -45,6 +46,10 @@ class MemoryState:
     watch_states: dict[str, tuple[WatchState, int]] = field(default_factory=dict)
     peer_cells: dict[str, PeerHistogram] = field(default_factory=dict)
     replay_index: dict[str, tuple[tuple[DayCurve, ...], int]] = field(default_factory=dict)
+    # The analytics: each aggregate with the leaderboard index it was stored with.
+    aggregates: dict[AggregateKey, tuple[Aggregate, SellerIndex | None]] = field(
+        default_factory=dict
+    )
 
 
 T = TypeVar("T")

@@ -34,6 +34,7 @@ from chalicelib.rpc.methods import (  # noqa: F401  (imported to register their 
     settlement,
     portfolio,
     disputes,
+    analytics,
 )
 
 # isort: on
