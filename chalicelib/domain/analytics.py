@@ -190,6 +190,31 @@ def merge(aggregate: Aggregate, delta: Delta) -> Aggregate:
     )
 
 
+def written_whole(key: AggregateKey) -> bool:
+    """Trade buckets (open, close, high, low) and sellers (their windows, their
+    index keys) are read and written whole; every other aggregate is counters
+    only, which a write adds to without reading."""
+    return key.pk.startswith(("TRADES#", "SELLER#"))
+
+
+def summed(deltas: Iterable[Delta]) -> dict[str, int]:
+    """The counters of several deltas added up (without the zeros)."""
+    return dict(merge(Aggregate(STATE), Delta(_total(deltas))).counters)
+
+
+def _total(deltas: Iterable[Delta]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for delta in deltas:
+        for name, value in delta.counters.items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def stale_marks(aggregate: Aggregate, now_ms: int) -> list[str]:
+    """Shards whose mark no redelivery can reach any more (the stream dropped them)."""
+    return sorted(s for s, m in aggregate.marks.items() if m.set_at_ms < now_ms - MARK_RETENTION_MS)
+
+
 def apply(
     aggregate: Aggregate,
     shard: str,

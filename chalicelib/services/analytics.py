@@ -1,13 +1,21 @@
 """Market analytics: folding the streams into aggregates, and the figures read from them.
 
 Folding (off the request path, from the stream handlers): a batch's
-contributions are grouped by aggregate; the aggregates are read in one
-BatchGetItem and each is written once, conditional on the version read, with
-the batch's records above its shard mark counted (``analytics.apply``). A
-write that lost a race reads that aggregate again and retries; a redelivered
-batch writes nothing. So a batch costs one read request and one write per
-aggregate it touches, whatever the number of records: no item is written per
-reading.
+contributions are grouped by aggregate, and each aggregate is written once
+for the whole batch, counting the records above its shard mark:
+
+- counters (the state, totals, meter buckets, reporting slots, buyers): one
+  UpdateItem that ADDs the batch's sums, conditional on the shard's mark being
+  below the batch's first record. No read; other shards' writes commute. A
+  repeat fails the condition, reads the mark and adds only what is above it
+  (nothing, for a plain redelivery);
+- trade buckets and sellers: read together in one BatchGetItem, merged
+  (``analytics.apply``), put conditional on the version read; a lost race
+  reads again.
+
+So a batch costs one write per aggregate it touches (and one read request if
+it touches trade buckets or sellers), whatever the number of records: no item
+is written per reading.
 
 Reading: every figure comes from a fixed set of aggregates (the state, the
 totals, the buckets of a window: one Query each), so its cost depends on the
@@ -75,22 +83,68 @@ def fold(deps: Dependencies, shard: str, batch: Sequence[Contribution]) -> FoldR
     grouped: dict[AggregateKey, list[tuple[str, Delta]]] = defaultdict(list)
     for contribution in batch:
         grouped[contribution.key].append((contribution.sequence, contribution.delta))
-    if not grouped:
-        return run
     run.aggregates = len(grouped)
-    stored = deps.unit_of_work().analytics.get_many(list(grouped))
+    whole = [key for key in grouped if analytics.written_whole(key)]
+    stored = deps.unit_of_work().analytics.get_many(whole) if whole else {}
     for key, records in grouped.items():
-        _fold_one(deps, shard, stored.get(key) or Aggregate(key), records, run)
+        if analytics.written_whole(key):
+            _put_whole(deps, shard, stored.get(key) or Aggregate(key), records, run)
+        else:
+            _add_counters(deps, shard, key, records, run)
     return run
 
 
-def _fold_one(
+def _add_counters(
+    deps: Dependencies,
+    shard: str,
+    key: AggregateKey,
+    records: list[tuple[str, Delta]],
+    run: FoldRun,
+) -> None:
+    """One ADD of the batch's sums, conditional on the shard's mark (no read first)."""
+    seen: analytics.Mark | None = None
+    fresh = records
+    for _ in range(FOLD_ATTEMPTS):
+        now_ms = deps.now_ms()
+        repository = deps.unit_of_work().analytics
+        try:
+            written = repository.add_counters(
+                key,
+                shard,
+                analytics.summed(delta for _, delta in fresh),
+                min(s for s, _ in fresh),
+                max(s for s, _ in fresh),
+                seen,
+                now_ms,
+            )
+        except ConcurrentUpdate:
+            # A repeat (the mark is at or above some of these records), or
+            # another delivery of this shard moved the mark meanwhile.
+            run.conflicts += 1
+            current = deps.unit_of_work().analytics.get_many([key]).get(key)
+            seen = current.marks.get(shard) if current is not None else None
+            mark = seen
+            fresh = [r for r in records if mark is None or r[0] > mark.sequence]
+            if not fresh:
+                run.repeats += 1
+                return
+            continue
+        run.written += 1
+        stale = analytics.stale_marks(written, now_ms)
+        if stale:
+            repository.forget_marks(written, stale)
+        return
+    raise ConcurrentUpdate("an aggregate kept moving; the batch will be retried")
+
+
+def _put_whole(
     deps: Dependencies,
     shard: str,
     aggregate: Aggregate,
     records: list[tuple[str, Delta]],
     run: FoldRun,
 ) -> None:
+    """Read, count what is above the shard's mark, put conditional on the version."""
     for _ in range(FOLD_ATTEMPTS):
         now_ms = deps.now_ms()
         updated = analytics.apply(aggregate, shard, records, now_ms)

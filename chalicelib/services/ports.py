@@ -11,12 +11,12 @@ test suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
-from chalicelib.domain.analytics import Aggregate, AggregateKey
+from chalicelib.domain.analytics import Aggregate, AggregateKey, Mark
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
@@ -411,6 +411,23 @@ class AnalyticsRepository(Protocol):
     def save(self, aggregate: Aggregate, now_ms: int) -> None:
         """Stage: store the aggregate if it is still at the version it was read at
         (ConcurrentUpdate otherwise); a seller is indexed as of ``now_ms``."""
+
+    def add_counters(
+        self,
+        key: AggregateKey,
+        shard: str,
+        counters: Mapping[str, int],
+        first: str,
+        last: str,
+        seen: Mark | None,
+        now_ms: int,
+    ) -> Aggregate:
+        """Add a shard's sums and move its mark to ``last``: a write of its own,
+        not staged. Only if the shard's mark is below ``first`` (``seen`` None)
+        or is still ``seen``; ConcurrentUpdate otherwise. The aggregate as written."""
+
+    def forget_marks(self, aggregate: Aggregate, shards: Sequence[str]) -> None:
+        """Remove those shards' marks, if still as in ``aggregate`` (a write of its own)."""
 
     def members(self, pk: str, first_sk: str, last_sk: str) -> list[Aggregate]:
         """A family's members in a key range, in key order: one Query."""

@@ -131,6 +131,20 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
         assert streams["publish_market_events"]["failures"] == 0, streams
         assert b"purchase_settled" in log.read_bytes()
 
+        # The analytics folded both streams: the overview has its numbers.
+        def overview() -> dict[str, Any] | None:
+            stats: dict[str, Any] = api.call("energy.getMarketStats", {})
+            settled = stats["energy_traded"]["settled_wh_all_time"]
+            return stats if settled and stats["top_providers"] else None
+
+        stats = _wait_for("the market's figures", overview, 60, log)
+        assert stats["providers"]["registered"] >= len(meters)  # and the demo's cheaters
+        assert stats["active_buyers"] >= 1 and stats["active_providers"] >= 1
+        assert stats["energy_mix"]["generated_wh_24h"]
+        assert stats["average_price"]["vwap_24h_micro_block_per_kwh"] > 0
+        assert api.call("energy.getPriceHistory", {})["buckets"]
+        assert streams["watch_meters"]["failures"] == 0, streams
+
     for pid in started:
         assert pid is not None and not _alive(pid), log.read_text()[-4000:]
 

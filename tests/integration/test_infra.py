@@ -721,6 +721,8 @@ def test_the_market_events_function_reads_the_ledger_stream(
     (source,) = function["Properties"]["Events"].values()
     assert source["Type"] == "DynamoDB"
     assert source["Properties"]["Stream"] == {"Fn::GetAtt": ["LedgerTable", "StreamArn"]}
+    # The analytics need the shard id, which Lambda sends with a tumbling window.
+    assert source["Properties"]["TumblingWindowInSeconds"] == 60
 
 
 def test_the_fraud_watch_reads_the_registry_stream(packaged_template: dict[str, Any]) -> None:
@@ -729,3 +731,18 @@ def test_the_fraud_watch_reads_the_registry_stream(packaged_template: dict[str, 
     (source,) = function["Properties"]["Events"].values()
     assert source["Type"] == "DynamoDB"
     assert source["Properties"]["Stream"] == {"Fn::GetAtt": ["RegistryTable", "StreamArn"]}
+    assert source["Properties"]["TumblingWindowInSeconds"] == 60
+
+
+@pytest.mark.parametrize("handler", ["publish_market_events", "watch_meters"])
+def test_the_stream_functions_answer_as_a_tumbling_window_function_must(
+    dynamodb: Any, handler: str
+) -> None:
+    import app
+
+    from infra.stream_poller import lambda_event
+
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-01-01T00:00:00.000"
+    answer = getattr(app, handler)(lambda_event([], arn, "shardId-1"), None)
+    # Without "state" Lambda counts the invocation as failed.
+    assert answer == {"state": {}, "batchItemFailures": []}

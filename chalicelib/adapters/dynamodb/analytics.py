@@ -2,13 +2,21 @@
 
 Item mapping (``chalicelib.domain.analytics`` says what the aggregates are):
 
-    pk, sk      the aggregate's key (STATE/MARKET, TOTALS/ALL, TRADES#<scope>/<bucket>,
-                METERS/<bucket>, REPORTING/<slot>, BUYERS/<bucket>, SELLER#<id>/SELLER)
-    c           counters, a map of numbers
-    op, cl      the bucket's first and last trade: "<at_ms>|<purchase id>|<price>"
-    hi, lo      its highest and lowest price
-    w           per stream shard, the newest record counted: "<sequence>|<set at ms>"
-    version     moves with every write (each write is conditional on it)
+    pk, sk        the aggregate's key (STATE/MARKET, TOTALS/ALL, TRADES#<scope>/<bucket>,
+                  METERS/<bucket>, REPORTING/<slot>, BUYERS/<bucket>, SELLER#<id>/SELLER)
+    c:<name>      a counter (top-level numbers, so that ADD reaches each one)
+    op, cl        the bucket's first and last trade: "<at_ms>|<purchase id>|<price>"
+    hi, lo        its highest and lowest price
+    w:<shard>     per stream shard, the newest record counted: "<sequence>|<set at ms>"
+    version       moves with every write
+
+Two ways to write. Counters alone (every aggregate but trade buckets and
+sellers) take one UpdateItem that ADDs the batch's sums and sets the shard's
+mark, on the condition that the mark is below the batch's first record: no
+read, and writers of other shards never conflict (ADD commutes). A repeat
+fails the condition; the fold then reads the mark and adds what is above it.
+Trade buckets (open, high, low, close) and sellers (their windows and index
+keys) are read and put whole, conditional on their version.
 
 Sellers also carry the leaderboard's index keys: ``rank_day`` (the newest
 sale's day) with ``rank_24h`` and ``rank_7d`` (indexes SellersByDay24h,
@@ -19,9 +27,11 @@ so what a figure costs depends on the range asked for, never on history.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
 from chalicelib.adapters.dynamodb.layout import (
@@ -39,11 +49,13 @@ from chalicelib.domain.analytics import (
     candidate_days,
     seller_index,
 )
-from chalicelib.domain.errors import ConcurrentUpdate
+from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
 
 if TYPE_CHECKING:
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
 
+COUNTER: Final = "c:"
+MARK: Final = "w:"
 # Candidates read per leaderboard query page: the places asked for and a few
 # more, since a stale figure only bounds what a seller sold.
 LEADER_PAGE: Final = 25
@@ -64,18 +76,22 @@ def _rank(wh: int) -> str:
     return f"{wh:016d}"
 
 
+def _mark(mark: Mark) -> str:
+    return f"{mark.sequence}|{mark.set_at_ms}"
+
+
 def aggregate_to_item(aggregate: Aggregate, now_ms: int) -> Item:
     values: dict[str, Any] = {
         "pk": aggregate.key.pk,
         "sk": aggregate.key.sk,
-        "c": dict(aggregate.counters),
         "op": _point(aggregate.open),
         "cl": _point(aggregate.close),
         "hi": aggregate.high,
         "lo": aggregate.low,
-        "w": {s: f"{m.sequence}|{m.set_at_ms}" for s, m in aggregate.marks.items()},
         "version": aggregate.version + 1,
     }
+    values |= {f"{COUNTER}{n}": v for n, v in aggregate.counters.items()}
+    values |= {f"{MARK}{s}": _mark(m) for s, m in aggregate.marks.items()}
     if aggregate.key.pk.startswith("SELLER#"):
         index = seller_index(aggregate, now_ms)
         if index is not None:
@@ -92,12 +108,17 @@ def aggregate_to_item(aggregate: Aggregate, now_ms: int) -> Item:
 def aggregate_from_item(item: Item) -> Aggregate:
     v = from_item(item)
     marks = {}
-    for shard, text in v.get("w", {}).items():
-        sequence, set_at = text.split("|")
-        marks[shard] = Mark(sequence, int(set_at))
+    for name, text in v.items():
+        if name.startswith(MARK):
+            sequence, set_at = text.split("|")
+            marks[name.removeprefix(MARK)] = Mark(sequence, int(set_at))
     return Aggregate(
         key=AggregateKey(v["pk"], v["sk"]),
-        counters={name: as_int(n) for name, n in v.get("c", {}).items()},
+        counters={
+            name.removeprefix(COUNTER): as_int(n)
+            for name, n in v.items()
+            if name.startswith(COUNTER) and as_int(n)
+        },
         open=_point_from(v.get("op")),
         close=_point_from(v.get("cl")),
         high=as_int(v["hi"]) if "hi" in v else None,
@@ -143,6 +164,75 @@ class DynamoAnalytics:
                 else {}
             ),
         )
+
+    def add_counters(
+        self,
+        key: AggregateKey,
+        shard: str,
+        counters: Mapping[str, int],
+        first: str,
+        last: str,
+        seen: Mark | None,
+        now_ms: int,
+    ) -> Aggregate:
+        """Add a shard's sums and move its mark to ``last``, in one write of its own.
+
+        Only if the shard's mark is below ``first`` (``seen`` None) or is still
+        ``seen``; ConcurrentUpdate otherwise. Returns the aggregate as written.
+        """
+        from chalicelib.adapters.dynamodb.unit_of_work import THROTTLING_ERRORS
+
+        names = {"#w": f"{MARK}{shard}"}
+        values: dict[str, Any] = {":mark": _mark(Mark(last, now_ms)), ":one": 1}
+        adds = ["version :one"]
+        for n, (name, value) in enumerate(sorted(counters.items())):
+            names[f"#c{n}"] = f"{COUNTER}{name}"
+            values[f":c{n}"] = value
+            adds.append(f"#c{n} :c{n}")
+        if seen is None:
+            condition = "attribute_not_exists(#w) OR #w < :first"
+            values[":first"] = first
+        else:
+            condition = "#w = :seen"
+            values[":seen"] = _mark(seen)
+        try:
+            response = self._client.update_item(
+                TableName=self._tables.analytics,
+                Key=to_item({"pk": key.pk, "sk": key.sk}),
+                UpdateExpression=f"ADD {', '.join(adds)} SET #w = :mark",
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(values),
+                ReturnValues="ALL_NEW",
+                ReturnConsumedCapacity="TOTAL",
+            )
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                raise ConcurrentUpdate("the shard's mark moved; read it", key=key.pk) from exc
+            if code in THROTTLING_ERRORS:
+                raise StorageBusy("the database is busy; try again shortly", error=code) from exc
+            raise
+        return aggregate_from_item(response["Attributes"])
+
+    def forget_marks(self, aggregate: Aggregate, shards: Sequence[str]) -> None:
+        """Remove marks no redelivery can reach any more (if still as read)."""
+        names = {f"#w{n}": f"{MARK}{s}" for n, s in enumerate(shards)}
+        values = {f":w{n}": _mark(aggregate.marks[s]) for n, s in enumerate(shards)}
+        try:
+            self._client.update_item(
+                TableName=self._tables.analytics,
+                Key=to_item({"pk": aggregate.key.pk, "sk": aggregate.key.sk}),
+                UpdateExpression=f"REMOVE {', '.join(names)}",
+                ConditionExpression=" AND ".join(f"{n} = :{n[1:]}" for n in names),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(values),
+                ReturnConsumedCapacity="TOTAL",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            # A mark moved on since: it is current again, and kept.
 
     def members(self, pk: str, first_sk: str, last_sk: str) -> list[Aggregate]:
         """A family's members from ``first_sk`` to ``last_sk`` (inclusive), in order."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from chalicelib.adapters.memory.state import MemoryState, Staged
 from chalicelib.domain.analytics import (
     Aggregate,
     AggregateKey,
+    Delta,
+    Mark,
     SellerIndex,
     candidate_days,
+    merge,
     seller_index,
 )
 from chalicelib.domain.errors import ConcurrentUpdate
@@ -48,6 +52,42 @@ class MemoryAnalytics:
             s.aggregates[aggregate.key] = (stored, seller_index(stored, now_ms))
 
         self._staged.stage(check, apply)
+
+    def add_counters(
+        self,
+        key: AggregateKey,
+        shard: str,
+        counters: Mapping[str, int],
+        first: str,
+        last: str,
+        seen: Mark | None,
+        now_ms: int,
+    ) -> Aggregate:
+        with self._state.lock:
+            found = self._state.aggregates.get(key)
+            current = found[0] if found else Aggregate(key)
+            mark = current.marks.get(shard)
+            if (mark is not None and mark.sequence >= first) if seen is None else mark != seen:
+                raise ConcurrentUpdate("the shard's mark moved; read it", key=key.pk)
+            merged = merge(current, Delta(counters))
+            stored = replace(
+                merged,
+                marks={**current.marks, shard: Mark(last, now_ms)},
+                version=current.version + 1,
+            )
+            self._state.aggregates[key] = (stored, None)
+            return stored
+
+    def forget_marks(self, aggregate: Aggregate, shards: Sequence[str]) -> None:
+        with self._state.lock:
+            found = self._state.aggregates.get(aggregate.key)
+            if found is None:
+                return
+            current = found[0]
+            if any(current.marks.get(s) != aggregate.marks.get(s) for s in shards):
+                return  # a mark moved on since: it is current again, and kept
+            marks = {s: m for s, m in current.marks.items() if s not in shards}
+            self._state.aggregates[aggregate.key] = (replace(current, marks=marks), found[1])
 
     def members(self, pk: str, first_sk: str, last_sk: str) -> list[Aggregate]:
         return sorted(
