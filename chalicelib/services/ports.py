@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
+from chalicelib.domain.carbon import Bought
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
@@ -108,11 +109,12 @@ class LedgerRepository(Protocol):
     def credit_treasury(self, shard: int, micro_block: int) -> None:
         """Stage: add to one shard of the treasury (created on first use)."""
 
-    def bought(self, account: str) -> dict[str, int]:
-        """Wh an account has bought (settled), by energy type."""
+    def bought(self, account: str) -> Bought:
+        """Wh an account has bought (settled), by energy type and by origin."""
 
-    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
-        """Stage: add settled Wh to what ``account`` has bought of ``energy_type``."""
+    def record_bought(self, account: str, energy_type: str, jurisdiction: str, wh: int) -> None:
+        """Stage: add settled Wh (negative: revoked) to what ``account`` has
+        bought of ``energy_type``, and of it from ``jurisdiction``, in one write."""
 
 
 class ProviderRepository(Protocol):
