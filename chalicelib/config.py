@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from chalicelib.domain.carbon import DEFAULT_G_CO2_PER_KWH
+from chalicelib.domain.carbon import DEFAULT_G_CO2_PER_KWH, grid_figures, type_figures
 from chalicelib.domain.credits import DEFAULT_CREDIT_LIFETIME_MS
 from chalicelib.domain.disputes import DEFAULT_BOND_MICRO_BLOCK
 from chalicelib.domain.readings import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_CLOCK_SKEW_MS
@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     receipt_signing_key_parameter: str = ""
     # What an account's flag on a reading posts from its balance, micro-BLOCK.
     dispute_bond_micro_block: int = Field(default=DEFAULT_BOND_MICRO_BLOCK, gt=0)
-    # Grams of CO2 avoided per kWh, by energy type (the original description's
-    # factors; battery energy is stored, not generated, so it avoids none).
+    # Carbon (docs/carbon.md). Grams of CO2 avoided per kWh by energy type
+    # where a credit's jurisdiction has no published grid figure (the original
+    # description's factors; battery energy avoids none whatever this says).
     carbon_g_co2_per_kwh: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_G_CO2_PER_KWH)
     )
@@ -65,6 +66,25 @@ class Settings(BaseSettings):
         if value % 60_000 or 3_600_000 % value:
             raise ValueError("must be whole minutes that divide an hour")
         return value
+
+    # The operator's own figures over the published ones of
+    # chalicelib/domain/data/carbon_factors.json: grid intensity in g CO2e per
+    # kWh generated, by jurisdiction (a subdivision's own, say {"US_CA": 200}),
+    # and the technologies' life-cycle emissions by energy type.
+    carbon_grid_g_co2_per_kwh: dict[str, int] = Field(default_factory=dict)
+    carbon_life_cycle_g_co2_per_kwh: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("carbon_g_co2_per_kwh", "carbon_life_cycle_g_co2_per_kwh")
+    @classmethod
+    def _by_energy_type(cls, grams: dict[str, int]) -> dict[str, int]:
+        type_figures(grams, "carbon factor")
+        return grams
+
+    @field_validator("carbon_grid_g_co2_per_kwh")
+    @classmethod
+    def _by_jurisdiction(cls, grams: dict[str, int]) -> dict[str, int]:
+        grid_figures(grams)
+        return grams
 
 
 @lru_cache(maxsize=1)

@@ -80,6 +80,7 @@ def trades_key(scope: str, bucket_start_ms: int) -> AggregateKey:
 METERS_PK: Final = "METERS"  # per bucket: readings, refusals, energy generated
 REPORTING_PK: Final = "REPORTING"  # per slot: meters whose latest reading is in it
 BUYERS_PK: Final = "BUYERS"  # per bucket: buyers whose latest purchase is in it
+BOUGHT_PK: Final = "BOUGHT"  # per bucket: energy bought (settled, less revoked) by origin
 
 
 def meters_key(bucket_start_ms: int) -> AggregateKey:
@@ -92,6 +93,10 @@ def reporting_key(slot_start_ms: int) -> AggregateKey:
 
 def buyers_key(bucket_start_ms: int) -> AggregateKey:
     return AggregateKey(BUYERS_PK, bucket_sk(bucket_start_ms))
+
+
+def bought_key(bucket_start_ms: int) -> AggregateKey:
+    return AggregateKey(BOUGHT_PK, bucket_sk(bucket_start_ms))
 
 
 def seller_key(provider_id: str) -> AggregateKey:
@@ -253,18 +258,11 @@ def sold(seller: Aggregate, window: str, now_ms: int) -> int:
     """Wh a seller sold in the window ending now: ``24h``, ``7d`` or ``all``.
 
     24 h is the current hour and the 23 before it; 7 days the current UTC day
-    and the 6 before it.
+    and the 6 before it. Net: a revocation counts, negatively, when it happened.
     """
     if window == "all":
         return seller.count("all")
-    if window == "24h":
-        since = start_of(now_ms, 3_600_000) - 23 * 3_600_000
-        prefix = "h:"
-    elif window == "7d":
-        since = start_of(now_ms, DAY_MS) - 6 * DAY_MS
-        prefix = "d:"
-    else:
-        raise ValueError(f"no such window: {window}")
+    prefix, since = _window(window, now_ms)
     return sum(v for at, v in _ring(seller, prefix) if at >= since)
 
 
@@ -288,7 +286,7 @@ def trim_seller(seller: Aggregate, now_ms: int) -> Aggregate:
 
 
 def sale(wh: int, at_ms: int) -> Delta:
-    """A settled sale's contribution to its seller."""
+    """A change of a seller's sales (a settlement, or a revocation: negative)."""
     return Delta(
         {
             "all": wh,
@@ -360,6 +358,8 @@ class ProviderFacts:
     capacity_wh: int
     price_micro_block_per_kwh: int
     on_sale_wh: int
+    sold_wh: int = 0  # settled sales, less what guilty disputes revoked
+    sold_at_ms: int | None = None  # when sold_wh last changed
 
 
 def provider_counters(provider: ProviderFacts | None) -> dict[str, int]:
@@ -380,10 +380,18 @@ def provider_counters(provider: ProviderFacts | None) -> dict[str, int]:
 
 
 def provider_change(
-    before: ProviderFacts | None, after: ProviderFacts | None
+    provider_id: str, before: ProviderFacts | None, after: ProviderFacts | None
 ) -> list[tuple[AggregateKey, Delta]]:
+    """The market's state, and the seller's sales: a settlement adds to them, a
+    guilty verdict's revocation takes away, each when it happened."""
+    found: list[tuple[AggregateKey, Delta]] = []
     change = difference(provider_counters(after), provider_counters(before))
-    return [(STATE, Delta(change))] if change else []
+    if change:
+        found.append((STATE, Delta(change)))
+    sold = (after.sold_wh if after else 0) - (before.sold_wh if before else 0)
+    if sold and after is not None and after.sold_at_ms is not None:
+        found.append((seller_key(provider_id), sale(sold, after.sold_at_ms)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -446,11 +454,9 @@ def purchase_change(
                 "settled_wh": after.wh,
                 "revenue": after.micro_block,
                 f"settled_wh:{after.energy_type}": after.wh,
-                f"settled_wh@{origin(after.energy_type, after.jurisdiction)}": after.wh,
             }
             found.append((trades_key(MARKET_SCOPE, bucket), Delta(settled)))
             found.append((TOTALS, Delta(settled)))
-            found.append((seller_key(after.provider_id), sale(after.wh, at)))
         elif after.status == "revoked":
             revoked = {"revoked": 1, "revoked_wh": after.wh}
             found.append((trades_key(MARKET_SCOPE, bucket), Delta(revoked)))
@@ -523,6 +529,27 @@ def refusal(reason: str, at_ms: int, buckets: Buckets) -> list[tuple[AggregateKe
     ]
 
 
+def bought_change(
+    before: Mapping[tuple[str, str], int],
+    after: Mapping[tuple[str, str], int],
+    at_ms: int,
+    buckets: Buckets,
+) -> list[tuple[AggregateKey, Delta]]:
+    """An account's bought energy by origin moving: a settlement adds, a
+    revocation takes away. The market's carbon is the sum over accounts, so it
+    agrees with every account's own figure."""
+    change = difference(
+        {f"bought_wh@{origin(*o)}": wh for o, wh in after.items()},
+        {f"bought_wh@{origin(*o)}": wh for o, wh in before.items()},
+    )
+    if not change:
+        return []
+    return [
+        (TOTALS, Delta(change)),
+        (bought_key(start_of(at_ms, buckets.bucket_ms)), Delta(change)),
+    ]
+
+
 def buyer_change(
     before_ms: int | None, after_ms: int | None, buckets: Buckets
 ) -> list[tuple[AggregateKey, Delta]]:
@@ -549,8 +576,35 @@ def seller_index(seller: Aggregate, now_ms: int) -> SellerIndex | None:
     if not days:
         return None
     return SellerIndex(
-        max(days), sold(seller, "24h", now_ms), sold(seller, "7d", now_ms), seller.count("all")
+        max(days),
+        _bound(seller, "24h", now_ms),
+        _bound(seller, "7d", now_ms),
+        max(0, seller.count("all")),
     )
+
+
+def _bound(seller: Aggregate, window: str, now_ms: int) -> int:
+    """The most the seller can show in the window at any later time, without a sale.
+
+    Later windows hold a suffix (by time) of today's entries: with revocations
+    (negative entries) a suffix can exceed the whole, so the bound is the
+    largest suffix sum, not the sum.
+    """
+    prefix, since = _window(window, now_ms)
+    entries = sorted((at, v) for at, v in _ring(seller, prefix) if at >= since)
+    best = running = 0
+    for _, value in reversed(entries):
+        running += value
+        best = max(best, running)
+    return best
+
+
+def _window(window: str, now_ms: int) -> tuple[str, int]:
+    if window == "24h":
+        return "h:", start_of(now_ms, 3_600_000) - 23 * 3_600_000
+    if window == "7d":
+        return "d:", start_of(now_ms, DAY_MS) - 6 * DAY_MS
+    raise ValueError(f"no such window: {window}")
 
 
 def candidate_days(window: str, now_ms: int) -> list[int]:

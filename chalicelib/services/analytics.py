@@ -41,8 +41,10 @@ from chalicelib.domain.analytics import (
     bucket_sk,
     start_of,
 )
+from chalicelib.domain.carbon import CarbonOffset
 from chalicelib.domain.disputes import DisputeStatus
 from chalicelib.domain.errors import ConcurrentUpdate
+from chalicelib.services import carbon
 from chalicelib.services.dependencies import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -201,6 +203,27 @@ def _sum_prefixed(aggregates: Sequence[Aggregate], prefix: str) -> dict[str, int
     return {k: v for k, v in sorted(totals.items()) if v}
 
 
+def origins(wh_by_origin: Mapping[str, int]) -> dict[tuple[str, str | None], int]:
+    """``{"<type>@<jurisdiction>": wh}`` as carbon's origins."""
+    found: dict[tuple[str, str | None], int] = {}
+    for name, wh in wh_by_origin.items():
+        energy_type, _, jurisdiction = name.partition("@")
+        found[(energy_type, jurisdiction)] = wh
+    return found
+
+
+def market_carbon(deps: Dependencies, wh_by_origin: Mapping[str, int]) -> CarbonOffset:
+    """What energy bought in the market (settled, less revoked) avoided."""
+    return carbon.market_carbon(deps, origins(wh_by_origin))
+
+
+def market_carbon_now(deps: Dependencies) -> CarbonOffset:
+    """All time: from the totals, one read."""
+    totals = deps.unit_of_work().analytics.get(analytics.TOTALS)
+    by_origin = totals.with_prefix("bought_wh@") if totals is not None else {}
+    return market_carbon(deps, by_origin)
+
+
 def vwap(notional_micro_block: int, volume_wh: int) -> int | None:
     """Volume-weighted price, micro-BLOCK per kWh, rounded down; None without volume."""
     return notional_micro_block * 1000 // volume_wh if volume_wh else None
@@ -261,7 +284,7 @@ class MarketStats:
     on_sale_wh: int
     generated_wh_24h: dict[str, int]
     traded_wh_24h: dict[str, int]
-    settled_wh_by_origin: dict[str, int]  # all time, "<type>@<jurisdiction>"
+    bought_wh_by_origin: dict[str, int]  # all time, settled less revoked: "<type>@<jurisdiction>"
     readings_24h: int
     refused_24h: dict[str, int]
     grid: GridHealth
@@ -320,7 +343,7 @@ def market_stats(deps: Dependencies, *, leaders: int = 5) -> MarketStats:
         on_sale_wh=state.count("on_sale_wh"),
         generated_wh_24h=_sum_prefixed(meters, "generated_wh:"),
         traded_wh_24h=_sum_prefixed(trades, "traded_wh:"),
-        settled_wh_by_origin=_sum_prefixed([totals], "settled_wh@"),
+        bought_wh_by_origin=_sum_prefixed([totals], "bought_wh@"),
         readings_24h=_sum(meters, "readings"),
         refused_24h=refused,
         grid=grid,
@@ -385,7 +408,7 @@ class ActivityBucket:
     settled_wh: int
     revenue: int
     generated_wh: dict[str, int]
-    settled_wh_by_origin: dict[str, int]
+    bought_wh_by_origin: dict[str, int]  # settled less revoked in the bucket
     readings: int
 
 
@@ -398,7 +421,11 @@ def activity(deps: Dependencies, hours: int, *, daily: bool = False) -> list[Act
     if daily:
         window = Window(start_of(window.first_ms, DAY_MS), window.last_ms, bucket_ms)
     grouped: dict[int, list[Aggregate]] = defaultdict(list)
-    for family in (analytics.trades_pk(analytics.MARKET_SCOPE), analytics.METERS_PK):
+    for family in (
+        analytics.trades_pk(analytics.MARKET_SCOPE),
+        analytics.METERS_PK,
+        analytics.BOUGHT_PK,
+    ):
         for bucket in window.members(deps, family):
             grouped[start_of(int(bucket.key.sk), size)].append(bucket)
     return [
@@ -410,7 +437,7 @@ def activity(deps: Dependencies, hours: int, *, daily: bool = False) -> list[Act
             settled_wh=_sum(members, "settled_wh"),
             revenue=_sum(members, "revenue"),
             generated_wh=_sum_prefixed(members, "generated_wh:"),
-            settled_wh_by_origin=_sum_prefixed(members, "settled_wh@"),
+            bought_wh_by_origin=_sum_prefixed(members, "bought_wh@"),
             readings=_sum(members, "readings"),
         )
         for start, members in sorted(grouped.items())

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.domain import carbon
+from chalicelib.domain.carbon import CarbonOffset
 from chalicelib.domain.credits import Credit, disputed
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.trading import Purchase
+from chalicelib.services import carbon
 from chalicelib.services.dependencies import Dependencies
-from chalicelib.services.ports import Page, UnitOfWork
+from chalicelib.services.ports import Page
 
 # Open purchases are read whole (escrow is their sum), at most this many per page.
 OPEN_PAGE = 100
-
-
-@dataclass(frozen=True)
-class CarbonOffset:
-    bought_wh: dict[str, int]  # settled Wh by energy type
-    g_co2: int
-
-    @property
-    def kg_co2(self) -> object:
-        return carbon.kg_from_g(self.g_co2)
-
-    @property
-    def equivalent_trees(self) -> int:
-        return carbon.equivalent_trees(self.g_co2)
 
 
 @dataclass(frozen=True)
@@ -44,11 +31,6 @@ class Portfolio:
     earned_micro_block: int
     sold_wh: int
     carbon: CarbonOffset
-
-
-def carbon_offset(deps: Dependencies, uow: UnitOfWork, account: str) -> CarbonOffset:
-    bought = uow.ledger.bought(account)
-    return CarbonOffset(bought, carbon.offset_g_co2(bought, deps.settings.carbon_g_co2_per_kwh))
 
 
 def get_portfolio(
@@ -94,5 +76,5 @@ def get_portfolio(
         providers=providers,
         earned_micro_block=sum(p.earned_micro_block for p in providers),
         sold_wh=sum(p.sold_wh for p in providers),
-        carbon=carbon_offset(deps, uow, account),
+        carbon=carbon.account_offset(deps, uow, account),
     )

@@ -17,6 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.accounts import Account, Role
 from chalicelib.domain.analytics import Aggregate, AggregateKey, Mark
+from chalicelib.domain.carbon import Bought
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
@@ -112,11 +113,21 @@ class LedgerRepository(Protocol):
     def credit_treasury(self, shard: int, micro_block: int) -> None:
         """Stage: add to one shard of the treasury (created on first use)."""
 
-    def bought(self, account: str) -> dict[str, int]:
-        """Wh an account has bought (settled), by energy type."""
+    def bought(self, account: str) -> Bought:
+        """Wh an account has bought (settled), by energy type and by origin."""
 
-    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
-        """Stage: add settled Wh to what ``account`` has bought of ``energy_type``."""
+    def record_bought(
+        self,
+        account: str,
+        energy_type: str,
+        jurisdiction: str,
+        wh: int,
+        *,
+        at_ms: int | None = None,
+    ) -> None:
+        """Stage: add settled Wh (negative: revoked) to what ``account`` has
+        bought of ``energy_type``, and of it from ``jurisdiction``, in one write;
+        ``at_ms`` dates the change (the analytics bucket it by that time)."""
 
 
 class ProviderRepository(Protocol):
@@ -145,17 +156,28 @@ class ProviderRepository(Protocol):
         """Stage: add minted Wh to the provider's available energy and store
         the recent reading slots (for uptime)."""
 
-    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
-        """Stage: close one open obligation and count a settled sale; fails with
-        ConcurrentUpdate if the provider has no open obligation or its
-        disputes' freezes changed since ``provider`` was read."""
+    def settle_obligation(
+        self, provider: Provider, earned_micro_block: int, wh: int, *, at_ms: int | None = None
+    ) -> None:
+        """Stage: close one open obligation and count a settled sale (made at
+        ``at_ms``); fails with ConcurrentUpdate if the provider has no open
+        obligation or its disputes' freezes changed since ``provider`` was read."""
 
     def take_off_market(self, provider_id: str, wh: int) -> None:
         """Stage: take Wh that expired unsold off the provider's available energy."""
 
-    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
-        """Stage: take revoked Wh that was on sale off the available energy, and
-        close the obligations of purchases revoked whole."""
+    def revoke_energy(
+        self,
+        provider_id: str,
+        available_wh: int,
+        closed_obligations: int,
+        *,
+        sold_wh: int = 0,
+        at_ms: int | None = None,
+    ) -> None:
+        """Stage: take revoked Wh that was on sale off the available energy,
+        close the obligations of purchases revoked whole, and take revoked Wh
+        that was sold and settled off what the provider sold (dated ``at_ms``)."""
 
     def hold_for_dispute(self, provider: Provider, freeze: Freeze) -> None:
         """Stage: add a dispute's freeze and open an obligation (the stake secures

@@ -317,12 +317,20 @@ def _revoke_page(
     for buyer, amount in refunds.items():
         if amount:
             uow.ledger.credit(buyer, amount)
-    energy_type = affected[0].energy_type if affected else None
+    # One provider's credits: one energy type and one jurisdiction, as minted.
+    origin = (str(affected[0].energy_type), affected[0].jurisdiction) if affected else None
     for buyer, wh in bought_back.items():
-        if energy_type is not None:
-            uow.ledger.record_bought(buyer, str(energy_type), -wh)
-    if on_sale_wh or closed_obligations:
-        uow.providers.revoke_energy(dispute.provider_id, on_sale_wh, closed_obligations)
+        if origin is not None:
+            uow.ledger.record_bought(buyer, *origin, -wh, at_ms=now_ms)
+    sold_back = sum(bought_back.values())
+    if on_sale_wh or closed_obligations or sold_back:
+        uow.providers.revoke_energy(
+            dispute.provider_id,
+            on_sale_wh,
+            closed_obligations,
+            sold_wh=sold_back,
+            at_ms=now_ms,
+        )
     paged = replace(
         dispute,
         revocation=refunded(

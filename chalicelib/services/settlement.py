@@ -228,8 +228,10 @@ def _settle(
         )
     if fee:
         uow.ledger.credit_treasury(_treasury_shard(purchase.purchase_id), fee)
-    uow.providers.settle_obligation(provider, to_provider, purchase.wh)
-    uow.ledger.record_bought(purchase.buyer, str(provider.energy_type), purchase.wh)
+    uow.providers.settle_obligation(provider, to_provider, purchase.wh, at_ms=now_ms)
+    uow.ledger.record_bought(
+        purchase.buyer, str(provider.energy_type), provider.jurisdiction, purchase.wh, at_ms=now_ms
+    )
     uow.receipts.append(receipt)
     uow.commit()
     return Settlement(settled, receipt)

@@ -4,11 +4,14 @@ Each record is decoded with the item mappings of the table's own adapters, so
 a stream image means exactly what the item means, and becomes the domain's
 contributions (``chalicelib.domain.analytics``):
 
-registry  PROVIDER       the market's state (status, capacity, price, on sale)
+registry  PROVIDER       the market's state (status, capacity, price, on sale), and
+                         the seller's sales (``sold_wh``, dated ``sold_at_ms``)
           METER          an accepted reading: energy by type, the meter's latest slot
           REJECTION#...  a refused reading (or a duplicate delivery), by reason
 ledger    PURCHASE       a trade when it opens; a sale when it settles; a revocation
           BALANCE        a buyer's latest purchase (``last_bought_ms``) moving
+          BOUGHT         an account's settled energy by origin (settled, or revoked):
+                         the market's carbon, bucketed by the record's time
 
 Everything else is skipped. The batch's shard comes with the event
 (``shardId``: Lambda sends it to functions with a tumbling window, which is
@@ -23,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chalicelib.adapters.dynamodb.codec import as_int, from_item
+from chalicelib.adapters.dynamodb.ledger import bought_from_item
 from chalicelib.adapters.dynamodb.meters import rejection_from_item
 from chalicelib.adapters.dynamodb.providers import provider_from_item
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item
@@ -80,7 +84,9 @@ def _record(
     new = change.get("NewImage") or {}
     sort_key = (new or old or change.get("Keys") or {}).get("sk", {}).get("S", "")
     if sort_key == "PROVIDER":
-        return analytics.provider_change(_provider(old), _provider(new))
+        image = new or old
+        provider_id = str(image.get("provider_id", {}).get("S", ""))
+        return analytics.provider_change(provider_id, _provider(old), _provider(new))
     if sort_key == "METER" and new:
         return analytics.meter_change(_meter(old), _meter_facts(new), buckets)
     if sort_key.startswith("REJECTION#") and record.get("eventName") == "INSERT":
@@ -92,6 +98,21 @@ def _record(
         )
     if sort_key == "BALANCE":
         return analytics.buyer_change(_bought_at(old), _bought_at(new), buckets)
+    if sort_key == "BOUGHT":
+        # Dated by the settlement or revocation that wrote it; an item from
+        # before it carried the time, by the stream record's.
+        stamped = (new or {}).get("last_at_ms", {}).get("N")
+        at_ms = (
+            int(stamped)
+            if stamped is not None
+            else int(change.get("ApproximateCreationDateTime", 0)) * 1000
+        )
+        return analytics.bought_change(
+            bought_from_item(dict(old)).wh_by_origin if old else {},
+            bought_from_item(dict(new)).wh_by_origin if new else {},
+            at_ms,
+            buckets,
+        )
     return []
 
 
@@ -99,12 +120,15 @@ def _provider(image: Mapping[str, Any]) -> ProviderFacts | None:
     if not image:
         return None
     provider = provider_from_item(dict(image))
+    sold_at = image.get("sold_at_ms", {}).get("N")
     return ProviderFacts(
         energy_type=str(provider.energy_type),
         status=str(provider.status),
         capacity_wh=provider.capacity_wh,
         price_micro_block_per_kwh=provider.price_micro_block_per_kwh,
         on_sale_wh=provider.on_sale_wh,
+        sold_wh=provider.sold_wh,
+        sold_at_ms=int(sold_at) if sold_at is not None else None,
     )
 
 

@@ -103,3 +103,60 @@ def test_a_settled_purchase_shows_in_every_figure_and_a_redelivery_changes_none(
         )
         assert run.written == 0
     assert market.client.call("energy.getMarketStats", {}) == before
+
+
+def test_the_markets_carbon_is_the_sum_of_what_its_buyers_avoided(
+    dynamodb: Any, market: MarketHarness
+) -> None:
+    pump = StreamPump(dynamodb, market)
+    solar = selling_provider(market, [2_000, 2_000], owner="sun.theblock", jurisdiction="DE")
+    wind = selling_provider(
+        market, [3_000], owner="breeze.theblock", energy_type="wind", jurisdiction="FR"
+    )
+    buyers = []
+    for name, provider, kwh in (
+        ("bob.theblock", solar, "4"),
+        ("carol.theblock", wind, "3"),
+    ):
+        buyer = market.funded_account(name, block=100)
+        purchase = buy(market, buyer, provider.provider_id, kwh)
+        market.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, buyer)
+        buyers.append(name)
+    pump()
+
+    whole = market.client.call("energy.getCarbonOffset", {})
+    assert whole["scope"] == "market"
+    parts = [market.client.call("energy.getCarbonOffset", {"account": b}) for b in buyers]
+    assert whole["total_g_co2"] == sum(p["total_g_co2"] for p in parts) > 0
+    assert whole["bought_wh"] == {"solar": 4_000, "wind": 3_000}
+    stats = market.client.call("energy.getMarketStats", {})
+    assert stats["carbon_offset"]["total_g_co2"] == whole["total_g_co2"]
+    activity = market.client.call("energy.getMarketActivity", {})
+    assert sum(b["carbon_g_co2"] for b in activity["buckets"]) >= whole["total_g_co2"] - 1
+
+
+def test_a_guilty_verdict_takes_the_revoked_sales_off_the_leaderboard_and_the_carbon(
+    dynamodb: Any, market: MarketHarness
+) -> None:
+    from tests.integration.test_carbon import found_guilty, two_jurisdictions
+
+    pump = StreamPump(dynamodb, market)
+    _, california, germany = two_jurisdictions(market)
+    pump()
+    leaders = market.client.call("energy.getTopProviders", {"window": "all"})["providers"]
+    assert {p["provider_id"]: p["sold_wh"] for p in leaders} == {
+        california.provider_id: 2_000,
+        germany.provider_id: 2_000,
+    }
+    before = market.client.call("energy.getCarbonOffset", {})["total_g_co2"]
+
+    found_guilty(market, california)
+    pump()
+    for window in ("24h", "7d", "all"):
+        leaders = market.client.call("energy.getTopProviders", {"window": window})["providers"]
+        assert [(p["provider_id"], p["sold_wh"]) for p in leaders] == [
+            (germany.provider_id, 2_000)
+        ], window
+    whole = market.client.call("energy.getCarbonOffset", {})
+    bob = market.client.call("energy.getCarbonOffset", {"account": "bob.theblock"})
+    assert whole["total_g_co2"] == bob["total_g_co2"] < before

@@ -739,7 +739,6 @@ def test_the_stream_functions_answer_as_a_tumbling_window_function_must(
     dynamodb: Any, handler: str
 ) -> None:
     import app
-
     from infra.stream_poller import lambda_event
 
     arn = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-01-01T00:00:00.000"

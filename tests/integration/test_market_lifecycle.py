@@ -134,7 +134,8 @@ def test_a_portfolio_shows_the_whole_position(market: MarketHarness) -> None:
     assert holding["holder"] == "bob.theblock" and holding["signature"]
     assert holding["reading_hash"] == holding["credit_id"]  # whole credits: their own reading
     assert mine["carbon_offset"]["bought_wh"] == {"solar": 2_000}
-    assert mine["carbon_offset"]["total_kg_co2"] == Decimal("0.8")  # 2 kWh x 0.4 kg
+    # 2 kWh from US_CA: the US grid's 383 g/kWh less solar's life-cycle 48 g (docs/carbon.md)
+    assert mine["carbon_offset"]["total_kg_co2"] == Decimal("0.67")
     assert mine["stake"] == 0 and mine["earnings"] == 0
 
     seller = market.client.call("energy.getPortfolio", {"account": meter.owner.account})  # type: ignore[union-attr]
@@ -143,7 +144,7 @@ def test_a_portfolio_shows_the_whole_position(market: MarketHarness) -> None:
     assert seller["providers"] == [meter.provider_id]
 
     carbon = market.client.call("energy.getCarbonOffset", {"account": "bob.theblock"})
-    assert (carbon["total_kg_co2"], carbon["equivalent_trees"]) == (Decimal("0.8"), 0)
+    assert (carbon["total_kg_co2"], carbon["equivalent_trees"]) == (Decimal("0.67"), 0)
     with pytest.raises(RpcError) as refused:
         market.client.call("energy.getPortfolio", {"account": "nobody.theblock"})
     assert refused.value.code == 2001

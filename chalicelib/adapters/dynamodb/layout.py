@@ -14,7 +14,8 @@ credits   CREDIT#<reading hash> / CREDIT    a credit (or a meter's baseline read
 ledger    ACCOUNT#<name>   / BALANCE          available balance
           <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
           TREASURY         / SHARD#<n>        treasury balance, sharded
-          ACCOUNT#<name>   / BOUGHT           Wh bought (settled) per energy type
+          ACCOUNT#<name>   / BOUGHT           Wh bought (settled) per energy type, and per
+                                              energy type and jurisdiction (ledger.py)
           PURCHASE#<id>    / PURCHASE         a purchase and its escrow (GSIs:
                                               PurchasesDue while open, PurchasesByBuyer)
 receipts  CHAIN#<provider> / RECEIPT#<seq>    a signed settlement receipt (GSI ReceiptsByBuyer)

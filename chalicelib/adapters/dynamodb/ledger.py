@@ -18,6 +18,7 @@ from chalicelib.adapters.dynamodb.layout import (
     treasury_shard_key,
 )
 from chalicelib.adapters.dynamodb.paging import query_all
+from chalicelib.domain.carbon import Bought
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -57,6 +58,28 @@ def entry_from_item(item: Item) -> LedgerEntry:
         reference=v["reference"],
         at=as_int(v["at"]),
     )
+
+
+# The BOUGHT item's counters: ``wh_<type>`` for every settled Wh of a type,
+# ``origin#<type>#<jurisdiction>`` for those settled since the ledger kept
+# jurisdictions (an item written before has the first kind only). Top-level
+# attributes, because ADD cannot create a counter inside a map that is not
+# there yet; neither a type nor a jurisdiction can hold a "#".
+BY_TYPE = "wh_"
+BY_ORIGIN = "origin#"
+
+
+def bought_from_item(item: Item) -> Bought:
+    """An account's BOUGHT item (also as a stream image: the analytics read it)."""
+    by_type: dict[str, int] = {}
+    by_origin: dict[tuple[str, str], int] = {}
+    for name, wh in from_item(item).items():
+        if name.startswith(BY_TYPE):
+            by_type[name.removeprefix(BY_TYPE)] = as_int(wh)
+        elif name.startswith(BY_ORIGIN):
+            energy_type, _, jurisdiction = name.removeprefix(BY_ORIGIN).partition("#")
+            by_origin[(energy_type, jurisdiction)] = as_int(wh)
+    return Bought(by_type, by_origin)
 
 
 class DynamoLedger:
@@ -153,20 +176,34 @@ class DynamoLedger:
             ExpressionAttributeValues=to_item({":m": micro_block}),
         )
 
-    def bought(self, account: str) -> dict[str, int]:
+    def bought(self, account: str) -> Bought:
         found = self._client.get_item(
             TableName=self._tables.ledger, Key=bought_key(account), ReturnConsumedCapacity="TOTAL"
         )
-        values = from_item(found.get("Item", {}))
-        return {k.removeprefix("wh_"): as_int(v) for k, v in values.items() if k.startswith("wh_")}
+        return bought_from_item(found.get("Item", {}))
 
-    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
+    def record_bought(
+        self,
+        account: str,
+        energy_type: str,
+        jurisdiction: str,
+        wh: int,
+        *,
+        at_ms: int | None = None,
+    ) -> None:
+        # One ADD of two counters on the one item: no read, no condition, and
+        # no more write capacity than the per-type counter alone took. The
+        # time dates the change for the analytics, which read it in the stream.
+        stamp = " SET last_at_ms = :at" if at_ms is not None else ""
         self._staged.update(
             self._tables.ledger,
             bought_key(account),
-            "ADD #wh :wh",
+            f"ADD #type :wh, #origin :wh{stamp}",
             None,
             lambda: ConcurrentUpdate("the account changed; retry", account=account),
-            ExpressionAttributeNames={"#wh": f"wh_{energy_type}"},
-            ExpressionAttributeValues=to_item({":wh": wh}),
+            ExpressionAttributeNames={
+                "#type": f"{BY_TYPE}{energy_type}",
+                "#origin": f"{BY_ORIGIN}{energy_type}#{jurisdiction}",
+            },
+            ExpressionAttributeValues=to_item({":wh": wh, ":at": at_ms}),
         )

@@ -367,19 +367,29 @@ class DynamoProviders:
             ),
         )
 
-    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
+    def settle_obligation(
+        self, provider: Provider, earned_micro_block: int, wh: int, *, at_ms: int | None = None
+    ) -> None:
         disputes, dispute_values = _disputes_as_read(provider)
+        # sold_at_ms dates the change of sold_wh for the analytics' leaderboard.
         self._staged.update(
             self._tables.registry,
             provider_key(provider.provider_id),
             "ADD open_obligations :minus_one, settled_purchases :one,"
-            " earned_micro_block :earned, sold_wh :wh",
+            " earned_micro_block :earned, sold_wh :wh"
+            + (" SET sold_at_ms = :at" if at_ms is not None else ""),
             f"open_obligations >= :one AND {disputes}",
             lambda: ConcurrentUpdate(
                 "the provider changed; retry", provider_id=provider.provider_id
             ),
             ExpressionAttributeValues=to_item(
-                {":minus_one": -1, ":one": 1, ":earned": earned_micro_block, ":wh": wh}
+                {
+                    ":minus_one": -1,
+                    ":one": 1,
+                    ":earned": earned_micro_block,
+                    ":wh": wh,
+                    ":at": at_ms,
+                }
                 | dispute_values
             ),
         )
@@ -442,12 +452,21 @@ class DynamoProviders:
             ),
         )
 
-    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
+    def revoke_energy(
+        self,
+        provider_id: str,
+        available_wh: int,
+        closed_obligations: int,
+        *,
+        sold_wh: int = 0,
+        at_ms: int | None = None,
+    ) -> None:
         self._staged.update(
             self._tables.registry,
             provider_key(provider_id),
-            "ADD available_wh :minus_wh, open_obligations :minus_closed",
-            "available_wh >= :wh AND open_obligations >= :closed",
+            "ADD available_wh :minus_wh, open_obligations :minus_closed, sold_wh :minus_sold"
+            + (" SET sold_at_ms = :at" if at_ms is not None else ""),
+            "available_wh >= :wh AND open_obligations >= :closed AND sold_wh >= :sold",
             lambda: ConcurrentUpdate("the provider changed; retry", provider_id=provider_id),
             ExpressionAttributeValues=to_item(
                 {
@@ -455,6 +474,9 @@ class DynamoProviders:
                     ":wh": available_wh,
                     ":minus_closed": -closed_obligations,
                     ":closed": closed_obligations,
+                    ":minus_sold": -sold_wh,
+                    ":sold": sold_wh,
+                    ":at": at_ms,
                 }
             ),
         )

@@ -7,6 +7,7 @@ from chalicelib.adapters.dynamodb.layout import (
     entry_key,
 )
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
+from chalicelib.domain.carbon import Bought
 from chalicelib.domain.errors import (
     AlreadyExists,
     InsufficientBalance,
@@ -81,12 +82,26 @@ class MemoryLedger:
             lambda s: s.treasury.__setitem__(shard, s.treasury.get(shard, 0) + micro_block),
         )
 
-    def bought(self, account: str) -> dict[str, int]:
-        return dict(self._state.bought.get(account, {}))
+    def bought(self, account: str) -> Bought:
+        return Bought(
+            dict(self._state.bought.get(account, {})),
+            dict(self._state.bought_from.get(account, {})),
+        )
 
-    def record_bought(self, account: str, energy_type: str, wh: int) -> None:
+    def record_bought(
+        self,
+        account: str,
+        energy_type: str,
+        jurisdiction: str,
+        wh: int,
+        *,
+        at_ms: int | None = None,
+    ) -> None:
         def apply(s: MemoryState) -> None:
-            counts = s.bought.setdefault(account, {})
-            counts[energy_type] = counts.get(energy_type, 0) + wh
+            by_type = s.bought.setdefault(account, {})
+            by_type[energy_type] = by_type.get(energy_type, 0) + wh
+            by_origin = s.bought_from.setdefault(account, {})
+            origin = (energy_type, jurisdiction)
+            by_origin[origin] = by_origin.get(origin, 0) + wh
 
         self._staged.stage(lambda s: None, apply)

@@ -111,7 +111,9 @@ class MemoryProviders:
             apply,
         )
 
-    def settle_obligation(self, provider: Provider, earned_micro_block: int, wh: int) -> None:
+    def settle_obligation(
+        self, provider: Provider, earned_micro_block: int, wh: int, *, at_ms: int | None = None
+    ) -> None:
         self._update(
             provider.provider_id,
             lambda stored: (
@@ -127,17 +129,27 @@ class MemoryProviders:
             ),
         )
 
-    def revoke_energy(self, provider_id: str, available_wh: int, closed_obligations: int) -> None:
+    def revoke_energy(
+        self,
+        provider_id: str,
+        available_wh: int,
+        closed_obligations: int,
+        *,
+        sold_wh: int = 0,
+        at_ms: int | None = None,
+    ) -> None:
         self._update(
             provider_id,
             lambda stored: (
                 stored.available_wh >= available_wh
                 and stored.open_obligations >= closed_obligations
+                and stored.sold_wh >= sold_wh
             ),
             lambda stored: replace(
                 stored,
                 available_wh=stored.available_wh - available_wh,
                 open_obligations=stored.open_obligations - closed_obligations,
+                sold_wh=stored.sold_wh - sold_wh,
             ),
         )
 

@@ -35,7 +35,9 @@ class MemoryState:
     rejections: dict[tuple[str, str], RejectionRecord] = field(default_factory=dict)
     credits: dict[str, Credit] = field(default_factory=dict)
     purchases: dict[str, Purchase] = field(default_factory=dict)
-    bought: dict[str, dict[str, int]] = field(default_factory=dict)
+    bought: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> type -> Wh
+    # account -> (type, jurisdiction) -> Wh: the DynamoDB item's origin counters
+    bought_from: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     receipts: dict[tuple[str, int], Receipt] = field(default_factory=dict)
     heads: dict[str, ChainHead] = field(default_factory=dict)
     slash_receipts: dict[tuple[str, int], SlashReceipt] = field(default_factory=dict)

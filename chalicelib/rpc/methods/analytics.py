@@ -84,6 +84,8 @@ class LeaderResult(Result):
 
 
 class MarketCarbon(Result):
+    """As energy.getCarbonOffset answers without params (docs/carbon.md)."""
+
     total_kg_co2: Decimal
     total_g_co2: int
     total_tons_co2: Decimal = Field(description="The original overview's unit")
@@ -134,14 +136,6 @@ def _leaders(context: CallContext, leaders: list[analytics.Leader]) -> list[Lead
     return found
 
 
-def market_carbon_g(context: CallContext, by_origin: dict[str, int]) -> int:
-    by_type: dict[str, int] = {}
-    for name, wh in by_origin.items():
-        kind = name.split("@", 1)[0]
-        by_type[kind] = by_type.get(kind, 0) + wh
-    return carbon.offset_g_co2(by_type, context.deps.settings.carbon_g_co2_per_kwh)
-
-
 @registry.method(
     "energy.getMarketStats",
     summary="The market's figures: capacity, prices, energy traded, carbon, health, leaders",
@@ -152,7 +146,8 @@ def get_market_stats(context: CallContext, params: NoParams) -> MarketStatsResul
     """The overview's numbers, from the aggregates the streams keep (a few
     seconds behind the market). docs/analytics.md defines each figure."""
     stats = analytics.market_stats(context.deps)
-    grams = market_carbon_g(context, stats.settled_wh_by_origin)
+    offset = analytics.market_carbon(context.deps, stats.bought_wh_by_origin)
+    grams = offset.g_co2
     return MarketStatsResult(
         as_of_ms=stats.as_of_ms,
         bucket_ms=stats.bucket_ms,
@@ -180,7 +175,7 @@ def get_market_stats(context: CallContext, params: NoParams) -> MarketStatsResul
             total_kg_co2=carbon.kg_from_g(grams),
             total_g_co2=grams,
             total_tons_co2=carbon.kg_from_g(grams) / 1000,
-            equivalent_trees=carbon.equivalent_trees(grams),
+            equivalent_trees=offset.equivalent_trees,
         ),
         active_providers=stats.providers_active_24h,
         active_buyers=stats.buyers_active_24h,
@@ -300,7 +295,9 @@ class ActivityBucketResult(Result):
     revenue_micro_block: int = Field(description="Paid by the purchases settled")
     generated_wh: dict[str, int] = Field(description="Accepted readings' energy, by type")
     readings: int
-    carbon_g_co2: int = Field(description="Avoided by the energy settled")
+    carbon_g_co2: int = Field(
+        description="Avoided by the energy bought in the bucket (settled, less revoked)"
+    )
 
 
 class ActivityResult(Result):
@@ -328,7 +325,7 @@ def get_market_activity(context: CallContext, params: ActivityParams) -> Activit
                 revenue_micro_block=b.revenue,
                 generated_wh=b.generated_wh,
                 readings=b.readings,
-                carbon_g_co2=market_carbon_g(context, b.settled_wh_by_origin),
+                carbon_g_co2=analytics.market_carbon(context.deps, b.bought_wh_by_origin).g_co2,
             )
             for b in found
         ],

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, StrictStr, model_validator
 
-from chalicelib.domain import carbon
+from chalicelib.domain.carbon import CarbonOffset, OriginLine
 from chalicelib.domain.certificates import Certificate
 from chalicelib.domain.errors import CreditsDisputed, InvalidState, NotFound
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
@@ -16,6 +16,7 @@ from chalicelib.rpc.methods.fields import (
     Cursor,
     PageLimit,
     Params,
+    ProviderId,
     Result,
     SignedParams,
     degrees,
@@ -23,7 +24,7 @@ from chalicelib.rpc.methods.fields import (
 from chalicelib.rpc.methods.meters import CreditResult
 from chalicelib.rpc.methods.trading import PurchaseResult
 from chalicelib.rpc.registry import CallContext
-from chalicelib.services import portfolio, retirement
+from chalicelib.services import analytics, carbon, portfolio, retirement
 
 
 class PortfolioParams(Params):
@@ -34,19 +35,89 @@ class PortfolioParams(Params):
     history_cursor: Cursor | None = None
 
 
-class CarbonOffsetResult(Result):
-    total_kg_co2: Decimal = Field(description="CO2 avoided by the energy bought, kg")
-    total_g_co2: int
-    equivalent_trees: int = Field(description="Trees absorbing as much CO2 in a year")
-    bought_wh: dict[str, int] = Field(description="Settled Wh bought, by energy type")
+class OriginResult(Result):
+    energy_type: str
+    jurisdiction: str | None = Field(
+        description="Where the energy was generated; null for energy bought before the "
+        "ledger recorded it"
+    )
+    wh: int = Field(description="Settled Wh of this type from this jurisdiction")
+    g_co2_per_kwh: int = Field(description="The factor it took: grams of CO2 avoided per kWh")
+    basis: Literal["grid", "default", "stored"] = Field(
+        description="grid: the grid intensity of grid_jurisdiction less the technology's "
+        "life-cycle emissions; default: no published grid figure, the energy type's default "
+        "factor; stored: battery energy, which avoids none of its own"
+    )
+    grid_jurisdiction: str | None = Field(
+        description="Whose published grid figure was used (US for a US_CA credit), if any"
+    )
+    g_co2: int = Field(description="This line's grams, rounded down on its own")
 
     @classmethod
-    def of(cls, offset: portfolio.CarbonOffset) -> CarbonOffsetResult:
+    def of(cls, line: OriginLine) -> OriginResult:
         return cls(
-            total_kg_co2=carbon.kg_from_g(offset.g_co2),
+            energy_type=line.energy_type,
+            jurisdiction=line.jurisdiction,
+            wh=line.wh,
+            g_co2_per_kwh=line.factor.g_co2_per_kwh,
+            basis=line.factor.basis.value,
+            grid_jurisdiction=line.factor.grid_jurisdiction,
+            g_co2=line.g_co2,
+        )
+
+
+class EquivalentResult(Result):
+    quantity: int = Field(description="Whole units, rounded down")
+    unit: str
+    g_co2_per_unit: int
+    source: str = Field(description="Where the factor comes from")
+
+
+class CarbonOffsetResult(Result):
+    scope: Literal["account", "provider", "market"] = Field(
+        description="account: the energy it bought; provider: the energy it sold; "
+        "market: all energy settled"
+    )
+    total_kg_co2: Decimal = Field(description="CO2 avoided by the settled energy, kg")
+    total_g_co2: int = Field(
+        description="CO2 avoided, grams: the exact sum over wh_by_origin, rounded down once"
+    )
+    equivalent_trees: int = Field(
+        description="Trees absorbing as much CO2 in a year (equivalents.trees.quantity)"
+    )
+    bought_wh: dict[str, int] = Field(
+        description="Settled Wh by energy type: bought by the account, bought from the "
+        "provider, or bought in the market"
+    )
+    wh_by_origin: list[OriginResult] = Field(
+        description="The same Wh by energy type and jurisdiction, with the factor each took"
+    )
+    equivalents: dict[str, EquivalentResult] = Field(
+        description="What the total compares to: trees, car_km, grid_kwh"
+    )
+    factors_source: str = Field(description="Where the factors come from (docs/carbon.md)")
+
+    @classmethod
+    def of(
+        cls, offset: CarbonOffset, scope: Literal["account", "provider", "market"]
+    ) -> CarbonOffsetResult:
+        return cls(
+            scope=scope,
+            total_kg_co2=offset.kg_co2,
             total_g_co2=offset.g_co2,
             equivalent_trees=offset.equivalent_trees,
-            bought_wh=offset.bought_wh,
+            bought_wh=dict(offset.bought_wh),
+            wh_by_origin=[OriginResult.of(line) for line in offset.lines],
+            equivalents={
+                e.name: EquivalentResult(
+                    quantity=quantity,
+                    unit=e.unit,
+                    g_co2_per_unit=e.g_co2_per_unit,
+                    source=e.source,
+                )
+                for e, quantity in offset.equivalents()
+            },
+            factors_source=offset.factors.source,
         )
 
 
@@ -67,7 +138,17 @@ class PortfolioResult(Result):
 
 
 class CarbonParams(Params):
-    account: AccountName
+    account: AccountName | None = Field(default=None, description="The energy this account bought")
+    provider_id: ProviderId | None = Field(
+        default=None, description="The energy this provider sold"
+    )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> CarbonParams:
+        # Neither: the whole market's figure.
+        if self.account is not None and self.provider_id is not None:
+            raise ValueError("give account, provider_id or neither (the market), not both")
+        return self
 
 
 class RetireParams(SignedParams):
@@ -191,24 +272,35 @@ def get_portfolio(context: CallContext, params: PortfolioParams) -> PortfolioRes
         providers=[p.provider_id for p in found.providers],
         earnings=found.earned_micro_block,
         sold_wh=found.sold_wh,
-        carbon_offset=CarbonOffsetResult.of(found.carbon),
+        carbon_offset=CarbonOffsetResult.of(found.carbon, "account"),
     )
 
 
 @registry.method(
     "energy.getCarbonOffset",
-    summary="The CO2 the energy an account bought avoided",
+    summary="The CO2 avoided by the energy an account bought, a provider sold, or the market",
     result=CarbonOffsetResult,
     original_name="getCarbonOffset",
     errors=(NotFound,),
 )
 def get_carbon_offset(context: CallContext, params: CarbonParams) -> CarbonOffsetResult:
-    """Settled energy by type times the configured factors (grams of CO2 per
-    kWh: solar 400, wind 400, hydro 20, battery 0 by default)."""
-    uow = context.deps.unit_of_work()
-    if uow.accounts.get(params.account) is None:
-        raise NotFound("no such account", account=params.account)
-    return CarbonOffsetResult.of(portfolio.carbon_offset(context.deps, uow, params.account))
+    """Give ``account`` (the energy it bought and settled), ``provider_id``
+    (the energy it sold in settled purchases), or neither: the whole market
+    (all energy bought and settled, less what guilty disputes revoked, from
+    the analytics' totals: a few seconds behind). Each kWh avoids its
+    jurisdiction's published grid intensity less its technology's life-cycle
+    emissions; where the jurisdiction has no published figure, the energy
+    type's default (solar 400, wind 400, hydro 20 g CO2 per kWh); battery
+    energy none. The total is rounded down to a gram, once. docs/carbon.md
+    gives the sources, the formula and the equivalents."""
+    if params.account is not None:
+        offset = carbon.account_carbon(context.deps, params.account)
+        return CarbonOffsetResult.of(offset, "account")
+    if params.provider_id is not None:
+        offset = carbon.provider_carbon(context.deps, params.provider_id)
+        return CarbonOffsetResult.of(offset, "provider")
+    # Neither: the market, from the analytics' totals (one read).
+    return CarbonOffsetResult.of(analytics.market_carbon_now(context.deps), "market")
 
 
 @registry.method(
