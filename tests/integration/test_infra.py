@@ -409,7 +409,12 @@ def test_packaged_stack_passes_cfn_lint(packaged_template_path: Path) -> None:
 
 # What the zip must hold: the service, and the packages it needs that the
 # python3.11 Lambda runtime does not provide (it provides boto3 and botocore).
-SERVICE_IN_THE_ZIP = ("app.py", "chalicelib/wiring.py", "chalicelib/domain/signing.py")
+SERVICE_IN_THE_ZIP = (
+    "app.py",
+    "chalicelib/wiring.py",
+    "chalicelib/domain/signing.py",
+    "chalicelib/domain/data/carbon_factors.json",  # read by the carbon figures
+)
 RUNTIME_PACKAGES = ("pydantic", "pydantic_core", "pydantic_settings", "nacl", "simplejson")
 # What it must not: clients, tools, tests, and the SDK the runtime already has.
 NOT_IN_THE_ZIP = (
