@@ -14,6 +14,8 @@ from typing import Any
 from chalice import Chalice, Rate, Response
 
 app = Chalice(app_name="energy-marketplace")
+# The WebSocket API (live events, docs/events.md): Chalice still marks it experimental.
+app.experimental_feature_flags.update({"WEBSOCKETS"})
 # The Lambda runtime's root logger passes WARNING and above; the marketplace's
 # INFO lines include its CloudWatch embedded metrics (ReadingsAccepted, ...).
 logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
@@ -30,6 +32,11 @@ LEDGER_STREAM_ARN = os.environ.get(
 REGISTRY_STREAM_ARN = os.environ.get(
     "REGISTRY_STREAM_ARN",
     "arn:aws:dynamodb:us-east-1:123456789012:table/energy-marketplace-registry/stream/unset",
+)
+# The disputes table's stream (disputes opened and decided, for live clients).
+DISPUTES_STREAM_ARN = os.environ.get(
+    "DISPUTES_STREAM_ARN",
+    "arn:aws:dynamodb:us-east-1:123456789012:table/energy-marketplace-disputes/stream/unset",
 )
 
 
@@ -105,22 +112,74 @@ def resolve_due_disputes(event: Any) -> dict[str, Any]:
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)
 def publish_market_events(event: Any) -> dict[str, Any]:
     """Trading events (purchases opened and settled) and the market's trade analytics."""
+    from chalicelib.streams.live_events import ledger_events, publish_events
     from chalicelib.streams.market_analytics import fold_event, window_response
     from chalicelib.streams.purchase_events import handle_ledger_records
 
     raw = event.to_dict()
     handle_ledger_records(raw["Records"])
     fold_event(raw)
+    publish_events(ledger_events(raw["Records"]))
     return window_response()
 
 
 @app.on_dynamodb_record(stream_arn=REGISTRY_STREAM_ARN, name="watch_meters", batch_size=100)
 def watch_meters(event: Any) -> dict[str, Any]:
     """The fraud detectors and the market's meter and provider analytics."""
+    from chalicelib.streams.live_events import publish_events, registry_events
     from chalicelib.streams.market_analytics import fold_event, window_response
     from chalicelib.streams.meter_watch import handle_registry_records
 
     raw = event.to_dict()
     fold_event(raw)
     handle_registry_records(raw["Records"])
+    publish_events(registry_events(raw["Records"]))
     return window_response()
+
+
+@app.on_dynamodb_record(
+    stream_arn=DISPUTES_STREAM_ARN, name="publish_dispute_events", batch_size=100
+)
+def publish_dispute_events(event: Any) -> dict[str, Any]:
+    """Disputes opened and decided, to live clients (the disputes stream's one reader)."""
+    from chalicelib.streams.live_events import dispute_events, publish_events
+
+    return publish_events(dispute_events(event.to_dict()["Records"]))
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="push_market_stats")
+def push_market_stats(event: Any) -> dict[str, Any]:
+    """The market_stats topic's snapshot, once a minute, if anyone listens."""
+    from chalicelib.streams.live_events import push_market_stats as push
+
+    return push()
+
+
+# The WebSocket routes. API Gateway calls them for each client's connect,
+# message and disconnect; answers to a message go back through @connections.
+@app.on_ws_connect(name="websocket_connect")
+def websocket_connect(event: Any) -> dict[str, int]:
+    from chalicelib.services.live import connect
+    from chalicelib.wiring import live_dependencies
+
+    query = event.to_dict().get("queryStringParameters")
+    accepted = connect(live_dependencies(), event.connection_id, query)
+    return {"statusCode": 200 if accepted else 403}
+
+
+@app.on_ws_message(name="websocket_message")
+def websocket_message(event: Any) -> None:
+    from chalicelib.services.live import receive
+    from chalicelib.wiring import live_dependencies, live_pusher
+
+    pusher = live_pusher()
+    if pusher is not None:
+        receive(live_dependencies(), pusher, event.connection_id, event.body)
+
+
+@app.on_ws_disconnect(name="websocket_disconnect")
+def websocket_disconnect(event: Any) -> None:
+    from chalicelib.services.live import disconnect
+    from chalicelib.wiring import live_dependencies
+
+    disconnect(live_dependencies(), event.connection_id)

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     receipts_table: str = "energy-marketplace-local-receipts"
     disputes_table: str = "energy-marketplace-local-disputes"
     analytics_table: str = "energy-marketplace-local-analytics"
+    connections_table: str = "energy-marketplace-local-connections"
+    # Where the app pushes to WebSocket clients: the WebSocket API's
+    # @connections endpoint (https://<api id>.execute-api.<region>.amazonaws.com/<stage>
+    # in AWS; the local gateway's offline). Empty: no live events are pushed.
+    websocket_management_endpoint: str = ""
 
     # A signed request is accepted this many seconds either side of our clock.
     auth_window_seconds: int = Field(default=300, ge=30, le=3600)

@@ -13,6 +13,7 @@ from chalicelib.config import get_settings
 from chalicelib.services.dependencies import Dependencies
 
 if TYPE_CHECKING:
+    from chalicelib.adapters.push import Pusher
     from chalicelib.rpc.protocol import Dispatcher
 
 
@@ -47,3 +48,17 @@ def ingest_dependencies() -> Dependencies:
 def jobs_dependencies() -> Dependencies:
     """The scheduled jobs' graph (one per container, like the others)."""
     return dependencies()
+
+
+@lru_cache(maxsize=1)
+def live_dependencies() -> Dependencies:
+    """The WebSocket routes' graph: no JSON-RPC registry on their cold start."""
+    return dependencies()
+
+
+def live_pusher() -> Pusher | None:
+    """The @connections API the configuration names; None: live events are off."""
+    from chalicelib.adapters.push import ConnectionsApiPusher
+
+    endpoint = get_settings().websocket_management_endpoint
+    return ConnectionsApiPusher(endpoint) if endpoint else None

@@ -198,3 +198,12 @@ def unwrap(response: Any) -> Any:
 
 def encode(payload: Any) -> bytes:
     return simplejson.dumps(payload, use_decimal=True, separators=(",", ":")).encode()
+
+
+def events_token(signer: Signer, marketplace_id: str, expires_ms: int) -> str:
+    """A token that lets a WebSocket connection read ``signer``'s private topic
+    (``account:<name>``) until ``expires_ms``, at most an hour ahead (docs/events.md)."""
+    from chalicelib.domain import events
+
+    message = events.token_message(marketplace_id, signer.account, expires_ms)
+    return events.Token(signer.account, expires_ms, signing.sign(signer.key, message)).text()

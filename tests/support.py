@@ -281,6 +281,7 @@ def tables_from_environment(env: dict[str, str]) -> Tables:
         receipts=env["RECEIPTS_TABLE"],
         disputes=env["DISPUTES_TABLE"],
         analytics=env["ANALYTICS_TABLE"],
+        connections=env["CONNECTIONS_TABLE"],
     )
 
 

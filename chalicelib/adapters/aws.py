@@ -34,3 +34,26 @@ def ssm_client() -> Any:
     import boto3
 
     return boto3.client("ssm")
+
+
+@lru_cache(maxsize=4)
+def connections_client(endpoint: str) -> Any:
+    """The WebSocket API's @connections management API at ``endpoint``.
+
+    Chalice's own ``websocket_api.send`` knows its endpoint only inside a
+    WebSocket handler; the stream handlers and jobs that push events take it
+    from configuration (WEBSOCKET_MANAGEMENT_ENDPOINT).
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=2,
+            read_timeout=5,
+            max_pool_connections=32,
+        ),
+    )

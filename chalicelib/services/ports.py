@@ -20,6 +20,7 @@ from chalicelib.domain.analytics import Aggregate, AggregateKey, Mark
 from chalicelib.domain.carbon import Bought
 from chalicelib.domain.credits import Credit, Freeze, Retirement
 from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Validator
+from chalicelib.domain.events import Connection
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
@@ -459,6 +460,33 @@ class AnalyticsRepository(Protocol):
         descending order of a bound on what they sold in it."""
 
 
+class ConnectionRepository(Protocol):
+    """Live WebSocket connections and what each subscribed to."""
+
+    def open(self, connection: Connection) -> None:
+        """Stage: record a new connection (AlreadyExists if its id is taken)."""
+
+    def get(self, connection_id: str) -> Connection | None: ...
+
+    def topics(self, connection_id: str) -> list[str]:
+        """The topics the connection is subscribed to."""
+
+    def subscribe(self, connection: Connection, topic: str) -> None:
+        """Stage: subscribe the connection to a topic (again is the same)."""
+
+    def unsubscribe(self, connection_id: str, topic: str) -> None:
+        """Stage: end a subscription (none is fine)."""
+
+    def close(self, connection_id: str) -> int:
+        """Forget the connection and its subscriptions now (not staged)."""
+
+    def subscribers(self, topic: str) -> list[str]:
+        """The connections subscribed to ``topic``."""
+
+    def subscribed_any(self, topics: Sequence[str]) -> bool:
+        """Whether any connection is subscribed to one of ``topics``."""
+
+
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's concrete repositories satisfy them.
     @property
@@ -499,6 +527,9 @@ class UnitOfWork(Protocol):
 
     @property
     def analytics(self) -> AnalyticsRepository: ...
+
+    @property
+    def connections(self) -> ConnectionRepository: ...
 
     @property
     def max_writes(self) -> int:

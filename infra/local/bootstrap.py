@@ -76,6 +76,7 @@ def build_tables(endpoint: str, stack_name: str) -> tuple[dict[str, str], dict[s
         for variable, table in (
             ("LEDGER_STREAM_ARN", "LEDGER_TABLE"),
             ("REGISTRY_STREAM_ARN", "REGISTRY_TABLE"),
+            ("DISPUTES_STREAM_ARN", "DISPUTES_TABLE"),
         )
     }
     return table_names, stream_arns

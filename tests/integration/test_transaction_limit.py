@@ -157,4 +157,4 @@ def test_a_commit_of_more_than_100_writes_is_refused_before_any_call() -> None:
     with pytest.raises(TransactionTooLarge):
         commit(client, _staged(MAX_TRANSACTION_WRITES + 1))
     assert client.calls == 0
-    assert DynamoUnitOfWork(client, Tables("r", "l", "c", "x", "d", "a")).max_writes == 100
+    assert DynamoUnitOfWork(client, Tables("r", "l", "c", "x", "d", "a", "w")).max_writes == 100

@@ -34,6 +34,9 @@ disputes  DISPUTE#<id>     / DISPUTE          a dispute, its flags, panel and vo
           PEERS#<cell>#<hour> / HISTOGRAM     a peer cell's capacity factors for an hour (TTL)
           REPLAY#<shape key>  / CURVES        day curves with that coarse shape (TTL)
 analytics the market's aggregates (adapters/dynamodb/analytics.py lists them)
+connections CONN#<id>      / CONN             a live WebSocket connection (TTL)
+          CONN#<id>        / SUB#<topic>      one of its subscriptions (GSI
+                                              SubscribersByTopic: topic_lane = <topic>#<lane>)
 
 Every write is conditional; a commit with several writes is one
 TransactWriteItems call, and a single write is a plain conditional call
@@ -83,6 +86,7 @@ DISPUTES_BY_MEMBER: Final = "DisputesByMember"
 SELLERS_BY_DAY_24H: Final = "SellersByDay24h"
 SELLERS_BY_DAY_7D: Final = "SellersByDay7d"
 SELLERS_ALL_TIME: Final = "SellersAllTime"
+SUBSCRIBERS_BY_TOPIC: Final = "SubscribersByTopic"
 VALIDATORS_PK: Final = "VALIDATORS"
 
 
@@ -94,6 +98,7 @@ class Tables:
     receipts: str
     disputes: str
     analytics: str
+    connections: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tables:
@@ -104,6 +109,7 @@ class Tables:
             settings.receipts_table,
             settings.disputes_table,
             settings.analytics_table,
+            settings.connections_table,
         )
 
 

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.dynamodb.accounts import DynamoAccounts, DynamoNonces
 from chalicelib.adapters.dynamodb.analytics import DynamoAnalytics
 from chalicelib.adapters.dynamodb.codec import Item
+from chalicelib.adapters.dynamodb.connections import DynamoConnections
 from chalicelib.adapters.dynamodb.credits import DynamoCredits
 from chalicelib.adapters.dynamodb.disputes import DynamoDisputes, DynamoValidators
 from chalicelib.adapters.dynamodb.jobs import DynamoJobs
@@ -210,6 +211,7 @@ class DynamoUnitOfWork:
         self.validators = DynamoValidators(client, tables, self._staged)
         self.watch = DynamoWatch(client, tables, self._staged)
         self.analytics = DynamoAnalytics(client, tables, self._staged)
+        self.connections = DynamoConnections(client, tables, self._staged)
 
     def staged_writes(self) -> int:
         """How many writes the next commit would apply (for tests of the limit)."""

@@ -13,6 +13,7 @@ from chalicelib.domain.analytics import Aggregate, AggregateKey, SellerIndex
 from chalicelib.domain.credits import Credit
 from chalicelib.domain.disputes import Dispute, Validator
 from chalicelib.domain.errors import DomainError
+from chalicelib.domain.events import Connection
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
 from chalicelib.domain.providers import Provider
@@ -48,6 +49,9 @@ class MemoryState:
     watch_states: dict[str, tuple[WatchState, int]] = field(default_factory=dict)
     peer_cells: dict[str, PeerHistogram] = field(default_factory=dict)
     replay_index: dict[str, tuple[tuple[DayCurve, ...], int]] = field(default_factory=dict)
+    # Live WebSocket connections, and their subscriptions as (connection, topic).
+    connections: dict[str, Connection] = field(default_factory=dict)
+    subscriptions: set[tuple[str, str]] = field(default_factory=set)
     # The analytics: each aggregate with the leaderboard index it was stored with.
     aggregates: dict[AggregateKey, tuple[Aggregate, SellerIndex | None]] = field(
         default_factory=dict

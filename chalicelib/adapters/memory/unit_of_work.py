@@ -8,6 +8,7 @@ from typing import Final
 from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
 from chalicelib.adapters.memory.accounts import MemoryAccounts, MemoryNonces
 from chalicelib.adapters.memory.analytics import MemoryAnalytics
+from chalicelib.adapters.memory.connections import MemoryConnections
 from chalicelib.adapters.memory.credits import MemoryCredits
 from chalicelib.adapters.memory.disputes import MemoryDisputes, MemoryValidators
 from chalicelib.adapters.memory.jobs import MemoryJobs
@@ -57,6 +58,7 @@ class MemoryUnitOfWork:
         self.validators = MemoryValidators(self._staged, state)
         self.watch = MemoryWatch(self._staged, state)
         self.analytics = MemoryAnalytics(self._staged, state)
+        self.connections = MemoryConnections(self._staged, state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []
