@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import boto3
+
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
 from chalicelib.adapters.receipt_key import receipt_signing_key
@@ -16,9 +18,12 @@ from chalicelib.domain.ledger import EntryKind
 from chalicelib.domain.readings import signed_payload
 from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
+from chalicelib.services import analytics
 from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import UnitOfWork
+from chalicelib.streams.market_analytics import contributions, shard_of
 from energy_client.rpc_client import MarketplaceClient, Signer, encode
+from infra.stream_poller import lambda_event
 
 MARKETPLACE_ID = "energy-marketplace-test"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -406,3 +411,66 @@ def flag(
     params = {**subject, "reason": reason, "evidence": ["https://example.org/weather"]}
     result: dict[str, Any] = harness.client.call("energy.flagDispute", params, flagger)
     return result
+
+
+class StreamPump:
+    """The registry's and the ledger's streams on moto, folded into the analytics
+    as the two stream consumers fold them in Lambda: every new record once, in
+    stream order, a batch of at most ``batch_size`` records at a time, with its
+    shard (``pump()`` folds what is new and returns how many records it read).
+
+    Like Lambda, it keeps its place in each shard as the sequence number of
+    the last record handled, and opens a fresh iterator after it at each call
+    (moto's own rollback of a refused transaction replaces a table's stream
+    shard, which an old iterator would go on reading).
+    """
+
+    def __init__(self, client: Any, deps: Dependencies, tables: Tables) -> None:
+        self.deps = deps
+        self.streams = boto3.client("dynamodbstreams", region_name=client.meta.region_name)
+        self.arns = [
+            client.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+            for name in (tables.registry, tables.ledger)
+        ]
+        self.handled_up_to: dict[tuple[str, str], str] = {}  # (stream, shard) -> sequence
+        self.delivered: list[dict[str, Any]] = []  # the events, for redelivery
+        self.runs: list[analytics.FoldRun] = []
+
+    def __call__(self, batch_size: int = 100) -> int:
+        handled = 0
+        for arn in self.arns:
+            description = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]
+            for shard in description["Shards"]:
+                handled += self._drain(arn, shard["ShardId"], batch_size)
+        return handled
+
+    def _drain(self, arn: str, shard_id: str, batch_size: int) -> int:
+        key = (arn, shard_id)
+        position: dict[str, str] = (
+            {
+                "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                "SequenceNumber": self.handled_up_to[key],
+            }
+            if key in self.handled_up_to
+            else {"ShardIteratorType": "TRIM_HORIZON"}
+        )
+        iterator = self.streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id, **position)[
+            "ShardIterator"
+        ]
+        handled = 0
+        while True:
+            response = self.streams.get_records(ShardIterator=iterator, Limit=batch_size)
+            records = response["Records"]
+            if not records:
+                return handled
+            iterator = response["NextShardIterator"]
+            event = lambda_event(records, arn, shard_id)
+            self.delivered.append(event)
+            self.runs.append(self.fold(event))
+            self.handled_up_to[key] = records[-1]["dynamodb"]["SequenceNumber"]
+            handled += len(records)
+
+    def fold(self, event: dict[str, Any]) -> analytics.FoldRun:
+        """One stream event's records folded, as ``fold_event`` folds them in Lambda."""
+        batch = contributions(event["Records"], analytics.buckets_of(self.deps))
+        return analytics.fold(self.deps, shard_of(event), batch)

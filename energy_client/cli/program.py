@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from energy_client.cli import (
     accounts,
+    analytics,
     disputes,
     keys,
     meters,
@@ -37,7 +38,17 @@ from energy_client.rpc_client import RpcError
 PROG: Final = "python -m energy_client"
 
 # In this order in --help.
-GROUPS: Final = (keys, accounts, providers, meters, trading, settlement, portfolio, disputes)
+GROUPS: Final = (
+    keys,
+    accounts,
+    providers,
+    meters,
+    trading,
+    settlement,
+    portfolio,
+    disputes,
+    analytics,
+)
 
 
 def _options(for_subcommand: bool) -> argparse.ArgumentParser:
@@ -71,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(
         prog=PROG,
         description="Use the energy marketplace: keys, accounts, offers, purchases, receipts, "
-        "disputes.",
+        "disputes, the market's figures.",
         parents=[_options(for_subcommand=False)],
         epilog="Exit status: 0 done, 1 refused or failed, 2 bad usage, unknown key or "
         "marketplace unreachable. docs/cli.md has a walkthrough.",

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ from tests.support import (
     BLOCK,
     MarketHarness,
     SimulatedMeter,
+    StreamPump,
     buy,
     selling_provider,
+    tables_from_environment,
     validators,
 )
 
@@ -841,3 +844,103 @@ def test_a_refused_vote_prints_the_reason_and_exits_non_zero(
     assert twice.status == 1
     assert twice.err.startswith("error: already_voted: ")
     assert harness.snapshot() != before  # the one vote that counted
+
+
+# -- the market's figures ---------------------------------------------------------------------
+
+# The analytics are folded from the tables' streams, which the in-memory store has not got.
+ON_DYNAMODB = pytest.mark.parametrize("market", ["dynamodb"], indirect=True)
+
+
+@pytest.fixture
+def fold_streams(harness: MarketHarness, dynamodb: object) -> StreamPump:
+    """Fold what the tables' streams carry into the analytics, as the consumers would."""
+    return StreamPump(dynamodb, harness.deps, tables_from_environment(dict(os.environ)))
+
+
+@ON_DYNAMODB
+def test_stats_prices_activity_and_leaders_show_what_the_streams_carried(
+    run: Callable[..., Run], harness: MarketHarness, fold_streams: StreamPump
+) -> None:
+    # Given a seller's 7.5 kWh on sale at 0.10, read 4 to 1 minutes before midnight,
+    # and Bob's purchase of 3 kWh at midnight, settled
+    meter = selling_provider(harness, [2_500, 2_500, 2_500], price_per_kwh="0.10")
+    bob = harness.funded_account("bob.theblock", block=100)
+    purchase = buy(harness, bob, meter.provider_id, "3")
+    harness.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, bob)
+    assert fold_streams() > 0
+
+    stats = run("stats")
+    assert stats.status == 0, stats.err
+    for line in (
+        r"capacity\s+10000 kWh on the market",
+        r"on sale\s+4\.5 kWh",
+        r"providers\s+1 registered, 1 on the market, 1 active in 24 h, 1 meter\(s\) on time",
+        r"buyers\s+1 active in 24 h",
+        r"price, 24 h\s+0\.1 BLOCK/kWh \(volume-weighted\)",
+        r"traded\s+3 kWh in 1 purchase\(s\) in 24 h; 3 kWh all time",
+        r"revenue\s+0\.3 BLOCK in 24 h; 0\.3 BLOCK all time",
+        r"carbon offset\s+1\.2 kg CO2 \(as 0 trees absorb in a year\)",
+        r"grid health\s+100/100: meters on time 100 %, readings accepted 100 %, supply 100 %",
+        r"readings, 24 h\s+4 accepted; refused: none",
+        r"solar\s+10000\s+7\.5\s+3",
+        rf"1\s+{meter.provider_id}\s+Sunny Rooftop\s+solar\s+US_CA\s+3",
+    ):
+        assert re.search(rf"^{line}$", stats.out, re.M), (line, stats.out)
+    shown = json.loads(run("stats", "--json").out, parse_float=Decimal)
+    assert shown == harness.client.call("energy.getMarketStats")
+
+    prices = run("prices", "--type", "solar")
+    assert prices.status == 0, prices.err
+    assert prices.out.startswith("energy type solar: buckets of 1 h from ")
+    assert re.search(
+        r"^2026-01-01T00:00:00Z\s+0\.1\s+0\.1\s+0\.1\s+0\.1\s+0\.1\s+3\s+1$", prices.out, re.M
+    )
+    assert "no purchases in this window" in run("prices", "--jurisdiction", "DE_BY").out
+    assert run("prices", "--hours", "720", "--json").json()["buckets"][0]["volume_wh"] == 3_000
+
+    activity = run("activity")
+    assert activity.status == 0, activity.err
+    assert re.search(
+        r"^2025-12-31T23:00:00Z\s+0\s+0\s+0\s+0\s+0\s+4\s+solar 7\.5\s+0$", activity.out, re.M
+    )
+    assert re.search(
+        r"^2026-01-01T00:00:00Z\s+1\s+3\s+0\.3\s+3\s+0\.3\s+0\s+-\s+1\.2$", activity.out, re.M
+    )
+    daily = run("activity", "--daily", "--hours", "48")
+    assert re.search(r"^2025-12-31\s+0\s", daily.out, re.M)
+    assert re.search(r"^2026-01-01\s+1\s", daily.out, re.M)
+    assert columns_line_up(activity.out, "REVENUE BLOCK")
+
+    leaders = run("leaders", "--window", "all", "--limit", "3")
+    assert leaders.status == 0, leaders.err
+    assert leaders.out.startswith("providers by energy sold, all time\n")
+    assert re.search(
+        rf"^1\s+{meter.provider_id}\s+Sunny Rooftop\s+solar\s+US_CA\s+3$", leaders.out, re.M
+    )
+    assert run("leaders", "--window", "7d", "--json").json()["providers"][0]["sold_wh"] == 3_000
+
+
+def test_the_figures_of_a_market_without_trades_say_so(run: Callable[..., Run]) -> None:
+    stats = run("stats")
+    assert stats.status == 0, stats.err
+    assert re.search(r"^price, 24 h\s+- \(volume-weighted\)$", stats.out, re.M)
+    assert re.search(r"^grid health\s+50/100: meters on time 0 %", stats.out, re.M)
+    assert stats.out.rstrip().endswith("top providers, 24 h\n(no energy sold)")
+    assert run("prices").out.endswith("no purchases in this window\n")
+    assert run("activity", "--daily").out == "no activity in this window\n"
+    assert run("leaders").out.endswith("(no energy sold)\n")
+
+
+def test_analytics_options_out_of_range_are_bad_usage(run: Callable[..., Run]) -> None:
+    for argv in (
+        ["prices", "--hours", "721"],
+        ["prices", "--hours", "0"],
+        ["prices", "--type", "solar", "--jurisdiction", "US_CA"],
+        ["activity", "--hours", "many"],
+        ["leaders", "--limit", "21"],
+        ["leaders", "--window", "30d"],
+    ):
+        refused = run(*argv)
+        assert refused.status == 2, argv
+        assert refused.out == "", argv

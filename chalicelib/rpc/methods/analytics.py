@@ -114,7 +114,8 @@ class MarketStatsResult(Result):
 
 
 def _percent(bps: int) -> Decimal:
-    return units.block_from_micro(bps * 100) if bps else Decimal(0)
+    """Basis points as a percentage, exactly: 6666 -> 66.66, 10000 -> 100."""
+    return units.block_from_micro(bps * 10_000) if bps else Decimal(0)
 
 
 def _leaders(context: CallContext, leaders: list[analytics.Leader]) -> list[LeaderResult]:
