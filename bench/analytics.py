@@ -185,6 +185,8 @@ class HistoryWriter:
     meters: dict[int, MeterFacts] = field(default_factory=dict)
     bought: dict[int, int] = field(default_factory=dict)
     made: dict[int, tuple[str, TradeFacts]] = field(default_factory=dict)
+    sold: dict[int, int] = field(default_factory=dict)  # by seller index
+    origins: dict[int, dict[tuple[str, str], int]] = field(default_factory=dict)  # by buyer
 
     def add(self, shard: str, at_ms: int, changes: list[tuple[AggregateKey, Delta]]) -> None:
         self.sequence += 1
@@ -193,9 +195,21 @@ class HistoryWriter:
 
     def providers(self) -> None:
         for n, seller in enumerate(self.sellers):
-            facts = ProviderFacts(seller.energy_type, "active", 1_000_000, seller.price, 0)
+            facts = self._seller_facts(n)
             shard = f"registry-{n % SHARDS_PER_STREAM}"
-            self.add(shard, START_MS, domain.provider_change(None, facts))
+            self.add(shard, START_MS, domain.provider_change(seller.provider_id, None, facts))
+
+    def _seller_facts(self, index: int, sold_at_ms: int | None = None) -> ProviderFacts:
+        seller = self.sellers[index]
+        return ProviderFacts(
+            seller.energy_type,
+            "active",
+            1_000_000,
+            seller.price,
+            0,
+            sold_wh=self.sold.get(index, 0),
+            sold_at_ms=sold_at_ms,
+        )
 
     def record(self, number: int, at_ms: int) -> None:
         kind = KINDS[number % len(KINDS)]
@@ -240,6 +254,29 @@ class HistoryWriter:
             shard, trade = self.made.pop(round_number)
             settled = replace(trade, status="settled", closed_at_ms=at_ms)
             self.add(shard, at_ms, domain.purchase_change(trade, settled, self.buckets))
+            # A settlement also moves its seller's sales (registry) and its
+            # buyer's bought energy (ledger), as the real records do.
+            index = next(
+                n for n, s in enumerate(self.sellers) if s.provider_id == trade.provider_id
+            )
+            unsold = self._seller_facts(index)
+            self.sold[index] = self.sold.get(index, 0) + trade.wh
+            sold = self._seller_facts(index, sold_at_ms=at_ms)
+            self.add(
+                f"registry-{index % SHARDS_PER_STREAM}",
+                at_ms,
+                domain.provider_change(trade.provider_id, unsold, sold),
+            )
+            buyer = round_number % BUYERS
+            held = self.origins.setdefault(buyer, {})
+            origin = (trade.energy_type, trade.jurisdiction)
+            now_held = {**held, origin: held.get(origin, 0) + trade.wh}
+            self.add(
+                f"ledger-{(buyer + 1) % SHARDS_PER_STREAM}",
+                at_ms,
+                domain.bought_change(held, now_held, at_ms, self.buckets),
+            )
+            self.origins[buyer] = now_held
 
     def batches(self) -> list[Batch]:
         """The records added since the last call: each shard's in order, up to BATCH a
