@@ -880,7 +880,7 @@ def test_stats_prices_activity_and_leaders_show_what_the_streams_carried(
         r"price, 24 h\s+0\.1 BLOCK/kWh \(volume-weighted\)",
         r"traded\s+3 kWh in 1 purchase\(s\) in 24 h; 3 kWh all time",
         r"revenue\s+0\.3 BLOCK in 24 h; 0\.3 BLOCK all time",
-        r"carbon offset\s+1\.2 kg CO2 \(as 0 trees absorb in a year\)",
+        r"carbon offset\s+1\.005 kg CO2 \(as 0 trees absorb in a year\)",
         r"grid health\s+100/100: meters on time 100 %, readings accepted 100 %, supply 100 %",
         r"readings, 24 h\s+4 accepted; refused: none",
         r"solar\s+10000\s+7\.5\s+3",
@@ -905,7 +905,7 @@ def test_stats_prices_activity_and_leaders_show_what_the_streams_carried(
         r"^2025-12-31T23:00:00Z\s+0\s+0\s+0\s+0\s+0\s+4\s+solar 7\.5\s+0$", activity.out, re.M
     )
     assert re.search(
-        r"^2026-01-01T00:00:00Z\s+1\s+3\s+0\.3\s+3\s+0\.3\s+0\s+-\s+1\.2$", activity.out, re.M
+        r"^2026-01-01T00:00:00Z\s+1\s+3\s+0\.3\s+3\s+0\.3\s+0\s+-\s+1\.005$", activity.out, re.M
     )
     daily = run("activity", "--daily", "--hours", "48")
     assert re.search(r"^2025-12-31\s+0\s", daily.out, re.M)

@@ -640,6 +640,7 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
             "settle_due_purchases",
             "expire_unsold_credits",
             "resolve_due_disputes",
+            "push_market_stats",
         }, jobs
         for job in jobs.values():
             assert job["runs"] >= 1 and job["failures"] == 0, (jobs, log_path.read_text())
