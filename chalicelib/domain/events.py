@@ -5,7 +5,7 @@ the server (the CLI's ``watch`` speaks the same JSON).
 
 Public topics need no key: ``provider_update``, ``new_reading``,
 ``new_settlement``, ``dispute_opened``, ``dispute_resolved`` and
-``market_stats``. A private topic, ``account:<name>``, carries what concerns
+``market_stats``, and ``provider:<id>`` (one provider's readings and changes). A private topic, ``account:<name>``, carries what concerns
 one account (its purchases, settlements, sales and disputes) and needs a
 token the account signed with its Ed25519 key: browsers cannot set headers
 on a WebSocket, so the token travels in the connect URL's query string or in
@@ -33,6 +33,13 @@ PUBLIC_TOPICS: Final = (
     "market_stats",
 )
 ACCOUNT_PREFIX: Final = "account:"
+# One provider's readings and changes: what a provider's page follows.
+PROVIDER_PREFIX: Final = "provider:"
+_PROVIDER_ID = re.compile(r"^energy-0x[0-9a-f]{16}$")
+# The new_reading event lists at most this many providers (the rest are
+# counted): a frame stays within one 32 KB WebSocket message however large
+# the batch; a page that needs one provider's readings follows its topic.
+MAX_PROVIDERS_LISTED: Final = 100
 MAX_TOPICS: Final = 16  # per connection: the public ones and a few accounts
 MAX_MESSAGE_BYTES: Final = 4_096
 # Bytes that prefix a token's signed message (no request or receipt signature
@@ -55,6 +62,8 @@ class BadMessage(ValueError):
 def is_topic(topic: str) -> bool:
     if topic in PUBLIC_TOPICS:
         return True
+    if topic.startswith(PROVIDER_PREFIX):
+        return bool(_PROVIDER_ID.fullmatch(topic.removeprefix(PROVIDER_PREFIX)))
     account = topic.removeprefix(ACCOUNT_PREFIX)
     return topic.startswith(ACCOUNT_PREFIX) and is_valid_account_name(account)
 
@@ -66,6 +75,10 @@ def private_account(topic: str) -> str | None:
 
 def account_topic(account: str) -> str:
     return f"{ACCOUNT_PREFIX}{account}"
+
+
+def provider_topic(provider_id: str) -> str:
+    return f"{PROVIDER_PREFIX}{provider_id}"
 
 
 # -- what a client sends ----------------------------------------------------------------
@@ -242,13 +255,15 @@ class Connection:
 
 
 def lane_of(topic: str, connection_id: str) -> int:
-    if private_account(topic) is not None:
+    if lanes(topic) == 1:
         return 0
     return zlib.crc32(connection_id.encode()) % PUBLIC_TOPIC_LANES
 
 
 def lanes(topic: str) -> int:
-    return 1 if private_account(topic) is not None else PUBLIC_TOPIC_LANES
+    """A topic of the whole market is spread over lanes; one account's or one
+    provider's has few subscribers: one lane."""
+    return PUBLIC_TOPIC_LANES if topic in PUBLIC_TOPICS else 1
 
 
 def frames(events: Sequence[Event]) -> list[bytes]:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ from chalicelib.services.dependencies import Dependencies
 
 logger = logging.getLogger(__name__)
 
+# Pushes in flight at once in one publish.
+PUSH_WORKERS = 16
 # The query-string parameter that carries a token at connect.
 TOKEN_PARAMETER = "token"  # noqa: S105  (a parameter's name, not a secret)
 
@@ -175,13 +178,24 @@ def publish(deps: Dependencies, pusher: Pusher, found: Sequence[Event]) -> Publi
         for connection_id in uow.connections.subscribers(topic):
             per_connection[connection_id].extend(topic_events)
     run.connections = len(per_connection)
-    for connection_id, mine in per_connection.items():
-        for frame in events.frames(sorted(mine, key=lambda e: e.at_ms)):
-            run.pushes += 1
+
+    def push(connection_id: str) -> tuple[int, bool]:
+        """Frames sent, and whether the connection turned out to be gone."""
+        sent = 0
+        for frame in events.frames(sorted(per_connection[connection_id], key=lambda e: e.at_ms)):
+            sent += 1
             if not pusher.post(connection_id, frame):
-                run.gone += 1
                 disconnect(deps, connection_id)
-                break
+                return sent, True
+        return sent, False
+
+    # A push is one HTTPS call of a few milliseconds: a thousand clients one
+    # after the other would hold the stream for seconds.
+    workers = min(PUSH_WORKERS, len(per_connection)) or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for sent, gone in pool.map(push, list(per_connection)):
+            run.pushes += sent
+            run.gone += gone
     if run.gone:
         logger.info("pruned connections that were gone", extra={"live": run.as_log()})
     return run

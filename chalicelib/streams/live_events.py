@@ -3,9 +3,12 @@
 Each stream handler turns its batch into events and publishes them
 (``chalicelib.services.live``); docs/events.md lists every event and its data.
 
-registry  METER      ``new_reading``: coalesced, one per provider per batch (how
-                     many readings, their energy, the newest counter and time)
-          PROVIDER   ``provider_update``: one per provider per batch, its newest state
+registry  METER      ``new_reading``: one per batch (readings and energy by type,
+                     and per provider, for the first 100: how many, their energy,
+                     the newest counter and time); on ``provider:<id>``, one per
+                     provider per batch
+          PROVIDER   ``provider_update``: one per provider per batch, its newest
+                     state (also on ``provider:<id>``)
 ledger    PURCHASE   ``new_settlement`` (public); ``purchase_opened``,
                      ``purchase_settled``, ``purchase_revoked`` on the buyer's topic
           BALANCE    ``balance`` on the account's topic
@@ -25,7 +28,12 @@ from chalicelib.adapters.dynamodb.disputes import dispute_from_item
 from chalicelib.adapters.dynamodb.providers import provider_from_item
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item
 from chalicelib.domain.disputes import Dispute, DisputeStatus
-from chalicelib.domain.events import Event, account_topic
+from chalicelib.domain.events import (
+    MAX_PROVIDERS_LISTED,
+    Event,
+    account_topic,
+    provider_topic,
+)
 from chalicelib.domain.providers import Provider
 from chalicelib.domain.trading import Purchase, PurchaseStatus
 
@@ -57,12 +65,34 @@ def registry_events(records: Iterable[Mapping[str, Any]]) -> list[Event]:
             before = provider_from_item(dict(old)) if old else None
             if before is None or _summary(before) != _summary(after):
                 providers[after.provider_id] = (after, _record_ms(change))
-    found = [Event("new_reading", "new_reading", r["timestamp_ms"], r) for r in readings.values()]
-    found += [
-        Event("provider_update", "provider_update", at_ms, _summary(p))
-        for p, at_ms in providers.values()
-    ]
+    found: list[Event] = []
+    if readings:
+        found.append(_readings_summary(list(readings.values())))
+        found += [
+            Event(provider_topic(r["provider_id"]), "new_reading", r["timestamp_ms"], r)
+            for r in readings.values()
+        ]
+    for provider, at_ms in providers.values():
+        summary = _summary(provider)
+        found.append(Event("provider_update", "provider_update", at_ms, summary))
+        found.append(Event(provider_topic(provider.provider_id), "provider_update", at_ms, summary))
     return found
+
+
+def _readings_summary(readings: list[dict[str, Any]]) -> Event:
+    """The batch's readings as one event: a frame per client per batch, of bounded size."""
+    by_type: dict[str, int] = {}
+    for reading in readings:
+        by_type[reading["energy_type"]] = by_type.get(reading["energy_type"], 0) + reading["wh"]
+    listed = sorted(readings, key=lambda r: r["timestamp_ms"])[-MAX_PROVIDERS_LISTED:]
+    data = {
+        "readings": sum(r["readings"] for r in readings),
+        "wh": sum(r["wh"] for r in readings),
+        "wh_by_type": dict(sorted(by_type.items())),
+        "providers": listed,
+        "providers_not_listed": len(readings) - len(listed),
+    }
+    return Event("new_reading", "new_reading", listed[-1]["timestamp_ms"], data)
 
 
 def _reading(
@@ -80,6 +110,7 @@ def _reading(
         {
             "provider_id": provider_id,
             "meter_address": new["meter_address"],
+            "energy_type": str(new.get("energy_type", "unknown")),
             "readings": 0,
             "wh": 0,
         },

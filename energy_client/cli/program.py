@@ -14,6 +14,7 @@ from energy_client.cli import (
     analytics,
     disputes,
     keys,
+    live,
     meters,
     portfolio,
     providers,
@@ -48,6 +49,7 @@ GROUPS: Final = (
     portfolio,
     disputes,
     analytics,
+    live,
 )
 
 
