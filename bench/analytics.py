@@ -681,8 +681,9 @@ def print_writes(run: WriteRun) -> None:
         "records: stream records the consumers read (a reading changes its meter and its "
         "provider's energy on sale; a purchase its buyer's balance, the purchase, the provider, "
         "and a nonce and ledger entries the analytics skip). folds: batches with something to "
-        "count. Each fold reads the aggregates it touches in one strongly consistent "
-        "BatchGetItem and writes each once (a PutItem conditional on its version). "
+        "count. Each fold writes each aggregate it touches once: counters with one UpdateItem "
+        "that ADDs (no read), trade buckets and sellers read in one strongly consistent "
+        "BatchGetItem and put whole (a PutItem conditional on the version read). "
         '"each": per reading or per purchase. A seller\'s aggregate is in the three leaderboard '
         f"indexes (the GSI WCU). A shard's mark adds {run.marks_bytes} bytes to every aggregate "
         "the shard wrote in the last 25 hours."
