@@ -563,20 +563,23 @@ class SellerIndex:
     The 24-hour and 7-day figures only fall as time passes without a sale, so
     they bound what the seller sold in those windows whenever they are read;
     the newest sale's day bounds which sellers can have sold in a window.
+    ``latest_day_ms`` is None when no sale is in the days a seller keeps (a
+    sale folded more than ``SELLER_DAYS_KEPT`` days late, as a replay of old
+    records does): such a seller ranks all-time only.
     """
 
-    latest_day_ms: int
+    latest_day_ms: int | None
     sold_24h: int
     sold_7d: int
     sold_all: int
 
 
 def seller_index(seller: Aggregate, now_ms: int) -> SellerIndex | None:
-    days = [at for at, _ in _ring(seller, "d:")]
-    if not days:
+    if not seller.key.pk.startswith("SELLER#") or not seller.count("all"):
         return None
+    days = [at for at, _ in _ring(seller, "d:")]
     return SellerIndex(
-        max(days),
+        max(days, default=None),
         _bound(seller, "24h", now_ms),
         _bound(seller, "7d", now_ms),
         max(0, seller.count("all")),

@@ -95,12 +95,12 @@ def aggregate_to_item(aggregate: Aggregate, now_ms: int) -> Item:
     if aggregate.key.pk.startswith("SELLER#"):
         index = seller_index(aggregate, now_ms)
         if index is not None:
+            values |= {"rank_all_pk": "all", "rank_all": _rank(index.sold_all)}
+        if index is not None and index.latest_day_ms is not None:
             values |= {
                 "rank_day": str(index.latest_day_ms),
                 "rank_24h": _rank(index.sold_24h),
                 "rank_7d": _rank(index.sold_7d),
-                "rank_all_pk": "all",
-                "rank_all": _rank(index.sold_all),
             }
     return to_item(values)
 
