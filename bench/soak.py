@@ -56,6 +56,7 @@ def processes(stack: LocalStack) -> dict[str, int | None]:
         "stream poller": stack.stream_poller_pid,
         "job scheduler": stack.scheduler_pid,
         "chalice local (API)": stack.chalice_pid,
+        "WebSocket gateway": stack.ws_gateway_pid,
         "demo fleet": stack.demo_pid,
     }
 

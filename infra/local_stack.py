@@ -14,6 +14,10 @@ What runs, in start order (and stopped in reverse):
   subprocess handing each table stream's records to the app's
   ``@app.on_dynamodb_record`` functions (infra/stream_poller.py);
 - ``chalice local``, the JSON-RPC API;
+- the WebSocket gateway, the stand-in for API Gateway's WebSocket API: a
+  subprocess calling the app's ``$connect``, ``$default`` and ``$disconnect``
+  handlers and serving the ``@connections`` management API the app pushes
+  through (``WEBSOCKET_MANAGEMENT_ENDPOINT``) (infra/ws_gateway.py);
 - the demo fleet (``iot/demo/fleet.py``): accounts, providers of every energy
   type with provisioned meters publishing over MQTT, and buyers.
 
@@ -39,6 +43,7 @@ from infra.local.options import (
     DEFAULT_MOTO_PORT,
     DEFAULT_MQTT_PORT,
     DEFAULT_STATE_DIR,
+    DEFAULT_WS_PORT,
     FAKE_CREDENTIALS,
     LOCAL_SETTINGS,
     REGION,
@@ -56,6 +61,7 @@ __all__ = [
     "DEFAULT_MOTO_PORT",
     "DEFAULT_MQTT_PORT",
     "DEFAULT_STATE_DIR",
+    "DEFAULT_WS_PORT",
     "FAKE_CREDENTIALS",
     "LOCAL_SETTINGS",
     "REGION",
@@ -88,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_port=args.api_port,
         mqtt_port=args.mqtt_port,
         mqtt=args.mqtt,
+        ws_port=args.ws_port,
         state_dir=args.state_dir,
         autoreload=args.autoreload,
         jobs=args.jobs,
@@ -103,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         mqtt = f", MQTT on {args.host}:{args.mqtt_port}" if args.mqtt else ""
         print(
-            f"Starting moto on {args.host}:{args.moto_port}{mqtt} and the API on "
-            f"{args.host}:{args.api_port} ...",
+            f"Starting moto on {args.host}:{args.moto_port}{mqtt}, the API on "
+            f"{args.host}:{args.api_port} and WebSockets on {args.host}:{args.ws_port} ...",
             flush=True,
         )
         stack.start()

@@ -7,6 +7,7 @@ _PORT_HINTS = {
     "moto": "--moto-port or MOTO_PORT",
     "API": "--api-port or API_PORT",
     "MQTT": "--mqtt-port or MQTT_PORT",
+    "WebSocket": "--ws-port or WS_PORT",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MOTO_PORT = 5000
 DEFAULT_API_PORT = 8000
 DEFAULT_MQTT_PORT = 8883
+# The WebSocket API and its @connections management API (infra/ws_gateway.py).
+DEFAULT_WS_PORT = 8001
 DEFAULT_STATE_DIR = Path(".local")
 DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
 
@@ -80,9 +83,18 @@ class DemoOptions:
 
 
 def application_environment(
-    *, moto_endpoint: str, stack_name: str, operator_key: SigningKey, receipt_key: SigningKey | None
+    *,
+    moto_endpoint: str,
+    stack_name: str,
+    operator_key: SigningKey,
+    receipt_key: SigningKey | None,
+    websocket_management_endpoint: str | None = None,
 ) -> dict[str, str]:
-    """The settings the application reads to use the moto at moto_endpoint (tables aside)."""
+    """The settings the application reads to use the moto at moto_endpoint (tables aside).
+
+    With the local WebSocket gateway's ``@connections`` endpoint, where the app
+    pushes to clients (in AWS: https://{api-id}.execute-api.{region}.amazonaws.com/{stage}).
+    """
     return {
         **FAKE_CREDENTIALS,
         "AWS_DEFAULT_REGION": REGION,
@@ -98,7 +110,25 @@ def application_environment(
         "MARKETPLACE_ID": stack_name,
         "OPERATOR_PUBLIC_KEY": operator_key.verify_key.encode().hex(),
         **({"RECEIPT_SIGNING_KEY": bytes(receipt_key).hex()} if receipt_key is not None else {}),
+        **(
+            {"WEBSOCKET_MANAGEMENT_ENDPOINT": websocket_management_endpoint}
+            if websocket_management_endpoint is not None
+            else {}
+        ),
     }
+
+
+def api_gateway_stage(project_dir: Path, chalice_stage: str) -> str:
+    """The API Gateway stage a Chalice stage deploys to (the WebSocket URL's path).
+
+    Read from .chalice/config.json, as `chalice deploy` reads it; Chalice's default is "api".
+    """
+    try:
+        config = json.loads((project_dir / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "api"
+    stage_config = config.get("stages", {}).get(chalice_stage, {})
+    return str(stage_config.get("api_gateway_stage") or config.get("api_gateway_stage") or "api")
 
 
 def port_from_env(name: str, default: int) -> int:
@@ -153,6 +183,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=port_from_env("MQTT_PORT", DEFAULT_MQTT_PORT),
         help="MQTT broker (TLS) port (env MQTT_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--ws-port",
+        type=int,
+        default=port_from_env("WS_PORT", DEFAULT_WS_PORT),
+        help="WebSocket gateway port: the WebSocket API and its @connections API "
+        "(env WS_PORT, default %(default)s)",
     )
     parser.add_argument(
         "--no-mqtt",

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from infra.local.errors import LocalStackError, PortInUseError
 from infra.local.options import DEFAULT_HOST
+from iot.lifecycle import read_status
 
 DISCOVER_REQUEST = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
 # A developer's own AWS settings must not leak into the local stack.
@@ -142,6 +143,20 @@ def wait_until_serving(process: subprocess.Popen[bytes], rpc_url: str, timeout: 
                 f"chalice local did not answer at {rpc_url} within {timeout:.0f}s"
             )
         time.sleep(0.1)
+
+
+def wait_until_reported(
+    process: subprocess.Popen[bytes], status_path: Path, key: str, what: str, timeout: float
+) -> None:
+    """Return once a child's status file says ``key`` is true; raise if it exits first."""
+    deadline = time.monotonic() + timeout
+    while not read_status(status_path).get(key):
+        exit_code = process.poll()
+        if exit_code is not None:
+            raise LocalStackError(f"{what} exited with code {exit_code} while starting")
+        if time.monotonic() > deadline:
+            raise LocalStackError(f"{what} did not start within {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def first_exited(

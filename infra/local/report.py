@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     from infra.local.stack import LocalStack
 
 # Where the local stack keeps the CA, the broker's files, the bridge's, the jobs',
-# the stream poller's and the demo's, under state_dir.
+# the stream poller's, the WebSocket gateway's and the demo's, under state_dir.
 CA_DIR = "ca"
 BROKER_DIR = "broker"
 BRIDGE_DIR = "bridge"
 JOBS_DIR = "jobs"
 STREAMS_DIR = "streams"
+WEBSOCKETS_DIR = "websockets"
 DEMO_DIR = "demo"
 STATUS_FILE = "status.json"
 
@@ -68,6 +69,14 @@ class StateFiles:
         return self.streams_dir / STATUS_FILE
 
     @property
+    def websockets_dir(self) -> Path:
+        return self.state_dir / WEBSOCKETS_DIR
+
+    @property
+    def websockets_status_path(self) -> Path:
+        return self.websockets_dir / STATUS_FILE
+
+    @property
     def demo_status_path(self) -> Path:
         return self.state_dir / DEMO_DIR / STATUS_FILE
 
@@ -82,6 +91,10 @@ class StateFiles:
     def streams_status(self) -> dict[str, Any]:
         """Records handled, failures and backlog per stream handler (infra.stream_poller)."""
         return read_status(self.streams_status_path)
+
+    def websockets_status(self) -> dict[str, Any]:
+        """Connections open, messages in and out, pushes, gone (infra.ws_gateway), from its file."""
+        return read_status(self.websockets_status_path)
 
     def demo_status(self) -> dict[str, Any]:
         """The demo fleet's counters (iot.demo.fleet), from its file."""
@@ -101,6 +114,7 @@ def describe(stack: LocalStack) -> str:
         f"{_mqtt_lines(stack)}"
         f"{_jobs_lines(stack)}"
         f"{_streams_lines(stack)}"
+        f"{_websocket_lines(stack)}"
         f"{_demo_lines(stack)}"
         f"  JSON-RPC API:         {stack.rpc_url}\n"
         f"  operator key:         {stack.operator_key_path} "
@@ -152,6 +166,19 @@ def _streams_lines(stack: LocalStack) -> str:
         f"  stream poller:        pid {stack.stream_poller_pid}, ledger stream -> "
         "publish_market_events, registry stream -> watch_meters (the fraud detectors); "
         f"status in {stack.streams_status_path}\n"
+    )
+
+
+def _websocket_lines(stack: LocalStack) -> str:
+    if stack.ws_gateway_pid is None:
+        return ""
+    # The gateway found the app's handlers; it says which in its status.
+    routes = ", ".join(stack.websockets_status().get("routes") or []) or "none in the app yet"
+    return (
+        f"  WebSocket API:        {stack.websocket_url} (gateway pid {stack.ws_gateway_pid}, "
+        f"the app's handlers for {routes})\n"
+        f"  @connections API:     {stack.websocket_management_endpoint} "
+        f"(WEBSOCKET_MANAGEMENT_ENDPOINT); status in {stack.websockets_status_path}\n"
     )
 
 

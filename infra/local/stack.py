@@ -1,5 +1,6 @@
 """``LocalStack``: moto, its resources, mosquitto, the bridge, the jobs, the stream poller,
-``chalice local`` and the demo fleet, started in that order and stopped in reverse."""
+``chalice local``, the WebSocket gateway and the demo fleet, started in that order and
+stopped in reverse."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from infra.local.options import (
     DEFAULT_STATE_DIR,
     PROJECT_DIR,
     DemoOptions,
+    api_gateway_stage,
     application_environment,
 )
 from infra.moto_server import LocalMotoServer
@@ -48,6 +50,8 @@ class LocalStack(report.StateFiles, StartStop):
         # tests that predate MQTT start stacks side by side without naming a port.
         mqtt_port: int = 0,
         mqtt: bool = True,
+        # 0: a free port, as for MQTT. `make run` passes 8001 (--ws-port).
+        ws_port: int = 0,
         state_dir: Path = DEFAULT_STATE_DIR,
         project_dir: Path = PROJECT_DIR,
         stack_name: str = DEFAULT_STACK_NAME,
@@ -97,6 +101,11 @@ class LocalStack(report.StateFiles, StartStop):
         self.jobs_interval = jobs_interval
         self._scheduler: subprocess.Popen[bytes] | None = None
         self._stream_poller: subprocess.Popen[bytes] | None = None
+        self._requested_ws_port = ws_port
+        self.ws_port: int | None = None
+        # The WebSocket API's stage in AWS is the REST API's (api_gateway_stage).
+        self.websocket_stage = api_gateway_stage(project_dir, stage)
+        self._ws_gateway: subprocess.Popen[bytes] | None = None
         self.demo = demo
         self._demo: subprocess.Popen[bytes] | None = None
         # Application settings (environment variables) beyond the stack's own.
@@ -117,6 +126,20 @@ class LocalStack(report.StateFiles, StartStop):
         return f"{self.api_url}/rpc"
 
     @property
+    def websocket_url(self) -> str:
+        """Where WebSocket clients connect (in AWS: wss://{api-id}.execute-api.{region}...)."""
+        if self.ws_port is None:
+            raise LocalStackError("the local stack is not running")
+        return f"ws://{self.host}:{self.ws_port}/{self.websocket_stage}"
+
+    @property
+    def websocket_management_endpoint(self) -> str:
+        """The ``endpoint_url`` of an ``apigatewaymanagementapi`` client (@connections)."""
+        if self.ws_port is None:
+            raise LocalStackError("the local stack is not running")
+        return f"http://{self.host}:{self.ws_port}/{self.websocket_stage}"
+
+    @property
     def environment(self) -> dict[str, str]:
         """The settings the application reads, pointing at this local stack."""
         if self.operator_key is None:
@@ -128,6 +151,9 @@ class LocalStack(report.StateFiles, StartStop):
                 stack_name=self.stack_name,
                 operator_key=self.operator_key,
                 receipt_key=self.receipt_key,
+                websocket_management_endpoint=(
+                    None if self.ws_port is None else self.websocket_management_endpoint
+                ),
             ),
             **self.stream_arns,
             **self.settings,
@@ -158,6 +184,10 @@ class LocalStack(report.StateFiles, StartStop):
         return None if self._stream_poller is None else self._stream_poller.pid
 
     @property
+    def ws_gateway_pid(self) -> int | None:
+        return None if self._ws_gateway is None else self._ws_gateway.pid
+
+    @property
     def demo_pid(self) -> int | None:
         return None if self._demo is None else self._demo.pid
 
@@ -177,9 +207,12 @@ class LocalStack(report.StateFiles, StartStop):
         return report.describe(self)
 
     def start(self) -> None:
-        """Start moto, create the resources, the broker, the bridge and chalice local."""
+        """Start moto, create the resources, the broker, the bridge, the jobs, the stream
+        poller, chalice local, the WebSocket gateway and the demo."""
         try:
             self._start_moto()
+            # Chosen now: every process gets the management endpoint in its environment.
+            self._reserve_ws_port()
             self.table_names, self.stream_arns = bootstrap.build_tables(
                 self.moto_endpoint, self.stack_name
             )
@@ -202,6 +235,7 @@ class LocalStack(report.StateFiles, StartStop):
             processes.wait_until_serving(
                 self._chalice_process(), self.rpc_url, self.startup_timeout
             )
+            self._start_ws_gateway()
             if self.demo is not None and self.mqtt:
                 self._start_demo(self.demo)
         except BaseException:
@@ -211,6 +245,13 @@ class LocalStack(report.StateFiles, StartStop):
     def _start_moto(self) -> None:
         self._moto = bootstrap.start_moto(self.host, self._requested_moto_port)
         self._moto_port = self._moto.get_host_and_port()[1]
+
+    def _reserve_ws_port(self) -> None:
+        if self._requested_ws_port == 0:
+            self.ws_port = processes.free_port(self.host)
+        else:
+            processes.ensure_port_free(self.host, self._requested_ws_port, "WebSocket")
+            self.ws_port = self._requested_ws_port
 
     def _start_broker(self) -> None:
         self._broker, self.ca, port = bootstrap.prepare_broker(
@@ -270,6 +311,31 @@ class LocalStack(report.StateFiles, StartStop):
             output=self.chalice_output,
         )
 
+    def _start_ws_gateway(self) -> None:
+        """The stand-in for API Gateway's WebSocket API (infra/ws_gateway.py), the app's handlers."""
+        if self.ws_port is None:
+            raise LocalStackError("no port was reserved for the WebSocket gateway")
+        self.websockets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.websockets_status_path.unlink(missing_ok=True)
+        self._ws_gateway = self._spawn_python(
+            "infra.ws_gateway",
+            "--host",
+            self.host,
+            "--port",
+            str(self.ws_port),
+            "--stage",
+            self.websocket_stage,
+            "--status-file",
+            str(self.websockets_status_path),
+        )
+        processes.wait_until_reported(
+            self._ws_gateway,
+            self.websockets_status_path,
+            "listening",
+            "the WebSocket gateway",
+            self.startup_timeout,
+        )
+
     def _start_demo(self, demo: DemoOptions) -> None:
         if self.mqtt_port is None:
             raise LocalStackError("the demo needs the MQTT broker")
@@ -314,6 +380,7 @@ class LocalStack(report.StateFiles, StartStop):
                 ("the rules bridge", self._bridge),
                 ("the job scheduler", self._scheduler),
                 ("the stream poller", self._stream_poller),
+                ("the WebSocket gateway", self._ws_gateway),
                 ("the demo fleet", self._demo),
                 ("mosquitto", self._broker.process if self._broker is not None else None),
             ]
@@ -327,11 +394,16 @@ class LocalStack(report.StateFiles, StartStop):
             processes.stop_process_group(demo)
 
     def stop(self) -> None:
-        """Stop the demo, chalice local, the jobs, the bridge, the broker and moto.
+        """Stop the demo, the WebSocket gateway, chalice local, the jobs, the bridge, the
+        broker and moto.
 
-        Safe to call twice.
+        Safe to call twice. The gateway goes before moto: it closes its clients
+        and calls ``$disconnect`` for each, which may write to the tables.
         """
         self.stop_demo()
+        gateway, self._ws_gateway = self._ws_gateway, None
+        if gateway is not None:
+            processes.stop_process_group(gateway)
         chalice, self._chalice = self._chalice, None
         if chalice is not None:
             processes.stop_process_group(chalice)
@@ -348,6 +420,7 @@ class LocalStack(report.StateFiles, StartStop):
         if broker is not None:
             broker.stop()
         self.mqtt_port = None
+        self.ws_port = None
         server, self._moto = self._moto, None
         if server is not None:
             bootstrap.reset_moto(self.moto_endpoint)

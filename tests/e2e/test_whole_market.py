@@ -63,6 +63,7 @@ def test_the_whole_market_runs_and_stops_cleanly(tmp_path: Path) -> None:
             stack.scheduler_pid,
             stack.demo_pid,
             stack.stream_poller_pid,
+            stack.ws_gateway_pid,
         ]
         assert None not in started
         api = MarketplaceClient.over_http(stack.rpc_url)

@@ -20,6 +20,8 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
+from websockets.sync.client import connect as ws_connect
 
 from chalicelib.domain import readings
 from infra.emulation import (
@@ -623,6 +625,7 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
             stack.broker_pid,
             stack.scheduler_pid,
             stack.stream_poller_pid,
+            stack.ws_gateway_pid,
         ]
         chalice_group = stack.chalice_pid
         assert chalice_group is not None
@@ -645,6 +648,23 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
         for job in jobs.values():
             assert job["runs"] >= 1 and job["failures"] == 0, (jobs, log_path.read_text())
         assert jobs["settle_due_purchases"]["last"]["job"] == "settlement"
+        # The WebSocket gateway serves the app's handlers and the @connections API.
+        assert stack.websockets_status()["websocket_url"] == stack.websocket_url
+        endpoint = stack.environment["WEBSOCKET_MANAGEMENT_ENDPOINT"]
+        assert endpoint == stack.websocket_management_endpoint
+        with ws_connect(stack.websocket_url, proxy=None, open_timeout=10):
+            pass
+        management = boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        with pytest.raises(ClientError) as gone:
+            management.get_connection(ConnectionId="AAAAAAAAAAAAAAA=")
+        assert gone.value.response["Error"]["Code"] == "GoneException"
+        ws_port = stack.ws_port
         mqtt_port = stack.mqtt_port
         assert mqtt_port is not None
         iot = stack.aws_client("iot")
@@ -668,7 +688,7 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
     for group in groups:
         assert group is not None and not _process_alive(group), log_path.read_text()
     assert not _group_alive(chalice_group), log_path.read_text()
-    for port in (api_port, mqtt_port):  # the API and MQTT ports are free again
+    for port in (api_port, mqtt_port, ws_port):  # the API, MQTT and WebSocket ports are free again
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
@@ -708,6 +728,20 @@ def test_local_stack_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
         f"error: moto port 127.0.0.1:{busy_port} is already in use (Address already in use); "
         "choose another with --moto-port or MOTO_PORT"
     ]
+
+
+def test_local_stack_refuses_a_busy_websocket_port(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy_port = squatter.getsockname()[1]
+
+        with pytest.raises(
+            PortInUseError, match=f"WebSocket port 127.0.0.1:{busy_port}.*--ws-port"
+        ):
+            LocalStack(
+                moto_port=0, api_port=free_port(), ws_port=busy_port, state_dir=tmp_path
+            ).start()
 
 
 def test_moto_server_reports_a_failed_bind_instead_of_hanging() -> None:
