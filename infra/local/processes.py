@@ -178,7 +178,11 @@ def first_exited(
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader."""
     group = process.pid  # process_group=0 made the child its group's leader
-    for sig, timeout in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+    # No grace: SIGKILL at once (a crash, for tests).
+    steps = (
+        ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)) if grace else ((signal.SIGKILL, 10.0),)
+    )
+    for sig, timeout in steps:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, sig)
         try:

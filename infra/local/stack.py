@@ -336,6 +336,18 @@ class LocalStack(report.StateFiles, StartStop):
             self.startup_timeout,
         )
 
+    def restart_ws_gateway(self, *, crash: bool = False) -> None:
+        """Stop the WebSocket gateway (its clients are dropped, as a deployment or a
+        network change drops them in AWS) and start a new one on the same port.
+
+        ``crash``: kill it outright, so that no ``$disconnect`` reaches the app
+        (API Gateway does not promise one either).
+        """
+        gateway, self._ws_gateway = self._ws_gateway, None
+        if gateway is not None:
+            processes.stop_process_group(gateway, grace=0.0 if crash else 10.0)
+        self._start_ws_gateway()
+
     def _start_demo(self, demo: DemoOptions) -> None:
         if self.mqtt_port is None:
             raise LocalStackError("the demo needs the MQTT broker")
