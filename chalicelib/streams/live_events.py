@@ -8,7 +8,8 @@ registry  METER      ``new_reading``: one per batch (readings and energy by type
                      the newest counter and time); on ``provider:<id>``, one per
                      provider per batch
           PROVIDER   ``provider_update``: one per provider per batch, its newest
-                     state (also on ``provider:<id>``)
+                     state, when its settings changed (name, capacity, price, status,
+                     open disputes); on ``provider:<id>``, on any change of its card
 ledger    PURCHASE   ``new_settlement`` (public); ``purchase_opened``,
                      ``purchase_settled``, ``purchase_revoked`` on the buyer's topic
           BALANCE    ``balance`` on the account's topic
@@ -53,7 +54,7 @@ def _sort_key(change: Mapping[str, Any]) -> str:
 
 def registry_events(records: Iterable[Mapping[str, Any]]) -> list[Event]:
     readings: dict[str, dict[str, Any]] = {}
-    providers: dict[str, tuple[Provider, int]] = {}
+    providers: dict[str, tuple[Provider, int, bool]] = {}  # newest state, when, settings changed
     for record in records:
         change = record.get("dynamodb") or {}
         new, old = change.get("NewImage") or {}, change.get("OldImage") or {}
@@ -64,7 +65,10 @@ def registry_events(records: Iterable[Mapping[str, Any]]) -> list[Event]:
             after = provider_from_item(dict(new))
             before = provider_from_item(dict(old)) if old else None
             if before is None or _summary(before) != _summary(after):
-                providers[after.provider_id] = (after, _record_ms(change))
+                settings = before is None or _settings(before) != _settings(after)
+                earlier = providers.get(after.provider_id)
+                settings = settings or (earlier is not None and earlier[2])
+                providers[after.provider_id] = (after, _record_ms(change), settings)
     found: list[Event] = []
     if readings:
         found.append(_readings_summary(list(readings.values())))
@@ -72,11 +76,27 @@ def registry_events(records: Iterable[Mapping[str, Any]]) -> list[Event]:
             Event(provider_topic(r["provider_id"]), "new_reading", r["timestamp_ms"], r)
             for r in readings.values()
         ]
-    for provider, at_ms in providers.values():
+    for provider, at_ms, settings in providers.values():
         summary = _summary(provider)
-        found.append(Event("provider_update", "provider_update", at_ms, summary))
+        # Every provider's energy on sale moves with each reading: the public
+        # topic hears of settings only (a market of a million meters would
+        # otherwise push every provider to every client); the provider's own
+        # topic hears of everything.
+        if settings:
+            found.append(Event("provider_update", "provider_update", at_ms, summary))
         found.append(Event(provider_topic(provider.provider_id), "provider_update", at_ms, summary))
     return found
+
+
+def _settings(provider: Provider) -> tuple[Any, ...]:
+    """What the public provider_update topic follows: the provider's settings and standing."""
+    return (
+        provider.display_name,
+        provider.capacity_wh,
+        provider.price_micro_block_per_kwh,
+        provider.status,
+        len(provider.freezes),
+    )
 
 
 def _readings_summary(readings: list[dict[str, Any]]) -> Event:

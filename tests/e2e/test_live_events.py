@@ -68,25 +68,32 @@ def _subscribe(socket: ClientConnection, topics: list[str], **extra: Any) -> dic
 
 
 def test_public_events_arrive_as_the_market_moves(stack: LocalStack) -> None:
+    api = MarketplaceClient.over_http(stack.rpc_url)
+    deadline = time.monotonic() + 60
+    providers: list[dict[str, Any]] = []
+    while not providers and time.monotonic() < deadline:
+        providers = api.call("energy.listProviders", {})["providers"]
+        time.sleep(0.5)
+    own = f"provider:{providers[0]['provider_id']}"
+    topics = ["new_reading", "new_settlement", own]
     with connect(stack.websocket_url) as socket:
-        answer = _subscribe(socket, ["new_reading", "provider_update", "new_settlement"])
-        assert answer == {
-            "type": "subscribed",
-            "id": "s",
-            "topics": ["new_reading", "provider_update", "new_settlement"],
-        }
+        answer = _subscribe(socket, topics)
+        assert answer == {"type": "subscribed", "id": "s", "topics": topics}
         found = _events(
             socket,
             {
                 "new_reading/new_reading",
-                "provider_update/provider_update",
                 "new_settlement/new_settlement",
+                f"{own}/new_reading",
+                f"{own}/provider_update",
             },
             timeout=90,
         )
     readings = found["new_reading/new_reading"]["data"]
     assert readings["readings"] >= 1 and readings["providers"]
     assert found["new_settlement/new_settlement"]["data"]["receipt"]["hash"]
+    card = found[f"{own}/provider_update"]["data"]
+    assert card["provider_id"] == providers[0]["provider_id"] and "on_sale_wh" in card
 
 
 def test_a_private_topic_needs_a_valid_token_and_then_carries_the_accounts_events(
