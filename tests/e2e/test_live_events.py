@@ -117,8 +117,11 @@ def test_a_private_topic_needs_a_valid_token_and_then_carries_the_accounts_event
             token=events_token(Signer.generate("alice.e2e"), marketplace, soon),
         )
         assert forged["reason"] == "bad_token"
-    with pytest.raises(InvalidStatus) as refused_connect:
-        connect(f"{stack.websocket_url}?token=alice.e2e.{soon}.{'0' * 128}")
+    with (
+        pytest.raises(InvalidStatus) as refused_connect,
+        connect(f"{stack.websocket_url}?token=alice.e2e.{soon}.{'0' * 128}"),
+    ):
+        pass
     assert refused_connect.value.response.status_code == 403
 
     token = events_token(alice, marketplace, soon)
@@ -147,12 +150,11 @@ def _connections(stack: LocalStack) -> int:
 def test_a_client_that_vanished_is_pruned_and_a_gateway_restart_is_survived(
     stack: LocalStack,
 ) -> None:
-    vanished = connect(stack.websocket_url)
-    assert _subscribe(vanished, ["market_stats"])["type"] == "subscribed"
-    # The gateway crashes: no $disconnect reaches the app, whose record of the
-    # connection stays until a push to it answers 410 GoneException.
-    stack.restart_ws_gateway(crash=True)
-    vanished.socket.close()
+    with connect(stack.websocket_url) as vanished:
+        assert _subscribe(vanished, ["market_stats"])["type"] == "subscribed"
+        # The gateway crashes: no $disconnect reaches the app, whose record of
+        # the connection stays until a push to it answers 410 GoneException.
+        stack.restart_ws_gateway(crash=True)
 
     # A client that reconnects and subscribes again is served by the new gateway.
     with connect(stack.websocket_url) as socket:
