@@ -229,10 +229,14 @@ def by_topic(events: Sequence[Event]) -> dict[str, list[Event]]:
 # API Gateway closes a WebSocket connection after 2 hours: nothing of it is
 # kept longer (its items expire then, whether or not $disconnect came).
 CONNECTION_LIFETIME_MS: Final = 2 * 3_600_000
-# A public topic's subscribers are spread over this many index partitions, so
-# that no one partition holds every client of the market; a private topic has
-# one subscriber at most (its account's few tabs), so one partition.
+# A public topic's subscribers are spread over this many index partitions (by
+# connection), so that no one partition holds every client of the market.
 PUBLIC_TOPIC_LANES: Final = 8
+# A scoped topic (one provider's, one account's) has few subscribers, and a
+# batch concerns hundreds of them: scoped subscriptions share this many
+# partitions (by topic), and a fan-out reads each partition its topics fall
+# in once, rather than one per topic.
+SCOPED_TOPIC_LANES: Final = 64
 # A frame API Gateway carries whole (its limit is 32 KB per frame).
 MAX_FRAME_BYTES: Final = 32_000
 
@@ -254,16 +258,28 @@ class Connection:
         return self.account == account and now_ms <= self.authorised_until_ms
 
 
-def lane_of(topic: str, connection_id: str) -> int:
-    if lanes(topic) == 1:
-        return 0
-    return zlib.crc32(connection_id.encode()) % PUBLIC_TOPIC_LANES
+def lane_of(topic: str, connection_id: str) -> str:
+    """The index partition a subscription is listed in."""
+    if topic in PUBLIC_TOPICS:
+        return f"{topic}#{zlib.crc32(connection_id.encode()) % PUBLIC_TOPIC_LANES}"
+    return scoped_lane(topic)
 
 
-def lanes(topic: str) -> int:
-    """A topic of the whole market is spread over lanes; one account's or one
-    provider's has few subscribers: one lane."""
-    return PUBLIC_TOPIC_LANES if topic in PUBLIC_TOPICS else 1
+def scoped_lane(topic: str) -> str:
+    prefix = PROVIDER_PREFIX if topic.startswith(PROVIDER_PREFIX) else ACCOUNT_PREFIX
+    return f"{prefix}#{zlib.crc32(topic.encode()) % SCOPED_TOPIC_LANES}"
+
+
+def lanes_of(topics: Sequence[str]) -> dict[str, set[str]]:
+    """The partitions to read for ``topics``, each with the topics it may list."""
+    found: dict[str, set[str]] = {}
+    for topic in topics:
+        if topic in PUBLIC_TOPICS:
+            for lane in range(PUBLIC_TOPIC_LANES):
+                found.setdefault(f"{topic}#{lane}", set()).add(topic)
+        else:
+            found.setdefault(scoped_lane(topic), set()).add(topic)
+    return found
 
 
 def frames(events: Sequence[Event]) -> list[bytes]:

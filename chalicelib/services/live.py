@@ -173,10 +173,11 @@ def publish(deps: Dependencies, pusher: Pusher, found: Sequence[Event]) -> Publi
         return run
     uow = deps.unit_of_work()
     per_connection: dict[str, list[Event]] = defaultdict(list)
-    for topic, topic_events in events.by_topic(found).items():
-        run.topics += 1
-        for connection_id in uow.connections.subscribers(topic):
-            per_connection[connection_id].extend(topic_events)
+    grouped = events.by_topic(found)
+    run.topics = len(grouped)
+    for topic, connection_ids in uow.connections.subscribers(list(grouped)).items():
+        for connection_id in connection_ids:
+            per_connection[connection_id].extend(grouped[topic])
     run.connections = len(per_connection)
 
     def push(connection_id: str) -> tuple[int, bool]:

@@ -480,8 +480,8 @@ class ConnectionRepository(Protocol):
     def close(self, connection_id: str) -> int:
         """Forget the connection and its subscriptions now (not staged)."""
 
-    def subscribers(self, topic: str) -> list[str]:
-        """The connections subscribed to ``topic``."""
+    def subscribers(self, topics: Sequence[str]) -> dict[str, list[str]]:
+        """The connections subscribed to each of ``topics``."""
 
     def subscribed_any(self, topics: Sequence[str]) -> bool:
         """Whether any connection is subscribed to one of ``topics``."""

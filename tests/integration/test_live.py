@@ -55,7 +55,7 @@ def test_public_topics_need_no_key_and_ping_is_answered(
     answer = _send(market, pusher, "c1", action="subscribe", topics=["new_reading"], id="s1")
     assert answer == {"type": "subscribed", "topics": ["new_reading"], "id": "s1"}
     assert _send(market, pusher, "c1", action="ping") == {"type": "pong"}
-    assert market.uow().connections.subscribers("new_reading") == ["c1"]
+    assert market.uow().connections.subscribers(["new_reading"]) == {"new_reading": ["c1"]}
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_events_reach_subscribers_in_one_frame_and_a_gone_client_is_pruned(
     run = live.publish(market.deps, pusher, found[:1])
     assert (run.pushes, run.gone) == (2, 1)
     assert market.uow().connections.get("c1") is None
-    assert market.uow().connections.subscribers("new_reading") == ["c2"]
+    assert market.uow().connections.subscribers(["new_reading"]) == {"new_reading": ["c2"]}
 
 
 def test_disconnect_forgets_the_connection_and_its_subscriptions(
@@ -207,7 +207,7 @@ def test_disconnect_forgets_the_connection_and_its_subscriptions(
     assert market.uow().connections.topics("c1") == ["new_reading"]
     live.disconnect(market.deps, "c1")
     assert market.uow().connections.get("c1") is None
-    assert market.uow().connections.subscribers("new_reading") == []
+    assert market.uow().connections.subscribers(["new_reading"]) == {"new_reading": []}
     answer = _send(market, pusher, "c1", action="subscribe", topics=["new_reading"])
     assert answer["reason"] == "not_connected"
 
@@ -283,3 +283,23 @@ def test_the_streams_make_the_documented_events(dynamodb: Any) -> None:
     assert len(assigned) == 5  # each validator drawn hears of it on its own topic
     flagger = [e.event for e in disputes if e.topic == "account:carol.theblock"]
     assert flagger == ["dispute_opened", "dispute_resolved"]
+
+
+def test_a_fan_out_finds_each_topics_subscribers_among_shared_partitions(
+    market: MarketHarness, pusher: RecordingPusher
+) -> None:
+    providers = [f"provider:energy-0x{n:016x}" for n in range(40)]
+    expected: dict[str, list[str]] = {topic: [] for topic in [*providers, "new_reading"]}
+    for n in range(6):
+        connection = f"conn-{n}"
+        live.connect(market.deps, connection, None)
+        mine = providers[n * 5 : n * 5 + 5 + n]  # overlapping, uneven
+        topics = [*mine, "new_reading"] if n % 2 else mine
+        _send(market, pusher, connection, action="subscribe", topics=topics)
+        for topic in topics:
+            expected[topic].append(connection)
+    found = market.uow().connections.subscribers(list(expected))
+    assert {t: sorted(c) for t, c in found.items()} == {t: sorted(c) for t, c in expected.items()}
+    nobody = [f"provider:energy-0x{n:016x}" for n in range(100, 140)]
+    assert not market.uow().connections.subscribed_any(nobody)
+    assert market.uow().connections.subscribed_any([*nobody, providers[7]])

@@ -8,8 +8,10 @@
 Every item expires when API Gateway would have closed the connection
 (``expires_at``, TTL): a client that vanished without $disconnect leaves
 nothing behind for long, and a push to it answers GoneException first, which
-deletes it at once. A fan-out reads a topic's lanes, one Query each, keys
-only.
+deletes it at once. A fan-out reads, keys only, each index partition its
+topics fall in: a public topic's 8 (spread by connection), and the one a
+scoped topic (a provider's, an account's) shares with others (spread by
+topic, 64 per kind), once however many of its topics a batch names.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
 from chalicelib.adapters.dynamodb.layout import SUBSCRIBERS_BY_TOPIC, Tables
 from chalicelib.adapters.dynamodb.paging import query_all
 from chalicelib.domain.errors import AlreadyExists, NotFound
-from chalicelib.domain.events import Connection, lane_of, lanes
+from chalicelib.domain.events import Connection, lane_of, lanes_of
 
 if TYPE_CHECKING:
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
@@ -98,7 +100,7 @@ class DynamoConnections:
             lambda: NotFound("no such connection", connection=connection.connection_id),
             ExpressionAttributeValues=to_item(
                 {
-                    ":lane": f"{topic}#{lane_of(topic, connection.connection_id)}",
+                    ":lane": lane_of(topic, connection.connection_id),
                     ":id": connection.connection_id,
                     ":expires": connection.expires_at_ms // 1000,
                 }
@@ -138,33 +140,35 @@ class DynamoConnections:
                 request = response.get("UnprocessedItems") or {}
         return len(items)
 
-    def subscribers(self, topic: str) -> list[str]:
-        """The connections subscribed to ``topic``: one Query per lane, keys only."""
-        found: list[str] = []
-        for lane in range(lanes(topic)):
+    def subscribers(self, topics: Sequence[str]) -> dict[str, list[str]]:
+        """The connections subscribed to each of ``topics``: one keys-only Query per
+        index partition the topics fall in (the subscription's sort key names
+        its topic, so a shared partition is filtered here)."""
+        found: dict[str, list[str]] = {topic: [] for topic in topics}
+        for lane, wanted in lanes_of(topics).items():
             items = query_all(
                 self._client,
                 TableName=self._tables.connections,
                 IndexName=SUBSCRIBERS_BY_TOPIC,
                 KeyConditionExpression="topic_lane = :lane",
-                ExpressionAttributeValues=to_item({":lane": f"{topic}#{lane}"}),
+                ExpressionAttributeValues=to_item({":lane": lane}),
             )
-            found.extend(i["connection_id"]["S"] for i in items)
+            for item in items:
+                topic = item["sk"]["S"].removeprefix(SUBSCRIPTION_PREFIX)
+                if topic in wanted:
+                    found[topic].append(item["connection_id"]["S"])
         return found
 
     def subscribed_any(self, topics: Sequence[str]) -> bool:
         """Whether any connection listens to one of ``topics`` (a cheap check before work)."""
-        for topic in topics:
-            for lane in range(lanes(topic)):
-                response = self._client.query(
-                    TableName=self._tables.connections,
-                    IndexName=SUBSCRIBERS_BY_TOPIC,
-                    KeyConditionExpression="topic_lane = :lane",
-                    ExpressionAttributeValues=to_item({":lane": f"{topic}#{lane}"}),
-                    Limit=1,
-                    Select="COUNT",
-                    ReturnConsumedCapacity="TOTAL",
-                )
-                if response["Count"]:
-                    return True
+        for lane, wanted in lanes_of(topics).items():
+            items = query_all(
+                self._client,
+                TableName=self._tables.connections,
+                IndexName=SUBSCRIBERS_BY_TOPIC,
+                KeyConditionExpression="topic_lane = :lane",
+                ExpressionAttributeValues=to_item({":lane": lane}),
+            )
+            if any(i["sk"]["S"].removeprefix(SUBSCRIPTION_PREFIX) in wanted for i in items):
+                return True
         return False

@@ -49,8 +49,10 @@ class MemoryConnections:
             found = self._state.connections.pop(connection_id, None)
             return len(gone) + (found is not None)
 
-    def subscribers(self, topic: str) -> list[str]:
-        return sorted(c for c, t in self._state.subscriptions if t == topic)
+    def subscribers(self, topics: Sequence[str]) -> dict[str, list[str]]:
+        return {
+            topic: sorted(c for c, t in self._state.subscriptions if t == topic) for topic in topics
+        }
 
     def subscribed_any(self, topics: Sequence[str]) -> bool:
         return any(t in topics for _, t in self._state.subscriptions)
