@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
 
 from energy_client.rpc_client import MarketplaceClient
 from infra.local_stack import DemoOptions, LocalStack, free_port
@@ -35,7 +42,7 @@ CHROMIUM_ARGS = [
 ]
 # Where the screenshots go (docs/images/ holds copies of a few).
 SCREENSHOTS = Path(os.environ.get("DASHBOARD_SCREENSHOTS", PROJECT_DIR / "build" / "screenshots"))
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 
 def launch_chromium(playwright: Playwright) -> Browser:
@@ -108,8 +115,14 @@ def api(stack: LocalStack) -> MarketplaceClient:
     return MarketplaceClient.over_http(stack.rpc_url)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    """Poll ``check`` once a second until it returns something true; fail after ``timeout``."""
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 120.0, page: Page | None = None
+) -> Any:
+    """Poll ``check`` once a second until it returns something true; fail after ``timeout``.
+
+    With a ``page``, wait through Playwright: its sync API handles the page's events (and
+    routes) only while one of its calls runs, never during a ``time.sleep``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         found = check()
@@ -117,7 +130,23 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any
             return found
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1.0)
+        if page is None:
+            time.sleep(1.0)
+        else:
+            page.wait_for_timeout(1000)
+
+
+@pytest.fixture(scope="session")
+def listed_providers(api: MarketplaceClient, stack: LocalStack) -> list[dict[str, Any]]:
+    """The demo's providers, once every meter's provider is on the market."""
+    meters = stack.demo.meters if stack.demo is not None else 0
+
+    def listed() -> list[dict[str, Any]] | None:
+        providers: list[dict[str, Any]] = api.call("energy.listProviders", {})["providers"]
+        return providers if len(providers) >= meters else None
+
+    result: list[dict[str, Any]] = wait_for("the demo's providers", listed)
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,11 @@ export class RpcError extends Error {
     );
   }
 
+  /** Whether the same call may succeed if sent again (the API, not the request, failed). */
+  get retryable(): boolean {
+    return [TRANSPORT_ERROR, BAD_ANSWER, -32603, 5001, 5002].includes(this.code);
+  }
+
   get hint(): string | undefined {
     return this.reason === undefined ? undefined : REASON_HINTS[this.reason];
   }

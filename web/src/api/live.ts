@@ -18,6 +18,7 @@ const FIRST_DELAY_MS = 1_000;
 const MAX_DELAY_MS = 30_000;
 // API Gateway closes a connection after 10 minutes without a message from the client.
 const PING_EVERY_MS = 4 * 60_000;
+const SUBSCRIBE_ID = "resubscribe";
 
 export class LiveFeed {
   readonly url: string;
@@ -49,7 +50,7 @@ export class LiveFeed {
       this.#topics.set(topic, count + 1);
       return count === 0;
     });
-    if (added.length > 0 && this.status === "live") this.#send({ action: "subscribe", topics: added });
+    if (added.length > 0) this.#send({ action: "subscribe", topics: added });
     this.start();
     return () => {
       this.#handlers.delete(handler);
@@ -59,7 +60,7 @@ export class LiveFeed {
         else this.#topics.delete(topic);
         return count === 0;
       });
-      if (removed.length > 0 && this.status === "live") this.#send({ action: "unsubscribe", topics: removed });
+      if (removed.length > 0) this.#send({ action: "unsubscribe", topics: removed });
     };
   }
 
@@ -94,13 +95,12 @@ export class LiveFeed {
     }
     this.#socket = socket;
     socket.addEventListener("open", () => {
-      this.#attempt = 0;
-      const topics = [...this.#topics.keys()];
-      if (topics.length > 0) this.#send({ action: "subscribe", topics, id: "resubscribe" });
-      this.generation += 1;
-      this.#setStatus("live");
       clearInterval(this.#ping);
       this.#ping = setInterval(() => this.#send({ action: "ping" }), PING_EVERY_MS);
+      const topics = [...this.#topics.keys()];
+      // Live once the gateway has confirmed the subscriptions, not merely once the socket opened.
+      if (topics.length > 0) this.#send({ action: "subscribe", topics, id: SUBSCRIBE_ID });
+      else this.#becameLive();
     });
     socket.addEventListener("message", (message) => this.#receive(message.data));
     socket.addEventListener("close", () => {
@@ -109,6 +109,12 @@ export class LiveFeed {
       clearInterval(this.#ping);
       if (!this.#stopped) this.#scheduleReconnect();
     });
+  }
+
+  #becameLive(): void {
+    this.#attempt = 0;
+    this.generation += 1;
+    this.#setStatus("live");
   }
 
   #scheduleReconnect(): void {
@@ -123,10 +129,15 @@ export class LiveFeed {
 
   #receive(raw: unknown): void {
     if (typeof raw !== "string") return;
-    let frame: { type?: unknown; events?: unknown };
+    let frame: { type?: unknown; events?: unknown; id?: unknown };
     try {
       frame = JSON.parse(raw) as typeof frame;
     } catch {
+      return;
+    }
+    if (frame.id === SUBSCRIBE_ID) {
+      // Refused (an error answer): the pages keep polling; the next reconnect tries again.
+      if (frame.type === "subscribed") this.#becameLive();
       return;
     }
     if (frame.type !== "events" || !Array.isArray(frame.events)) return;

@@ -232,7 +232,6 @@ export function Providers() {
 }
 
 export function ProviderDetails({ providerId }: { providerId: string }) {
-  usePageTitle("Provider");
   const topic = `provider:${providerId}`;
   const provider = useLiveData<Provider>(
     () => market.getProvider(providerId),
@@ -242,11 +241,19 @@ export function ProviderDetails({ providerId }: { providerId: string }) {
     [providerId],
   );
   const p = provider.data;
+  usePageTitle(p?.display_name ?? "Provider");
   return (
     <>
       <p>
         <a href="#/providers">← All providers</a>
       </p>
+      {/* The heading is there from the start: the focus lands on it when the page opens. */}
+      <div class="page-head">
+        <h1 id="provider-title" tabIndex={-1}>
+          {p?.display_name ?? "Provider"}
+        </h1>
+        {p !== undefined && <StatusBadge status={p.status} />}
+      </div>
       {provider.error !== undefined && (
         <ErrorNotice error={provider.error} title="This provider could not be read" onRetry={provider.reload} />
       )}
@@ -254,12 +261,6 @@ export function ProviderDetails({ providerId }: { providerId: string }) {
         provider.loading && <Loading what="the provider" />
       ) : (
         <article class="details" data-testid="provider-details" aria-labelledby="provider-title">
-          <div class="page-head">
-            <h1 id="provider-title" tabIndex={-1}>
-              {p.display_name}
-            </h1>
-            <StatusBadge status={p.status} />
-          </div>
           <p class="muted">
             {format.titleCase(p.energy_type)} in {p.jurisdiction}, owned by {p.owner} · <code>{p.provider_id}</code>
           </p>

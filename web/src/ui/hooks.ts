@@ -63,17 +63,32 @@ export function useLiveData<T>(
     );
   }, deps);
 
-  // The first read, and a fresh one whenever the feed becomes live again.
+  const isLive = status === "live";
+  // The first read at once (the page does not wait for the WebSocket), and a fresh one
+  // whenever the feed becomes live again: events sent while it was away are not replayed.
+  const firstRead = useRef(true);
   useEffect(() => {
-    if (status !== "connecting") reload();
-  }, [reload, status === "live"]);
+    if (!firstRead.current) {
+      // Other parameters (a filter): what is shown no longer answers them.
+      current.current = undefined;
+      setState({ data: undefined, error: undefined, loading: true, updatedAt: undefined, source: undefined });
+    }
+    firstRead.current = false;
+    reload();
+  }, [reload]);
+  const wasLive = useRef(isLive);
+  useEffect(() => {
+    if (isLive && !wasLive.current) reload();
+    wasLive.current = isLive;
+  }, [isLive, reload]);
 
-  // The fallback: poll while the feed is not live.
+  // The fallback: poll while the feed is not live (connecting and offline alike: a feed that
+  // keeps failing to connect flips between the two, and must not hold the polling back).
   useEffect(() => {
-    if (status === "live") return;
+    if (isLive) return;
     const timer = setInterval(reload, POLL_INTERVAL_MS);
     return () => clearInterval(timer);
-  }, [reload, status]);
+  }, [reload, isLive]);
 
   useEffect(() => {
     if (topics.length === 0) return;

@@ -33,7 +33,7 @@ export function ErrorNotice({ error, title, onRetry }: { error: unknown; title?:
         </ul>
       )}
       {rpc?.hint !== undefined && rpc.fieldErrors.length === 0 && <p class="notice-detail">{rpc.hint}</p>}
-      {onRetry !== undefined && (
+      {onRetry !== undefined && (rpc === undefined || rpc.retryable) && (
         <button type="button" class="button" onClick={onRetry}>
           Try again
         </button>
