@@ -136,7 +136,12 @@ def describe(stack: LocalStack) -> str:
         "  try:\n"
         f"    curl -s -X POST {stack.rpc_url} -H 'Content-Type: application/json' \\\n"
         f"      -d '{payload}'\n"
-        "Press Ctrl-C to stop."
+        + (
+            f"Open the dashboard: {stack.dashboard_url}\n"
+            if stack.web_server_pid is not None
+            else ""
+        )
+        + "Press Ctrl-C to stop."
     )
 
 

@@ -30,9 +30,9 @@ export function price(microBlockPerKwh: number | null | undefined): string {
 }
 
 /** A price in micro-BLOCK per kWh as a number of BLOCK (the unit goes beside it). */
-export function blockPerKwh(microBlockPerKwh: number | null | undefined): string {
+export function blockPerKwh(microBlockPerKwh: number | null | undefined, digits = 6): string {
   if (microBlockPerKwh === null || microBlockPerKwh === undefined) return "—";
-  return decimal(microBlockPerKwh / MICRO, 6, 2);
+  return decimal(microBlockPerKwh / MICRO, digits, 2);
 }
 
 /** CO2 from grams, in t once there is a tonne, else in kg. */

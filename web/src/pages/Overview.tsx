@@ -2,6 +2,7 @@
 // mix and the top providers, live from the market_stats topic with a polling fallback.
 
 import type { ComponentChildren } from "preact";
+import { useEffect } from "preact/hooks";
 import type { LiveEvent } from "../api/live";
 import { ENERGY_TYPES, type MarketStats, type PriceHistory } from "../api/types";
 import * as format from "../format";
@@ -51,7 +52,7 @@ function Metrics({ stats }: { stats: MarketStats }) {
         <Metric
           id="price"
           label="Average price"
-          value={format.blockPerKwh(price.vwap_24h_micro_block_per_kwh ?? price.listed_micro_block_per_kwh)}
+          value={format.blockPerKwh(price.vwap_24h_micro_block_per_kwh ?? price.listed_micro_block_per_kwh, 4)}
           unit="BLOCK/kWh"
           detail={
             price.vwap_24h_micro_block_per_kwh !== null
@@ -164,9 +165,18 @@ function mixRows(stats: MarketStats) {
     .filter((row) => row.capacityWh + row.generatedWh + row.tradedWh > 0);
 }
 
+/** Marked once the market's numbers are on screen (bench/web.py reads it). */
+export const NUMBERS_SHOWN_MARK = "energy-marketplace:overview-numbers";
+
 export function Overview() {
   usePageTitle("Overview");
   const stats = useLiveData<MarketStats>(() => market.getMarketStats(), ["market_stats"], newerStats);
+  const shown = stats.data !== undefined;
+  useEffect(() => {
+    if (shown && performance.getEntriesByName(NUMBERS_SHOWN_MARK).length === 0) {
+      performance.mark(NUMBERS_SHOWN_MARK);
+    }
+  }, [shown]);
   // The price chart follows the same pushes: each market_stats event means new buckets may exist.
   const history = useLiveData<PriceHistory>(() => market.getPriceHistory(24), ["market_stats"], () => "reload");
   const window = stats.data === undefined ? "24 h" : format.windowOf(stats.data.bucket_ms);

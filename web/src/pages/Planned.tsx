@@ -20,25 +20,25 @@ export const PLANNED: PlannedPage[] = [
     path: "trading",
     title: "Trading",
     will: "Offers on sale now, buying with a maximum price, your open purchases and settling them.",
-    meanwhile: "python -m energy_client offers / buy / settle, or energy.getOffers, energy.purchaseEnergy and energy.settle.",
+    meanwhile: "python -m energy_client offers, buy and settle (docs/cli.md), or energy.getOffers, energy.purchaseEnergy and energy.settle.",
   },
   {
     path: "portfolio",
     title: "Portfolio",
     will: "Your balance, holdings, history, earnings and carbon achievements; retiring credits and their certificates.",
-    meanwhile: "python -m energy_client portfolio, or energy.getPortfolio and energy.retireCredits.",
+    meanwhile: "python -m energy_client portfolio and retire, or energy.getPortfolio and energy.retireCredits.",
   },
   {
     path: "disputes",
     title: "Disputes",
     will: "Open and resolved disputes with their evidence, flagging a reading, and voting as a validator.",
-    meanwhile: "python -m energy_client disputes, or energy.getDisputes, energy.flagDispute and energy.voteOnDispute.",
+    meanwhile: "python -m energy_client disputes, dispute, flag and vote, or energy.getDisputes, energy.flagDispute and energy.voteOnDispute.",
   },
   {
     path: "analytics",
     title: "Analytics",
     will: "Trading volume, revenue and environmental impact over hours and days.",
-    meanwhile: "energy.getMarketActivity, energy.getTopProviders and energy.getCarbonOffset.",
+    meanwhile: "python -m energy_client activity and leaders, or energy.getMarketActivity, energy.getTopProviders and energy.getCarbonOffset.",
   },
 ];
 
