@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from bench._printing import print_table, say
 from energy_client.rpc_client import MarketplaceClient
 from infra.local_stack import DemoOptions, LocalStack, free_port
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, WEB_DIST
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, WEB_DIST
 
 NUMBERS_SHOWN_MARK = "energy-marketplace:overview-numbers"
 BUDGET_GZIP_BYTES = 250 * 1024

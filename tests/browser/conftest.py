@@ -6,57 +6,16 @@ Nothing here skips: a missing Chromium or a missing build fails with what to run
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import (
-    Browser,
-    ConsoleMessage,
-    Page,
-    Playwright,
-    ViewportSize,
-    sync_playwright,
-)
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from energy_client.rpc_client import MarketplaceClient
 from infra.local_stack import DemoOptions, LocalStack, free_port
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-WEB_DIST = PROJECT_DIR / "web" / "dist"
-# Debian's package (apt-get install chromium; `make chromium` installs it).
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-# Headless as root on a machine whose network is closed: no sandbox (root), and no
-# background connections to Google's hosts, which this machine refuses by the dozen.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Where the screenshots go (docs/images/ holds copies of a few).
-SCREENSHOTS = Path(os.environ.get("DASHBOARD_SCREENSHOTS", PROJECT_DIR / "build" / "screenshots"))
-VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
-
-
-def launch_chromium(playwright: Playwright) -> Browser:
-    """Debian's Chromium, headless, with the flags this machine needs."""
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(
-            f"Debian's Chromium is not installed at {CHROMIUM}: the browser tests need it. "
-            "Install it with `make chromium` (apt-get install chromium), or point CHROMIUM "
-            "at another build. Playwright's own browser download does not work here.",
-            pytrace=False,
-        )
-    return playwright.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-    )
+from tests.browser.support import VIEWPORT, WEB_DIST, launch_chromium, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -115,27 +74,6 @@ def api(stack: LocalStack) -> MarketplaceClient:
     return MarketplaceClient.over_http(stack.rpc_url)
 
 
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 120.0, page: Page | None = None
-) -> Any:
-    """Poll ``check`` once a second until it returns something true; fail after ``timeout``.
-
-    With a ``page``, wait through Playwright: its sync API handles the page's events (and
-    routes) only while one of its calls runs, never during a ``time.sleep``.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        if page is None:
-            time.sleep(1.0)
-        else:
-            page.wait_for_timeout(1000)
-
-
 @pytest.fixture(scope="session")
 def listed_providers(api: MarketplaceClient, stack: LocalStack) -> list[dict[str, Any]]:
     """The demo's providers, once every meter's provider is on the market."""
@@ -182,11 +120,3 @@ def page(browser: Browser, stack: LocalStack) -> Iterator[Page]:
     yield opened
     context.close()
     assert not errors, errors
-
-
-def screenshot(page: Page, name: str) -> Path:
-    """Save the whole page as ``<name>.png`` under the screenshots directory."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, Request, Route, WebSocketRoute, expect
 
 from energy_client.rpc_client import MarketplaceClient
-from tests.browser.conftest import PROJECT_DIR, screenshot, wait_for
+from tests.browser.support import PROJECT_DIR, screenshot, wait_for
 
 pytestmark = pytest.mark.browser
 
