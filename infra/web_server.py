@@ -55,6 +55,7 @@ WEBSOCKET_PATH = "/ws"
 # The largest request body passed to the API: its own limit is 1 MiB (docs/api.md).
 MAX_BODY_BYTES = 1024 * 1024 + 1
 UPSTREAM_TIMEOUT_SECONDS = 30.0
+KEEPALIVE_SECONDS = 60.0
 STATUS_SECONDS = 2.0
 COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
 CONTENT_SECURITY_POLICY = (
@@ -178,6 +179,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "EnergyMarketplaceWeb/1"
+    # An idle keep-alive connection is closed after this long (a tunnel lifts it).
+    timeout = KEEPALIVE_SECONDS
     # Set on the subclass each server makes.
     files: ClassVar[StaticFiles]
     upstreams: ClassVar[Upstreams]
@@ -332,7 +335,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
             if name.lower() != "host":
                 head.append(f"{name}: {value}")
         head.append(f"X-Forwarded-For: {self.client_address[0]}")
+        # A WebSocket stays open while idle (API Gateway allows 10 minutes without a message).
         upstream.settimeout(None)
+        self.connection.settimeout(None)
         self.counters.add(websockets_opened=1, websockets_open=1)
         try:
             upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
