@@ -15,12 +15,14 @@ PIP_SPEC := pip<26.3
 # pip warns once per package. Drop those lines, keep everything else.
 PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: help setup mosquitto test lint typecheck pytest run bench soak fmt clean distclean
+.PHONY: help setup mosquitto chromium web test lint typecheck pytest run bench soak fmt clean distclean
 
 help:
 	@echo "make test       lint, format check, type check and every test (what CI runs)"
 	@echo "make run        the whole marketplace on this machine (python -m infra.local_stack)"
-	@echo "                then use it: .venv/bin/python -m energy_client --help (docs/cli.md)"
+	@echo "                with the dashboard at http://127.0.0.1:8080/; or use the CLI:"
+	@echo "                .venv/bin/python -m energy_client --help (docs/cli.md)"
+	@echo "make web        install the dashboard's npm packages and build web/dist (when web/ changed)"
 	@echo "make bench      run the benchmarks in bench/ (all but the soak)"
 	@echo "make soak       the whole local market, 50 meters, 30 minutes (bench/soak.py)"
 	@echo "make fmt        format the code and apply safe lint fixes"
@@ -51,7 +53,36 @@ mosquitto:
 	fi
 	@$(MOSQUITTO_FOUND) || { echo "error: mosquitto is still missing" >&2; exit 1; }
 
-setup: $(STAMP) mosquitto
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives it, and cannot
+# download a browser of its own here. Installed like mosquitto: only when missing.
+CHROMIUM_FOUND := [ -x /usr/bin/chromium ]
+
+chromium:
+	@if ! { $(CHROMIUM_FOUND); }; then \
+		echo "Installing chromium (Debian's, for the browser tests) ..."; \
+		$(APT_GET) install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+			|| { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends chromium; }; \
+	fi
+	@$(CHROMIUM_FOUND) || { echo "error: chromium is still missing at /usr/bin/chromium" >&2; exit 1; }
+
+# The dashboard (web/): `npm ci` when the lockfile changes, `npm run build` when a source
+# does. Node.js 20.19 or newer with npm (Vite 8 needs it); the npm registry for packages.
+WEB_DEPS := web/node_modules/.installed
+WEB_BUILD := web/dist/index.html
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+
+$(WEB_DEPS): web/package.json web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm is missing: install Node.js 20.19+ with npm" >&2; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_DEPS)
+
+$(WEB_BUILD): $(WEB_DEPS) $(WEB_SOURCES)
+	cd web && npm run build --silent
+	touch $(WEB_BUILD)
+
+web: $(WEB_BUILD)
+
+setup: $(STAMP) mosquitto chromium web
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -60,16 +91,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto
+pytest: $(STAMP) mosquitto chromium web
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
-run: $(STAMP) mosquitto
+run: $(STAMP) mosquitto web
 	$(BIN)/python -m infra.local_stack
 
 # The soak runs the whole local market for half an hour: its own target.
-bench: $(STAMP)
+bench: $(STAMP) chromium web
 	@shopt -s nullglob; benches=(bench/[!_]*.py); \
 	for bench in "$${benches[@]}"; do \
 		[ "$$bench" = bench/soak.py ] && continue; \
@@ -84,8 +115,8 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .chalice/deployments build dist
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .chalice/deployments build dist web/dist
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) .local web/node_modules

@@ -18,6 +18,9 @@ What runs, in start order (and stopped in reverse):
   subprocess calling the app's ``$connect``, ``$default`` and ``$disconnect``
   handlers and serving the ``@connections`` management API the app pushes
   through (``WEBSOCKET_MANAGEMENT_ENDPOINT``) (infra/ws_gateway.py);
+- the dashboard's web server, the stand-in for CloudFront in front of S3 and the APIs: it
+  serves the built app (``web/dist``) and passes ``/rpc`` to the API and ``/ws`` to the
+  WebSocket API on the same origin (infra/web_server.py);
 - the demo fleet (``iot/demo/fleet.py``): accounts, providers of every energy
   type with provisioned meters publishing over MQTT, and buyers.
 
@@ -43,6 +46,7 @@ from infra.local.options import (
     DEFAULT_MOTO_PORT,
     DEFAULT_MQTT_PORT,
     DEFAULT_STATE_DIR,
+    DEFAULT_WEB_PORT,
     DEFAULT_WS_PORT,
     FAKE_CREDENTIALS,
     LOCAL_SETTINGS,
@@ -61,6 +65,7 @@ __all__ = [
     "DEFAULT_MOTO_PORT",
     "DEFAULT_MQTT_PORT",
     "DEFAULT_STATE_DIR",
+    "DEFAULT_WEB_PORT",
     "DEFAULT_WS_PORT",
     "FAKE_CREDENTIALS",
     "LOCAL_SETTINGS",
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mqtt_port=args.mqtt_port,
         mqtt=args.mqtt,
         ws_port=args.ws_port,
+        web=args.web,
+        web_port=args.web_port,
         state_dir=args.state_dir,
         autoreload=args.autoreload,
         jobs=args.jobs,
@@ -111,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mqtt = f", MQTT on {args.host}:{args.mqtt_port}" if args.mqtt else ""
         print(
             f"Starting moto on {args.host}:{args.moto_port}{mqtt}, the API on "
-            f"{args.host}:{args.api_port} and WebSockets on {args.host}:{args.ws_port} ...",
+            f"{args.host}:{args.api_port}, WebSockets on {args.host}:{args.ws_port}"
+            + (f" and the dashboard on {args.host}:{args.web_port}" if args.web else "")
+            + " ...",
             flush=True,
         )
         stack.start()

@@ -8,6 +8,7 @@ _PORT_HINTS = {
     "API": "--api-port or API_PORT",
     "MQTT": "--mqtt-port or MQTT_PORT",
     "WebSocket": "--ws-port or WS_PORT",
+    "web": "--web-port or WEB_PORT",
 }
 
 

@@ -19,6 +19,9 @@ DEFAULT_API_PORT = 8000
 DEFAULT_MQTT_PORT = 8883
 # The WebSocket API and its @connections management API (infra/ws_gateway.py).
 DEFAULT_WS_PORT = 8001
+# The dashboard (web/dist) and, on the same origin, /rpc and /ws (infra/web_server.py).
+DEFAULT_WEB_PORT = 8080
+WEB_DIST_DIR = PROJECT_DIR / "web" / "dist"
 DEFAULT_STATE_DIR = Path(".local")
 DEFAULT_JOBS_INTERVAL_SECONDS = 30.0
 
@@ -190,6 +193,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=port_from_env("WS_PORT", DEFAULT_WS_PORT),
         help="WebSocket gateway port: the WebSocket API and its @connections API "
         "(env WS_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=port_from_env("WEB_PORT", DEFAULT_WEB_PORT),
+        help="the dashboard, with /rpc and /ws on the same origin "
+        "(env WEB_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-web",
+        dest="web",
+        action="store_false",
+        help="do not serve the dashboard (web/dist)",
     )
     parser.add_argument(
         "--no-mqtt",

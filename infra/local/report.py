@@ -22,6 +22,7 @@ BRIDGE_DIR = "bridge"
 JOBS_DIR = "jobs"
 STREAMS_DIR = "streams"
 WEBSOCKETS_DIR = "websockets"
+WEB_DIR = "web"
 DEMO_DIR = "demo"
 STATUS_FILE = "status.json"
 
@@ -77,6 +78,14 @@ class StateFiles:
         return self.websockets_dir / STATUS_FILE
 
     @property
+    def web_dir(self) -> Path:
+        return self.state_dir / WEB_DIR
+
+    @property
+    def web_status_path(self) -> Path:
+        return self.web_dir / STATUS_FILE
+
+    @property
     def demo_status_path(self) -> Path:
         return self.state_dir / DEMO_DIR / STATUS_FILE
 
@@ -95,6 +104,10 @@ class StateFiles:
     def websockets_status(self) -> dict[str, Any]:
         """Connections open, messages in and out, pushes, gone (infra.ws_gateway), from its file."""
         return read_status(self.websockets_status_path)
+
+    def web_status(self) -> dict[str, Any]:
+        """Files served, API calls and WebSocket tunnels passed (infra.web_server), from its file."""
+        return read_status(self.web_status_path)
 
     def demo_status(self) -> dict[str, Any]:
         """The demo fleet's counters (iot.demo.fleet), from its file."""
@@ -117,12 +130,18 @@ def describe(stack: LocalStack) -> str:
         f"{_websocket_lines(stack)}"
         f"{_demo_lines(stack)}"
         f"  JSON-RPC API:         {stack.rpc_url}\n"
+        f"{_web_lines(stack)}"
         f"  operator key:         {stack.operator_key_path} "
         f"(public key {stack.environment['OPERATOR_PUBLIC_KEY']})\n"
         "  try:\n"
         f"    curl -s -X POST {stack.rpc_url} -H 'Content-Type: application/json' \\\n"
         f"      -d '{payload}'\n"
-        "Press Ctrl-C to stop."
+        + (
+            f"Open the dashboard: {stack.dashboard_url}\n"
+            if stack.web_server_pid is not None
+            else ""
+        )
+        + "Press Ctrl-C to stop."
     )
 
 
@@ -179,6 +198,19 @@ def _websocket_lines(stack: LocalStack) -> str:
         f"the app's handlers for {routes})\n"
         f"  @connections API:     {stack.websocket_management_endpoint} "
         f"(WEBSOCKET_MANAGEMENT_ENDPOINT); status in {stack.websockets_status_path}\n"
+    )
+
+
+def _web_lines(stack: LocalStack) -> str:
+    if stack.web_server_pid is None:
+        return ""
+    built = stack.web_status().get("built")
+    state = "" if built else f" (not built: run `make web`, which builds {stack.web_dist})"
+    return (
+        f"  dashboard:            {stack.dashboard_url}{state}\n"
+        f"                        (web/dist, with /rpc -> the API and /ws -> the WebSocket "
+        f"API on the same origin; pid {stack.web_server_pid}, status in "
+        f"{stack.web_status_path})\n"
     )
 
 

@@ -1,6 +1,6 @@
 """``LocalStack``: moto, its resources, mosquitto, the bridge, the jobs, the stream poller,
-``chalice local``, the WebSocket gateway and the demo fleet, started in that order and
-stopped in reverse."""
+``chalice local``, the WebSocket gateway, the dashboard's web server and the demo fleet,
+started in that order and stopped in reverse."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from infra.local.options import (
     DEFAULT_STACK_NAME,
     DEFAULT_STATE_DIR,
     PROJECT_DIR,
+    WEB_DIST_DIR,
     DemoOptions,
     api_gateway_stage,
     application_environment,
@@ -64,6 +65,10 @@ class LocalStack(report.StateFiles, StartStop):
         jobs_interval: float = DEFAULT_JOBS_INTERVAL_SECONDS,
         demo: DemoOptions | None = None,
         settings: dict[str, str] | None = None,
+        # The dashboard's origin (infra/web_server.py): 0, a free port; `make run` passes 8080.
+        web: bool = True,
+        web_port: int = 0,
+        web_dist: Path = WEB_DIST_DIR,
     ) -> None:
         # Absolute: the broker runs in its own directory, the bridge and chalice
         # in theirs, and every path handed to them must mean the same file.
@@ -106,6 +111,11 @@ class LocalStack(report.StateFiles, StartStop):
         # The WebSocket API's stage in AWS is the REST API's (api_gateway_stage).
         self.websocket_stage = api_gateway_stage(project_dir, stage)
         self._ws_gateway: subprocess.Popen[bytes] | None = None
+        self.web = web
+        self._requested_web_port = web_port
+        self.web_port: int | None = None
+        self.web_dist = web_dist.resolve()
+        self._web_server: subprocess.Popen[bytes] | None = None
         self.demo = demo
         self._demo: subprocess.Popen[bytes] | None = None
         # Application settings (environment variables) beyond the stack's own.
@@ -138,6 +148,13 @@ class LocalStack(report.StateFiles, StartStop):
         if self.ws_port is None:
             raise LocalStackError("the local stack is not running")
         return f"http://{self.host}:{self.ws_port}/{self.websocket_stage}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard, whose origin also serves /rpc and /ws (CloudFront's role in AWS)."""
+        if self.web_port is None:
+            raise LocalStackError("the dashboard is not being served")
+        return f"http://{self.host}:{self.web_port}/"
 
     @property
     def environment(self) -> dict[str, str]:
@@ -188,6 +205,10 @@ class LocalStack(report.StateFiles, StartStop):
         return None if self._ws_gateway is None else self._ws_gateway.pid
 
     @property
+    def web_server_pid(self) -> int | None:
+        return None if self._web_server is None else self._web_server.pid
+
+    @property
     def demo_pid(self) -> int | None:
         return None if self._demo is None else self._demo.pid
 
@@ -208,7 +229,7 @@ class LocalStack(report.StateFiles, StartStop):
 
     def start(self) -> None:
         """Start moto, create the resources, the broker, the bridge, the jobs, the stream
-        poller, chalice local, the WebSocket gateway and the demo."""
+        poller, chalice local, the WebSocket gateway, the dashboard and the demo."""
         try:
             self._start_moto()
             # Chosen now: every process gets the management endpoint in its environment.
@@ -236,11 +257,46 @@ class LocalStack(report.StateFiles, StartStop):
                 self._chalice_process(), self.rpc_url, self.startup_timeout
             )
             self._start_ws_gateway()
+            if self.web:
+                self._start_web_server()
             if self.demo is not None and self.mqtt:
                 self._start_demo(self.demo)
         except BaseException:
             self.stop()
             raise
+
+    def _start_web_server(self) -> None:
+        """The dashboard's origin: web/dist, /rpc -> the API, /ws -> the WebSocket API."""
+        if self._requested_web_port == 0:
+            port = processes.free_port(self.host)
+        else:
+            processes.ensure_port_free(self.host, self._requested_web_port, "web")
+            port = self._requested_web_port
+        self.web_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.web_status_path.unlink(missing_ok=True)
+        self._web_server = self._spawn_python(
+            "infra.web_server",
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--dist",
+            str(self.web_dist),
+            "--api",
+            self.api_url,
+            "--websocket",
+            self.websocket_url,
+            "--status-file",
+            str(self.web_status_path),
+        )
+        self.web_port = port
+        processes.wait_until_reported(
+            self._web_server,
+            self.web_status_path,
+            "listening",
+            "the dashboard's web server",
+            self.startup_timeout,
+        )
 
     def _start_moto(self) -> None:
         self._moto = bootstrap.start_moto(self.host, self._requested_moto_port)
@@ -393,6 +449,7 @@ class LocalStack(report.StateFiles, StartStop):
                 ("the job scheduler", self._scheduler),
                 ("the stream poller", self._stream_poller),
                 ("the WebSocket gateway", self._ws_gateway),
+                ("the dashboard's web server", self._web_server),
                 ("the demo fleet", self._demo),
                 ("mosquitto", self._broker.process if self._broker is not None else None),
             ]
@@ -406,13 +463,17 @@ class LocalStack(report.StateFiles, StartStop):
             processes.stop_process_group(demo)
 
     def stop(self) -> None:
-        """Stop the demo, the WebSocket gateway, chalice local, the jobs, the bridge, the
-        broker and moto.
+        """Stop the demo, the dashboard's web server, the WebSocket gateway, chalice local,
+        the jobs, the bridge, the broker and moto.
 
         Safe to call twice. The gateway goes before moto: it closes its clients
         and calls ``$disconnect`` for each, which may write to the tables.
         """
         self.stop_demo()
+        web_server, self._web_server = self._web_server, None
+        if web_server is not None:
+            processes.stop_process_group(web_server)
+        self.web_port = None
         gateway, self._ws_gateway = self._ws_gateway, None
         if gateway is not None:
             processes.stop_process_group(gateway)

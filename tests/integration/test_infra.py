@@ -626,6 +626,7 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
             stack.scheduler_pid,
             stack.stream_poller_pid,
             stack.ws_gateway_pid,
+            stack.web_server_pid,
         ]
         chalice_group = stack.chalice_pid
         assert chalice_group is not None
@@ -664,7 +665,14 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
         with pytest.raises(ClientError) as gone:
             management.get_connection(ConnectionId="AAAAAAAAAAAAAAA=")
         assert gone.value.response["Error"]["Code"] == "GoneException"
+        # The dashboard's origin passes /rpc to the API and /ws to the WebSocket API.
+        assert _post_rpc(f"{stack.dashboard_url}rpc") == 200
+        with ws_connect(f"ws://127.0.0.1:{stack.web_port}/ws", proxy=None, open_timeout=10) as ws:
+            ws.send(json.dumps({"action": "ping", "id": "p"}))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "pong", "id": "p"}
+        assert "dashboard:" in stack.describe() and stack.dashboard_url in stack.describe()
         ws_port = stack.ws_port
+        web_port = stack.web_port
         mqtt_port = stack.mqtt_port
         assert mqtt_port is not None
         iot = stack.aws_client("iot")
@@ -688,7 +696,8 @@ def test_local_stack_serves_the_api_against_moto_and_stops_cleanly(tmp_path: Pat
     for group in groups:
         assert group is not None and not _process_alive(group), log_path.read_text()
     assert not _group_alive(chalice_group), log_path.read_text()
-    for port in (api_port, mqtt_port, ws_port):  # the API, MQTT and WebSocket ports are free again
+    # The API, MQTT, WebSocket and dashboard ports are free again.
+    for port in (api_port, mqtt_port, ws_port, web_port):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
