@@ -70,15 +70,15 @@ def test_cheaters_are_flagged_judged_and_slashed_and_honest_meters_are_not(
         ) as stack,
     ):
         api = MarketplaceClient.over_http(stack.rpc_url)
-        status = _wait_for(
-            "the demo to start its meters and validators",
-            lambda: (
-                (stack.demo_status().get("validators") or {}).get("count") == 5
-                and stack.demo_status()
-            ),
-            120,
-            log,
-        )
+        def started() -> dict[str, Any] | None:
+            # The fleet reports its validators and its meters as each starts:
+            # wait for both (the status file can be written between the two).
+            found = stack.demo_status()
+            validators = (found.get("validators") or {}).get("count")
+            honest = (found.get("meters") or {}).get("honest") or []
+            return found if validators == 5 and len(honest) == 4 else None
+
+        status = _wait_for("the demo to start its meters and validators", started, 120, log)
         cheaters = status["cheaters"]["meters"]
         by_strategy = {c["strategy"]: c for c in cheaters.values()}
         assert set(by_strategy) == {"solar_at_night", "bad_signatures"}, cheaters
