@@ -69,7 +69,8 @@ run: $(STAMP) mosquitto
 	$(BIN)/python -m infra.local_stack
 
 # The soak runs the whole local market for half an hour: its own target.
-bench: $(STAMP)
+# bench/live.py runs the local market too (for two minutes): it needs mosquitto.
+bench: $(STAMP) mosquitto
 	@shopt -s nullglob; benches=(bench/[!_]*.py); \
 	for bench in "$${benches[@]}"; do \
 		[ "$$bench" = bench/soak.py ] && continue; \
