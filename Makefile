@@ -100,7 +100,9 @@ run: $(STAMP) mosquitto web
 	$(BIN)/python -m infra.local_stack
 
 # The soak runs the whole local market for half an hour: its own target.
-bench: $(STAMP) chromium web
+# bench/live.py and bench/web.py run the local market too: mosquitto, and for
+# bench/web.py the built dashboard and Chromium.
+bench: $(STAMP) mosquitto chromium web
 	@shopt -s nullglob; benches=(bench/[!_]*.py); \
 	for bench in "$${benches[@]}"; do \
 		[ "$$bench" = bench/soak.py ] && continue; \

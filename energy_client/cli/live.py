@@ -54,7 +54,14 @@ def cmd_watch(session: Session, args: argparse.Namespace) -> int:
     topics = list(args.topics) or list(events.PUBLIC_TOPICS)
     unknown = [t for t in topics if not events.is_topic(t)]
     if unknown:
-        raise CliError(f"no such topic: {unknown[0]}", USAGE, [f"topics: {events.PUBLIC_TOPICS}"])
+        raise CliError(
+            f"no such topic: {unknown[0]}",
+            USAGE,
+            [
+                f"topics: {', '.join(events.PUBLIC_TOPICS)}, or provider:<provider id>",
+                "an account's own events: --account KEY",
+            ],
+        )
     url = args.ws_url or os.environ.get(WS_URL_ENV) or DEFAULT_WS_URL
     signer = session.signer(args.account) if args.account else None
     marketplace_id = session.call("energy.getMarketInfo")["marketplace_id"] if signer else ""
@@ -84,7 +91,8 @@ def cmd_watch(session: Session, args: argparse.Namespace) -> int:
                             socket.send(json.dumps({"action": "ping"}))
                             last_sent = time.monotonic()
                         continue
-                    seen += _show(session, json.loads(frame), args)
+                    left = None if args.count is None else args.count - seen
+                    seen += _show(json.loads(frame), args, left)
                     if args.count is not None and seen >= args.count:
                         return OK
         except InvalidStatus as refused:
@@ -102,17 +110,26 @@ def cmd_watch(session: Session, args: argparse.Namespace) -> int:
     return OK
 
 
-def _show(session: Session, frame: Mapping[str, Any], args: argparse.Namespace) -> int:
+def _show(frame: Mapping[str, Any], args: argparse.Namespace, limit: int | None) -> int:
+    """Print a frame's events, at most ``limit`` of them; how many were printed."""
     kind = frame.get("type")
     if kind == "error":
-        raise CliError(f"the marketplace refused: {frame.get('reason')}: {frame.get('message')}")
+        reason = frame.get("reason")
+        hints = []
+        if args.account and reason in ("bad_token", "not_authorised"):
+            hints.append(
+                f"the token was signed with the key {args.account}: is it the key the "
+                f"account {args.account} was created with on this marketplace? If it is, "
+                "check this computer's clock"
+            )
+        raise CliError(f"the marketplace refused: {reason}: {frame.get('message')}", hints=hints)
     if kind == "subscribed":
         note(f"watching {', '.join(frame.get('topics', []))}")
         return 0
     if kind != "events":
         return 0
     shown = 0
-    for event in frame.get("events", []):
+    for event in frame.get("events", [])[:limit]:
         if args.json:
             print(json.dumps(event, sort_keys=True), flush=True)
         else:
@@ -124,6 +141,14 @@ def _show(session: Session, frame: Mapping[str, Any], args: argparse.Namespace) 
 def describe(event: Mapping[str, Any]) -> str:
     data = event.get("data", {})
     name = event.get("event")
+    if name == "new_reading" and "providers" in data:
+        # The public topic: every reading of one stream batch, by provider.
+        providers = len(data["providers"]) + data.get("providers_not_listed", 0)
+        mix = ", ".join(f"{kind} {kwh(wh)}" for kind, wh in data.get("wh_by_type", {}).items())
+        return (
+            f"{data['readings']} reading(s) from {providers} provider(s), "
+            f"{kwh(data['wh'])} kWh" + (f" ({mix})" if mix else "")
+        )
     if name == "new_reading":
         return (
             f"{data['provider_id']}: {data['readings']} reading(s), {kwh(data['wh'])} kWh, "

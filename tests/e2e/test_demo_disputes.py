@@ -70,6 +70,7 @@ def test_cheaters_are_flagged_judged_and_slashed_and_honest_meters_are_not(
         ) as stack,
     ):
         api = MarketplaceClient.over_http(stack.rpc_url)
+
         def started() -> dict[str, Any] | None:
             # The fleet reports its validators and its meters as each starts:
             # wait for both (the status file can be written between the two).
