@@ -29,7 +29,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from chalicelib.domain import analytics
 from chalicelib.domain.analytics import (
@@ -451,7 +451,3 @@ def top_providers(deps: Dependencies, window: str, limit: int) -> list[Leader]:
         Leader(r.provider_id, r.sold_wh)
         for r in analytics.top_sellers(candidates, window, now, limit)
     ]
-
-
-def as_log(run: FoldRun, **extra: Any) -> dict[str, Any]:
-    return run.as_log() | extra

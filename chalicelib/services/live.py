@@ -17,7 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.adapters.push import Pusher
@@ -154,7 +154,6 @@ class PublishRun:
     connections: int = 0
     pushes: int = 0
     gone: int = 0
-    by_event: dict[str, int] = field(default_factory=dict)
 
     def as_log(self) -> dict[str, Any]:
         return {
