@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from energy_client.rpc_client import MarketplaceClient
+from energy_client.rpc_client import MarketplaceClient, Signer
 from infra.local_stack import DemoOptions, LocalStack, free_port
 from tests.browser.support import VIEWPORT, WEB_DIST, launch_chromium, wait_for
 
@@ -39,8 +39,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, web_dist: Path) -> Iterator[LocalStack]:
-    """A local market with a small demo fleet: meters reading every 2 s, buyers buying,
-    purchases settling at the next job run (2 s). No cheaters: the figures stay honest."""
+    """A local market with a small demo fleet: meters reading every 2 s, buyers buying and
+    settling about a third of their purchases at once. No cheaters: the figures stay honest.
+
+    The dispute window is an hour, so that a purchase made in a test stays open until the
+    test settles it in the page (with a window of 0 the 2-second job would settle it first);
+    the demo buyers' early settlements keep the Overview's sales figures moving."""
     state = tmp_path_factory.mktemp("dashboard")
     demo = DemoOptions(
         meters=4,
@@ -62,7 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, web_dist: Path) -> Iterator[
             stack_name="energy-marketplace-e2e-web",
             jobs_interval=2,
             demo=demo,
-            settings={"DISPUTE_WINDOW_MS": "0", "ANALYTICS_BUCKET_MS": "60000"},
+            settings={"DISPUTE_WINDOW_MS": "3600000", "ANALYTICS_BUCKET_MS": "60000"},
             web_dist=web_dist,
         ) as running,
     ):
@@ -98,6 +102,13 @@ def traded_market(api: MarketplaceClient) -> dict[str, Any]:
 
     result: dict[str, Any] = wait_for("a settled purchase in the market's figures", settled)
     return result
+
+
+@pytest.fixture(scope="session")
+def operator(stack: LocalStack) -> Signer:
+    """The local market's operator: it signs deposits and grants the validator role."""
+    assert stack.operator_key is not None, "the local stack made no operator key"
+    return Signer("operator", stack.operator_key)
 
 
 @pytest.fixture

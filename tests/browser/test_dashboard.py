@@ -281,7 +281,7 @@ def test_a_key_made_in_the_browser_opens_an_account_and_never_leaves_it(
 # --- the shell -----------------------------------------------------------------------------
 
 
-def test_the_pages_are_reached_by_keyboard_and_the_later_ones_say_so(page: Page) -> None:
+def test_the_pages_are_reached_by_keyboard(page: Page) -> None:
     page.goto("/")
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to the content")).to_be_focused()
@@ -290,13 +290,16 @@ def test_the_pages_are_reached_by_keyboard_and_the_later_ones_say_so(page: Page)
     navigation.get_by_role("link", name="Overview").focus()
     for _ in range(3):  # Overview -> Providers -> Register -> Trading
         page.keyboard.press("Tab")
-    expect(navigation.get_by_role("link", name="Trading (soon)")).to_be_focused()
+    expect(navigation.get_by_role("link", name="Trading")).to_be_focused()
     page.keyboard.press("Enter")
 
     expect(page).to_have_url(re.compile("#/trading$"))
     expect(page.get_by_role("heading", level=1, name="Trading")).to_be_focused()
-    expect(page.get_by_test_id("planned")).to_contain_text("later release")
-    expect(navigation.get_by_role("link", name="Trading (soon)")).to_have_attribute(
-        "aria-current", "page"
-    )
-    screenshot(page, "trading-not-yet")
+    expect(navigation.get_by_role("link", name="Trading")).to_have_attribute("aria-current", "page")
+    # Without a key in this browser the page says where to make one, and still lists offers.
+    expect(page.get_by_test_id("no-key")).to_contain_text("Your keys")
+    expect(page.get_by_role("heading", level=2, name="Offers on sale now")).to_be_visible()
+    navigation.get_by_role("link", name="Trading").focus()
+    page.keyboard.press("Tab")  # Trading -> Portfolio
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1, name="Portfolio")).to_be_focused()

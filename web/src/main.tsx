@@ -4,10 +4,14 @@
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { signing } from "./devtools";
+import { Analytics } from "./pages/Analytics";
+import { DisputeDetails, Disputes } from "./pages/Disputes";
 import { Keys } from "./pages/Keys";
 import { Overview } from "./pages/Overview";
-import { PLANNED, Planned } from "./pages/Planned";
+import { CertificateView, Portfolio } from "./pages/Portfolio";
 import { ProviderDetails, Providers } from "./pages/Providers";
+import { Register } from "./pages/Register";
+import { Trading } from "./pages/Trading";
 import { live } from "./services";
 import { useLiveStatus } from "./ui/hooks";
 import "./styles.css";
@@ -15,13 +19,16 @@ import "./styles.css";
 interface NavItem {
   path: string;
   label: string;
-  planned?: boolean;
 }
 
 const NAV: NavItem[] = [
   { path: "", label: "Overview" },
   { path: "providers", label: "Providers" },
-  ...PLANNED.map((page) => ({ path: page.path, label: page.title.replace("Register as a provider", "Register"), planned: true })),
+  { path: "register", label: "Register" },
+  { path: "trading", label: "Trading" },
+  { path: "portfolio", label: "Portfolio" },
+  { path: "disputes", label: "Disputes" },
+  { path: "analytics", label: "Analytics" },
   { path: "keys", label: "Your keys" },
 ];
 
@@ -59,8 +66,11 @@ function Page({ path }: { path: string }) {
   if (section === "") return <Overview />;
   if (section === "providers") return id ? <ProviderDetails providerId={decodeURIComponent(id)} /> : <Providers />;
   if (section === "keys") return <Keys />;
-  const planned = PLANNED.find((page) => page.path === section);
-  if (planned !== undefined) return <Planned page={planned} />;
+  if (section === "register") return <Register />;
+  if (section === "trading") return <Trading />;
+  if (section === "portfolio") return id ? <CertificateView certificateId={decodeURIComponent(id)} /> : <Portfolio />;
+  if (section === "disputes") return id ? <DisputeDetails disputeId={decodeURIComponent(id)} /> : <Disputes />;
+  if (section === "analytics") return <Analytics />;
   return (
     <>
       <h1 tabIndex={-1}>Page not found</h1>
@@ -99,13 +109,8 @@ function App() {
           <ul>
             {NAV.map((item) => (
               <li key={item.path}>
-                <a
-                  href={`#/${item.path}`}
-                  aria-current={section === item.path ? "page" : undefined}
-                  class={item.planned ? "planned" : undefined}
-                >
+                <a href={`#/${item.path}`} aria-current={section === item.path ? "page" : undefined}>
                   {item.label}
-                  {item.planned && <span class="soon"> (soon)</span>}
                 </a>
               </li>
             ))}

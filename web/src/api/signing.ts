@@ -96,3 +96,13 @@ export function signParams(
   const auth: Auth = { account: request.account, nonce, timestamp, signature: key.sign(message) };
   return { ...request.params, auth: { ...auth } };
 }
+
+/** The first line of what an account signs to read its private topic (docs/events.md). */
+export const EVENTS_TOKEN_DOMAIN = "energy-marketplace/events-token/v1";
+
+/** ``<account>.<expires_ms>.<signature hex>``: lets a WebSocket read ``account:<name>`` until ``expiresMs``. */
+export function eventsToken(key: SigningKey, account: string, marketplaceId: string, expiresMs: number): string {
+  const expires = Math.floor(expiresMs);
+  const text = `${EVENTS_TOKEN_DOMAIN}\n${canonicalJson({ account, expires_ms: expires, marketplace: marketplaceId })}`;
+  return `${account}.${expires}.${key.sign(new TextEncoder().encode(text))}`;
+}

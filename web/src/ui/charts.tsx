@@ -207,3 +207,94 @@ export function EnergyMix({ rows, window }: { rows: MixRow[]; window: string }) 
     </div>
   );
 }
+
+export interface Bar {
+  start_ms: number;
+  value: number;
+}
+
+/** One figure per bucket as bars over a time window, with the figures as a table beside it. */
+export function BarChart(props: {
+  id: string;
+  title: string;
+  bars: Bar[];
+  fromMs: number;
+  toMs: number;
+  bucketMs: number;
+  valueText: (value: number) => string;
+  colour?: string;
+}) {
+  // Narrower than the price chart: these sit two to a row, and their text must stay readable.
+  const width = 440;
+  const height = 200;
+  const pad = { left: 84, right: 20, top: 12, bottom: 28 };
+  const plotWidth = width - pad.left - pad.right;
+  const plotHeight = height - pad.top - pad.bottom;
+  const span = Math.max(props.toMs - props.fromMs, props.bucketMs);
+  const max = Math.max(...props.bars.map((bar) => bar.value), 0);
+  const ticks = max > 0 ? [0, max / 2, max] : [0];
+  const x = (ms: number) => pad.left + ((ms - props.fromMs) / span) * plotWidth;
+  const y = (value: number) => pad.top + plotHeight - (max > 0 ? (value / max) * plotHeight : 0);
+  const barWidth = Math.max(2, (plotWidth / (span / props.bucketMs)) * 0.7);
+  const timeTicks = [0, 0.5, 1].map((f) => props.fromMs + f * span);
+  const daily = props.bucketMs >= 86_400_000;
+  const when = (ms: number) => (daily ? new Date(ms).toISOString().slice(5, 10) : format.time(ms));
+  return (
+    <figure class="chart">
+      <svg viewBox={`0 0 ${width} ${height}`} role="img" aria-labelledby={`${props.id}-title`} data-testid={props.id} data-points={props.bars.length}>
+        <title id={`${props.id}-title`}>{props.title}</title>
+        {ticks.map((tick) => (
+          <g key={tick} class="grid">
+            <line x1={pad.left} x2={width - pad.right} y1={y(tick)} y2={y(tick)} />
+            <text x={pad.left - 8} y={y(tick) + 4} text-anchor="end">
+              {props.valueText(tick)}
+            </text>
+          </g>
+        ))}
+        {props.bars.map((bar) => (
+          <rect
+            key={bar.start_ms}
+            class="bar"
+            style={props.colour === undefined ? undefined : { fill: props.colour }}
+            x={x(bar.start_ms + props.bucketMs / 2) - barWidth / 2}
+            y={y(bar.value)}
+            width={barWidth}
+            height={Math.max(0, pad.top + plotHeight - y(bar.value))}
+          >
+            <title>
+              {when(bar.start_ms)}: {props.valueText(bar.value)}
+            </title>
+          </rect>
+        ))}
+        {timeTicks.map((ms, index) => (
+          <text key={ms} class="tick" x={x(ms)} y={height - 8} text-anchor={["start", "middle", "end"][index]}>
+            {when(ms)}
+          </text>
+        ))}
+      </svg>
+      <figcaption>
+        <details>
+          <summary>The figures as a table</summary>
+          <table class="table">
+            <thead>
+              <tr>
+                <th scope="col">From</th>
+                <th scope="col" class="number">
+                  {props.title}
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {props.bars.map((bar) => (
+                <tr key={bar.start_ms}>
+                  <td>{daily ? new Date(bar.start_ms).toISOString().slice(0, 10) : format.time(bar.start_ms)}</td>
+                  <td class="number">{props.valueText(bar.value)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </details>
+      </figcaption>
+    </figure>
+  );
+}

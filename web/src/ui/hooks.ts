@@ -1,7 +1,7 @@
 // Hooks the pages share: the live feed's status, and data that is live with a polling fallback.
 
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import type { LiveEvent, LiveStatus } from "../api/live";
+import { isPrivateTopic, type LiveEvent, type LiveStatus, type TokenSource } from "../api/live";
 import { POLL_INTERVAL_MS } from "../config";
 import { live } from "../services";
 
@@ -14,10 +14,30 @@ export function useLiveStatus(): LiveStatus {
   return status;
 }
 
+/**
+ * Whether the page's private topics are confirmed on the open connection (true when it has
+ * none), and why one was refused.
+ */
+export function usePrivateTopics(topics: string[]): { ready: boolean; refusal: string | undefined } {
+  const privateTopics = topics.filter(isPrivateTopic);
+  const read = () => ({
+    ready: privateTopics.every((topic) => live.confirmed(topic)),
+    refusal: privateTopics.map((topic) => live.refusal(topic)).find((why) => why !== undefined),
+  });
+  const [state, setState] = useState(read);
+  useEffect(() => {
+    setState(read());
+    return live.onChange(() => setState(read()));
+  }, [privateTopics.join(",")]);
+  return state;
+}
+
 export interface LiveData<T> {
   data: T | undefined;
   error: unknown;
   loading: boolean;
+  /** Live: the feed is up and every topic of the page (private ones included) is subscribed. */
+  live: boolean;
   /** When the data was last read or pushed (ms), and how. */
   updatedAt: number | undefined;
   source: "api" | "live" | undefined;
@@ -34,8 +54,9 @@ export function useLiveData<T>(
   topics: string[],
   onEvent: (event: LiveEvent, current: T | undefined) => T | undefined | "reload",
   deps: unknown[] = [],
+  token?: TokenSource,
 ): LiveData<T> {
-  const [state, setState] = useState<Omit<LiveData<T>, "reload">>({
+  const [state, setState] = useState<Omit<LiveData<T>, "reload" | "live">>({
     data: undefined,
     error: undefined,
     loading: true,
@@ -63,7 +84,9 @@ export function useLiveData<T>(
     );
   }, deps);
 
-  const isLive = status === "live";
+  const privateTopics = usePrivateTopics(topics);
+  // A page whose private topic is not (yet) subscribed polls, like a page without a feed.
+  const isLive = status === "live" && privateTopics.ready;
   // The first read at once (the page does not wait for the WebSocket), and a fresh one
   // whenever the feed becomes live again: events sent while it was away are not replayed.
   const firstRead = useRef(true);
@@ -101,10 +124,10 @@ export function useLiveData<T>(
         current.current = next;
         setState({ data: next, error: undefined, loading: false, updatedAt: Date.now(), source: "live" });
       }
-    });
+    }, token);
   }, [topics.join(","), reload]);
 
-  return { ...state, reload };
+  return { ...state, live: isLive, reload };
 }
 
 /** ``document.title`` and the focus on the page's heading when a page opens. */
