@@ -1,20 +1,72 @@
 // The dashboard's shell: navigation, the live status, and a hash router (#/providers): hash
 // routes need no server rewrite, so the same build works from S3 behind CloudFront.
 
-import { render } from "preact";
+import { render, type ComponentType } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { signing } from "./devtools";
-import { Analytics } from "./pages/Analytics";
-import { DisputeDetails, Disputes } from "./pages/Disputes";
 import { Keys } from "./pages/Keys";
 import { Overview } from "./pages/Overview";
-import { CertificateView, Portfolio } from "./pages/Portfolio";
 import { ProviderDetails, Providers } from "./pages/Providers";
-import { Register } from "./pages/Register";
-import { Trading } from "./pages/Trading";
 import { live } from "./services";
 import { useLiveStatus } from "./ui/hooks";
+import { ErrorNotice, Loading } from "./ui/notices";
 import "./styles.css";
+
+// The pages a first visit does not open come in their own chunks, fetched when first opened:
+// the first load carries the shell, the Overview, Providers and Keys only.
+type Loader<P> = () => Promise<ComponentType<P>>;
+const Register: Loader<object> = () => import("./pages/Register").then((page) => page.Register);
+const Trading: Loader<object> = () => import("./pages/Trading").then((page) => page.Trading);
+const Portfolio: Loader<object> = () => import("./pages/Portfolio").then((page) => page.Portfolio);
+const CertificateView: Loader<{ certificateId: string }> = () =>
+  import("./pages/Portfolio").then((page) => page.CertificateView);
+const Disputes: Loader<object> = () => import("./pages/Disputes").then((page) => page.Disputes);
+const DisputeDetails: Loader<{ disputeId: string }> = () =>
+  import("./pages/Disputes").then((page) => page.DisputeDetails);
+const Analytics: Loader<object> = () => import("./pages/Analytics").then((page) => page.Analytics);
+
+/** Whether the user has moved from the first page shown (the focus follows navigations). */
+let navigated = false;
+
+/** A page from its chunk: its heading at once (the focus lands there), then the page. */
+function Lazy<P extends object>({ load, title, props }: { load: Loader<P>; title: string; props: P }) {
+  const [page, setPage] = useState<{ Component: ComponentType<P> } | undefined>(undefined);
+  const [error, setError] = useState<unknown>(undefined);
+  const [attempt, setAttempt] = useState(0);
+  useEffect(() => {
+    let current = true;
+    setError(undefined);
+    load().then(
+      (Component) => current && setPage({ Component }),
+      (failure: unknown) => current && setError(failure),
+    );
+    return () => {
+      current = false;
+    };
+  }, [load, attempt]);
+  useEffect(() => {
+    // After a navigation the focus went to the stand-in heading, which the page replaced: the
+    // focus fell back to the body. Put it on the page's own heading (never on a first visit,
+    // and never away from anything the user focused meanwhile).
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (page !== undefined && navigated && lost) document.querySelector<HTMLElement>("main h1")?.focus();
+  }, [page]);
+  if (page !== undefined) return <page.Component {...props} />;
+  return (
+    <>
+      <h1 tabIndex={-1}>{title}</h1>
+      {error === undefined ? (
+        <Loading what="the page" />
+      ) : (
+        <ErrorNotice
+          error={error}
+          title="This page could not be loaded (a new version may have been deployed: reload the site)"
+          onRetry={() => setAttempt(attempt + 1)}
+        />
+      )}
+    </>
+  );
+}
 
 interface NavItem {
   path: string;
@@ -66,11 +118,23 @@ function Page({ path }: { path: string }) {
   if (section === "") return <Overview />;
   if (section === "providers") return id ? <ProviderDetails providerId={decodeURIComponent(id)} /> : <Providers />;
   if (section === "keys") return <Keys />;
-  if (section === "register") return <Register />;
-  if (section === "trading") return <Trading />;
-  if (section === "portfolio") return id ? <CertificateView certificateId={decodeURIComponent(id)} /> : <Portfolio />;
-  if (section === "disputes") return id ? <DisputeDetails disputeId={decodeURIComponent(id)} /> : <Disputes />;
-  if (section === "analytics") return <Analytics />;
+  if (section === "register") return <Lazy load={Register} title="Register as a provider" props={{}} />;
+  if (section === "trading") return <Lazy load={Trading} title="Trading" props={{}} />;
+  if (section === "portfolio") {
+    return id ? (
+      <Lazy key={id} load={CertificateView} title="Certificate" props={{ certificateId: decodeURIComponent(id) }} />
+    ) : (
+      <Lazy load={Portfolio} title="Portfolio" props={{}} />
+    );
+  }
+  if (section === "disputes") {
+    return id ? (
+      <Lazy key={id} load={DisputeDetails} title="Dispute" props={{ disputeId: decodeURIComponent(id) }} />
+    ) : (
+      <Lazy load={Disputes} title="Disputes" props={{}} />
+    );
+  }
+  if (section === "analytics") return <Lazy load={Analytics} title="Analytics" props={{}} />;
   return (
     <>
       <h1 tabIndex={-1}>Page not found</h1>
@@ -88,7 +152,10 @@ function App() {
   useEffect(() => {
     // After a navigation, keyboard and screen-reader users land on the new page's heading.
     if (first.current) first.current = false;
-    else document.querySelector<HTMLElement>("main h1")?.focus();
+    else {
+      navigated = true;
+      document.querySelector<HTMLElement>("main h1")?.focus();
+    }
   }, [path]);
   return (
     <>

@@ -38,6 +38,8 @@ export interface LiveData<T> {
   loading: boolean;
   /** Live: the feed is up and every topic of the page (private ones included) is subscribed. */
   live: boolean;
+  /** Why the gateway refused a private topic of the page, if it did (its words). */
+  feedRefusal: string | undefined;
   /** When the data was last read or pushed (ms), and how. */
   updatedAt: number | undefined;
   source: "api" | "live" | undefined;
@@ -56,7 +58,7 @@ export function useLiveData<T>(
   deps: unknown[] = [],
   token?: TokenSource,
 ): LiveData<T> {
-  const [state, setState] = useState<Omit<LiveData<T>, "reload" | "live">>({
+  const [state, setState] = useState<Omit<LiveData<T>, "reload" | "live" | "feedRefusal">>({
     data: undefined,
     error: undefined,
     loading: true,
@@ -127,7 +129,7 @@ export function useLiveData<T>(
     }, token);
   }, [topics.join(","), reload]);
 
-  return { ...state, live: isLive, reload };
+  return { ...state, live: isLive, feedRefusal: privateTopics.refusal, reload };
 }
 
 /** ``document.title`` and the focus on the page's heading when a page opens. */

@@ -24,5 +24,7 @@ export function usePortfolio(acting: ActingAccount): LiveData<Portfolio | null> 
 
 /** What the header of a page that follows an account says about its feed. */
 export function feedText(data: LiveData<unknown>): string {
-  return data.live ? "live from your account's private feed" : "refreshing every 10 s until the private feed is live";
+  if (data.live) return "live from your account's private feed";
+  if (data.feedRefusal !== undefined) return `the private feed refused (${data.feedRefusal}): refreshing every 10 s`;
+  return "refreshing every 10 s until the private feed is live";
 }
