@@ -8,7 +8,9 @@ bench`` runs it with the others). It needs Debian's Chromium (``make chromium``)
    module preloads and style sheets), each raw and gzip-compressed (level 9, what the
    local web server sends and about what CloudFront sends), and what Chromium actually
    transferred for them on a first, uncached load: the budget of issue 13 is 250 KB of
-   gzip JavaScript.
+   gzip JavaScript. Then the chunks of the pages a first visit does not open (Register,
+   Trading, Portfolio, Disputes, Analytics and what they share), fetched when a page is
+   first opened.
 2. **Time until the Overview shows its numbers.** A local stack (moto, the API, the
    WebSocket gateway, the dashboard's web server) with a small demo market (4 meters
    reading every 2 s, 2 buyers) runs until a purchase has settled. Then the Overview is
@@ -74,6 +76,26 @@ def print_sizes(dist: Path) -> int:
         f"({javascript_gzip / 1024:.1f} KB; budget {BUDGET_GZIP_BYTES // 1024} KB)."
     )
     return javascript_gzip
+
+
+def print_later_chunks(dist: Path) -> None:
+    """The JavaScript chunks not on the first load: each page's, fetched when it opens."""
+    first = set(first_load_files(dist))
+    rows = []
+    total = 0
+    for path in sorted((dist / "assets").glob("*.js")):
+        if path in first:
+            continue
+        raw = path.read_bytes()
+        packed = len(gzip.compress(raw, compresslevel=9, mtime=0))
+        total += packed
+        rows.append([str(path.relative_to(dist)), f"{len(raw):,}", f"{packed:,}"])
+    if not rows:
+        return
+    print()
+    print_table(["chunk (loaded when its page opens)", "bytes", "gzip bytes"], rows, right={1, 2})
+    print()
+    say(f"Every page's chunks together: {total:,} bytes gzip ({total / 1024:.1f} KB).")
 
 
 def wait_until_traded(api: MarketplaceClient, timeout: float = 180.0) -> dict[str, Any]:
@@ -148,6 +170,7 @@ def main() -> int:
 
     print("== JavaScript shipped on the first load")
     javascript_gzip = print_sizes(WEB_DIST)
+    print_later_chunks(WEB_DIST)
 
     print()
     print("== Time until the Overview shows the market's numbers (headless Chromium)")

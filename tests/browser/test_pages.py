@@ -354,6 +354,8 @@ def test_a_reading_is_flagged_and_a_validator_votes_in_the_browser(
         details.get_by_role("link", name="https://example.org/met-service/wellington")
     ).to_have_attribute("rel", "noopener noreferrer nofollow")
     expect(details).to_contain_text("The anemometer read 2 m/s")
+    expect(page.get_by_test_id("not-on-panel")).to_contain_text(flagger.account)
+    expect(page.get_by_test_id("vote-form")).to_have_count(0)
     screenshot(page, "dispute")
 
     # The first validator judges it in its own browser; the others through the API.

@@ -272,7 +272,14 @@ function VoteForm({ dispute, acting, onVoted }: { dispute: Dispute; acting: Acti
   const [severity, setSeverity] = useState<Severity>("minor");
   const action = useAction<Dispute>();
   const validator = acting.stored?.account;
-  if (validator === undefined || !dispute.panel.includes(validator)) return null;
+  if (validator === undefined) return null;
+  if (!dispute.panel.includes(validator)) {
+    return dispute.status === "open" ? (
+      <p class="muted" data-testid="not-on-panel">
+        {validator} is not on this dispute's panel: only the validators drawn for it vote.
+      </p>
+    ) : null;
+  }
   const voted = dispute.votes.find((vote) => vote.validator === validator);
   if (voted !== undefined) {
     return (
@@ -368,12 +375,17 @@ export function DisputeDetails({ disputeId }: { disputeId: string }) {
             <div>
               <dt>Subject</dt>
               <dd>
-                {subjectText(d)}
-                {d.subject.reading_hash !== null && <code class="wrap"> {d.subject.reading_hash}</code>}
+                {d.subject.reading_hash !== null ? (
+                  <>
+                    the reading <code class="wrap">{d.subject.reading_hash}</code>
+                  </>
+                ) : (
+                  subjectText(d)
+                )}
               </dd>
             </div>
             <div>
-              <dt>Bonds held</dt>
+              <dt>Bonds posted</dt>
               <dd>{format.block(d.bond_micro_block)}</dd>
             </div>
             <div>

@@ -389,7 +389,7 @@ function PortfolioBody({ acting, portfolio }: { acting: ActingAccount; portfolio
         <Metric id="balance" label="Balance" value={format.block(data.balance)} detail="available to buy, stake or withdraw" />
         <Metric id="escrow" label="In escrow" value={format.block(data.escrow)} detail={`${data.open_purchases.length} open purchases`} />
         <Metric id="stake" label="Staked" value={format.block(data.stake)} detail={`${data.providers.length} providers`} />
-        <Metric id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credits (held or retired)`} />
+        <Metric id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credit${data.holdings.length === 1 ? "" : "s"} (held or retired)`} />
         <Metric id="earnings" label="Earnings" value={format.block(data.earnings)} detail={`${format.energy(data.sold_wh)} sold and settled`} />
         <Metric
           id="carbon"

@@ -174,7 +174,7 @@ function Registered({ provider, owner }: { provider: Provider; owner: string }) 
           <div>
             <dt>Publishes to</dt>
             <dd>
-              <code data-testid="meter-topic">{meter.topic}</code>
+              <code class="wrap" data-testid="meter-topic">{meter.topic}</code>
             </dd>
           </div>
           <div>
@@ -196,8 +196,10 @@ function Registered({ provider, owner }: { provider: Provider; owner: string }) 
       </p>
       <pre class="code" data-testid="provision-command">{command}</pre>
       <p class="hint">
-        See docs/meter-protocol.md "Provisioning a meter". A meter (or a gateway relaying its signed readings) can also
-        send readings over HTTP with energy.submitReading.
+        <code>{owner}.key</code> is the backup downloaded under <a href="#/keys">Your keys</a>; on a local market run it with
+        the environment of the README's "run a meter of your own" (the IoT endpoint of moto), and in AWS with{" "}
+        <code>--certificate-source aws</code>. See docs/meter-protocol.md "Provisioning a meter". A meter, or a gateway
+        relaying its signed readings, can also send them over HTTP with energy.submitReading.
       </p>
     </section>
   );
