@@ -336,6 +336,13 @@ def test_a_reading_is_flagged_and_a_validator_votes_in_the_browser(
     form.get_by_label("Reason").fill("120 kWh in 15 minutes on a calm night at the ridge")
     form.get_by_role("button", name="Sign and flag").click()
     expect(page.get_by_test_id("problem-flag_hash")).to_have_text("64 hex digits")
+    # Well formed but unknown: the API refuses it, in words, and no bond moves.
+    form.get_by_label("Credit id").fill("0" * 64)
+    form.get_by_role("button", name="Sign and flag").click()
+    refusal = form.get_by_test_id("error")
+    expect(refusal.get_by_test_id("error-code")).to_contain_text("Error 2001")
+    expect(refusal.get_by_test_id("error-code")).to_contain_text("not_found")
+    assert api.call("energy.getAccount", {"name": flagger.account})["balance"] == 50 * BLOCK
     form.get_by_label("Credit id").fill(credit["credit_id"])
     form.get_by_label("Evidence (optional)").fill(
         "https://example.org/met-service/wellington\nThe anemometer read 2 m/s"
