@@ -77,6 +77,13 @@ function KeyCard({ stored, onChange }: { stored: StoredKey; onChange: () => void
           </dd>
         </div>
       </dl>
+      {keyMatches && (
+        // The pages act as the active key: following a link from this card acts as this account.
+        <p class="muted" onClick={() => keys.setActive(stored.account)}>
+          Next, as {stored.account}: <a href="#/register">register a provider</a>, <a href="#/trading">buy energy</a>, or
+          see the <a href="#/portfolio">portfolio</a>. BLOCK arrives by the operator's deposit (docs/cli.md, deposit).
+        </p>
+      )}
       {error !== undefined && <ErrorNotice error={error} title="The marketplace refused" />}
       <div class="actions">
         {account === null && (

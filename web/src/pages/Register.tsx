@@ -234,7 +234,7 @@ export function Register() {
   const balance = account?.balance;
   const check = (upTo: number): boolean => {
     for (let index = 0; index <= upTo; index++) {
-      const found = problemsOf(index, draft, info, balance ?? undefined);
+      const found = problemsOf(index, draft, info, balance);
       if (Object.keys(found).length > 0) {
         setProblems(found);
         setStep(index);

@@ -2,7 +2,7 @@
 // state of one action (busy, failed, done) so a button cannot send a signed call twice.
 
 import type { ComponentChildren, JSX } from "preact";
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 
 type InputProps = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "label">;
 
@@ -60,10 +60,13 @@ export function useAction<T>(): Action<T> {
     error: undefined,
     result: undefined,
   });
+  // A ref, not the state: two clicks before the next render must not sign two calls.
+  const busy = useRef(false);
   return {
     ...state,
     run: async (work) => {
-      if (state.busy) return undefined;
+      if (busy.current) return undefined;
+      busy.current = true;
       setState({ busy: true, error: undefined, result: undefined });
       try {
         const result = await work();
@@ -72,6 +75,8 @@ export function useAction<T>(): Action<T> {
       } catch (error) {
         setState({ busy: false, error, result: undefined });
         return undefined;
+      } finally {
+        busy.current = false;
       }
     },
     reset: () => setState({ busy: false, error: undefined, result: undefined }),
