@@ -303,6 +303,32 @@ def test_the_portfolio_follows_the_accounts_private_feed_without_a_reload(
     assert not any(buyer.seed_hex in frame for frame in sent), "the seed was sent"
 
 
+def test_without_the_websocket_the_portfolio_polls_the_api(
+    page: Page, api: MarketplaceClient, operator: Signer, wind_provider: dict[str, Any]
+) -> None:
+    buyer = _account(api, operator, "pollbuyer", 50)
+    page.route_web_socket(re.compile(r"/ws$"), lambda route: route.close(code=1011))
+    _give_key_to_browser(page, buyer)
+    page.goto("/#/portfolio")
+    feed = page.get_by_test_id("portfolio-feed")
+    expect(feed).to_have_attribute("data-live", "no")
+    expect(feed).to_contain_text("refreshing every 10 s")
+    expect(page.get_by_test_id("portfolio-escrow-value")).to_have_text("0 BLOCK")
+
+    api.call(
+        "energy.purchaseEnergy",
+        {
+            "provider_id": wind_provider["provider_id"],
+            "kwh_amount": "1",
+            "max_price_per_kwh": "0.05",
+        },
+        buyer,
+    )
+    # No event can come: the next poll (at most 10 s away) brings the purchase.
+    expect(page.get_by_test_id("portfolio-escrow-value")).to_have_text("0.05 BLOCK", timeout=15_000)
+    expect(feed).to_have_attribute("data-live", "no")
+
+
 # --- disputes ------------------------------------------------------------------------------------
 
 
