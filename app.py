@@ -7,18 +7,31 @@ the method registry pay for them on first use only.
 
 from __future__ import annotations
 
-import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice, Rate, Response
 
+# Standard library only (json, logging, contextvars): cheap enough for every cold start.
+from chalicelib import observability
+
 app = Chalice(app_name="energy-marketplace")
 # The WebSocket API (live events, docs/events.md): Chalice still marks it experimental.
 app.experimental_feature_flags.update({"WEBSOCKETS"})
-# The Lambda runtime's root logger passes WARNING and above; the marketplace's
-# INFO lines include its CloudWatch embedded metrics (ReadingsAccepted, ...).
-logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+# JSON log lines (the marketplace's at INFO and above) and embedded metrics on stdout.
+observability.configure(app.log, os.environ.get("LOG_LEVEL", "INFO"))
+
+
+@app.middleware("all")
+def carry_request_id(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Every log line of an invocation names its Lambda request id."""
+    # A route's event is the Request, with lambda_context (its .context is API
+    # Gateway's requestContext); every other event carries the Lambda context.
+    context = getattr(event, "lambda_context", None) or getattr(event, "context", None)
+    with observability.invocation(context):
+        return get_response(event)
+
 
 JSON_CONTENT_TYPES = ["application/json", "application/json-rpc", "text/plain"]
 # The ledger table's stream. In AWS the merge template points the event source
