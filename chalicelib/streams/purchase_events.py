@@ -91,7 +91,3 @@ def publish(events: list[MarketEvent]) -> dict[str, int]:
     if events:
         emit_metrics(totals)
     return totals
-
-
-def handle_ledger_records(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    return publish(events_from_records(records))
