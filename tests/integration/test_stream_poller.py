@@ -248,3 +248,36 @@ def test_without_reporting_the_answer_is_ignored_and_a_failing_batch_is_retried_
     assert failure["DDBStreamBatchInfo"]["batchSize"] == 3
     assert failure["responseContext"]["functionError"] == "Unhandled"
     assert (subscription.records, subscription.discarded) == (1, 3)
+
+
+def test_every_stream_function_has_a_bounded_mapping_with_the_failure_queue_as_destination() -> (
+    None
+):
+    import app
+    from infra.stream_poller import stream_subscriptions
+
+    subscriptions = stream_subscriptions(app)
+    assert sorted(s.name for s in subscriptions) == [
+        "publish_dispute_events",
+        "publish_market_events",
+        "watch_meters",
+    ]
+    for subscription in subscriptions:
+        source = subscription.source
+        assert source.report_batch_item_failures and source.bisect_on_function_error
+        assert source.maximum_retry_attempts >= 0 and source.maximum_record_age_seconds > 0
+        assert source.on_failure_queue_id == STREAM_FAILURES_QUEUE_ID
+
+
+def test_the_poller_finds_the_local_stacks_failure_queue_by_the_stack_name(
+    moto_server: str, aws_credentials: None
+) -> None:
+    import app
+    from infra.stream_poller import failure_queue_urls, stream_subscriptions
+
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+    stack = f"queues-{uuid.uuid4().hex[:8]}"
+    urls = create_queues(sqs, stack)
+    subscriptions = stream_subscriptions(app)
+    failure_queue_urls(sqs, subscriptions, stack)
+    assert {s.failure_queue_url for s in subscriptions} == {urls[STREAM_FAILURES_QUEUE_ID]}
