@@ -1,8 +1,9 @@
 """Energy Marketplace: the Lambda entry points. Handlers only translate.
 
-Imports of chalicelib happen inside the handlers: importing this module is
-every function's cold start, and the routes that need pydantic, boto3 and
-the method registry pay for them on first use only.
+Imports of chalicelib happen inside the handlers (chalicelib.observability
+aside: the standard library only): importing this module is every function's
+cold start, and the routes that need pydantic, boto3 and the method registry
+pay for them on first use only.
 """
 
 from __future__ import annotations
