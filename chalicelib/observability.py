@@ -7,8 +7,8 @@ is an EMF document into metrics, with no API call on the hot path. The line
 must not go through a logging formatter: a prefix (level, time, request id)
 makes it an ordinary log line and the metrics never arrive. Until
 :func:`configure` is called (``app.py`` calls it when a function's process
-imports it), documents are built and discarded, so a benchmark or a script
-that calls the services directly prints none.
+imports it), the arguments are checked and no line is built, so a benchmark
+or a script that calls the services directly prints none.
 
 Logs. :func:`configure` gives the process's log handlers (the Lambda
 runtime's, Chalice's app logger's, or one of its own on stdout) a formatter
@@ -60,8 +60,8 @@ def emit_metrics(
     dimension_sets: Sequence[Sequence[str]] = ((),),
     properties: Mapping[str, Any] | None = None,
     unit: str = "Count",
-) -> str:
-    """Write one EMF document for ``metrics``; return its line.
+) -> str | None:
+    """Write one EMF document for ``metrics``; return its line (None: output is off).
 
     ``dimension_sets`` lists the dimension combinations each metric is
     published under; the empty set publishes the metric's total (the one an
@@ -76,6 +76,8 @@ def emit_metrics(
     for names in sets:
         if len(names) > MAX_DIMENSIONS or not named.keys() >= set(names):
             raise MetricError(f"dimension set {names} is not among {sorted(named)}")
+    if not _write_to_stdout:
+        return None  # no function's process: a benchmark or a script; the line costs nothing
     document: dict[str, Any] = dict(properties or {})
     request_id = _request_id.get()
     if request_id is not None:  # a plain member, like any property: the line's invocation
@@ -93,9 +95,8 @@ def emit_metrics(
         ],
     }
     line = _COMPACT.encode(document)
-    if _write_to_stdout:
-        # sys.stdout looked up per line: the runtime's, or a test's capture.
-        sys.stdout.write(line + "\n")
+    # sys.stdout looked up per line: the runtime's, or a test's capture.
+    sys.stdout.write(line + "\n")
     return line
 
 

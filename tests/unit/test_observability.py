@@ -94,7 +94,7 @@ def test_a_metric_line_is_valid_emf_and_a_bare_line_on_stdout(
         dimension_sets=[[], ["reason"]],
         properties={"meter_address": "0xabc"},
     )
-    assert capsys.readouterr().out == line + "\n"
+    assert line is not None and capsys.readouterr().out == line + "\n"
     assert emf_violations(line) == []
     document = json.loads(line)
     directive = document["_aws"]["CloudWatchMetrics"][0]
