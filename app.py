@@ -1,24 +1,38 @@
 """Energy Marketplace: the Lambda entry points. Handlers only translate.
 
-Imports of chalicelib happen inside the handlers: importing this module is
-every function's cold start, and the routes that need pydantic, boto3 and
-the method registry pay for them on first use only.
+Imports of chalicelib happen inside the handlers (chalicelib.observability
+aside: the standard library only): importing this module is every function's
+cold start, and the routes that need pydantic, boto3 and the method registry
+pay for them on first use only.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice, Rate, Response
 
+# Standard library only (json, logging, contextvars): cheap enough for every cold start.
+from chalicelib import observability
+
 app = Chalice(app_name="energy-marketplace")
 # The WebSocket API (live events, docs/events.md): Chalice still marks it experimental.
 app.experimental_feature_flags.update({"WEBSOCKETS"})
-# The Lambda runtime's root logger passes WARNING and above; the marketplace's
-# INFO lines include its CloudWatch embedded metrics (ReadingsAccepted, ...).
-logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+# JSON log lines (the marketplace's at INFO and above) and embedded metrics on stdout.
+observability.configure(app.log, os.environ.get("LOG_LEVEL", "INFO"))
+
+
+@app.middleware("all")
+def carry_request_id(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Every log line of an invocation names its Lambda request id."""
+    # A route's event is the Request, with lambda_context (its .context is API
+    # Gateway's requestContext); every other event carries the Lambda context.
+    context = getattr(event, "lambda_context", None) or getattr(event, "context", None)
+    with observability.invocation(context):
+        return get_response(event)
+
 
 JSON_CONTENT_TYPES = ["application/json", "application/json-rpc", "text/plain"]
 # The ledger table's stream. In AWS the merge template points the event source
@@ -105,22 +119,18 @@ def resolve_due_disputes(event: Any) -> dict[str, Any]:
     return run_disputes(jobs_dependencies()).as_log()
 
 
-# The two stream consumers: each stream has two readers at most (AWS's limit
-# per shard), and each of these reads one. Both run with a tumbling window
+# The stream consumers: each stream has two readers at most (AWS's limit per
+# shard). The ledger and registry consumers run with a tumbling window
 # (infra/template.yaml) for the shard id it puts in the event: the analytics
-# count each record once per shard.
+# count each record once per shard. Each answers with the batch's checkpoint
+# (batchItemFailures): a record that cannot be processed is reported, never
+# skipped (chalicelib/streams/batch.py).
 @app.on_dynamodb_record(stream_arn=LEDGER_STREAM_ARN, name="publish_market_events", batch_size=100)
 def publish_market_events(event: Any) -> dict[str, Any]:
     """Trading events (purchases opened and settled) and the market's trade analytics."""
-    from chalicelib.streams.live_events import ledger_events, publish_events
-    from chalicelib.streams.market_analytics import fold_event, window_response
-    from chalicelib.streams.purchase_events import handle_ledger_records
+    from chalicelib.streams.consumers import publish_market_events as consume
 
-    raw = event.to_dict()
-    handle_ledger_records(raw["Records"])
-    fold_event(raw)
-    publish_events(ledger_events(raw["Records"]))
-    return window_response()
+    return consume(event.to_dict())
 
 
 # Up to 1,000 records, gathered for up to 5 seconds (infra/template.yaml): at a
@@ -129,15 +139,9 @@ def publish_market_events(event: Any) -> dict[str, Any]:
 @app.on_dynamodb_record(stream_arn=REGISTRY_STREAM_ARN, name="watch_meters", batch_size=1000)
 def watch_meters(event: Any) -> dict[str, Any]:
     """The fraud detectors and the market's meter and provider analytics."""
-    from chalicelib.streams.live_events import publish_events, registry_events
-    from chalicelib.streams.market_analytics import fold_event, window_response
-    from chalicelib.streams.meter_watch import handle_registry_records
+    from chalicelib.streams.consumers import watch_meters as consume
 
-    raw = event.to_dict()
-    fold_event(raw)
-    handle_registry_records(raw["Records"])
-    publish_events(registry_events(raw["Records"]))
-    return window_response()
+    return consume(event.to_dict())
 
 
 @app.on_dynamodb_record(
@@ -145,9 +149,9 @@ def watch_meters(event: Any) -> dict[str, Any]:
 )
 def publish_dispute_events(event: Any) -> dict[str, Any]:
     """Disputes opened and decided, to live clients (the disputes stream's one reader)."""
-    from chalicelib.streams.live_events import dispute_events, publish_events
+    from chalicelib.streams.consumers import publish_dispute_events as consume
 
-    return publish_events(dispute_events(event.to_dict()["Records"]))
+    return consume(event.to_dict())
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="push_market_stats")

@@ -1,7 +1,9 @@
 """Build the offline (moto) resources from infra/template.yaml, the one definition.
 
-Tables (DynamoDB), the meter thing type and policy (IoT), the ingest
-dead-letter queue (SQS), and the topic rule's SQL for the rules bridge.
+Tables (DynamoDB), the meter thing type and policy (IoT), the queues (SQS:
+the ingest dead-letter queue and the stream consumers' failure queue), the
+topic rule's SQL for the rules bridge, and the stream event sources'
+settings for the stream poller.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ METER_THING_TYPE_ID = "MeterThingType"
 METER_POLICY_ID = "MeterPolicy"
 INGEST_TOPIC_RULE_ID = "IngestTopicRule"
 INGEST_DEAD_LETTER_QUEUE_ID = "IngestDeadLetterQueue"
+STREAM_FAILURES_QUEUE_ID = "StreamFailuresQueue"
 # moto's default account; any 12 digits would do offline.
 OFFLINE_ACCOUNT_ID = "123456789012"
 _RULE_TOPIC_FILTER = re.compile(r"\bFROM\s+'([^']+)'", re.IGNORECASE)
@@ -293,9 +296,9 @@ def meter_policy_document(
     return document
 
 
-def dead_letter_queue(stack_name: str) -> dict[str, Any]:
-    """Kwargs of sqs create_queue for the ingest dead-letter queue."""
-    properties = _resource(INGEST_DEAD_LETTER_QUEUE_ID, "AWS::SQS::Queue")
+def queue_definition(logical_id: str, stack_name: str) -> dict[str, Any]:
+    """Kwargs of sqs create_queue for one of the template's queues."""
+    properties = _resource(logical_id, "AWS::SQS::Queue")
     attributes: dict[str, str] = {}
     if "MessageRetentionPeriod" in properties:
         attributes["MessageRetentionPeriod"] = str(properties["MessageRetentionPeriod"])
@@ -305,6 +308,69 @@ def dead_letter_queue(stack_name: str) -> dict[str, Any]:
         "QueueName": _resolve_sub(properties["QueueName"], {"AWS::StackName": stack_name}),
         "Attributes": attributes,
     }
+
+
+def dead_letter_queue(stack_name: str) -> dict[str, Any]:
+    """Kwargs of sqs create_queue for the ingest dead-letter queue."""
+    return queue_definition(INGEST_DEAD_LETTER_QUEUE_ID, stack_name)
+
+
+@dataclass(frozen=True)
+class StreamEventSource:
+    """A stream function's event source mapping, as the template configures it.
+
+    -1 (Lambda's default) for the retry limit or the record age means none.
+    """
+
+    function_logical_id: str
+    tumbling_window_seconds: int | None = None
+    report_batch_item_failures: bool = False
+    bisect_on_function_error: bool = False
+    maximum_retry_attempts: int = -1
+    maximum_record_age_seconds: int = -1
+    on_failure_queue_id: str | None = None  # a queue of the template, by logical id
+
+
+def function_logical_id(function_name: str) -> str:
+    """The logical id ``chalice package`` gives a function (its CamelCase name)."""
+    from chalice.utils import to_cfn_resource_name
+
+    return to_cfn_resource_name(function_name)
+
+
+def stream_event_source(function_name: str) -> StreamEventSource:
+    """The settings of a stream function's event source mapping, read from the template.
+
+    The template deep-merges them into the event ``<Function>DynamodbEventSource``
+    that ``chalice package`` writes; a function the template does not mention
+    gets Lambda's defaults.
+    """
+    logical_id = function_logical_id(function_name)
+    function = _load_template_cached()["Resources"].get(logical_id) or {}
+    events = (function.get("Properties") or {}).get("Events") or {}
+    source = events.get(f"{logical_id}DynamodbEventSource") or {}
+    properties = source.get("Properties") or {}
+    destination = ((properties.get("DestinationConfig") or {}).get("OnFailure") or {}).get(
+        "Destination"
+    )
+    queue_id = None
+    if destination is not None:
+        target = destination.get("Fn::GetAtt") if isinstance(destination, dict) else None
+        if not (isinstance(target, list) and len(target) == 2 and target[1] == "Arn"):
+            raise TemplateError(f"{logical_id}'s on-failure destination is not a queue's Arn")
+        _resource(str(target[0]), "AWS::SQS::Queue")
+        queue_id = str(target[0])
+    window = properties.get("TumblingWindowInSeconds")
+    return StreamEventSource(
+        function_logical_id=logical_id,
+        tumbling_window_seconds=int(window) if window is not None else None,
+        report_batch_item_failures="ReportBatchItemFailures"
+        in (properties.get("FunctionResponseTypes") or []),
+        bisect_on_function_error=bool(properties.get("BisectBatchOnFunctionError", False)),
+        maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", -1)),
+        maximum_record_age_seconds=int(properties.get("MaximumRecordAgeInSeconds", -1)),
+        on_failure_queue_id=queue_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -367,9 +433,11 @@ def create_iot_resources(
 
 
 def create_queues(client: SqsClient, stack_name: str) -> dict[str, str]:
-    """Create the ingest dead-letter queue; return logical id -> queue URL."""
-    queue_url = client.create_queue(**dead_letter_queue(stack_name))["QueueUrl"]
-    return {INGEST_DEAD_LETTER_QUEUE_ID: str(queue_url)}
+    """Create the ingest dead-letter queue and the stream failures queue; logical id -> URL."""
+    return {
+        logical_id: str(client.create_queue(**queue_definition(logical_id, stack_name))["QueueUrl"])
+        for logical_id in (INGEST_DEAD_LETTER_QUEUE_ID, STREAM_FAILURES_QUEUE_ID)
+    }
 
 
 def _error_code(exc: ClientError) -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -38,9 +37,8 @@ from chalicelib.domain.readings import (
     is_signed_by,
     parse_payload,
 )
+from chalicelib.observability import emit_metrics
 from chalicelib.services.dependencies import Dependencies
-
-logger = logging.getLogger(__name__)
 
 # A reading that loses a race with another reading of the same meter is
 # judged again against the winner; more rounds than this means a meter is
@@ -328,22 +326,14 @@ def _no_constants(name: str) -> Any:
 
 
 def _emit_metric(name: str, meter_address: str | None, **dimensions: str) -> None:
-    # CloudWatch embedded metric format: one log line, no API call on the hot path.
-    logger.info(
-        json.dumps(
-            {
-                "_aws": {
-                    "CloudWatchMetrics": [
-                        {
-                            "Namespace": "EnergyMarketplace",
-                            "Dimensions": [sorted(dimensions)],
-                            "Metrics": [{"Name": name, "Unit": "Count"}],
-                        }
-                    ]
-                },
-                name: 1,
-                "meter_address": meter_address,
-                **dimensions,
-            }
-        )
+    # One CloudWatch embedded-metric line per outcome, no API call on the hot path.
+    # Published twice over: without dimensions (the total an alarm divides) and
+    # by each given dimension (the reason: a dozen values). The meter is a
+    # plain property, searchable in Logs Insights: as a dimension it would
+    # make a metric per meter.
+    emit_metrics(
+        {name: 1},
+        dimensions=dimensions,
+        dimension_sets=[[], sorted(dimensions)] if dimensions else [[]],
+        properties={"meter_address": meter_address},
     )

@@ -168,22 +168,3 @@ def _trade_facts(purchase: Purchase) -> TradeFacts:
 def _bought_at(image: Mapping[str, Any]) -> int | None:
     value = image.get("last_bought_ms", {}).get("N")
     return int(value) if value is not None else None
-
-
-def fold_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold a stream event's records into the aggregates; the run, for the log."""
-    from chalicelib.services.analytics import buckets_of, fold
-    from chalicelib.wiring import jobs_dependencies
-
-    deps = jobs_dependencies()
-    batch = contributions(event.get("Records") or [], buckets_of(deps))
-    if not batch:
-        return {"contributions": 0}
-    return fold(deps, shard_of(event), batch).as_log()
-
-
-def window_response() -> dict[str, Any]:
-    """What a function with a tumbling window answers: its state (none is kept
-    between batches: the aggregates are the state) and no failed record (a
-    failure raises, and Lambda retries the batch, which counts nothing twice)."""
-    return {"state": {}, "batchItemFailures": []}

@@ -67,14 +67,3 @@ def _bad_signature(image: Mapping[str, Any]) -> MeterEvent | None:
     if record.reason != Rejection.BAD_SIGNATURE:
         return None
     return MeterEvent(record.meter_address, record.at_ms)
-
-
-def handle_registry_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The stream handler's work: the detectors over the batch's meter events."""
-    from chalicelib.services.fraud_watch import watch_meters
-    from chalicelib.wiring import jobs_dependencies
-
-    events = events_from_records(records)
-    if not events:
-        return {"meters": 0, "readings": 0}
-    return watch_meters(jobs_dependencies(), events).as_log()

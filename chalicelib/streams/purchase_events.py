@@ -12,7 +12,6 @@ item: an event names its purchase and status, so a consumer drops a repeat.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item
 from chalicelib.domain.trading import Purchase, PurchaseStatus
+from chalicelib.observability import emit_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def events_from_records(records: Iterable[Mapping[str, Any]]) -> list[MarketEven
 def publish(events: list[MarketEvent]) -> dict[str, int]:
     """Log every event and the batch's metrics; return the batch's totals."""
     for event in events:
-        logger.info(json.dumps({"market_event": asdict(event)}))
+        logger.info("market event", extra={"market_event": asdict(event)})
     settled = [e for e in events if e.kind == SETTLED]
     totals = {
         "PurchasesOpened": sum(e.kind == OPENED for e in events),
@@ -89,26 +89,5 @@ def publish(events: list[MarketEvent]) -> dict[str, int]:
         "SettledMicroBlock": sum(e.micro_block for e in settled),
     }
     if events:
-        logger.info(
-            json.dumps(
-                {
-                    "_aws": {
-                        "CloudWatchMetrics": [
-                            {
-                                "Namespace": "EnergyMarketplace",
-                                "Dimensions": [[]],
-                                "Metrics": [
-                                    {"Name": name, "Unit": "Count"} for name in sorted(totals)
-                                ],
-                            }
-                        ]
-                    },
-                    **totals,
-                }
-            )
-        )
+        emit_metrics(totals)
     return totals
-
-
-def handle_ledger_records(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    return publish(events_from_records(records))

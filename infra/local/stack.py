@@ -352,7 +352,12 @@ class LocalStack(report.StateFiles, StartStop):
         self.streams_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.streams_status_path.unlink(missing_ok=True)
         self._stream_poller = self._spawn_python(
-            "infra.stream_poller", "--status-file", str(self.streams_status_path)
+            "infra.stream_poller",
+            "--status-file",
+            str(self.streams_status_path),
+            # Its on-failure queue (StreamFailuresQueue), made by bootstrap with the others.
+            "--stack-name",
+            self.stack_name,
         )
 
     def _start_chalice(self) -> None:

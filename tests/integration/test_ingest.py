@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from chalicelib import observability
 from chalicelib.iot_events import MalformedEvent, handle_reading_event
 from chalicelib.services.ingest import Outcome, Status, record_payload
 from energy_client.rpc_client import RpcError, Signer
+from tests.emf_spec import emf_violations
 from tests.support import BLOCK, NOW, MarketHarness, SimulatedMeter, metered_provider
 
 T0 = NOW * 1000 - 3_600_000  # an hour before the market clock, in ms
@@ -326,17 +328,26 @@ def test_a_replay_is_logged_once_and_a_tampered_replay_is_refused(
     assert (outcome.status, outcome.reason) == (Status.REJECTED, "bad_signature")
 
 
-def test_each_outcome_is_an_embedded_metric_line(
-    market: MarketHarness, caplog: pytest.LogCaptureFixture
+def test_each_outcome_is_a_valid_embedded_metric_line_without_per_meter_dimensions(
+    market: MarketHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import logging
-
+    observability.configure()  # what importing app.py does in every function
     meter = metered_provider(market)
-    with caplog.at_level(logging.INFO, logger="chalicelib"):
-        ingest(market, meter.payload(1_000, T0), meter.meter_address)
-        ingest(market, meter.payload(1_000, T0), meter.meter_address)
-        ingest(market, b"{oops", meter.meter_address)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
-    names = [m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] for m in lines]
-    assert names == ["ReadingsAccepted", "ReadingsDuplicate", "ReadingsRejected"]
-    assert lines[2]["reason"] == "malformed" and lines[2]["ReadingsRejected"] == 1
+    capsys.readouterr()
+    ingest(market, meter.payload(1_000, T0), meter.meter_address)
+    ingest(market, meter.payload(1_000, T0), meter.meter_address)
+    ingest(market, b"{oops", meter.meter_address)
+    lines = capsys.readouterr().out.splitlines()
+    assert [emf_violations(line) for line in lines] == [[], [], []]
+    documents = [json.loads(line) for line in lines]
+    directives = [d["_aws"]["CloudWatchMetrics"][0] for d in documents]
+    assert [d["Metrics"][0]["Name"] for d in directives] == [
+        "ReadingsAccepted",
+        "ReadingsDuplicate",
+        "ReadingsRejected",
+    ]
+    assert {d["Namespace"] for d in directives} == {"EnergyMarketplace"}
+    # Totals without dimensions (what a rate alarm divides); refusals also by reason.
+    assert [d["Dimensions"] for d in directives] == [[[]], [[], ["reason"]], [[], ["reason"]]]
+    assert documents[2]["reason"] == "malformed" and documents[2]["ReadingsRejected"] == 1
+    assert documents[0]["meter_address"] == meter.meter_address  # a property only
