@@ -606,7 +606,8 @@ def test_operator_key_is_a_parameter_without_default(packaged_template: dict[str
 
 # Each function's tables (W: read and write, R: read only), from its code paths
 # (chalicelib/wiring.py and the services each handler calls); docs/deploy.md
-# has the same table.
+# has the same table, and test_deploy_roles.py runs every function to check
+# that these are enough.
 ROLE_TABLES: dict[str, tuple[set[str], set[str]]] = {
     "APIHandler": (
         {"RegistryTable", "LedgerTable", "CreditsTable", "ReceiptsTable", "DisputesTable"},
@@ -622,7 +623,7 @@ ROLE_TABLES: dict[str, tuple[set[str], set[str]]] = {
         {"RegistryTable", "LedgerTable", "CreditsTable", "ReceiptsTable", "DisputesTable"},
         set(),
     ),
-    "PushMarketStats": ({"ConnectionsTable"}, {"AnalyticsTable"}),
+    "PushMarketStats": ({"ConnectionsTable"}, {"AnalyticsTable", "DisputesTable"}),
     "PublishMarketEvents": ({"AnalyticsTable", "ConnectionsTable"}, set()),
     "WatchMeters": (
         {"RegistryTable", "DisputesTable", "AnalyticsTable", "ConnectionsTable"},
