@@ -371,7 +371,7 @@ def build_dashboard(out_dir: Path, websocket_url: str) -> Path:
     return out_dir
 
 
-def _files(root: Path) -> Iterator[tuple[str, Path]]:
+def dashboard_files(root: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             yield path.relative_to(root).as_posix(), path
@@ -389,7 +389,7 @@ def upload_dashboard(clients: Clients, bucket: str, built: Path) -> list[str]:
     """Upload a build to the dashboard bucket; remove what the build no longer has."""
     s3 = clients("s3")
     keys = []
-    for key, path in _files(built):
+    for key, path in dashboard_files(built):
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         s3.upload_file(
             str(path),

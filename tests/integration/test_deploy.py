@@ -221,6 +221,23 @@ def test_the_dashboard_upload_types_and_caches_files_and_drops_stale_ones(
     assert script["CacheControl"] == "public, max-age=31536000, immutable"
 
 
+def test_the_dashboard_is_built_with_the_stacks_websocket_url_beside_web_dist(
+    tmp_path: Path,
+) -> None:
+    dist = deploy.WEB_DIR / "dist" / "index.html"
+    before = dist.stat().st_mtime_ns if dist.exists() else None
+    url = "wss://abc123.execute-api.eu-west-1.amazonaws.com/api/"
+
+    built = deploy.build_dashboard(tmp_path / "web", url)
+
+    files = {key for key, _ in deploy.dashboard_files(built)}
+    assert "index.html" in files
+    scripts = [built / key for key in files if key.endswith(".js")]
+    assert any(url.rstrip("/") in script.read_text() for script in scripts)
+    # `make run` serves web/dist: the deploy's build leaves it alone.
+    assert (dist.stat().st_mtime_ns if dist.exists() else None) == before
+
+
 def test_the_command_refuses_a_missing_alarm_address_in_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -405,6 +422,60 @@ def test_a_new_stack_is_created_unprotected_then_its_tables_are_protected(
     # (moto does not carry a changed DeletionProtectionEnabled to the table itself.)
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert parameters["TableDeletionProtection"] == "true"
+
+
+class StubbedClients(deploy.Clients):
+    """Clients whose CloudFormation answers from a botocore Stubber (moto does not
+    model a create that fails and rolls back)."""
+
+    def __init__(self, cloudformation: Any) -> None:
+        super().__init__(session=None)
+        self._cloudformation = cloudformation
+
+    def __call__(self, service: str) -> Any:
+        assert service == "cloudformation", service
+        return self._cloudformation
+
+
+def test_a_stack_left_by_a_failed_first_create_is_deleted_and_created_again(
+    aws_credentials: None,
+) -> None:
+    from botocore.stub import Stubber
+
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    stub = Stubber(cloudformation)
+
+    def status(value: str, **extra: Any) -> dict[str, Any]:
+        stack = {
+            "StackName": STACK,
+            "StackStatus": value,
+            "CreationTime": "2026-12-01T00:00:00Z",
+            **extra,
+        }
+        return {"Stacks": [stack]}
+
+    gone = {"service_error_code": "ValidationError", "service_message": "Stack does not exist"}
+    stub.add_response("describe_stacks", status("ROLLBACK_COMPLETE"), {"StackName": STACK})
+    stub.add_response("delete_stack", {}, {"StackName": STACK})
+    stub.add_client_error("describe_stacks", **gone)  # the delete waiter: gone
+    stub.add_response("create_stack", {"StackId": "id"})
+    stub.add_response("describe_stacks", status("CREATE_COMPLETE"))
+    stub.add_response("update_stack", {"StackId": "id"})
+    stub.add_response("describe_stacks", status("UPDATE_COMPLETE"))
+    outputs = [{"OutputKey": "EndpointURL", "OutputValue": "https://x/api/"}]
+    stub.add_response("describe_stacks", status("UPDATE_COMPLETE", Outputs=outputs))
+
+    with stub:
+        found = deploy.deploy_stack(
+            StubbedClients(cloudformation),
+            STACK,
+            "https://bucket.s3.amazonaws.com/t.yaml",
+            lambda protect: deploy.stack_parameters(
+                "m", OPERATOR_KEY, OPERATOR_KEY, "ops@example.com", protect_tables=protect
+            ),
+        )
+    stub.assert_no_pending_responses()
+    assert found == {"EndpointURL": "https://x/api/"}
 
 
 def test_every_function_has_its_reserved_concurrency_and_a_log_group_with_retention(
