@@ -28,6 +28,7 @@ from chalice.test import Client
 from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 from nacl.signing import SigningKey
+from pydantic import SecretStr
 
 from infra import deploy
 
@@ -615,3 +616,47 @@ def test_the_smoke_call_finds_the_deployed_settings_without_the_private_key(
 def test_a_smoke_call_that_gets_no_answer_stops_the_deploy() -> None:
     with pytest.raises(deploy.DeployError, match=r"smoke call to http://127\.0\.0\.1:9/rpc failed"):
         deploy.smoke_call("http://127.0.0.1:9/rpc", timeout=5)
+
+
+# --- the receipt key at run time ---------------------------------------------------------------
+
+
+def test_a_signer_loads_the_key_the_deploy_made_and_matches_the_published_one(
+    clients: deploy.Clients,
+) -> None:
+    from chalicelib.adapters.receipt_key import _from_parameter, receipt_signing_key
+    from chalicelib.config import Settings
+
+    public_key = deploy.ensure_signing_key(clients, STACK)
+    name = deploy.signing_key_parameter(STACK)
+    _from_parameter.cache_clear()
+    try:
+        settings = Settings(receipt_signing_key_parameter=name, receipt_public_key=public_key)
+        key = receipt_signing_key(settings)
+    finally:
+        _from_parameter.cache_clear()
+
+    assert key.verify_key.encode().hex() == public_key
+
+
+def test_a_signer_refuses_a_key_that_is_not_the_published_one() -> None:
+    from chalicelib.adapters.receipt_key import (
+        ReceiptKeyUnavailable,
+        receipt_public_key,
+        receipt_signing_key,
+    )
+    from chalicelib.config import Settings
+
+    seed = bytes(range(64, 96)).hex()
+    other = SigningKey(bytes(range(96, 128))).verify_key.encode().hex()
+    settings = Settings(receipt_signing_key=SecretStr(seed), receipt_public_key=other)
+
+    with pytest.raises(ReceiptKeyUnavailable, match="does not match RECEIPT_PUBLIC_KEY"):
+        receipt_signing_key(settings)
+    # What is published is the configured public key, whatever the seed.
+    assert receipt_public_key(settings) == other
+    assert receipt_public_key(Settings(receipt_signing_key=SecretStr(seed))) == (
+        SigningKey(bytes.fromhex(seed)).verify_key.encode().hex()
+    )
+    with pytest.raises(ValueError, match="receipt_public_key"):
+        Settings(receipt_public_key="ABC")
