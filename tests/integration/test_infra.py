@@ -850,7 +850,10 @@ def test_the_alarms_watch_what_an_operator_must_know(packaged_template: dict[str
     for queue_id in ("IngestDeadLetterQueue", "StreamFailuresQueue"):
         name = json.dumps({"Fn::GetAtt": [queue_id, "QueueName"]})
         assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", name) in watched, queue_id
-    api_name = json.dumps(packaged_template["Resources"]["RestAPI"]["Properties"]["Name"])
+    rest_api = packaged_template["Resources"]["RestAPI"]["Properties"]
+    assert rest_api["Name"] == rest_api["DefinitionBody"]["info"]["title"]
+    assert rest_api["DefinitionBody"]["paths"]  # Chalice's routes are still there
+    api_name = json.dumps(rest_api["Name"])
     assert ("AWS/ApiGateway", "5XXError", api_name) in watched
     assert ("AWS/ApiGateway", "IntegrationError", ref("WebsocketAPI")) in watched
     assert ("AWS/DynamoDB", "WriteThrottleEvents", ref("ConnectionsTable")) in watched
