@@ -101,9 +101,11 @@ run: $(STAMP) mosquitto web
 	$(BIN)/python -m infra.local_stack
 
 # The stack in the AWS account of the current credentials (docs/deploy.md): infra/deploy.py
-# reads STAGE, STACK_NAME, AWS_REGION, ALARM_EMAIL, OPERATOR_PUBLIC_KEY and MARKETPLACE_ID.
+# reads STAGE, STACK_NAME, AWS_REGION, ALARM_EMAIL, OPERATOR_PUBLIC_KEY and MARKETPLACE_ID
+# (make passes variables given on its command line in the environment). It builds the
+# dashboard itself, with the stack's WebSocket URL: only the npm packages are needed here.
 STAGE ?= dev
-deploy: $(STAMP) web
+deploy: $(STAMP) $(WEB_DEPS)
 	STAGE=$(STAGE) $(BIN)/python -m infra.deploy
 
 # The soak runs the whole local market for half an hour: its own target.

@@ -41,7 +41,7 @@ from typing import Any
 
 import boto3
 import yaml
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from nacl.signing import SigningKey
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -519,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except DeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        # No credentials, no access, a throttled call: AWS's words, without a traceback.
+        print(f"error: AWS refused a deploy step: {exc}", file=sys.stderr)
         return 1
     return 0
 

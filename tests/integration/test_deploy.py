@@ -239,6 +239,24 @@ def test_the_dashboard_is_built_with_the_stacks_websocket_url_beside_web_dist(
     assert (dist.stat().st_mtime_ns if dist.exists() else None) == before
 
 
+def test_the_command_reports_missing_credentials_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    code = deploy.main(["--region", REGION, "--alarm-email", "ops@example.com"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "error: AWS refused a deploy step: Unable to locate credentials"
+    ]
+
+
 def test_the_command_refuses_a_missing_alarm_address_in_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
