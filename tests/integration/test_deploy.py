@@ -50,6 +50,7 @@ LEFT_OUT = {
     "AWS::CloudWatch::Alarm",
     "AWS::IoT::TopicRule",
     "AWS::Lambda::EventInvokeConfig",
+    "AWS::Logs::MetricFilter",
     "AWS::S3::BucketPolicy",
 }
 # moto knows this type, but not a REST API defined by an OpenAPI body: it

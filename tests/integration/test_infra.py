@@ -862,6 +862,37 @@ def test_the_alarms_watch_what_an_operator_must_know(packaged_template: dict[str
     assert ("EnergyMarketplace", "ReadingsRejected", "null") in watched
 
 
+def test_the_job_failure_filters_read_what_the_jobs_log() -> None:
+    """Each job's metric filter names the job as its run logs it, and reads the
+    fields JobRun logs (`job_run` is a field of the job's JSON log line)."""
+    from chalicelib.services.expiry import EXPIRY_JOB
+    from chalicelib.services.ports import JobRun
+    from chalicelib.services.resolution import DISPUTES_JOB
+    from chalicelib.services.settlement import SETTLEMENT_JOB
+
+    resources = load_template()["Resources"]
+    jobs = {
+        "SettleDuePurchases": SETTLEMENT_JOB,
+        "ExpireUnsoldCredits": EXPIRY_JOB,
+        "ResolveDueDisputes": DISPUTES_JOB,
+    }
+    logged = JobRun("any").as_log()
+    for function_id, job in jobs.items():
+        metric_filter = resources[f"{function_id}FailedItemsMetric"]["Properties"]
+        assert metric_filter["LogGroupName"] == {"Ref": f"{function_id}LogGroup"}
+        assert metric_filter["FilterPattern"] == (
+            f'{{ $.job_run.job = "{job}" && $.job_run.failed > 0 }}'
+        )
+        (transformation,) = metric_filter["MetricTransformations"]
+        fields = {transformation["MetricValue"]} | {
+            d["Value"] for d in transformation["Dimensions"]
+        }
+        assert {f.removeprefix("$.job_run.") for f in fields} <= set(logged)
+        alarm = resources[f"{function_id}FailedItemsAlarm"]["Properties"]
+        assert alarm["MetricName"] == transformation["MetricName"] == "JobItemsFailed"
+        assert alarm["Dimensions"] == [{"Name": "Job", "Value": job}]
+
+
 def test_the_dashboard_is_private_behind_cloudfront_with_the_api_on_its_origin(
     packaged_template: dict[str, Any],
 ) -> None:
