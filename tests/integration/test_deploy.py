@@ -376,7 +376,7 @@ def test_the_code_is_uploaded_and_every_function_points_at_it(
 def test_the_stack_deploys_to_moto_with_every_function_table_queue_and_mapping(
     deployed: tuple[RecordingClients, dict[str, str], set[str], dict[str, Any]],
 ) -> None:
-    clients, outputs, _, _ = deployed
+    clients, outputs, _, expanded = deployed
     stack = clients("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
     assert stack["StackStatus"] == "UPDATE_COMPLETE"
     resources = clients("cloudformation").list_stack_resources(StackName=STACK)[
@@ -408,11 +408,17 @@ def test_the_stack_deploys_to_moto_with_every_function_table_queue_and_mapping(
     mappings = clients("lambda").list_event_source_mappings()["EventSourceMappings"]
     assert len(mappings) == 3
     failures_arn = f"arn:aws:sqs:{REGION}:123456789012:{STACK}-stream-failures"
+    # As infra/template.yaml configures them (test_infra.py checks the figures).
+    configured = {
+        (r["Properties"]["MaximumRetryAttempts"], r["Properties"]["MaximumRecordAgeInSeconds"])
+        for r in expanded["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
     for mapping in mappings:
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["BisectBatchOnFunctionError"] is True
-        assert mapping["MaximumRetryAttempts"] == 5
-        assert mapping["MaximumRecordAgeInSeconds"] == 21_600
+        limits = (mapping["MaximumRetryAttempts"], mapping["MaximumRecordAgeInSeconds"])
+        assert limits in configured
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failures_arn
     for key in ("EndpointURL", "DashboardBucketName", "AlarmTopicArn", "StreamFailuresQueueUrl"):
         assert outputs[key], key
