@@ -53,6 +53,8 @@ CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _PUBLIC_KEY = re.compile(r"^[0-9a-f]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# The template's MarketplaceId pattern: checked here, before anything is created.
+MARKETPLACE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Stack states from which an update is impossible but a delete starts afresh:
 # a first create that failed and rolled back (its retained-on-create resources
 # were removed with it).
@@ -500,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not _STACK_NAME.fullmatch(stack_name):
             raise DeployError(f"stack name {stack_name!r}: letters, digits and hyphens")
+        if not MARKETPLACE_ID_PATTERN.fullmatch(marketplace_id):
+            raise DeployError(
+                f"marketplace id {marketplace_id!r}: lower-case letters, digits and hyphens, "
+                "at most 63 (set MARKETPLACE_ID)"
+            )
         if not args.alarm_email or not _EMAIL.fullmatch(args.alarm_email):
             raise DeployError("give ALARM_EMAIL=<address>: every alarm is sent there")
         session = boto3.Session(region_name=args.region)

@@ -31,6 +31,7 @@ from nacl.signing import SigningKey
 from pydantic import SecretStr
 
 from infra import deploy
+from infra.emulation import load_template
 
 STACK = "em-deploy-test"
 REGION = "us-east-1"
@@ -256,6 +257,15 @@ def test_the_command_reports_missing_credentials_in_one_line(
     assert err.strip().splitlines() == [
         "error: AWS refused a deploy step: Unable to locate credentials"
     ]
+
+
+def test_the_command_refuses_a_marketplace_id_the_template_would(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert deploy.main(["--marketplace-id", "Not_Valid", "--alarm-email", "a@b.c"]) == 1
+    assert "marketplace id 'Not_Valid'" in capsys.readouterr().err
+    parameters = load_template()["Parameters"]
+    assert parameters["MarketplaceId"]["AllowedPattern"] == deploy.MARKETPLACE_ID_PATTERN.pattern
 
 
 def test_the_command_refuses_a_missing_alarm_address_in_one_line(
