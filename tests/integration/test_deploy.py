@@ -368,6 +368,66 @@ def test_the_expanded_stack_passes_cfn_lint(
     assert result.returncode == 0, f"cfn-lint found problems:\n{result.stdout}\n{result.stderr}"
 
 
+def _references(node: Any) -> set[str]:
+    """The logical ids a resource refers to (Ref, GetAtt, Sub)."""
+    if isinstance(node, list):
+        return set().union(*map(_references, node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found: set[str] = set()
+    if set(node) == {"Ref"}:
+        found.add(node["Ref"])
+    elif set(node) == {"Fn::GetAtt"}:
+        found.add(node["Fn::GetAtt"][0])
+    elif set(node) == {"Fn::Sub"}:
+        text = node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0]
+        found |= {name.split(".")[0] for name in re.findall(r"\$\{([\w.:]+)\}", text)}
+    return found | set().union(*(_references(v) for v in node.values()))
+
+
+def _depends_on(resources: dict[str, Any], logical_id: str) -> set[str]:
+    """Everything CloudFormation creates before ``logical_id``."""
+    seen: set[str] = set()
+    todo = [logical_id]
+    while todo:
+        resource = resources[todo.pop()]
+        depends = resource.get("DependsOn", [])
+        direct = _references(resource.get("Properties", {})) | set(
+            [depends] if isinstance(depends, str) else depends
+        )
+        for name in direct & set(resources) - seen:
+            seen.add(name)
+            todo.append(name)
+    return seen
+
+
+def test_every_failure_destination_is_allowed_before_what_sends_to_it(
+    deployed: tuple[RecordingClients, dict[str, str], set[str], dict[str, Any]],
+) -> None:
+    """A mapping or invoke config with an on-failure queue is created after the
+    role that may send to that queue (AWS checks the permission on creation)."""
+    _, _, _, expanded = deployed
+    resources = expanded["Resources"]
+    senders = {
+        logical_id: resource
+        for logical_id, resource in resources.items()
+        if resource["Type"] in {"AWS::Lambda::EventSourceMapping", "AWS::Lambda::EventInvokeConfig"}
+    }
+    assert len(senders) == 4
+    for logical_id, resource in senders.items():
+        queue = resource["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
+        before = _depends_on(resources, logical_id)
+        granting = [
+            role_id
+            for role_id in before
+            if resources[role_id]["Type"] == "AWS::IAM::Role"
+            for policy in resources[role_id]["Properties"].get("Policies", [])
+            for statement in policy["PolicyDocument"]["Statement"]
+            if statement["Action"] == "sqs:SendMessage" and statement["Resource"] == queue
+        ]
+        assert granting, logical_id
+
+
 def test_the_code_is_uploaded_and_every_function_points_at_it(
     deployed: tuple[RecordingClients, dict[str, str], set[str], dict[str, Any]],
 ) -> None:
