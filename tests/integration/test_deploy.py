@@ -145,6 +145,20 @@ def sam_template_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return deploy.package(tmp_path_factory.mktemp("deploy") / "package", "dev", REGION)
 
 
+def test_every_stage_packages_the_same_stack(sam_template_path: Path, tmp_path: Path) -> None:
+    dev = yaml.safe_load(sam_template_path.read_text())
+    prod = yaml.safe_load(deploy.package(tmp_path / "prod", "prod", REGION).read_text())
+
+    assert set(prod["Resources"]) == set(dev["Resources"])
+    for logical_id, resource in dev["Resources"].items():
+        if resource["Type"] in {"AWS::Serverless::Function", "AWS::IAM::Role"}:
+            other = prod["Resources"][logical_id]["Properties"]
+            # Only the tags name the stage.
+            assert {k: v for k, v in other.items() if k != "Tags"} == {
+                k: v for k, v in resource["Properties"].items() if k != "Tags"
+            }, logical_id
+
+
 @pytest.fixture
 def clients(aws_credentials: None) -> Iterator[deploy.Clients]:
     with mock_aws():
