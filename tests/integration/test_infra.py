@@ -862,6 +862,29 @@ def test_the_alarms_watch_what_an_operator_must_know(packaged_template: dict[str
     assert ("EnergyMarketplace", "ReadingsRejected", "null") in watched
 
 
+def test_the_deployment_guide_lists_every_alarm_and_every_role(
+    packaged_template: dict[str, Any],
+) -> None:
+    guide = (PROJECT_DIR / "docs" / "deploy.md").read_text(encoding="utf-8")
+    functions = set(_functions(packaged_template))
+    for logical_id in _alarms(packaged_template):
+        per_function = re.fullmatch(r"(\w+?)(Errors|Throttles)Alarm", logical_id)
+        if per_function and per_function.group(1) in functions:
+            assert f"`<Function>{per_function.group(2)}Alarm`" in guide
+        else:
+            assert f"`{logical_id}`" in guide, logical_id
+    short = {logical_id: short for logical_id, short, _ in TABLE_CONTRACT.values()}
+    rows: dict[str, str] = {}
+    for row in guide[guide.index("### Roles") :].splitlines():
+        if row.startswith("| `") and row.count("|") == 4:
+            rows.setdefault(row.split("|")[1].split()[0].strip("`"), row.split("|")[2])
+    for function_id, (writes, reads) in ROLE_TABLES.items():
+        tables = rows[function_id]
+        assert {short[t] for t in writes | reads} == {
+            name for name in short.values() if re.search(rf"\b{name}\b", tables)
+        }, function_id
+
+
 def test_the_job_failure_filters_read_what_the_jobs_log() -> None:
     """Each job's metric filter names the job as its run logs it, and reads the
     fields JobRun logs (`job_run` is a field of the job's JSON log line)."""
