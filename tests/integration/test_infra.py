@@ -937,6 +937,8 @@ def test_the_dashboard_is_private_behind_cloudfront_with_the_api_on_its_origin(
     assert all(b["TargetOriginId"] == "api" for b in routes.values())
     assert "POST" in routes["/rpc"]["AllowedMethods"]
     assert config["DefaultCacheBehavior"]["TargetOriginId"] == "dashboard"
+    assert config["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert config["DefaultCacheBehavior"]["ResponseHeadersPolicyId"]
     assert packaged_template["Outputs"]["DashboardURL"]
 
 
