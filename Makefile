@@ -15,7 +15,7 @@ PIP_SPEC := pip<26.3
 # pip warns once per package. Drop those lines, keep everything else.
 PIP_FILTER := { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: help setup mosquitto chromium web test lint typecheck pytest run bench soak fmt clean distclean
+.PHONY: help setup mosquitto chromium web test lint typecheck pytest run bench soak fmt clean distclean deploy
 
 help:
 	@echo "make test       lint, format check, type check and every test (what CI runs)"
@@ -23,6 +23,7 @@ help:
 	@echo "                with the dashboard at http://127.0.0.1:8080/; or use the CLI:"
 	@echo "                .venv/bin/python -m energy_client --help (docs/cli.md)"
 	@echo "make web        install the dashboard's npm packages and build web/dist (when web/ changed)"
+	@echo "make deploy     deploy to AWS: STAGE=dev ALARM_EMAIL=... [OPERATOR_PUBLIC_KEY=...] (docs/deploy.md)"
 	@echo "make bench      run the benchmarks in bench/ (all but the soak)"
 	@echo "make soak       the whole local market, 50 meters, 30 minutes (bench/soak.py)"
 	@echo "make fmt        format the code and apply safe lint fixes"
@@ -98,6 +99,14 @@ test: lint typecheck pytest
 
 run: $(STAMP) mosquitto web
 	$(BIN)/python -m infra.local_stack
+
+# The stack in the AWS account of the current credentials (docs/deploy.md): infra/deploy.py
+# reads STAGE, STACK_NAME, AWS_REGION, ALARM_EMAIL, OPERATOR_PUBLIC_KEY and MARKETPLACE_ID
+# (make passes variables given on its command line in the environment). It builds the
+# dashboard itself, with the stack's WebSocket URL: only the npm packages are needed here.
+STAGE ?= dev
+deploy: $(STAMP) $(WEB_DEPS)
+	STAGE=$(STAGE) $(BIN)/python -m infra.deploy
 
 # The soak runs the whole local market for half an hour: its own target.
 # bench/live.py and bench/web.py run the local market too: mosquitto, and for

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # (deployments; read once per container, on first use).
     receipt_signing_key: SecretStr = SecretStr("")
     receipt_signing_key_parameter: str = ""
+    # The receipt key's hex verify key, as published (energy.getMarketInfo). Set
+    # by the deploy, so that publishing it never reads the private key (a
+    # function that does not sign may not read it); a signer checks that its key
+    # matches. Empty: derived from an inline RECEIPT_SIGNING_KEY, if any.
+    receipt_public_key: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     # What an account's flag on a reading posts from its balance, micro-BLOCK.
     dispute_bond_micro_block: int = Field(default=DEFAULT_BOND_MICRO_BLOCK, gt=0)
     # Carbon (docs/carbon.md). Grams of CO2 avoided per kWh by energy type

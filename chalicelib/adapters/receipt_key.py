@@ -25,15 +25,38 @@ def signing_key_from_hex(seed_hex: str) -> SigningKey:
 
 
 def receipt_signing_key(settings: Settings) -> SigningKey:
-    """The key configured inline, else the one in the named SSM SecureString."""
+    """The key configured inline, else the one in the named SSM SecureString.
+
+    A key that does not match the published RECEIPT_PUBLIC_KEY is refused: its
+    receipts would not verify against the key auditors are told to use.
+    """
     inline = settings.receipt_signing_key.get_secret_value()
     if inline:
-        return signing_key_from_hex(inline)
-    if settings.receipt_signing_key_parameter:
-        return _from_parameter(settings.receipt_signing_key_parameter)
-    raise ReceiptKeyUnavailable(
-        "set RECEIPT_SIGNING_KEY or RECEIPT_SIGNING_KEY_PARAMETER to sign receipts"
-    )
+        key = signing_key_from_hex(inline)
+    elif settings.receipt_signing_key_parameter:
+        key = _from_parameter(settings.receipt_signing_key_parameter)
+    else:
+        raise ReceiptKeyUnavailable(
+            "set RECEIPT_SIGNING_KEY or RECEIPT_SIGNING_KEY_PARAMETER to sign receipts"
+        )
+    published = settings.receipt_public_key
+    if published and key.verify_key.encode().hex() != published:
+        raise ReceiptKeyUnavailable("the receipt signing key does not match RECEIPT_PUBLIC_KEY")
+    return key
+
+
+def receipt_public_key(settings: Settings) -> str:
+    """The hex verify key to publish, without reading the private key from SSM.
+
+    RECEIPT_PUBLIC_KEY where the deploy set it; otherwise derived from an inline
+    seed (local runs and tests); otherwise empty (no receipts are signed here).
+    """
+    if settings.receipt_public_key:
+        return settings.receipt_public_key
+    inline = settings.receipt_signing_key.get_secret_value()
+    if inline:
+        return signing_key_from_hex(inline).verify_key.encode().hex()
+    return ""
 
 
 @lru_cache(maxsize=4)

@@ -46,6 +46,7 @@ from infra.local_stack import (
 )
 from infra.moto_server import LocalMotoServer
 from iot.broker import meter_write_pattern, readings_topic_filter
+from tests.support import buy, dynamodb_market, selling_provider, tables_from_environment
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -119,8 +120,75 @@ def test_every_table_is_durable_and_streams_both_images(variable: str) -> None:
     assert properties["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}
+    assert properties["DeletionProtectionEnabled"] == {"Ref": "TableDeletionProtection"}
+    # Kept when the stack is deleted; removed when its first create fails.
+    assert resource["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+
+
+# Balances, escrow, credits and receipts: no item of theirs may ever expire by TTL.
+FINANCIAL_TABLES = ["LEDGER_TABLE", "CREDITS_TABLE", "RECEIPTS_TABLE"]
+# Where items do expire: nonces and meter refusals (registry), detector memory
+# (disputes), live connections. The analytics table keeps its TTL for the same use.
+TTL_TABLES = sorted(set(TABLE_CONTRACT) - set(FINANCIAL_TABLES))
+
+
+@pytest.mark.parametrize("variable", FINANCIAL_TABLES)
+def test_financial_tables_have_no_time_to_live(variable: str) -> None:
+    properties = load_template()["Resources"][TABLE_CONTRACT[variable][0]]["Properties"]
+    assert "TimeToLiveSpecification" not in properties
+
+
+@pytest.mark.parametrize("variable", TTL_TABLES)
+def test_the_other_tables_expire_items_by_expires_at(variable: str) -> None:
+    properties = load_template()["Resources"][TABLE_CONTRACT[variable][0]]["Properties"]
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_no_financial_item_carries_the_ttl_attribute(dynamodb: Any) -> None:
+    """A full trade (registration, minted readings, purchase, settlement, receipt) and a
+    signed request's nonce: no item of the financial tables has expires_at, while the
+    nonce (registry) does, so the check can see the attribute where it is."""
+    market = dynamodb_market(dynamodb, tables_from_environment(dict(os.environ)))
+    meter = selling_provider(market, [2_500, 2_500, 2_500])
+    bob = market.funded_account("bob.theblock", block=100)
+    purchase = buy(market, bob, meter.provider_id, "3")
+    market.client.call("energy.settle", {"transaction_id": purchase["transaction_id"]}, bob)
+
+    def items(variable: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for page in dynamodb.get_paginator("scan").paginate(TableName=os.environ[variable]):
+            found.extend(page["Items"])
+        return found
+
+    for variable in FINANCIAL_TABLES:
+        stored = items(variable)
+        assert stored, variable
+        assert not [i for i in stored if "expires_at" in i], variable
+    assert [i for i in items("REGISTRY_TABLE") if "expires_at" in i]
+
+
+# Resources with a fixed physical name: one retained after a failed first create
+# would block the next create under that name.
+NAME_PROPERTIES = ("TableName", "QueueName", "ThingTypeName", "PolicyName", "TopicName")
+
+
+def test_no_named_resource_outlives_a_failed_first_create() -> None:
+    for logical_id, resource in load_template()["Resources"].items():
+        properties = resource.get("Properties", {})
+        if resource.get("Type", "").startswith("AWS::") and any(
+            name in properties for name in NAME_PROPERTIES
+        ):
+            assert resource.get("DeletionPolicy", "Delete") in {
+                "Delete",
+                "RetainExceptOnCreate",
+            }, logical_id
+    # Nothing in the stack is plainly retained.
+    assert not [
+        logical_id
+        for logical_id, resource in load_template()["Resources"].items()
+        if resource.get("DeletionPolicy") == "Retain"
+    ]
 
 
 @pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
@@ -296,7 +364,10 @@ def test_offline_table_has_its_indexes_stream_and_ttl(dynamodb: Any, variable: s
         assert table["LatestStreamArn"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     ttl = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
-    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+    if variable in FINANCIAL_TABLES:
+        assert ttl == {"TimeToLiveStatus": "DISABLED"}
+    else:
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
 
 @pytest.mark.parametrize("variable", sorted(TABLE_CONTRACT))
@@ -480,6 +551,7 @@ def test_every_packaged_function_finds_every_table(packaged_template: dict[str, 
             assert variables.get(variable) == {"Ref": table_id}, (logical_id, variable)
         assert variables.get("MARKETPLACE_ID") == {"Ref": "MarketplaceId"}, logical_id
         assert variables.get("OPERATOR_PUBLIC_KEY") == {"Ref": "OperatorPublicKey"}, logical_id
+        assert variables.get("RECEIPT_PUBLIC_KEY") == {"Ref": "ReceiptPublicKey"}, logical_id
 
 
 def test_packaged_stack_has_the_ingest_function_as_the_topic_rules_target(
@@ -514,17 +586,16 @@ def test_the_ingest_function_may_write_to_the_dead_letter_queue(
 ) -> None:
     resources = packaged_template["Resources"]
     assert resources["IngestReading"]["Properties"]["Role"] == {
-        "Fn::GetAtt": ["DefaultRole", "Arn"]
+        "Fn::GetAtt": ["IngestReadingRole", "Arn"]
     }
-    policy = resources["IngestDeadLetterPolicy"]["Properties"]
-    assert policy["Roles"] == [{"Ref": "DefaultRole"}]
-    assert policy["PolicyDocument"]["Statement"] == [
-        {
-            "Effect": "Allow",
-            "Action": "sqs:SendMessage",
-            "Resource": {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]},
-        }
-    ]
+    # In the role itself: it exists before the function and its invoke config.
+    assert _role_grants(packaged_template, "IngestReading")["IngestDeadLetters"] == {
+        "Sid": "IngestDeadLetters",
+        "Effect": "Allow",
+        "Action": "sqs:SendMessage",
+        "Resource": {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]},
+    }
+    assert "DependsOn" not in resources["IngestEventInvokeConfig"]
 
 
 def test_operator_key_is_a_parameter_without_default(packaged_template: dict[str, Any]) -> None:
@@ -533,25 +604,342 @@ def test_operator_key_is_a_parameter_without_default(packaged_template: dict[str
     assert parameters["MarketplaceId"]["Default"] == "energy-marketplace"
 
 
-def test_every_packaged_function_may_use_every_table_and_index(
+# Each function's tables (W: read and write, R: read only), from its code paths
+# (chalicelib/wiring.py and the services each handler calls); docs/deploy.md
+# has the same table, and test_deploy_roles.py runs every function to check
+# that these are enough.
+ROLE_TABLES: dict[str, tuple[set[str], set[str]]] = {
+    "APIHandler": (
+        {"RegistryTable", "LedgerTable", "CreditsTable", "ReceiptsTable", "DisputesTable"},
+        {"AnalyticsTable"},
+    ),
+    "IngestReading": ({"RegistryTable", "CreditsTable"}, set()),
+    "SettleDuePurchases": (
+        {"RegistryTable", "LedgerTable", "CreditsTable", "ReceiptsTable"},
+        set(),
+    ),
+    "ExpireUnsoldCredits": ({"RegistryTable", "CreditsTable"}, set()),
+    "ResolveDueDisputes": (
+        {"RegistryTable", "LedgerTable", "CreditsTable", "ReceiptsTable", "DisputesTable"},
+        set(),
+    ),
+    "PushMarketStats": ({"ConnectionsTable"}, {"AnalyticsTable", "DisputesTable"}),
+    "PublishMarketEvents": ({"AnalyticsTable", "ConnectionsTable"}, set()),
+    "WatchMeters": (
+        {"RegistryTable", "DisputesTable", "AnalyticsTable", "ConnectionsTable"},
+        {"CreditsTable"},
+    ),
+    "PublishDisputeEvents": ({"ConnectionsTable"}, set()),
+    "WebsocketConnect": ({"ConnectionsTable"}, {"RegistryTable"}),
+    "WebsocketMessage": ({"ConnectionsTable"}, {"RegistryTable"}),
+    "WebsocketDisconnect": ({"ConnectionsTable"}, set()),
+}
+RECEIPT_SIGNERS = {"APIHandler", "SettleDuePurchases", "ResolveDueDisputes"}
+STREAM_CONSUMERS = {
+    "PublishMarketEvents": "LedgerTable",
+    "WatchMeters": "RegistryTable",
+    "PublishDisputeEvents": "DisputesTable",
+}
+PUSHERS = {
+    "PushMarketStats",
+    "PublishMarketEvents",
+    "WatchMeters",
+    "PublishDisputeEvents",
+    "WebsocketMessage",
+}
+WRITE_ACTIONS = {
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+}
+
+
+def _role_grants(template: dict[str, Any], function_id: str) -> dict[str, dict[str, Any]]:
+    """The statements of a function's own role, by Sid."""
+    role_id = template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy,) = template["Resources"][role_id]["Properties"]["Policies"]
+    statements = policy["PolicyDocument"]["Statement"]
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    assert len(by_sid) == len(statements), role_id
+    return by_sid
+
+
+def _tables_in(statement: dict[str, Any]) -> set[str]:
+    tables = {r["Fn::GetAtt"][0] for r in statement["Resource"] if "Fn::GetAtt" in r}
+    indexes = {r["Fn::Sub"].split(".")[0][2:] for r in statement["Resource"] if "Fn::Sub" in r}
+    assert indexes == tables  # every table with its indexes, nothing else
+    return tables
+
+
+def test_every_function_has_its_own_role(packaged_template: dict[str, Any]) -> None:
+    functions = _functions(packaged_template)
+    roles = {f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()}
+    assert set(functions) == set(ROLE_TABLES)
+    assert len(roles) == len(functions)
+    assert "DefaultRole" not in packaged_template["Resources"]
+
+
+@pytest.mark.parametrize("function_id", sorted(ROLE_TABLES))
+def test_each_role_grants_only_its_functions_tables(
+    packaged_template: dict[str, Any], function_id: str
+) -> None:
+    grants = _role_grants(packaged_template, function_id)
+    writes, reads = ROLE_TABLES[function_id]
+
+    assert _tables_in(grants["ReadWrite"]) == writes if writes else "ReadWrite" not in grants
+    if reads:
+        assert _tables_in(grants["ReadOnly"]) == reads
+        assert not WRITE_ACTIONS & set(grants["ReadOnly"]["Action"])
+    else:
+        assert "ReadOnly" not in grants
+    assert ("ReceiptSigningKey" in grants) == (function_id in RECEIPT_SIGNERS)
+    assert ("PushToConnections" in grants) == (function_id in PUSHERS)
+    assert ("ReadOwnStream" in grants) == (function_id in STREAM_CONSUMERS)
+    # No Scan anywhere (docs/architecture.md), and no table by wildcard.
+    for statement in grants.values():
+        actions = statement["Action"] if isinstance(statement["Action"], list) else []
+        assert "dynamodb:Scan" not in actions
+    assert grants["Logs"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+
+
+def test_the_signing_key_is_one_parameter_named_for_the_stack(
+    packaged_template: dict[str, Any],
+) -> None:
+    name = "/energy-marketplace/${AWS::StackName}/receipt-signing-key"
+    for function_id in RECEIPT_SIGNERS:
+        grant = _role_grants(packaged_template, function_id)["ReceiptSigningKey"]
+        assert grant["Action"] == "ssm:GetParameter"
+        assert grant["Resource"]["Fn::Sub"].endswith(f":parameter{name}")
+        variables = _effective_environment(
+            packaged_template, packaged_template["Resources"][function_id]
+        )
+        assert variables["RECEIPT_SIGNING_KEY_PARAMETER"] == {"Fn::Sub": name}
+    for function_id, function in _functions(packaged_template).items():
+        variables = _effective_environment(packaged_template, function)
+        assert variables["RECEIPT_PUBLIC_KEY"] == {"Ref": "ReceiptPublicKey"}, function_id
+        if function_id not in RECEIPT_SIGNERS:
+            assert "RECEIPT_SIGNING_KEY_PARAMETER" not in variables, function_id
+
+
+def test_pushing_to_clients_is_allowed_on_this_stacks_websocket_api_only(
+    packaged_template: dict[str, Any],
+) -> None:
+    for function_id in PUSHERS:
+        grant = _role_grants(packaged_template, function_id)["PushToConnections"]
+        assert grant["Action"] == "execute-api:ManageConnections"
+        assert grant["Resource"]["Fn::Sub"].endswith(":${WebsocketAPI}/api/*/@connections/*")
+
+
+@pytest.mark.parametrize("function_id", sorted(STREAM_CONSUMERS))
+def test_each_stream_consumer_reads_its_stream_and_reports_failures(
+    packaged_template: dict[str, Any], function_id: str
+) -> None:
+    table_id = STREAM_CONSUMERS[function_id]
+    function = packaged_template["Resources"][function_id]
+    (source,) = function["Properties"]["Events"].values()
+    properties = source["Properties"]
+
+    assert properties["Stream"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert 0 < properties["MaximumRetryAttempts"] <= 10
+    # Time left to replay a failed record from the stream (24 hours) after it is dropped.
+    assert 60 <= properties["MaximumRecordAgeInSeconds"] <= 86_400 - 12 * 3600
+    assert properties["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]},
+    }
+    grants = _role_grants(packaged_template, function_id)
+    assert grants["ReadOwnStream"]["Resource"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
+    assert grants["StreamFailures"]["Resource"] == {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}
+
+
+def test_every_function_has_reserved_concurrency_within_the_account_default(
+    packaged_template: dict[str, Any],
+) -> None:
+    reserved = {
+        function_id: function["Properties"]["ReservedConcurrentExecutions"]
+        for function_id, function in _functions(packaged_template).items()
+    }
+    assert all(count >= 1 for count in reserved.values()), reserved
+    # An account starts with 1,000 concurrent executions and Lambda keeps 100 unreserved.
+    assert sum(reserved.values()) <= 900
+    # A flood on the public API cannot take ingestion's or settlement's share.
+    assert reserved["IngestReading"] >= reserved["APIHandler"]
+
+
+def test_every_function_logs_to_a_group_with_retention(packaged_template: dict[str, Any]) -> None:
+    resources = packaged_template["Resources"]
+    groups = {
+        r["Properties"]["LogGroupName"]["Fn::Sub"]: r["Properties"]["RetentionInDays"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup" and "LogGroupName" in r["Properties"]
+    }
+    for function_id in _functions(packaged_template):
+        assert groups.get(f"/aws/lambda/${{{function_id}}}") == 30, function_id
+
+
+def test_the_apis_are_throttled_and_log_their_requests(packaged_template: dict[str, Any]) -> None:
+    resources = packaged_template["Resources"]
+    rest = resources["RestAPI"]["Properties"]
+    (settings,) = rest["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
+    assert rest["AccessLogSetting"]["DestinationArn"] == {
+        "Fn::GetAtt": ["RestApiAccessLogs", "Arn"]
+    }
+    assert "$context.requestId" in rest["AccessLogSetting"]["Format"]
+    websocket = resources["WebsocketAPIStage"]["Properties"]
+    assert websocket["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert websocket["AccessLogSettings"]["DestinationArn"] == {
+        "Fn::GetAtt": ["WebsocketAccessLogs", "Arn"]
+    }
+    # Access logs need the account's API Gateway role set first.
+    assert resources["RestAPI"]["DependsOn"] == resources["WebsocketAPIStage"]["DependsOn"]
+    assert resources["RestAPI"]["DependsOn"] == ["ApiGatewayAccount"]
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def _watched(alarm: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(namespace, metric, first dimension value as written) of an alarm's metrics."""
+    stats = [alarm] + [
+        m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m
+    ]
+    return {
+        (
+            stat["Namespace"],
+            stat["MetricName"],
+            json.dumps(stat.get("Dimensions", [{}])[0].get("Value"), sort_keys=True),
+        )
+        for stat in stats
+        if "MetricName" in stat
+    }
+
+
+def test_every_alarm_describes_itself_and_notifies_the_topic(
+    packaged_template: dict[str, Any],
+) -> None:
+    alarms = _alarms(packaged_template)
+    topic = packaged_template["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}]
+    for logical_id, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
+        assert len(alarm["AlarmDescription"]) > 60, logical_id
+
+
+def test_the_alarms_watch_what_an_operator_must_know(packaged_template: dict[str, Any]) -> None:
+    watched = set().union(*map(_watched, _alarms(packaged_template).values()))
+
+    def ref(logical_id: str) -> str:
+        return json.dumps({"Ref": logical_id})
+
+    for function_id in _functions(packaged_template):
+        assert ("AWS/Lambda", "Errors", ref(function_id)) in watched, function_id
+        assert ("AWS/Lambda", "Throttles", ref(function_id)) in watched, function_id
+    for function_id in STREAM_CONSUMERS:
+        assert ("AWS/Lambda", "IteratorAge", ref(function_id)) in watched, function_id
+    for function_id in ("SettleDuePurchases", "ExpireUnsoldCredits", "ResolveDueDisputes"):
+        assert ("AWS/Lambda", "Invocations", ref(function_id)) in watched, function_id
+    for queue_id in ("IngestDeadLetterQueue", "StreamFailuresQueue"):
+        name = json.dumps({"Fn::GetAtt": [queue_id, "QueueName"]})
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", name) in watched, queue_id
+    rest_api = packaged_template["Resources"]["RestAPI"]["Properties"]
+    assert rest_api["Name"] == rest_api["DefinitionBody"]["info"]["title"]
+    assert rest_api["DefinitionBody"]["paths"]  # Chalice's routes are still there
+    api_name = json.dumps(rest_api["Name"])
+    assert ("AWS/ApiGateway", "5XXError", api_name) in watched
+    assert ("AWS/ApiGateway", "IntegrationError", ref("WebsocketAPI")) in watched
+    assert ("AWS/DynamoDB", "WriteThrottleEvents", ref("ConnectionsTable")) in watched
+    # The ingest function's embedded metrics, without dimensions (see the alarm).
+    assert ("EnergyMarketplace", "ReadingsAccepted", "null") in watched
+    assert ("EnergyMarketplace", "ReadingsRejected", "null") in watched
+
+
+def test_the_deployment_guide_lists_every_alarm_and_every_role(
+    packaged_template: dict[str, Any],
+) -> None:
+    guide = (PROJECT_DIR / "docs" / "deploy.md").read_text(encoding="utf-8")
+    functions = set(_functions(packaged_template))
+    for logical_id in _alarms(packaged_template):
+        per_function = re.fullmatch(r"(\w+?)(Errors|Throttles)Alarm", logical_id)
+        if per_function and per_function.group(1) in functions:
+            assert f"`<Function>{per_function.group(2)}Alarm`" in guide
+        else:
+            assert f"`{logical_id}`" in guide, logical_id
+    short = {logical_id: short for logical_id, short, _ in TABLE_CONTRACT.values()}
+    rows: dict[str, str] = {}
+    for row in guide[guide.index("### Roles") :].splitlines():
+        if row.startswith("| `") and row.count("|") == 4:
+            rows.setdefault(row.split("|")[1].split()[0].strip("`"), row.split("|")[2])
+    for function_id, (writes, reads) in ROLE_TABLES.items():
+        tables = rows[function_id]
+        assert {short[t] for t in writes | reads} == {
+            name for name in short.values() if re.search(rf"\b{name}\b", tables)
+        }, function_id
+
+
+def test_the_job_failure_filters_read_what_the_jobs_log() -> None:
+    """Each job's metric filter names the job as its run logs it, and reads the
+    fields JobRun logs (`job_run` is a field of the job's JSON log line)."""
+    from chalicelib.services.expiry import EXPIRY_JOB
+    from chalicelib.services.ports import JobRun
+    from chalicelib.services.resolution import DISPUTES_JOB
+    from chalicelib.services.settlement import SETTLEMENT_JOB
+
+    resources = load_template()["Resources"]
+    jobs = {
+        "SettleDuePurchases": SETTLEMENT_JOB,
+        "ExpireUnsoldCredits": EXPIRY_JOB,
+        "ResolveDueDisputes": DISPUTES_JOB,
+    }
+    logged = JobRun("any").as_log()
+    for function_id, job in jobs.items():
+        metric_filter = resources[f"{function_id}FailedItemsMetric"]["Properties"]
+        assert metric_filter["LogGroupName"] == {"Ref": f"{function_id}LogGroup"}
+        assert metric_filter["FilterPattern"] == (
+            f'{{ $.job_run.job = "{job}" && $.job_run.failed > 0 }}'
+        )
+        (transformation,) = metric_filter["MetricTransformations"]
+        fields = {transformation["MetricValue"]} | {
+            d["Value"] for d in transformation["Dimensions"]
+        }
+        assert {f.removeprefix("$.job_run.") for f in fields} <= set(logged)
+        alarm = resources[f"{function_id}FailedItemsAlarm"]["Properties"]
+        assert alarm["MetricName"] == transformation["MetricName"] == "JobItemsFailed"
+        assert alarm["Dimensions"] == [{"Name": "Job", "Value": job}]
+
+
+def test_the_dashboard_is_private_behind_cloudfront_with_the_api_on_its_origin(
     packaged_template: dict[str, Any],
 ) -> None:
     resources = packaged_template["Resources"]
-    policy = resources["DataAccessPolicy"]["Properties"]
-    for logical_id, function in _functions(packaged_template).items():
-        role = function["Properties"]["Role"]
-        assert role == {"Fn::GetAtt": ["DefaultRole", "Arn"]}, logical_id
-    assert policy["Roles"] == [{"Ref": "DefaultRole"}]
-
-    granted = [
-        resource
-        for statement in policy["PolicyDocument"]["Statement"]
-        if "dynamodb:Query" in statement["Action"]
-        for resource in statement["Resource"]
-    ]
-    for table_id, _, _ in TABLE_CONTRACT.values():
-        assert {"Fn::GetAtt": [table_id, "Arn"]} in granted
-        assert {"Fn::Sub": f"${{{table_id}.Arn}}/index/*"} in granted
+    bucket = resources["DashboardBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (statement,) = resources["DashboardBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert statement["Action"] == "s3:GetObject"
+    config = resources["DashboardDistribution"]["Properties"]["DistributionConfig"]
+    origins = {origin["Id"]: origin for origin in config["Origins"]}
+    assert origins["dashboard"]["OriginAccessControlId"] == {
+        "Fn::GetAtt": ["DashboardOriginAccessControl", "Id"]
+    }
+    assert origins["api"]["DomainName"]["Fn::Sub"].startswith("${RestAPI}.execute-api.")
+    assert origins["api"]["OriginPath"] == "/" + resources["RestAPI"]["Properties"]["StageName"]
+    routes = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+    assert set(routes) == {"/rpc", "/openrpc.json"}
+    assert all(b["TargetOriginId"] == "api" for b in routes.values())
+    assert "POST" in routes["/rpc"]["AllowedMethods"]
+    assert config["DefaultCacheBehavior"]["TargetOriginId"] == "dashboard"
+    assert config["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert config["DefaultCacheBehavior"]["ResponseHeadersPolicyId"]
+    assert packaged_template["Outputs"]["DashboardURL"]
 
 
 # --- the local stack (`make run`) --------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable
+from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable, receipt_public_key
 from chalicelib.domain import signing
 from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
 from chalicelib.rpc.methods.common import API_VERSION, openrpc, registry
@@ -55,11 +55,13 @@ def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
 
 
 def _receipt_public_key(context: CallContext) -> str:
+    # Never from the private key's parameter: the API handler publishes the key
+    # on every call, and reading the secret for that would make every reader of
+    # the API a reader of the key (docs/deploy.md, roles).
     try:
-        key = context.deps.receipt_signing_key()
+        return receipt_public_key(context.deps.settings)
     except ReceiptKeyUnavailable:
         return ""
-    return key.verify_key.encode().hex()
 
 
 @registry.method("rpc.discover", summary="This API's OpenRPC document", result=OpenRpcDocument)
