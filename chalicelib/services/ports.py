@@ -80,12 +80,28 @@ class AccountRepository(Protocol):
         """Stage: remove a role from an existing account."""
 
 
+@dataclass(frozen=True)
+class UsedNonce:
+    """What a used nonce remembers: which request used it, and its first answer."""
+
+    request_hash: str  # SHA-256 of the method and the signed params
+    answer: str | None  # the JSON result first sent; None until it is kept
+
+
 class NonceRepository(Protocol):
     def seen(self, account: str, nonce: str) -> bool:
         """Whether ``account`` already used ``nonce`` (strongly consistent)."""
 
-    def consume(self, account: str, nonce: str, expires_at: int) -> None:
-        """Stage: record that ``account`` used ``nonce``. Fails with ReplayedRequest."""
+    def used(self, account: str, nonce: str) -> UsedNonce | None:
+        """The request that used ``nonce``, and its answer (strongly consistent)."""
+
+    def consume(self, account: str, nonce: str, expires_at: int, request_hash: str) -> None:
+        """Stage: record that ``account`` used ``nonce`` for the request with this
+        hash. Fails with ReplayedRequest."""
+
+    def keep_answer(self, account: str, nonce: str, request_hash: str, answer: str) -> None:
+        """Stage: attach the first answer to the nonce this request used. Fails with
+        ReplayedRequest when the nonce is not this request's or has an answer."""
 
 
 class LedgerRepository(Protocol):

@@ -134,7 +134,9 @@ def test_an_open_purchase_holds_the_providers_stake(market: MarketHarness) -> No
     assert market.snapshot() == before
 
 
-def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
+def test_a_replayed_purchase_request_gets_the_first_answer_and_buys_once(
+    market: MarketHarness,
+) -> None:
     meter = selling_provider(market, [2_500])
     bob = market.funded_account("bob.theblock", block=10)
     request = market.client.request(
@@ -142,9 +144,20 @@ def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
         {"provider_id": meter.provider_id, "kwh_amount": 1, "max_price_per_kwh": "0.1"},
         bob,
     )
-    market.client.send(request)
+    first = market.client.send(request)
     before = market.snapshot()
-    answer = market.client.send(request)
+    assert market.client.send(request) == first and "result" in first
+    assert market.snapshot() == before
+    # The same nonce for another purchase is a replay.
+    other = market.client.signed_params(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.1"},
+        bob,
+        nonce=request["params"]["auth"]["nonce"],
+    )
+    answer = market.client.send(
+        {"jsonrpc": "2.0", "id": 9, "method": "energy.purchaseEnergy", "params": other}
+    )
     assert answer["error"]["data"]["reason"] == "replayed_request"
     assert market.snapshot() == before
 
