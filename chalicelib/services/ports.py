@@ -67,7 +67,8 @@ DueHandler = Callable[[Sequence[T]], bool]
 
 
 class AccountRepository(Protocol):
-    def get(self, name: str) -> Account | None: ...
+    def get(self, name: str, *, consistent: bool = False) -> Account | None:
+        """The account; ``consistent``: strongly consistent (an answer after a write)."""
 
     def add(self, account: Account) -> None:
         """Stage: create the account. Fails with AlreadyExists."""
@@ -105,7 +106,9 @@ class NonceRepository(Protocol):
 
 
 class LedgerRepository(Protocol):
-    def balance(self, account: str) -> int: ...
+    def balance(self, account: str) -> int:
+        """The available balance, always strongly consistent: it is money, and it is
+        read to answer a call that just changed it."""
 
     def treasury(self) -> int: ...
 
@@ -150,7 +153,10 @@ class LedgerRepository(Protocol):
 class ProviderRepository(Protocol):
     def get(self, provider_id: str) -> Provider | None: ...
 
-    def owned_by(self, owner: str) -> Sequence[Provider]: ...
+    def owned_by(self, owner: str, *, consistent: bool = False) -> Sequence[Provider]:
+        """The owner's providers. Which ones comes from the owner index (eventually
+        consistent; it changes only when a provider is registered); ``consistent``
+        reads the providers themselves, and so their stakes, strongly consistent."""
 
     def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
         """Providers ordered by price then id, from keys and indexes only."""

@@ -52,11 +52,12 @@ class DynamoAccounts:
         # signer; one unit of work reads each account once.
         self._read: dict[str, Account | None] = {}
 
-    def get(self, name: str) -> Account | None:
-        if name not in self._read:
+    def get(self, name: str, *, consistent: bool = False) -> Account | None:
+        if consistent or name not in self._read:
             found = self._client.get_item(
                 TableName=self._tables.registry,
                 Key=account_key(name),
+                ConsistentRead=consistent,
                 ReturnConsumedCapacity="TOTAL",
             )
             self._read[name] = account_from_item(found["Item"]) if "Item" in found else None

@@ -19,7 +19,7 @@ class MemoryAccounts:
     def __init__(self, staged: Staged, state: MemoryState) -> None:
         self._staged, self._state = staged, state
 
-    def get(self, name: str) -> Account | None:
+    def get(self, name: str, *, consistent: bool = False) -> Account | None:
         return self._state.accounts.get(name)
 
     def add(self, account: Account) -> None:
