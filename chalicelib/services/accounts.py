@@ -147,6 +147,11 @@ def get_account(deps: Dependencies, name: str, *, after_write: bool = False) -> 
     )
 
 
+def treasury(deps: Dependencies) -> int:
+    """The treasury's balance, micro-BLOCK: fees and slash shares, summed over its shards."""
+    return deps.unit_of_work().ledger.treasury()
+
+
 def account_history(
     deps: Dependencies, name: str, limit: int, cursor: str | None
 ) -> Page[LedgerEntry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 import pytest
@@ -174,3 +175,26 @@ def test_a_purchase_needing_more_credits_than_one_write_holds_is_refused(
     assert refused.value.data["max_wh"] == 900  # what 90 credits hold
     assert market.snapshot() == before
     assert buy(market, bob, meter.provider_id, "0.9")["amount_wh"] == 900
+
+
+def test_a_split_off_part_has_the_documented_id(market: MarketHarness) -> None:
+    meter = selling_provider(market, [2_500])
+    bob = market.funded_account("bob.theblock", block=10)
+    [original] = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})[
+        "credits"
+    ]
+    purchase = market.client.call(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 1, "max_price_per_kwh": "0.1"},
+        bob,
+    )
+    expected = hashlib.sha256(
+        f"split\n{original['credit_id']}\n{purchase['transaction_id']}".encode()
+    ).hexdigest()
+    assert purchase["credit_ids"] == [expected]
+    credits = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})
+    by_id = {c["credit_id"]: c for c in credits["credits"]}
+    rest, part = by_id[original["credit_id"]], by_id[expected]
+    assert (rest["amount_wh"], rest["state"]) == (1_500, "available")
+    assert (part["amount_wh"], part["state"]) == (1_000, "reserved")
+    assert rest["reading_hash"] == part["reading_hash"] == original["reading_hash"]

@@ -10,6 +10,7 @@ from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
 from chalicelib.rpc.methods.common import API_VERSION, openrpc, registry
 from chalicelib.rpc.methods.fields import NoParams, Result
 from chalicelib.rpc.registry import CallContext
+from chalicelib.services import accounts
 
 
 class MarketInfo(Result):
@@ -24,6 +25,9 @@ class MarketInfo(Result):
     )
     market_fee_bps: int = Field(description="Treasury's share of a settlement, 1/100 %")
     dispute_window_ms: int = Field(description="How long after minting a purchase settles")
+    treasury_micro_block: int = Field(
+        description="The treasury: market fees and slash shares collected, micro-BLOCK"
+    )
     api_version: str
 
 
@@ -38,7 +42,8 @@ class OpenRpcDocument(Result):
 )
 def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
     """The deployment's identity and rules: the marketplace id bound into every
-    signature, the operator's key, the minimum stake and the signing window."""
+    signature, the operator's key, the minimum stake and the signing window; and
+    the treasury's balance (what the operator's fees and slash shares hold)."""
     settings = context.deps.settings
     return MarketInfo(
         marketplace_id=settings.marketplace_id,
@@ -50,6 +55,7 @@ def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
         receipt_public_key=_receipt_public_key(context),
         market_fee_bps=settings.market_fee_bps,
         dispute_window_ms=settings.dispute_window_ms,
+        treasury_micro_block=accounts.treasury(context.deps),
         api_version=API_VERSION,
     )
 
