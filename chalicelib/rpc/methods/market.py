@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import ConfigDict, Field
 
 from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable
-from chalicelib.domain import signing
+from chalicelib.domain import signing, units
 from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
 from chalicelib.rpc.methods.common import API_VERSION, openrpc, registry
 from chalicelib.rpc.methods.fields import NoParams, Result
@@ -25,10 +27,14 @@ class MarketInfo(Result):
     )
     market_fee_bps: int = Field(description="Treasury's share of a settlement, 1/100 %")
     dispute_window_ms: int = Field(description="How long after minting a purchase settles")
-    treasury_micro_block: int = Field(
-        description="The treasury: market fees and slash shares collected, micro-BLOCK"
-    )
     api_version: str
+
+
+class TreasuryResult(Result):
+    treasury_micro_block: int = Field(
+        description="Market fees and the treasury's share of slashes collected, micro-BLOCK"
+    )
+    treasury_block: Decimal = Field(description="The same in BLOCK")
 
 
 class OpenRpcDocument(Result):
@@ -42,8 +48,7 @@ class OpenRpcDocument(Result):
 )
 def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
     """The deployment's identity and rules: the marketplace id bound into every
-    signature, the operator's key, the minimum stake and the signing window; and
-    the treasury's balance (what the operator's fees and slash shares hold)."""
+    signature, the operator's key, the minimum stake and the signing window."""
     settings = context.deps.settings
     return MarketInfo(
         marketplace_id=settings.marketplace_id,
@@ -55,8 +60,23 @@ def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
         receipt_public_key=_receipt_public_key(context),
         market_fee_bps=settings.market_fee_bps,
         dispute_window_ms=settings.dispute_window_ms,
-        treasury_micro_block=accounts.treasury(context.deps),
         api_version=API_VERSION,
+    )
+
+
+@registry.method(
+    "energy.getTreasury",
+    summary="The treasury's balance: market fees and slash shares (for the operator)",
+    result=TreasuryResult,
+)
+def get_treasury(context: CallContext, params: NoParams) -> TreasuryResult:
+    """What the treasury holds: every settlement's market fee and the treasury's
+    share of every slash. The operator reads it here; it is no secret (every
+    fee is in a signed receipt), so anyone may. A separate method, not a field
+    of ``energy.getMarketInfo``: that one answers from configuration alone."""
+    micro_block = accounts.treasury(context.deps)
+    return TreasuryResult(
+        treasury_micro_block=micro_block, treasury_block=units.block_from_micro(micro_block)
     )
 
 
