@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import simplejson
@@ -27,7 +28,10 @@ from chalicelib.domain import signing
 from chalicelib.domain.receipts import ChainReport, MalformedReceipt, verify_export
 from energy_client.rpc_client import MarketplaceClient, RpcError, http_transport
 
-EXPORT_FORMAT: Final = "energy-marketplace/receipts-export/v1"
+# v2: every head is signed by the marketplace (v1 heads were not, so a v1
+# export cannot prove that its chains were not cut short; export again).
+EXPORT_FORMAT: Final = "energy-marketplace/receipts-export/v2"
+OLD_EXPORT_FORMAT: Final = "energy-marketplace/receipts-export/v1"
 PAGE_SIZE: Final = 100  # the largest page energy.getReceipts gives
 
 INTACT, BROKEN, UNREADABLE = 0, 1, 2
@@ -158,6 +162,11 @@ def load_export(path: str) -> dict[str, Any]:
         export = simplejson.loads(data, use_decimal=True)
     except (ValueError, RecursionError) as exc:
         raise MalformedReceipt(f"{path} is not JSON: {exc}") from exc
+    if isinstance(export, dict) and export.get("format") == OLD_EXPORT_FORMAT:
+        raise MalformedReceipt(
+            f"{path} is a {OLD_EXPORT_FORMAT} export, whose chain heads are not signed: "
+            "export again to get heads the verifier can check"
+        )
     if not isinstance(export, dict) or export.get("format") != EXPORT_FORMAT:
         raise MalformedReceipt(f"{path} is not a receipts export ({EXPORT_FORMAT})")
     if not isinstance(export.get("marketplace_id"), str):
@@ -169,6 +178,9 @@ def describe(report: ChainReport, receipts: Sequence[Any]) -> str:
     """One line: the chain, how many receipts verified, OK or the first broken link."""
     if report.intact:
         head = f"head: sequence {report.head.sequence}" if report.head else "no receipts"
+        if report.head_signed_at_ms is not None:
+            # The chain is proven complete up to then, not beyond: say when.
+            head += f", signed {_utc(report.head_signed_at_ms)}"
         return f"{report.chain}: {_n_receipts(report.receipts)} verified, OK ({head})"
     at = report.broken_at
     if at is not None and at < len(receipts) and receipts[at]["chain"] == report.chain:
@@ -178,6 +190,11 @@ def describe(report: ChainReport, receipts: Sequence[Any]) -> str:
         where = f"position {at} (sequence {missing}, missing)"
     verified = _n_receipts(report.receipts)
     return f"{report.chain}: {verified} verified, BROKEN at {where}: {report.problem}"
+
+
+def _utc(at_ms: int) -> str:
+    moment = datetime.fromtimestamp(at_ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at_ms % 1000:03d}Z"
 
 
 def _n_receipts(count: int) -> str:

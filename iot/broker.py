@@ -7,15 +7,23 @@ enforces here with its TLS listener and an ACL file:
   no connection (AWS IoT: no registered, active certificate, no connection);
 - ``use_identity_as_username true``: the certificate's CN becomes the MQTT
   username, so the identity cannot be claimed, only proven;
+- ``use_username_as_clientid true``: the client id becomes that username, so
+  a client's MQTT identity is its certificate. The IoT policy allows
+  ``iot:Connect`` only with client id = thing name, so IoT Core refuses a
+  connect under another meter's client id; here the connect is accepted
+  under the connecting certificate's own name instead. Either way the other
+  meter's session is never taken over (mosquitto would otherwise disconnect
+  the first client with that id);
 - ``pattern write energy/meters/%u/readings``: a meter may publish only to
   its own readings topic (the policy's ``${iot:Connection.Thing.ThingName}``);
   anything else gets PUBACK reason 135 (not authorised) on MQTT 5;
 - only the rules bridge's identity may read ``energy/meters/+/readings``.
 
-The one difference: the IoT policy also pins the MQTT client id to the thing
-name; mosquitto's ACL cannot. It does not matter to ingestion, because the
-topic level a meter may publish to is its authenticated identity, and that is
-what the rules bridge reports as the client id (see iot/rules_bridge.py).
+Differences left (docs/meter-protocol.md): a connect under a foreign client id
+is renamed rather than refused, and a subscription the ACL does not allow is
+granted in the SUBACK (mosquitto 2.0's acl_file checks reads when it
+delivers, and can deny a SUBSCRIBE only through an auth plugin) but delivers
+nothing, where IoT Core answers it as a failure.
 """
 
 from __future__ import annotations
@@ -130,6 +138,8 @@ def config_text(
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",
+            # Global (per_listener_settings false): the certificate's CN is the client id.
+            "use_username_as_clientid true",
             "",
         ]
     )

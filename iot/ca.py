@@ -21,7 +21,7 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_KEY_FILE: Final = "ca.key"
@@ -171,6 +171,37 @@ class CertificateAuthority:
         """A TLS client certificate whose subject CN is the MQTT identity (a meter address)."""
         return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
+    def sign_client_request(self, csr_pem: bytes, common_name: str) -> bytes:
+        """A client certificate (PEM) for the key of a device's certificate signing
+        request: the device keeps its private key, the CA never sees it.
+
+        Only the request's public key is used, and only once its self-signature
+        proves the device holds the key. The subject must name ``common_name``
+        (the meter address), and nothing else the request asks for (extensions,
+        other names) is copied: the CA decides what a meter certificate says, as
+        IoT's CreateCertificateFromCsr does.
+        """
+        try:
+            request = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise CertificateAuthorityError(
+                f"not a PEM certificate signing request: {exc}"
+            ) from exc
+        if not request.is_signature_valid:
+            raise CertificateAuthorityError("the request's signature does not verify")
+        names = [str(n.value) for n in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if names != [common_name]:
+            raise CertificateAuthorityError(
+                f"the request names CN {names!r}; a meter certificate names {common_name!r}"
+            )
+        public_key = request.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise CertificateAuthorityError("the request's key is neither EC nor RSA")
+        certificate = self._certificate(
+            common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [], public_key
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
     def _issue(
         self,
         common_name: str,
@@ -178,12 +209,24 @@ class CertificateAuthority:
         alternative_names: list[x509.GeneralName],
     ) -> IssuedCertificate:
         key = _new_key()
+        certificate = self._certificate(common_name, usage, alternative_names, key.public_key())
+        return IssuedCertificate(
+            certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+        )
+
+    def _certificate(
+        self,
+        common_name: str,
+        usage: x509.ObjectIdentifier,
+        alternative_names: list[x509.GeneralName],
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    ) -> x509.Certificate:
         now = _now()
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(min(now + LEAF_VALIDITY, self.certificate.not_valid_after_utc))
@@ -198,7 +241,4 @@ class CertificateAuthority:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(alternative_names), critical=False
             )
-        certificate = builder.sign(self._key, hashes.SHA256())
-        return IssuedCertificate(
-            certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-        )
+        return builder.sign(self._key, hashes.SHA256())

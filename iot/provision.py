@@ -20,6 +20,15 @@ for one provider:
        ca.pem            the CA that signed the broker's certificate
        meter.seed        the Ed25519 seed, hex (0600): the meter's "secure element"
 
+**Keys born on the meter.** A device that makes its own keys
+(``python -m iot.device_keys``, or its firmware) hands over only public
+material, a *device request*: ``certificate.csr`` (a PKCS#10 request for its
+TLS key, CN = meter address) and ``meter.pub`` (its Ed25519 public key, hex).
+``--device-request DIR`` provisions from it: the CSR is signed by the local
+CA offline, or by IoT's ``CreateCertificateFromCsr`` in AWS; the credentials
+directory then gets no ``private.key`` and no ``meter.seed``: those never
+left the meter, which puts the issued files beside them.
+
 Optionally the meter's public key is then registered with its provider
 through the JSON-RPC API, signed by the provider's owner: ``energy.updateProvider``
 (key rotation) when the provider exists, else ``energy.registerProvider``
@@ -44,7 +53,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 from nacl.signing import SigningKey
 
-from chalicelib.domain import readings
+from chalicelib.domain import readings, signing
 from chalicelib.domain.providers import is_valid_meter_address, provider_id_for
 from energy_client import keyfiles
 from energy_client.rpc_client import MarketplaceClient, RpcError, Signer
@@ -52,7 +61,7 @@ from infra.emulation import (
     create_iot_resources,
 )
 from iot.broker import DEFAULT_HOST, DEFAULT_PORT
-from iot.ca import CertificateAuthority, write_file
+from iot.ca import CertificateAuthority, CertificateAuthorityError, write_file
 
 METER_FILE: Final = "meter.json"
 CERTIFICATE_FILE: Final = "certificate.pem"
@@ -66,6 +75,28 @@ PROVIDER_ATTRIBUTE: Final = "provider_id"
 
 class ProvisioningError(RuntimeError):
     """A meter could not be provisioned as asked."""
+
+
+CSR_FILE: Final = "certificate.csr"
+PUBLIC_KEY_FILE: Final = "meter.pub"
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """What a meter that made its own keys gives provisioning: public material only."""
+
+    csr_pem: bytes  # PKCS#10, for its TLS client key; CN = the meter address
+    public_key: str  # its Ed25519 public key, hex: the key its readings are checked with
+
+    @classmethod
+    def load(cls, directory: Path) -> DeviceRequest:
+        """The request a device wrote in ``directory`` (its private files are not read)."""
+        try:
+            csr_pem = (directory / CSR_FILE).read_bytes()
+            public_key = (directory / PUBLIC_KEY_FILE).read_text(encoding="ascii").strip()
+        except (OSError, ValueError) as exc:
+            raise ProvisioningError(f"{directory} holds no device request: {exc}") from exc
+        return cls(csr_pem, public_key)
 
 
 class CertificateSource(StrEnum):
@@ -194,6 +225,35 @@ def _certificate(
     )
 
 
+def _certificate_for_request(
+    iot: Any,
+    source: CertificateSource,
+    meter_address: str,
+    ca: CertificateAuthority | None,
+    csr_pem: bytes,
+) -> tuple[dict[str, str], bytes]:
+    """(certificateArn/Id, certificate PEM) for a device's own key."""
+    if source is CertificateSource.LOCAL_CA:
+        if ca is None:
+            raise ProvisioningError("a local-ca certificate needs the local CA (--local-ca DIR)")
+        try:
+            certificate_pem = ca.sign_client_request(csr_pem, meter_address)
+        except CertificateAuthorityError as exc:
+            raise ProvisioningError(f"the device request is refused: {exc}") from exc
+        response = iot.register_certificate_without_ca(
+            certificatePem=certificate_pem.decode("ascii"), status="ACTIVE"
+        )
+        return {"arn": response["certificateArn"], "id": response["certificateId"]}, (
+            certificate_pem
+        )
+    response = iot.create_certificate_from_csr(
+        certificateSigningRequest=csr_pem.decode("ascii"), setAsActive=True
+    )
+    return {"arn": response["certificateArn"], "id": response["certificateId"]}, response[
+        "certificatePem"
+    ].encode("ascii")
+
+
 def provision_meter(
     iot: Any,
     *,
@@ -209,6 +269,7 @@ def provision_meter(
     endpoint: str | None = None,
     port: int | None = None,
     meter_key: SigningKey | None = None,
+    device: DeviceRequest | None = None,
     force: bool = False,
 ) -> MeterCredentials:
     """Provision one meter (see the module docstring) and write its credentials directory.
@@ -216,17 +277,29 @@ def provision_meter(
     ``iot`` is a boto3 IoT client (AWS or moto). ``region`` and ``account_id`` resolve
     the policy document when the policy must be created (offline); ``ca_file`` is the CA a
     meter trusts for the broker (offline: the local CA's, written by default).
+    ``device``: the meter made its own keys; only its public material is used, and
+    no private key is made or written here.
     """
     certificate_source = CertificateSource(certificate_source)
     if not is_valid_meter_address(meter_address):
         raise ProvisioningError(f"{meter_address!r} is not a meter address")
+    if device is not None and meter_key is not None:
+        raise ProvisioningError("a meter with its own keys gets no key from provisioning")
+    if device is not None and not signing.is_public_key_hex(device.public_key):
+        raise ProvisioningError("the device's public key is not 32 bytes of hex")
     if (out_dir / METER_FILE).exists() and not force:
         raise ProvisioningError(f"{out_dir} already holds a meter (use --force to replace it)")
     names = create_iot_resources(iot, stack_name, region, account_id)
     _ensure_thing(iot, meter_address, names["thing_type"], provider_id)
-    certificate, certificate_pem, private_key_pem = _certificate(
-        iot, certificate_source, meter_address, ca
-    )
+    private_key_pem: bytes | None = None
+    if device is None:
+        certificate, certificate_pem, private_key_pem = _certificate(
+            iot, certificate_source, meter_address, ca
+        )
+    else:
+        certificate, certificate_pem = _certificate_for_request(
+            iot, certificate_source, meter_address, ca, device.csr_pem
+        )
     iot.attach_policy(policyName=names["policy"], target=certificate["arn"])
     iot.attach_thing_principal(thingName=meter_address, principal=certificate["arn"])
 
@@ -235,7 +308,11 @@ def provision_meter(
             endpoint = DEFAULT_HOST
         else:
             endpoint = str(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"])
-    meter_key = meter_key or SigningKey.generate()
+    if device is not None:
+        public_key = signing.normalise_hex(device.public_key)
+    else:
+        meter_key = meter_key or SigningKey.generate()
+        public_key = bytes(meter_key.verify_key).hex()
     credentials = MeterCredentials(
         meter_address=meter_address,
         provider_id=provider_id,
@@ -245,17 +322,19 @@ def provision_meter(
         port=DEFAULT_PORT if port is None else port,
         certificate_id=certificate["id"],
         certificate_arn=certificate["arn"],
-        public_key=bytes(meter_key.verify_key).hex(),
+        public_key=public_key,
         stack_name=stack_name,
         directory=out_dir,
     )
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_file(credentials.certificate_path, certificate_pem, mode=0o644)
-    write_file(credentials.private_key_path, private_key_pem, mode=0o600)
+    if private_key_pem is not None:
+        write_file(credentials.private_key_path, private_key_pem, mode=0o600)
     trusted = ca_file.read_bytes() if ca_file is not None else ca.certificate_pem if ca else None
     if trusted is not None:
         write_file(out_dir / CA_FILE, trusted, mode=0o644)
-    write_file(out_dir / SEED_FILE, (bytes(meter_key).hex() + "\n").encode(), mode=0o600)
+    if meter_key is not None:
+        write_file(out_dir / SEED_FILE, (bytes(meter_key).hex() + "\n").encode(), mode=0o600)
     # state.json (the meter client's counter) stays: re-provisioning a meter gives it
     # new keys, but its cumulative register does not start again from zero.
     # meter.json last: its presence means the directory is complete.
@@ -339,6 +418,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="IoT API endpoint, e.g. the moto server (env AWS_ENDPOINT_URL_IOT)",
     )
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument(
+        "--device-request",
+        type=Path,
+        metavar="DIR",
+        help=f"the meter made its own keys: its {CSR_FILE} and {PUBLIC_KEY_FILE} are here "
+        "(python -m iot.device_keys); no private key is made",
+    )
     parser.add_argument("--force", action="store_true", help="replace existing credentials")
     register = parser.add_argument_group("register the meter key with the provider")
     register.add_argument("--api-url", help="JSON-RPC URL, e.g. http://127.0.0.1:8000/rpc")
@@ -382,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ca_file=args.ca_file,
             endpoint=args.endpoint,
             port=args.port,
+            device=DeviceRequest.load(args.device_request) if args.device_request else None,
             force=args.force,
         )
         print(

@@ -43,6 +43,9 @@ PLAUSIBILITY_TOLERANCE_PERCENT: Final = 5
 PLAUSIBILITY_SLACK_WH: Final = 1
 
 _PROVIDER_ID: Final = re.compile(r"^energy-0x[0-9a-f]{16}$")
+PAYLOAD_FIELDS: Final = frozenset(
+    {"provider_id", "meter_address", "kwh_reading", "timestamp", "signature"}
+)
 
 
 def topic_for(meter_address: str) -> str:
@@ -142,6 +145,11 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
     whole number of Wh); ``timestamp`` is Unix seconds (at most 3 decimals).
     """
     try:
+        # Exactly the signed fields, as energy.submitReading takes them: anything
+        # else would ride along unsigned, for someone to trust by mistake.
+        unknown = sorted(set(payload) - PAYLOAD_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]}")
         provider_id = payload["provider_id"]
         meter_address = payload["meter_address"]
         signature = payload["signature"]

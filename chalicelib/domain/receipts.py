@@ -18,6 +18,12 @@ serialise, which they must anyway (they share its counters).
 Anyone holding an export and the marketplace's receipt public key (from
 ``energy.getMarketInfo``) can check every link without trusting the
 service: see ``verify_export`` and docs/receipts.md.
+
+A chain's newest receipts can be cut off without leaving a gap, so the
+service signs each chain's head when it is read (``SignedHead``: the chain,
+its length, its last hash and the time), with the same key and its own
+domain prefix; an export carries those signed heads and the verifier checks
+that each chain ends exactly there.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from chalicelib.domain import signing
 from chalicelib.domain.trading import Purchase, SettledBy
 
 RECEIPT_DOMAIN: Final = b"energy-marketplace/receipt/v1\n"
+HEAD_DOMAIN: Final = b"energy-marketplace/receipt-head/v1\n"
 GENESIS_HASH: Final = "0" * 64
 
 
@@ -79,6 +86,42 @@ class ChainHead:
     chain: str
     sequence: int
     receipt_hash: str
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A chain's head as the marketplace vouched for it at ``signed_at_ms``: the
+    chain then held ``sequence`` receipts (sequences start at 1) and ended with
+    ``receipt_hash``. Signed when read, so an export says how far, and as of
+    when, its chains are complete."""
+
+    marketplace_id: str
+    chain: str
+    sequence: int
+    receipt_hash: str
+    signed_at_ms: int
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        values = asdict(self)
+        del values["signature"]
+        return values
+
+    def message(self) -> bytes:
+        return HEAD_DOMAIN + signing.canonical_json(self.body())
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body() | {"signature": self.signature}
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.chain, self.sequence, self.receipt_hash)
+
+
+def signed_head(head: ChainHead, marketplace_id: str, at_ms: int, key: SigningKey) -> SignedHead:
+    """The head, signed by the marketplace's receipt key at ``at_ms``."""
+    unsigned = SignedHead(marketplace_id, head.chain, head.sequence, head.receipt_hash, at_ms)
+    return replace(unsigned, signature=signing.sign(key, unsigned.message()))
 
 
 def sealed(receipt: Receipt, key: SigningKey) -> Receipt:
@@ -282,6 +325,7 @@ class ChainReport:
     head: ChainHead | None  # the last verified receipt
     broken_at: int | None = None  # the position in the export of the first bad receipt
     problem: str | None = None
+    head_signed_at_ms: int | None = None  # when the marketplace signed the export's head
 
     @property
     def intact(self) -> bool:
@@ -360,10 +404,7 @@ def verify_export(export: object, public_key_hex: str | None = None) -> list[Cha
         raise MalformedReceipt("an export holds a list of receipts")
     if "heads" not in export:
         raise MalformedReceipt("an export lists the head of every chain it holds")
-    heads = {
-        h["chain"]: ChainHead(h["chain"], h["sequence"], h["receipt_hash"])
-        for h in _heads(export["heads"])
-    }
+    heads = {h.chain: h for h in _heads(export["heads"])}
     by_chain: dict[str, list[tuple[int, AnyReceipt]]] = {}
     for position, values in enumerate(raw):
         receipt = receipt_from_json(values)
@@ -372,33 +413,58 @@ def verify_export(export: object, public_key_hex: str | None = None) -> list[Cha
     reports = []
     for chain in sorted(set(by_chain) | set(heads)):
         entries = by_chain.get(chain, [])
+        first = entries[0][0] if entries else 0
         if chain not in heads:
             # Every chain exported has its head; without one, a deleted newest
             # receipt would go unseen, so receipts of any other chain are refused.
             problem = "the export has no head for this chain: its receipts were added"
-            reports.append(ChainReport(chain, 0, None, entries[0][0], problem))
+            reports.append(ChainReport(chain, 0, None, first, problem))
             continue
-        reports.append(
-            verify_chain(
-                [r for _, r in entries],
-                key,
-                marketplace_id=marketplace if isinstance(marketplace, str) else None,
-                positions=[p for p, _ in entries],
-                expected_head=heads.get(chain),
-            )
+        head = heads[chain]
+        # The head is what says where the chain ends: one not signed by the
+        # marketplace could be moved back over receipts cut from the end.
+        head_problem = None
+        if not signing.verify(key, head.message(), head.signature):
+            head_problem = "the chain head is not signed by the marketplace's key: it was changed"
+        elif isinstance(marketplace, str) and head.marketplace_id != marketplace:
+            head_problem = f"the chain head is from marketplace {head.marketplace_id}"
+        report = verify_chain(
+            [r for _, r in entries],
+            key,
+            marketplace_id=marketplace if isinstance(marketplace, str) else None,
+            positions=[p for p, _ in entries],
+            expected_head=head.head if head_problem is None else None,
         )
+        if report.intact and head_problem is not None:
+            # The receipts hold together; it is the head that cannot be trusted.
+            end = entries[-1][0] + 1 if entries else 0
+            report = replace(report, broken_at=end, problem=head_problem)
+        reports.append(replace(report, head_signed_at_ms=head.signed_at_ms))
     return reports
 
 
-def _heads(raw: Any) -> Iterable[Mapping[str, Any]]:
+def _heads(raw: Any) -> Iterable[SignedHead]:
     if not isinstance(raw, list):
         raise MalformedReceipt("heads must be a list")
     for head in raw:
         if (
             not isinstance(head, Mapping)
-            or not isinstance(head.get("chain"), str)
+            or not all(
+                isinstance(head.get(name), str)
+                for name in ("marketplace_id", "chain", "receipt_hash", "signature")
+            )
             or type(head.get("sequence")) is not int
-            or not isinstance(head.get("receipt_hash"), str)
+            or type(head.get("signed_at_ms")) is not int
         ):
-            raise MalformedReceipt("a head has chain, sequence and receipt_hash")
-        yield head
+            raise MalformedReceipt(
+                "a head has marketplace_id, chain, sequence, receipt_hash, signed_at_ms "
+                "and signature"
+            )
+        yield SignedHead(
+            head["marketplace_id"],
+            head["chain"],
+            head["sequence"],
+            head["receipt_hash"],
+            head["signed_at_ms"],
+            head["signature"],
+        )

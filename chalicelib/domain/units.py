@@ -11,7 +11,8 @@ representation converts exactly (so ``0.08`` works, ``0.1 + 0.2`` does not).
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Final
 
 MICRO_BLOCK_PER_BLOCK: Final = 1_000_000
@@ -23,6 +24,18 @@ MAX_MICRO_BLOCK: Final = 10**15  # one billion BLOCK
 MAX_WH: Final = 10**12  # one TWh
 MAX_PRICE_MICRO_BLOCK_PER_KWH: Final = 10**9  # 1,000 BLOCK per kWh
 MAX_TIMESTAMP_MS: Final = 10**14  # the year 5138
+
+
+# The one grammar for a number sent as a string (docs/api.md "Units",
+# docs/meter-protocol.md "Payload"): what a JSON number looks like without an
+# exponent -- an optional '-', ASCII digits without leading zeros, optionally
+# '.' and ASCII digits. Python's Decimal() accepts far more ('1e3', ' 5',
+# '+5', '5.', '.5', 'NaN', '1_000', Arabic-Indic digits); a client library in
+# another language would parse some of those differently or not at all, so a
+# string either reads the same everywhere or is refused. [0-9] rather than \d:
+# \d matches every Unicode digit.
+DECIMAL_STRING: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+MAX_DECIMAL_STRING_LENGTH: Final = 40
 
 
 class InvalidAmount(ValueError):
@@ -37,17 +50,18 @@ def _to_decimal(value: object, what: str) -> Decimal:
         return Decimal(value)
     if isinstance(value, float):
         # repr() is the shortest decimal that round-trips: what the sender wrote.
-        return _to_decimal(repr(value), what)
-    if isinstance(value, Decimal):
+        # It may be '1e-07' or 'inf': a float is a number already, so the string
+        # grammar does not apply to it; the finiteness check below does.
+        number = Decimal(repr(value))
+    elif isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > 40:
-            raise InvalidAmount(f"{what} must be a decimal number")
-        try:
-            number = Decimal(text)
-        except InvalidOperation as exc:
-            raise InvalidAmount(f"{what} must be a decimal number") from exc
+        if len(value) > MAX_DECIMAL_STRING_LENGTH or not DECIMAL_STRING.fullmatch(value):
+            raise InvalidAmount(
+                f"{what} must be a decimal number: digits, optionally '-' before and "
+                "'.' and digits after (no exponent, '+', spaces or leading zeros)"
+            )
+        number = Decimal(value)  # the grammar is a subset of what Decimal() reads
     else:
         raise InvalidAmount(f"{what} must be a number")
     if not number.is_finite():

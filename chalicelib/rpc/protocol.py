@@ -17,7 +17,9 @@ import simplejson
 from pydantic import ValidationError
 
 from chalicelib.domain.errors import DomainError
+from chalicelib.rpc.methods.common import signed_call
 from chalicelib.rpc.registry import CallContext, Registry
+from chalicelib.services.auth import answer_once
 from chalicelib.services.dependencies import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -150,8 +152,16 @@ class Dispatcher:
         except ValidationError as exc:
             raise _invalid_params([_field_error(e) for e in exc.errors(include_url=False)]) from exc
         context = CallContext(deps=self._deps, method=method, raw_params=params)
-        result = spec.handler(context, parsed)
-        return result.model_dump(mode="python")
+        if not spec.signed:
+            return spec.handler(context, parsed).model_dump(mode="python")
+        # A signed call is answered once: a retry with its nonce and params gets
+        # the first answer, kept as JSON text with the nonce (services.auth).
+        answer = answer_once(
+            self._deps,
+            signed_call(context, parsed),
+            lambda: encode(spec.handler(context, parsed).model_dump(mode="python")).decode(),
+        )
+        return json.loads(answer, parse_float=Decimal)
 
 
 class _RpcError(Exception):

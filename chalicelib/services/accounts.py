@@ -131,18 +131,25 @@ def set_role(deps: Dependencies, call: SignedCall, name: str, role: Role, held: 
     return retry_on_conflict(attempt)
 
 
-def get_account(deps: Dependencies, name: str) -> AccountView:
+def get_account(deps: Dependencies, name: str, *, after_write: bool = False) -> AccountView:
+    """The account as it stands; ``after_write``: the answer of a call that just
+    changed it, so every record is read strongly consistent (the balance always is)."""
     uow = deps.unit_of_work()
-    account = uow.accounts.get(name)
+    account = uow.accounts.get(name, consistent=after_write)
     if account is None:
         raise NotFound("no such account", account=name)
     validator = uow.validators.get(name)
     return AccountView(
         account,
         uow.ledger.balance(name),
-        list(uow.providers.owned_by(name)),
+        list(uow.providers.owned_by(name, consistent=after_write)),
         validator.stake_micro_block if validator is not None else 0,
     )
+
+
+def treasury(deps: Dependencies) -> int:
+    """The treasury's balance, micro-BLOCK: fees and slash shares, summed over its shards."""
+    return deps.unit_of_work().ledger.treasury()
 
 
 def account_history(

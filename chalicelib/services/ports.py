@@ -67,7 +67,8 @@ DueHandler = Callable[[Sequence[T]], bool]
 
 
 class AccountRepository(Protocol):
-    def get(self, name: str) -> Account | None: ...
+    def get(self, name: str, *, consistent: bool = False) -> Account | None:
+        """The account; ``consistent``: strongly consistent (an answer after a write)."""
 
     def add(self, account: Account) -> None:
         """Stage: create the account. Fails with AlreadyExists."""
@@ -80,16 +81,34 @@ class AccountRepository(Protocol):
         """Stage: remove a role from an existing account."""
 
 
+@dataclass(frozen=True)
+class UsedNonce:
+    """What a used nonce remembers: which request used it, and its first answer."""
+
+    request_hash: str  # SHA-256 of the method and the signed params
+    answer: str | None  # the JSON result first sent; None until it is kept
+
+
 class NonceRepository(Protocol):
     def seen(self, account: str, nonce: str) -> bool:
         """Whether ``account`` already used ``nonce`` (strongly consistent)."""
 
-    def consume(self, account: str, nonce: str, expires_at: int) -> None:
-        """Stage: record that ``account`` used ``nonce``. Fails with ReplayedRequest."""
+    def used(self, account: str, nonce: str) -> UsedNonce | None:
+        """The request that used ``nonce``, and its answer (strongly consistent)."""
+
+    def consume(self, account: str, nonce: str, expires_at: int, request_hash: str) -> None:
+        """Stage: record that ``account`` used ``nonce`` for the request with this
+        hash. Fails with ReplayedRequest."""
+
+    def keep_answer(self, account: str, nonce: str, request_hash: str, answer: str) -> None:
+        """Stage: attach the first answer to the nonce this request used. Fails with
+        ReplayedRequest when the nonce is not this request's or has an answer."""
 
 
 class LedgerRepository(Protocol):
-    def balance(self, account: str) -> int: ...
+    def balance(self, account: str) -> int:
+        """The available balance, always strongly consistent: it is money, and it is
+        read to answer a call that just changed it."""
 
     def treasury(self) -> int: ...
 
@@ -134,7 +153,10 @@ class LedgerRepository(Protocol):
 class ProviderRepository(Protocol):
     def get(self, provider_id: str) -> Provider | None: ...
 
-    def owned_by(self, owner: str) -> Sequence[Provider]: ...
+    def owned_by(self, owner: str, *, consistent: bool = False) -> Sequence[Provider]:
+        """The owner's providers. Which ones comes from the owner index (eventually
+        consistent; it changes only when a provider is registered); ``consistent``
+        reads the providers themselves, and so their stakes, strongly consistent."""
 
     def query(self, query: ProviderQuery, limit: int, cursor: str | None) -> Page[Provider]:
         """Providers ordered by price then id, from keys and indexes only."""

@@ -25,7 +25,13 @@ from chalicelib.domain.errors import (
     NotFound,
 )
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
-from chalicelib.domain.receipts import ChainHead, Receipt, settlement_receipt
+from chalicelib.domain.receipts import (
+    ChainHead,
+    Receipt,
+    SignedHead,
+    settlement_receipt,
+    signed_head,
+)
 from chalicelib.domain.trading import Purchase, PurchaseStatus, SettledBy, market_fee
 from chalicelib.services.auth import SignedCall, authenticate
 from chalicelib.services.dependencies import Dependencies, retry_on_conflict
@@ -143,6 +149,14 @@ def provider_receipts(
     """A provider's receipt chain, oldest first, and its head (where an export ends)."""
     uow = deps.unit_of_work()
     return uow.receipts.by_chain(provider_id, limit, cursor), uow.receipts.head(provider_id)
+
+
+def sign_head(deps: Dependencies, head: ChainHead) -> SignedHead:
+    """A chain's head signed by the receipt key now: an export carries it, so
+    receipts cut from the end of a chain are seen (docs/receipts.md)."""
+    return signed_head(
+        head, deps.settings.marketplace_id, deps.clock() * 1000, deps.receipt_signing_key()
+    )
 
 
 def buyer_receipts(

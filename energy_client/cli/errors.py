@@ -33,7 +33,7 @@ HINTS: Final[Mapping[str, str]] = {
     ),
     "not_authorised": "this account may not do this: the message above says why",
     "stale_request": "this computer's clock is off: set it right (NTP) and try again",
-    "replayed_request": "this exact request was sent before; nothing was changed now",
+    "replayed_request": "this nonce was used before by another request; nothing was changed now",
     "concurrent_update": "other requests changed the same records; trying again is safe",
     "insufficient_balance": "deposit more BLOCK, or ask for less",
     "price_above_limit": "raise --max-price, or pick a cheaper provider (`offers`)",

@@ -39,6 +39,7 @@ from infra.emulation import OFFLINE_ACCOUNT_ID
 from infra.local_stack import REGION, LocalStack, free_port
 from iot import rules_bridge
 from iot.broker import BRIDGE_IDENTITY, Broker
+from iot.device_keys import generate_device_keys
 from iot.lifecycle import read_status
 from iot.meter import (
     ConstantPower,
@@ -287,6 +288,62 @@ def test_readings_published_over_mqtt_mint_credits_with_the_right_wh(
     assert {c["meter_address"] for c in credits} == {meter.address}
     assert max(c["counter_wh"] for c in credits) == 2400
     assert rejection_reasons(api, meter.address) == []
+
+
+def test_a_meter_whose_keys_were_born_on_it_connects_and_its_readings_are_accepted(
+    stack: LocalStack, api: MarketplaceClient, operator: Signer, tmp_path: Path
+) -> None:
+    # On the meter: its TLS key, its CSR, its Ed25519 key.
+    number = next(_accounts)
+    meter_address = f"mqtt_meter_{number:03d}"
+    on_meter = tmp_path / "on-the-meter"
+    request = generate_device_keys(on_meter, meter_address)
+    # The provisioning side sees the request only (public material).
+    owner = Signer.generate(f"mqtt-owner-{number}.theblock")
+    api.create_account(owner)
+    api.deposit(operator, owner.account, 20_000 * BLOCK, f"0xmqtt-deposit-{number}")
+    provider_id = provider_id_for(owner.account, meter_address)
+    assert stack.ca is not None
+    issued_dir = tmp_path / "issued"
+    provision_meter(
+        stack.aws_client("iot"),
+        meter_address=meter_address,
+        provider_id=provider_id,
+        out_dir=issued_dir,
+        stack_name=stack.stack_name,
+        region=REGION,
+        account_id=OFFLINE_ACCOUNT_ID,
+        ca=stack.ca,
+        port=stack.mqtt_port,
+        device=request,
+    )
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in issued_dir.iterdir())
+    params = registration_params(
+        owner.account,
+        meter_address=meter_address,
+        meter_public_key=request.public_key,
+        capacity_kwh="5",
+    )
+    api.call("energy.registerProvider", params, owner)
+    # Back on the meter: the issued files beside its own keys.
+    for issued in issued_dir.iterdir():
+        (on_meter / issued.name).write_bytes(issued.read_bytes())
+    credentials = MeterCredentials.load(on_meter)
+
+    clock = ManualClock(now_ms() - 30 * MINUTE_MS)
+    client = MeterClient(credentials, ConstantPower(2400), clock=clock)
+    client.connect()
+    try:
+        assert client.take_reading() is not None
+        clock.advance(15 * MINUTE_MS)
+        assert client.take_reading() is not None
+        client.publish_pending()
+        assert client.wait_until_settled(timeout=20), client.stats
+    finally:
+        client.close()
+    credits = wait_for(lambda: credits_of(api, provider_id), what="a credit")
+    assert [c["amount_wh"] for c in credits] == [600]
+    assert rejection_reasons(api, meter_address) == []
 
 
 def test_a_restarted_meter_continues_its_counter_and_resends_what_was_not_acknowledged(

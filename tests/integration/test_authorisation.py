@@ -277,10 +277,58 @@ def test_a_signature_is_bound_to_its_method(market: MarketHarness) -> None:
 
 
 @pytest.mark.parametrize("method", sorted(SCENARIOS))
-def test_a_replayed_request_is_refused(market: MarketHarness, method: str) -> None:
+def test_a_retried_request_gets_the_first_answer_and_changes_nothing(
+    market: MarketHarness, method: str
+) -> None:
+    # The answer to the first request was lost: the client sends it again.
     scenario = SCENARIOS[method](market)
     request = market.client.request(method, scenario.params, scenario.signer)
-    unwrap(market.client.send(request))
+    first = market.client.send(request)
+    assert "result" in first, first
+    after_first = market.snapshot()
+    market.clock.now += 60  # later, inside the signature window
+    assert market.client.send(request) == first
+    assert market.client.send(request) == first
+    assert market.snapshot() == after_first
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+def test_a_retry_signed_again_with_the_same_nonce_gets_the_first_answer(
+    market: MarketHarness, method: str
+) -> None:
+    # A client that signs its retry afresh (a new timestamp) keeps nonce and params.
+    scenario = SCENARIOS[method](market)
+    nonce = "retry-nonce-000000000001"
+    signed = market.client.signed_params(method, scenario.params, scenario.signer, nonce=nonce)
+    first = unwrap(
+        market.client.send({"jsonrpc": "2.0", "id": 1, "method": method, "params": signed})
+    )
+    market.clock.now += 30
+    again = market.client.signed_params(method, scenario.params, scenario.signer, nonce=nonce)
+    assert again["auth"]["timestamp"] != signed["auth"]["timestamp"]
+    answer = unwrap(
+        market.client.send({"jsonrpc": "2.0", "id": 2, "method": method, "params": again})
+    )
+    assert answer == first
+
+
+# Other params, still valid and signed by the same signer (createAccount's signer
+# is the key it registers, so it changes the name it asks for).
+OTHER_PARAMS: dict[str, dict[str, Any]] = {
+    "energy.createAccount": {"name": "newcomer-two.theblock"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(SCENARIOS))
+def test_the_same_nonce_with_other_params_is_a_replay(market: MarketHarness, method: str) -> None:
+    scenario = SCENARIOS[method](market)
+    nonce = "reused-nonce-00000000001"
+    signed = market.client.signed_params(method, scenario.params, scenario.signer, nonce=nonce)
+    unwrap(market.client.send({"jsonrpc": "2.0", "id": 1, "method": method, "params": signed}))
+    key = next(k for k in TAMPERINGS if k in scenario.params)
+    other = {**scenario.params, **OTHER_PARAMS.get(method, {key: TAMPERINGS[key]})}
+    resigned = market.client.signed_params(method, other, scenario.signer, nonce=nonce)
+    request = {"jsonrpc": "2.0", "id": 2, "method": method, "params": resigned}
     assert _refused(market, request).reason == "replayed_request"
 
 

@@ -250,3 +250,30 @@ def test_racing_resolvers_slash_once(
     head = market.uow().receipts.head(slash_chain(meter.provider_id))
     assert head is not None and head.sequence == 1
     assert_conserved(market)
+
+
+def test_racing_identical_retries_all_get_the_first_answer(market: MarketHarness) -> None:
+    # The first answers were lost; the client's retries of one signed request race.
+    meter = selling_provider(market, [5_000, 5_000])
+    bob = market.funded_account("bob.theblock", block=100)
+    purchase = market.client.request(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.10"},
+        bob,
+    )
+    withdrawal = market.client.request(
+        "energy.withdraw", {"amount_micro_block": BLOCK, "destination": "0xbob-wallet"}, bob
+    )
+    for request in (purchase, withdrawal):
+
+        def send(sent: dict[str, Any] = request) -> Any:
+            return market.client.send(sent)
+
+        answers, refusals = race([send] * 8)
+        assert refusals == [] and len(answers) == 8
+        assert all(answer == answers[0] for answer in answers), answers
+        assert "result" in answers[0], answers[0]
+    totals = assert_conserved(market)
+    assert totals.withdrawals == BLOCK  # withdrawn once
+    assert totals.escrow == 160_000  # 2 kWh at 0.08 BLOCK, bought once
+    assert totals.balances == (100 - 1) * BLOCK - 160_000 + (20_000 - 10_000) * BLOCK

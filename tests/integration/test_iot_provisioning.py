@@ -11,8 +11,9 @@ from typing import Any
 import boto3
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
@@ -25,9 +26,11 @@ from infra.emulation import (
     meter_thing_type_name,
 )
 from iot import provision
-from iot.ca import CertificateAuthority
+from iot.ca import CertificateAuthority, CertificateAuthorityError
+from iot.device_keys import generate_device_keys
 from iot.provision import (
     CertificateSource,
+    DeviceRequest,
     MeterCredentials,
     ProvisioningError,
     provision_meter,
@@ -228,3 +231,100 @@ def test_the_command_provisions_against_a_moto_server(
         "provider_id": credentials.provider_id
     }
     assert "provisioned hydro_meter_303" in capsys.readouterr().out
+
+
+# -- keys born on the meter ----------------------------------------------------------------
+
+
+def _public_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+
+
+def test_a_meter_with_its_own_keys_is_provisioned_from_public_material_only(
+    iot: Any, ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    device_dir = tmp_path / "on-the-meter"
+    request = generate_device_keys(device_dir, "solar_meter_101")
+    handed_over = tmp_path / "handed-over"  # what leaves the meter, and nothing else
+    handed_over.mkdir()
+    for name in (provision.CSR_FILE, provision.PUBLIC_KEY_FILE):
+        (handed_over / name).write_bytes((device_dir / name).read_bytes())
+    assert DeviceRequest.load(handed_over) == request
+
+    issued_dir = tmp_path / "issued"
+    credentials = _provision(iot, ca, issued_dir, device=DeviceRequest.load(handed_over))
+
+    issued = _public_files(issued_dir)
+    assert set(issued) == {provision.CERTIFICATE_FILE, provision.CA_FILE, provision.METER_FILE}
+    assert not any(b"PRIVATE KEY" in content for content in issued.values())
+    assert credentials.public_key == request.public_key
+    certificate = x509.load_pem_x509_certificate(issued[provision.CERTIFICATE_FILE])
+    csr = x509.load_pem_x509_csr(request.csr_pem)
+    assert certificate.public_key() == csr.public_key()  # the meter's own TLS key
+    cn = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert cn == "solar_meter_101"
+    registered = iot.describe_certificate(certificateId=credentials.certificate_id)
+    assert registered["certificateDescription"]["status"] == "ACTIVE"
+    assert iot.list_thing_principals(thingName="solar_meter_101")["principals"] == [
+        credentials.certificate_arn
+    ]
+
+    # The meter puts the issued files beside its keys: a credentials directory.
+    for name, content in issued.items():
+        (device_dir / name).write_bytes(content)
+    on_meter = MeterCredentials.load(device_dir)
+    assert bytes(on_meter.signing_key().verify_key).hex() == request.public_key
+
+
+def test_the_local_ca_refuses_a_request_for_another_meter_or_a_forged_one(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    request = generate_device_keys(tmp_path / "meter", "solar_meter_101")
+    with pytest.raises(CertificateAuthorityError, match="names CN"):
+        ca.sign_client_request(request.csr_pem, "solar_meter_999")
+    # Another key in the request than the one that signed it:
+    csr = x509.load_pem_x509_csr(request.csr_pem)
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(csr.subject)
+        .sign(other, hashes.SHA256())
+    )
+    body = bytearray(forged.public_bytes(Encoding.DER))
+    original_key = csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    forged_key = other.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    start = bytes(body).index(forged_key)
+    body[start : start + len(forged_key)] = original_key  # the victim's key, Mallory's signature
+    tampered = x509.load_der_x509_csr(bytes(body)).public_bytes(Encoding.PEM)
+    with pytest.raises(CertificateAuthorityError, match="signature does not verify"):
+        ca.sign_client_request(tampered, "solar_meter_101")
+    with pytest.raises(CertificateAuthorityError, match="not a PEM"):
+        ca.sign_client_request(b"not a request", "solar_meter_101")
+
+
+def test_aws_mode_has_iot_sign_the_meters_request(iot: Any, tmp_path: Path) -> None:
+    request = generate_device_keys(tmp_path / "meter", "wind_meter_202")
+    credentials = provision_meter(
+        iot,
+        meter_address="wind_meter_202",
+        provider_id=PROVIDER_ID,
+        out_dir=tmp_path / "issued",
+        stack_name=STACK,
+        region=REGION,
+        account_id=OFFLINE_ACCOUNT_ID,
+        certificate_source=CertificateSource.AWS,
+        device=request,
+    )
+    assert not credentials.private_key_path.exists()
+    assert not (tmp_path / "issued" / provision.SEED_FILE).exists()
+    assert iot.list_thing_principals(thingName="wind_meter_202")["principals"] == [
+        credentials.certificate_arn
+    ]
+
+
+def test_device_keys_are_made_once_and_kept_private(tmp_path: Path) -> None:
+    generate_device_keys(tmp_path / "meter", "solar_meter_101")
+    for private in (provision.PRIVATE_KEY_FILE, provision.SEED_FILE):
+        assert stat.S_IMODE((tmp_path / "meter" / private).stat().st_mode) == 0o600
+    with pytest.raises(ProvisioningError, match="already holds"):
+        generate_device_keys(tmp_path / "meter", "solar_meter_101")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 import pytest
@@ -134,7 +135,9 @@ def test_an_open_purchase_holds_the_providers_stake(market: MarketHarness) -> No
     assert market.snapshot() == before
 
 
-def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
+def test_a_replayed_purchase_request_gets_the_first_answer_and_buys_once(
+    market: MarketHarness,
+) -> None:
     meter = selling_provider(market, [2_500])
     bob = market.funded_account("bob.theblock", block=10)
     request = market.client.request(
@@ -142,9 +145,20 @@ def test_a_replayed_purchase_request_is_refused(market: MarketHarness) -> None:
         {"provider_id": meter.provider_id, "kwh_amount": 1, "max_price_per_kwh": "0.1"},
         bob,
     )
-    market.client.send(request)
+    first = market.client.send(request)
     before = market.snapshot()
-    answer = market.client.send(request)
+    assert market.client.send(request) == first and "result" in first
+    assert market.snapshot() == before
+    # The same nonce for another purchase is a replay.
+    other = market.client.signed_params(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 2, "max_price_per_kwh": "0.1"},
+        bob,
+        nonce=request["params"]["auth"]["nonce"],
+    )
+    answer = market.client.send(
+        {"jsonrpc": "2.0", "id": 9, "method": "energy.purchaseEnergy", "params": other}
+    )
     assert answer["error"]["data"]["reason"] == "replayed_request"
     assert market.snapshot() == before
 
@@ -161,3 +175,26 @@ def test_a_purchase_needing_more_credits_than_one_write_holds_is_refused(
     assert refused.value.data["max_wh"] == 900  # what 90 credits hold
     assert market.snapshot() == before
     assert buy(market, bob, meter.provider_id, "0.9")["amount_wh"] == 900
+
+
+def test_a_split_off_part_has_the_documented_id(market: MarketHarness) -> None:
+    meter = selling_provider(market, [2_500])
+    bob = market.funded_account("bob.theblock", block=10)
+    [original] = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})[
+        "credits"
+    ]
+    purchase = market.client.call(
+        "energy.purchaseEnergy",
+        {"provider_id": meter.provider_id, "kwh_amount": 1, "max_price_per_kwh": "0.1"},
+        bob,
+    )
+    expected = hashlib.sha256(
+        f"split\n{original['credit_id']}\n{purchase['transaction_id']}".encode()
+    ).hexdigest()
+    assert purchase["credit_ids"] == [expected]
+    credits = market.client.call("energy.getCredits", {"provider_id": meter.provider_id})
+    by_id = {c["credit_id"]: c for c in credits["credits"]}
+    rest, part = by_id[original["credit_id"]], by_id[expected]
+    assert (rest["amount_wh"], rest["state"]) == (1_500, "available")
+    assert (part["amount_wh"], part["state"]) == (1_000, "reserved")
+    assert rest["reading_hash"] == part["reading_hash"] == original["reading_hash"]

@@ -28,11 +28,13 @@ from nacl.signing import SigningKey
 from chalicelib.domain import signing
 from chalicelib.domain.receipts import (
     GENESIS_HASH,
+    ChainHead,
     ChainReport,
     MalformedReceipt,
     Receipt,
     receipt_from_json,
     sealed,
+    signed_head,
     verify_chain,
     verify_export,
 )
@@ -90,17 +92,24 @@ def chain_of(
     return receipts
 
 
-def head_of(chain: list[Receipt]) -> dict[str, Any]:
+SIGNED_AT_MS = 1_767_312_000_000  # when the service signed the export's heads
+
+
+def head_of(chain: list[Receipt], key: SigningKey = KEY) -> dict[str, Any]:
+    """The chain's head as the service signs it when the export reads it."""
     last = chain[-1]
-    return {"chain": last.chain, "sequence": last.sequence, "receipt_hash": last.receipt_hash}
+    head = ChainHead(last.chain, last.sequence, last.receipt_hash)
+    return signed_head(head, last.marketplace_id, SIGNED_AT_MS, key).to_json()
 
 
-def export_of(*chains: list[Receipt], public_key: str = PUBLIC_KEY) -> dict[str, Any]:
+def export_of(
+    *chains: list[Receipt], public_key: str = PUBLIC_KEY, key: SigningKey = KEY
+) -> dict[str, Any]:
     return {
         "format": cli.EXPORT_FORMAT,
         "marketplace_id": MARKETPLACE_ID,
         "receipt_public_key": public_key,
-        "heads": [head_of(chain) for chain in chains],
+        "heads": [head_of(chain, key) for chain in chains],
         "receipts": [receipt.to_json() for chain in chains for receipt in chain],
     }
 
@@ -202,6 +211,57 @@ def test_a_deleted_newest_receipt_is_caught_by_the_head() -> None:
     assert report.problem == "the chain head is receipt 5 but the export ends at 4"
 
 
+@pytest.mark.parametrize("cut", [1, 3])
+def test_newest_receipts_cut_with_the_head_edited_to_match_are_caught(cut: int) -> None:
+    chain = chain_of(5)
+    export = export_of(chain)
+    del export["receipts"][5 - cut :]
+    # The truncator moves the head back to the last receipt left ...
+    kept = chain[4 - cut]
+    export["heads"][0].update(sequence=kept.sequence, receipt_hash=kept.receipt_hash)
+
+    report = the_broken(verify_export(export, PUBLIC_KEY))
+    assert (report.broken_at, report.receipts) == (5 - cut, 5 - cut)
+    assert report.problem == (
+        "the chain head is not signed by the marketplace's key: it was changed"
+    )
+
+
+def test_a_head_signed_again_by_another_key_is_caught() -> None:
+    chain = chain_of(5)
+    export = export_of(chain)
+    del export["receipts"][4]
+    # ... or signs a head of its own for the shorter chain.
+    export["heads"] = [head_of(chain[:4], OTHER_KEY)]
+    report = the_broken(verify_export(export, PUBLIC_KEY))
+    assert report.problem == (
+        "the chain head is not signed by the marketplace's key: it was changed"
+    )
+
+
+def test_a_head_of_another_marketplace_is_caught() -> None:
+    chain = chain_of(3)
+    export = export_of(chain)
+    staging = ChainHead(CHAIN, 3, chain[-1].receipt_hash)
+    export["heads"] = [
+        signed_head(staging, "energy-marketplace-staging", SIGNED_AT_MS, KEY).to_json()
+    ]
+    report = the_broken(verify_export(export, PUBLIC_KEY))
+    assert report.problem == "the chain head is from marketplace energy-marketplace-staging"
+
+
+def test_an_older_signed_head_proves_the_chain_only_up_to_its_time() -> None:
+    # A head the marketplace signed earlier, with the chain as it was then, is
+    # genuine: the report carries when it was signed, which is how old it is.
+    chain = chain_of(5)
+    earlier = export_of(chain[:3])
+    earlier["heads"][0] = signed_head(
+        ChainHead(CHAIN, 3, chain[2].receipt_hash), MARKETPLACE_ID, SIGNED_AT_MS - 86_400_000, KEY
+    ).to_json()
+    [report] = verify_export(earlier, PUBLIC_KEY)
+    assert report.intact and report.head_signed_at_ms == SIGNED_AT_MS - 86_400_000
+
+
 def test_a_chain_with_every_receipt_deleted_is_caught_by_its_head() -> None:
     export = export_of(chain_of(2), chain_of(3, OTHER_CHAIN))
     export["receipts"] = export["receipts"][:2]
@@ -261,7 +321,7 @@ def test_receipts_of_another_marketplace_with_the_same_key_are_caught() -> None:
 
 def test_a_signature_by_another_key_is_caught() -> None:
     # Everything re-signed by someone else, their key written into the export:
-    forged = export_of(chain_of(5, key=OTHER_KEY), public_key=OTHER_PUBLIC_KEY)
+    forged = export_of(chain_of(5, key=OTHER_KEY), public_key=OTHER_PUBLIC_KEY, key=OTHER_KEY)
     # ... is intact as a file (integrity), but not the marketplace's (origin).
     assert all(r.intact for r in verify_export(forged))
 
@@ -334,7 +394,10 @@ MALFORMED = [
     (_number_for_a_string, "buyer must be a string"),
     (_receipt_not_an_object, "a receipt has exactly the documented fields"),
     (_no_heads, "an export lists the head of every chain it holds"),
-    (_head_without_a_hash, "a head has chain, sequence and receipt_hash"),
+    (
+        _head_without_a_hash,
+        "a head has marketplace_id, chain, sequence, receipt_hash, signed_at_ms and signature",
+    ),
     (_receipts_not_a_list, "an export holds a list of receipts"),
     (_no_key, "no receipt public key to verify against"),
 ]
@@ -377,11 +440,20 @@ def test_verify_passes_an_intact_export_with_status_0(
     assert cli.main(["verify", file, "--public-key", PUBLIC_KEY]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        f"{CHAIN}: 5 receipts verified, OK (head: sequence 5)",
-        f"{OTHER_CHAIN}: 2 receipts verified, OK (head: sequence 2)",
+        f"{CHAIN}: 5 receipts verified, OK (head: sequence 5, signed 2026-01-02T00:00:00.000Z)",
+        f"{OTHER_CHAIN}: 2 receipts verified, OK (head: sequence 2, signed 2026-01-02T00:00:00.000Z)",
         "all 2 chains intact (7 receipts verified)",
     ]
     assert err == ""
+
+
+def test_verify_refuses_a_v1_export_whose_heads_are_unsigned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = export_of(chain_of(2)) | {"format": "energy-marketplace/receipts-export/v1"}
+    file = write(tmp_path / "export.json", export)
+    assert cli.main(["verify", file, "--public-key", PUBLIC_KEY]) == 2
+    assert "whose chain heads are not signed: export again" in capsys.readouterr().err
 
 
 def test_verify_without_a_key_says_it_checks_integrity_not_origin(
@@ -406,7 +478,7 @@ def test_verify_names_the_first_broken_link_with_status_1(
     assert out == [
         f"{CHAIN}: 2 receipts verified, BROKEN at position 4 (sequence 4): "
         "sequence 4 follows 2: a receipt is missing or out of order",
-        f"{OTHER_CHAIN}: 2 receipts verified, OK (head: sequence 2)",
+        f"{OTHER_CHAIN}: 2 receipts verified, OK (head: sequence 2, signed 2026-01-02T00:00:00.000Z)",
         "1 of 2 chains BROKEN (4 receipts verified)",
     ]
 
@@ -528,7 +600,7 @@ def test_an_export_of_a_market_verifies_and_tampering_with_it_does_not(
     export = cli.export_receipts(market.client, [provider_id, provider_id], page_size=2)
 
     info = market.client.call("energy.getMarketInfo")
-    assert export["format"] == "energy-marketplace/receipts-export/v1"
+    assert export["format"] == "energy-marketplace/receipts-export/v2"
     assert export["marketplace_id"] == info["marketplace_id"] == MARKETPLACE_ID
     assert export["receipt_public_key"] == info["receipt_public_key"]
     assert [r["sequence"] for r in export["receipts"]] == [1, 2, 3]  # paged, once
@@ -549,6 +621,25 @@ def test_an_export_of_a_market_verifies_and_tampering_with_it_does_not(
         f"{provider_id}: 1 receipt verified, BROKEN at position 1 (sequence 2): "
         "receipt_hash does not match its contents: it was altered"
     ) in capsys.readouterr().out.splitlines()
+
+
+def test_receipts_cut_from_a_real_export_are_caught() -> None:
+    market, provider_id = settled_market(3)
+    export = cli.export_receipts(market.client, [provider_id])
+    key = market.client.call("energy.getMarketInfo")["receipt_public_key"]
+    head = export["heads"][0]
+    assert (head["sequence"], head["marketplace_id"]) == (3, MARKETPLACE_ID)
+    assert head["signed_at_ms"] == market.clock.now * 1000
+    [report] = verify_export(export, key)
+    assert report.intact and report.head_signed_at_ms == market.clock.now * 1000
+
+    cut = copy.deepcopy(export)
+    del cut["receipts"][-1]
+    [report] = verify_export(cut, key)
+    assert report.problem == "the chain head is receipt 3 but the export ends at 2"
+    cut["heads"][0].update(sequence=2, receipt_hash=cut["receipts"][-1]["receipt_hash"])
+    [report] = verify_export(cut, key)
+    assert report.problem == "the chain head is not signed by the marketplace's key: it was changed"
 
 
 @contextmanager
@@ -717,6 +808,9 @@ def test_the_doc_shows_what_the_verifier_reports() -> None:
         "a receipt is missing or out of order",
         "the chain head is receipt 5 but the export ends at 4",
         "the export has no head for this chain: its receipts were added",
+        "the chain head is not signed by the marketplace's key: it was changed",
+        "the chain head is from marketplace",
+        "energy-marketplace/receipt-head/v1",
         cli.EXPORT_FORMAT,
         "python -m energy_client.receipts export --url",
         "python -m energy_client.receipts verify receipts.json --public-key",

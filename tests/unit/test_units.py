@@ -104,3 +104,58 @@ def test_wh_round_trips_through_kwh(wh: int) -> None:
 @given(st.integers(0, units.MAX_MICRO_BLOCK))
 def test_micro_block_round_trips_through_block(micro: int) -> None:
     assert units.micro_block_from_block(units.block_from_micro(micro)) == micro
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0", "-0", "7", "12.5", "0.001", "-122.419416", "1000000.000000"],
+)
+def test_strings_in_the_grammar_are_read_exactly(text: str) -> None:
+    assert units.micro_degrees(text, 10**7) == int(Decimal(text) * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e3",
+        "1E-3",
+        " 5",
+        "5 ",
+        "\t5",
+        "+5",
+        "5.",
+        ".5",
+        "05",
+        "-05",
+        "00",
+        "1_000",
+        "0x10",
+        "NaN",
+        "nan",
+        "Infinity",
+        "inf",
+        "-Infinity",
+        "sNaN",
+        "\u0661\u0662",
+        "\uff15",
+        "--5",
+        "5-",
+        "1.2.3",
+        "-",
+        "",
+        "1" * 41,
+    ],
+)
+def test_strings_outside_the_grammar_are_refused(text: str) -> None:
+    # Each is refused before Decimal() sees it, whatever Decimal() would make of it.
+    with pytest.raises(InvalidAmount, match="must be a decimal number"):
+        units.micro_degrees(text, 10**7)
+    with pytest.raises(InvalidAmount, match="must be a decimal number"):
+        units.wh_from_kwh(text)
+
+
+def test_floats_are_numbers_not_strings() -> None:
+    # repr(1e-07) is '1e-07'; the float is refused for its precision, not its spelling.
+    with pytest.raises(InvalidAmount, match="precision"):
+        units.wh_from_kwh(1e-07)
+    assert units.wh_from_kwh(1e3) == 1_000_000

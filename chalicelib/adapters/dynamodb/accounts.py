@@ -16,6 +16,7 @@ from chalicelib.domain.errors import (
     NotFound,
     ReplayedRequest,
 )
+from chalicelib.services.ports import UsedNonce
 
 if TYPE_CHECKING:
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
@@ -51,11 +52,12 @@ class DynamoAccounts:
         # signer; one unit of work reads each account once.
         self._read: dict[str, Account | None] = {}
 
-    def get(self, name: str) -> Account | None:
-        if name not in self._read:
+    def get(self, name: str, *, consistent: bool = False) -> Account | None:
+        if consistent or name not in self._read:
             found = self._client.get_item(
                 TableName=self._tables.registry,
                 Key=account_key(name),
+                ConsistentRead=consistent,
                 ReturnConsumedCapacity="TOTAL",
             )
             self._read[name] = account_from_item(found["Item"]) if "Item" in found else None
@@ -102,11 +104,38 @@ class DynamoNonces:
         )
         return "Item" in found
 
-    def consume(self, account: str, nonce: str, expires_at: int) -> None:
-        item = {**nonce_key(account, nonce), **to_item({"expires_at": expires_at})}
+    def used(self, account: str, nonce: str) -> UsedNonce | None:
+        found = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=nonce_key(account, nonce),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        if "Item" not in found:
+            return None
+        values = from_item(found["Item"])
+        # A record written before answers were kept has neither: never a match.
+        return UsedNonce(values.get("request_hash", ""), values.get("answer"))
+
+    def consume(self, account: str, nonce: str, expires_at: int, request_hash: str) -> None:
+        item = {
+            **nonce_key(account, nonce),
+            **to_item({"expires_at": expires_at, "request_hash": request_hash}),
+        }
         self._staged.put(
             self._tables.registry,
             item,
             "attribute_not_exists(pk)",
             lambda: ReplayedRequest("this request was already received", nonce=nonce),
+        )
+
+    def keep_answer(self, account: str, nonce: str, request_hash: str, answer: str) -> None:
+        self._staged.update(
+            self._tables.registry,
+            nonce_key(account, nonce),
+            "SET #answer = :answer",
+            "attribute_exists(pk) AND request_hash = :hash AND attribute_not_exists(#answer)",
+            lambda: ReplayedRequest("this request was already answered", nonce=nonce),
+            ExpressionAttributeNames={"#answer": "answer"},
+            ExpressionAttributeValues=to_item({":answer": answer, ":hash": request_hash}),
         )

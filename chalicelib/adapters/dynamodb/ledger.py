@@ -87,8 +87,13 @@ class DynamoLedger:
         self._client, self._tables, self._staged = client, tables, staged
 
     def balance(self, account: str) -> int:
+        # Strongly consistent: a balance answers the call that just moved it
+        # (deposit, withdraw, a refusal's available_micro_block).
         found = self._client.get_item(
-            TableName=self._tables.ledger, Key=balance_key(account), ReturnConsumedCapacity="TOTAL"
+            TableName=self._tables.ledger,
+            Key=balance_key(account),
+            ConsistentRead=True,
+            ReturnConsumedCapacity="TOTAL",
         )
         return as_int(from_item(found["Item"])["micro_block"]) if "Item" in found else 0
 

@@ -187,7 +187,7 @@ class DynamoProviders:
         )
         return provider_from_item(found["Item"]) if "Item" in found else None
 
-    def owned_by(self, owner: str) -> Sequence[Provider]:
+    def owned_by(self, owner: str, *, consistent: bool = False) -> Sequence[Provider]:
         ids = [
             from_item(item)["provider_id"]
             for item in query_all(
@@ -199,12 +199,12 @@ class DynamoProviders:
                 ExpressionAttributeValues=to_item({":o": owner}),
             )
         ]
-        return self._whole(ids)
+        return self._whole(ids, consistent=consistent)
 
-    def _whole(self, provider_ids: Sequence[str]) -> list[Provider]:
+    def _whole(self, provider_ids: Sequence[str], consistent: bool = False) -> list[Provider]:
         """The providers behind index entries, read whole, in the given order."""
         keys = [provider_key(pid) for pid in provider_ids]
-        items = get_all(self._client, self._tables.registry, keys, consistent=False)
+        items = get_all(self._client, self._tables.registry, keys, consistent=consistent)
         found = {provider.provider_id: provider for provider in map(provider_from_item, items)}
         return [found[pid] for pid in provider_ids if pid in found]
 

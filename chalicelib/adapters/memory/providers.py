@@ -29,7 +29,7 @@ class MemoryProviders:
     def get(self, provider_id: str) -> Provider | None:
         return self._state.providers.get(provider_id)
 
-    def owned_by(self, owner: str) -> Sequence[Provider]:
+    def owned_by(self, owner: str, *, consistent: bool = False) -> Sequence[Provider]:
         return sorted(
             (p for p in self._state.providers.values() if p.owner == owner),
             key=lambda p: p.provider_id,

@@ -20,7 +20,7 @@ from chalicelib.domain.providers import Provider
 from chalicelib.domain.readings import MeterState, RejectionRecord
 from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
-from chalicelib.services.ports import Page
+from chalicelib.services.ports import Page, UsedNonce
 
 
 @dataclass
@@ -28,6 +28,7 @@ class MemoryState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     accounts: dict[str, Account] = field(default_factory=dict)
     nonces: dict[tuple[str, str], int] = field(default_factory=dict)
+    nonce_requests: dict[tuple[str, str], UsedNonce] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
     treasury: dict[int, int] = field(default_factory=dict)
     entries: dict[tuple[EntryKind, str], LedgerEntry] = field(default_factory=dict)

@@ -212,7 +212,9 @@ def _set_role(context: CallContext, params: RoleParams, *, held: bool) -> Accoun
     accounts.set_role(
         context.deps, signed_call(context, params), params.account, Role(params.role), held
     )
-    return AccountResult.of_view(accounts.get_account(context.deps, params.account))
+    return AccountResult.of_view(
+        accounts.get_account(context.deps, params.account, after_write=True)
+    )
 
 
 class ValidatorStakeParams(SignedParams):
@@ -231,7 +233,7 @@ def stake_as_validator(context: CallContext, params: ValidatorStakeParams) -> Ac
     validators whose stake is at least 1,000 BLOCK."""
     call = signed_call(context, params)
     validators.stake_as_validator(context.deps, call, params.amount_micro_block)
-    return AccountResult.of_view(accounts.get_account(context.deps, call.account))
+    return AccountResult.of_view(accounts.get_account(context.deps, call.account, after_write=True))
 
 
 @registry.method(
@@ -246,7 +248,7 @@ def withdraw_validator_stake(context: CallContext, params: ValidatorStakeParams)
     sits on the panel of an undecided dispute."""
     call = signed_call(context, params)
     validators.withdraw_validator_stake(context.deps, call, params.amount_micro_block)
-    return AccountResult.of_view(accounts.get_account(context.deps, call.account))
+    return AccountResult.of_view(accounts.get_account(context.deps, call.account, after_write=True))
 
 
 @registry.method(

@@ -45,6 +45,7 @@ from chalicelib.rpc.methods.fields import (
     Result,
     SignedParams,
 )
+from chalicelib.rpc.methods.settlement import SignedHeadResult
 from chalicelib.rpc.registry import CallContext
 from chalicelib.services import disputes, resolution
 
@@ -399,7 +400,7 @@ class SlashReceiptsResult(Result):
         description="Slash receipts exactly as signed, oldest first (docs/disputes.md)"
     )
     next_cursor: str | None
-    head: SlashReceiptRef | None = Field(description="The chain's newest receipt")
+    head: SignedHeadResult | None = Field(description="The chain's newest receipt, signed now")
 
 
 @registry.method(
@@ -417,9 +418,5 @@ def get_slash_receipts(context: CallContext, params: SlashReceiptsParams) -> Sla
     return SlashReceiptsResult(
         receipts=[r.to_json() for r in page.items],
         next_cursor=page.next_cursor,
-        head=SlashReceiptRef(
-            chain=head.chain, sequence=head.sequence, receipt_hash=head.receipt_hash
-        )
-        if head
-        else None,
+        head=SignedHeadResult.signed(context, head),
     )

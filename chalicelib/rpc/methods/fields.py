@@ -39,11 +39,19 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+# The string form's grammar, as units parses it (an ECMA regex: [0-9] is ASCII).
+DECIMAL_STRING_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": f"^{units.DECIMAL_STRING.pattern}$",
+    "maxLength": units.MAX_DECIMAL_STRING_LENGTH,
+}
+
+
 def number_schema(description: str, minimum: str | None = None) -> WithJsonSchema:
-    """A decimal the wire may carry as a JSON number or as a string of digits."""
+    """A decimal the wire may carry as a JSON number or as a decimal string."""
     schema: dict[str, Any] = {
         "description": description,
-        "oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}],
+        "oneOf": [{"type": "number"}, DECIMAL_STRING_SCHEMA],
     }
     if minimum is not None:
         schema["x-minimum"] = minimum
@@ -86,9 +94,10 @@ MicroBlock = Annotated[
     BeforeValidator(lambda v, info: units.micro_block_exact(v, info.field_name or "amount")),
     WithJsonSchema(
         {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": units.MAX_MICRO_BLOCK,
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": units.MAX_MICRO_BLOCK},
+                DECIMAL_STRING_SCHEMA,
+            ],
             "description": "Amount in micro-BLOCK (1 BLOCK = 1,000,000 micro-BLOCK).",
         }
     ),
@@ -106,9 +115,10 @@ PositiveMicroBlock = Annotated[MicroBlock, Field(gt=0)]
 def _coordinate_schema(limit: int) -> WithJsonSchema:
     return WithJsonSchema(
         {
-            "type": "number",
-            "minimum": -limit,
-            "maximum": limit,
+            "oneOf": [
+                {"type": "number", "minimum": -limit, "maximum": limit},
+                DECIMAL_STRING_SCHEMA,
+            ],
             "description": "Degrees, WGS 84, at most 6 decimal places.",
         }
     )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import ConfigDict, Field
 
 from chalicelib.adapters.receipt_key import ReceiptKeyUnavailable, receipt_public_key
-from chalicelib.domain import signing
+from chalicelib.domain import signing, units
 from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
 from chalicelib.rpc.methods.common import API_VERSION, openrpc, registry
 from chalicelib.rpc.methods.fields import NoParams, Result
 from chalicelib.rpc.registry import CallContext
+from chalicelib.services import accounts
 
 
 class MarketInfo(Result):
@@ -25,6 +28,13 @@ class MarketInfo(Result):
     market_fee_bps: int = Field(description="Treasury's share of a settlement, 1/100 %")
     dispute_window_ms: int = Field(description="How long after minting a purchase settles")
     api_version: str
+
+
+class TreasuryResult(Result):
+    treasury_micro_block: int = Field(
+        description="Market fees and the treasury's share of slashes collected, micro-BLOCK"
+    )
+    treasury_block: Decimal = Field(description="The same in BLOCK")
 
 
 class OpenRpcDocument(Result):
@@ -51,6 +61,22 @@ def get_market_info(context: CallContext, params: NoParams) -> MarketInfo:
         market_fee_bps=settings.market_fee_bps,
         dispute_window_ms=settings.dispute_window_ms,
         api_version=API_VERSION,
+    )
+
+
+@registry.method(
+    "energy.getTreasury",
+    summary="The treasury's balance: market fees and slash shares (for the operator)",
+    result=TreasuryResult,
+)
+def get_treasury(context: CallContext, params: NoParams) -> TreasuryResult:
+    """What the treasury holds: every settlement's market fee and the treasury's
+    share of every slash. The operator reads it here; it is no secret (every
+    fee is in a signed receipt), so anyone may. A separate method, not a field
+    of ``energy.getMarketInfo``: that one answers from configuration alone."""
+    micro_block = accounts.treasury(context.deps)
+    return TreasuryResult(
+        treasury_micro_block=micro_block, treasury_block=units.block_from_micro(micro_block)
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from chalicelib.domain.errors import CreditsDisputed, InvalidState, NotFound
-from chalicelib.domain.receipts import Receipt
+from chalicelib.domain.receipts import ChainHead, Receipt
 from chalicelib.rpc.methods.common import AUTH_ERRORS, registry, signed_call
 from chalicelib.rpc.methods.fields import (
     AccountName,
@@ -17,7 +17,6 @@ from chalicelib.rpc.methods.fields import (
     SignedParams,
     TransactionId,
 )
-from chalicelib.rpc.methods.trading import ReceiptRef
 from chalicelib.rpc.registry import CallContext
 from chalicelib.services import settlement
 
@@ -54,6 +53,23 @@ class ReceiptResult(Result):
         return cls(**receipt.to_json())
 
 
+class SignedHeadResult(Result):
+    """A chain's head, signed by the receipt key when it was read (docs/receipts.md)."""
+
+    marketplace_id: str
+    chain: str = Field(description="The provider id, or <provider_id>/slashes")
+    sequence: int = Field(description="The newest receipt's sequence: the chain's length")
+    receipt_hash: str = Field(description="The newest receipt's hash")
+    signed_at_ms: int = Field(description="When the marketplace signed this head")
+    signature: str = Field(description="Ed25519 by the receipt key, hex")
+
+    @classmethod
+    def signed(cls, context: CallContext, head: ChainHead | None) -> SignedHeadResult | None:
+        if head is None:
+            return None
+        return cls(**settlement.sign_head(context.deps, head).to_json())
+
+
 class SettlementResult(Result):
     transaction_id: str
     status: str
@@ -88,8 +104,8 @@ class ReceiptsParams(Params):
 class ReceiptsResult(Result):
     receipts: list[ReceiptResult]
     next_cursor: str | None
-    head: ReceiptRef | None = Field(
-        description="A provider chain's newest receipt: an export ends here"
+    head: SignedHeadResult | None = Field(
+        description="A provider chain's newest receipt, signed now: an export ends here"
     )
 
 
@@ -134,9 +150,5 @@ def get_receipts(context: CallContext, params: ReceiptsParams) -> ReceiptsResult
     return ReceiptsResult(
         receipts=[ReceiptResult.of(r) for r in page.items],
         next_cursor=page.next_cursor,
-        head=(
-            ReceiptRef(chain=head.chain, sequence=head.sequence, receipt_hash=head.receipt_hash)
-            if head
-            else None
-        ),
+        head=SignedHeadResult.signed(context, head),
     )
