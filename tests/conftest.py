@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from moto import mock_aws
 
+from chalicelib import observability
 from infra.emulation import create_tables
 from infra.moto_server import LocalMotoServer
 
@@ -29,6 +31,30 @@ settings.register_profile(
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+# The process's logging as the test session found it, before any app.py import.
+_PRISTINE_CHALICELIB_LEVEL = logging.getLogger("chalicelib").level
+
+
+@pytest.fixture(autouse=True)
+def observability_stays_in_its_test() -> Iterator[None]:
+    """Importing app.py (or calling observability.configure) turns on metric lines on
+    stdout and JSON log formatting for the whole process, as it should in Lambda. In
+    the test process that would leak into every later test that reads stdout (the
+    CLI's output), so after each test the process's logging is as the session found
+    it. (A module-scoped fixture may import app.py before this fixture starts, so the
+    state is reset to the session's, not to a snapshot taken here.)"""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, observability._StdoutHandler):
+            root.removeHandler(handler)
+        elif isinstance(handler.formatter, observability.JsonFormatter):
+            handler.setFormatter(None)
+    logging.getLogger("chalicelib").setLevel(_PRISTINE_CHALICELIB_LEVEL)
+    observability._configured = False
+    observability._write_to_stdout = False
 
 
 @pytest.fixture
