@@ -234,11 +234,13 @@ def _record(
     except ReadingRejected as refused:
         return refuse(refused.reason, refused.detail, signed=True)
     credit = _credit(deps, reading, meter, provider, wh, now_ms)
-    uow.meters.advance(meter, meter.advanced(reading))
-    uow.credits.mint(credit)
-    uow.providers.record_generation(
-        provider.provider_id, wh, _recent_slots(provider, reading.timestamp_ms)
+    uow.meters.advance(
+        meter,
+        meter.advanced(reading),
+        minted_wh=wh,
+        reading_slots=_recent_slots(provider, reading.timestamp_ms),
     )
+    uow.credits.mint(credit)
     try:
         uow.commit()
     except AlreadyExists:

@@ -201,9 +201,17 @@ class MeterRepository(Protocol):
     ) -> tuple[MeterState | None, Provider | None]:
         """The meter and the provider a reading names, in one read."""
 
-    def advance(self, before: MeterState, after: MeterState) -> None:
-        """Stage: store the meter's new last reading if its last reading is still
-        ``before``'s; fails with ConcurrentUpdate otherwise."""
+    def advance(
+        self,
+        before: MeterState,
+        after: MeterState,
+        *,
+        minted_wh: int,
+        reading_slots: frozenset[int],
+    ) -> None:
+        """Stage, as one write: the meter's new last reading if its last reading
+        is still ``before``'s (ConcurrentUpdate otherwise), ``minted_wh`` added to
+        its provider's available energy and the recent reading slots (uptime)."""
 
     def rotate_key(self, meter_address: str, public_key: str) -> None:
         """Stage: register a new Ed25519 key for the meter."""

@@ -32,10 +32,23 @@ class MemoryMeters:
     ) -> tuple[MeterState | None, Provider | None]:
         return self._state.meters.get(meter_address), self._state.providers.get(provider_id)
 
-    def advance(self, before: MeterState, after: MeterState) -> None:
+    def advance(
+        self,
+        before: MeterState,
+        after: MeterState,
+        *,
+        minted_wh: int,
+        reading_slots: frozenset[int],
+    ) -> None:
+        # One write, as on DynamoDB (where the last reading lives on the
+        # provider's item): the meter's last reading, the provider's energy.
         def check(s: MemoryState) -> DomainError | None:
             stored = s.meters.get(before.meter_address)
-            if stored is None or stored.last_reading_hash != before.last_reading_hash:
+            if (
+                stored is None
+                or stored.last_reading_hash != before.last_reading_hash
+                or before.provider_id not in s.providers
+            ):
                 return ConcurrentUpdate(
                     "the meter moved on; retry", meter_address=before.meter_address
                 )
@@ -43,12 +56,22 @@ class MemoryMeters:
 
         def apply(s: MemoryState) -> None:
             stored = s.meters[before.meter_address]
-            s.meters[before.meter_address] = replace(
-                stored,
-                last_counter_wh=after.last_counter_wh,
-                last_timestamp_ms=after.last_timestamp_ms,
-                last_reading_hash=after.last_reading_hash,
-                accepted_readings=stored.accepted_readings + 1,
+            s.meters[before.meter_address] = MeterState(
+                stored.meter_address,
+                stored.provider_id,
+                stored.public_key,
+                stored.active,
+                after.last_counter_wh,
+                after.last_timestamp_ms,
+                after.last_reading_hash,
+                stored.accepted_readings + 1,
+                stored.rejections,
+            )
+            provider = s.providers[before.provider_id]
+            s.providers[before.provider_id] = replace(
+                provider,
+                available_wh=provider.available_wh + minted_wh,
+                reading_slots=reading_slots,
             )
 
         self._staged.stage(check, apply)
