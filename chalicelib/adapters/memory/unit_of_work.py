@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Final
 
 from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
@@ -44,21 +45,64 @@ class MemoryUnitOfWork:
     def __init__(self, state: MemoryState) -> None:
         self._state = state
         self._staged = Staged(state)
-        watermarks = _Watermarks(state)
-        self.accounts = MemoryAccounts(self._staged, state)
-        self.nonces = MemoryNonces(self._staged, state)
-        self.ledger = MemoryLedger(self._staged, state)
-        self.providers = MemoryProviders(self._staged, state)
-        self.meters = MemoryMeters(self._staged, state)
-        self.credits = MemoryCredits(self._staged, state, watermarks)
-        self.purchases = MemoryPurchases(self._staged, state, watermarks)
-        self.receipts = MemoryReceipts(self._staged, state)
-        self.jobs = MemoryJobs(self._staged, state)
-        self.disputes = MemoryDisputes(self._staged, state, watermarks)
-        self.validators = MemoryValidators(self._staged, state)
-        self.watch = MemoryWatch(self._staged, state)
-        self.analytics = MemoryAnalytics(self._staged, state)
-        self.connections = MemoryConnections(self._staged, state)
+
+    # Each repository is built on first use: a use case touches two or three of
+    # them, and building all fourteen cost more than ingesting a reading.
+    @cached_property
+    def accounts(self) -> MemoryAccounts:
+        return MemoryAccounts(self._staged, self._state)
+
+    @cached_property
+    def nonces(self) -> MemoryNonces:
+        return MemoryNonces(self._staged, self._state)
+
+    @cached_property
+    def ledger(self) -> MemoryLedger:
+        return MemoryLedger(self._staged, self._state)
+
+    @cached_property
+    def providers(self) -> MemoryProviders:
+        return MemoryProviders(self._staged, self._state)
+
+    @cached_property
+    def meters(self) -> MemoryMeters:
+        return MemoryMeters(self._staged, self._state)
+
+    @cached_property
+    def credits(self) -> MemoryCredits:
+        return MemoryCredits(self._staged, self._state, _Watermarks(self._state))
+
+    @cached_property
+    def purchases(self) -> MemoryPurchases:
+        return MemoryPurchases(self._staged, self._state, _Watermarks(self._state))
+
+    @cached_property
+    def receipts(self) -> MemoryReceipts:
+        return MemoryReceipts(self._staged, self._state)
+
+    @cached_property
+    def jobs(self) -> MemoryJobs:
+        return MemoryJobs(self._staged, self._state)
+
+    @cached_property
+    def disputes(self) -> MemoryDisputes:
+        return MemoryDisputes(self._staged, self._state, _Watermarks(self._state))
+
+    @cached_property
+    def validators(self) -> MemoryValidators:
+        return MemoryValidators(self._staged, self._state)
+
+    @cached_property
+    def watch(self) -> MemoryWatch:
+        return MemoryWatch(self._staged, self._state)
+
+    @cached_property
+    def analytics(self) -> MemoryAnalytics:
+        return MemoryAnalytics(self._staged, self._state)
+
+    @cached_property
+    def connections(self) -> MemoryConnections:
+        return MemoryConnections(self._staged, self._state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []
