@@ -23,12 +23,12 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
 from typing import Any, Final
 
 from nacl.signing import SigningKey
 
 from chalicelib.domain import signing, units
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Provider
 
 READING_DOMAIN: Final = b"energy-marketplace/meter-reading/v1"
 TOPIC_PREFIX: Final = "energy/meters"
@@ -92,16 +92,26 @@ class Reading:
     timestamp_ms: int
     signature: str  # 128 hex characters
 
-    # Cached: ingest needs both several times, and a reading never changes.
-    @cached_property
+    # Cached on first use: ingest needs both several times, and a reading never
+    # changes. (functools.cached_property takes a lock on every first use, which
+    # costs more than computing the message.)
+    @property
     def message(self) -> bytes:
-        return reading_message(
-            self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
-        )
+        cached: bytes | None = self.__dict__.get("_message")
+        if cached is None:
+            cached = reading_message(
+                self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
+            )
+            object.__setattr__(self, "_message", cached)
+        return cached
 
-    @cached_property
+    @property
     def reading_hash(self) -> str:
-        return hashlib.sha256(self.message).hexdigest()
+        cached: str | None = self.__dict__.get("_reading_hash")
+        if cached is None:
+            cached = hashlib.sha256(self.message).hexdigest()
+            object.__setattr__(self, "_reading_hash", cached)
+        return cached
 
 
 def reading_message(
@@ -199,6 +209,30 @@ class MeterState:
             reading.reading_hash,
             self.accepted_readings + 1,
             self.rejections,
+        )
+
+
+@dataclass(frozen=True)
+class MeterOwner:
+    """What ingest needs of a meter's provider: read with the meter, and no more
+    (the whole provider record would cost more to read and map than the rest)."""
+
+    provider_id: str
+    energy_type: EnergyType
+    jurisdiction: str
+    capacity_wh: int
+    suspended: bool  # its stake is below the minimum: it mints nothing
+    reading_slots: frozenset[int]  # recent 15-minute slots with a reading (uptime)
+
+    @classmethod
+    def of(cls, provider: Provider) -> MeterOwner:
+        return cls(
+            provider.provider_id,
+            provider.energy_type,
+            provider.jurisdiction,
+            provider.capacity_wh,
+            provider.stake_micro_block < MIN_STAKE_MICRO_BLOCK,
+            provider.reading_slots,
         )
 
 

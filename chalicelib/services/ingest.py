@@ -20,14 +20,10 @@ from typing import Any, Final
 
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
-from chalicelib.domain.providers import (
-    UPTIME_SLOT_SECONDS,
-    UPTIME_WINDOW_SLOTS,
-    Provider,
-    ProviderStatus,
-)
+from chalicelib.domain.providers import UPTIME_SLOT_SECONDS, UPTIME_WINDOW_SLOTS
 from chalicelib.domain.readings import (
     MAX_PAYLOAD_BYTES,
+    MeterOwner,
     MeterState,
     Reading,
     ReadingRejected,
@@ -224,7 +220,7 @@ def _record(
             reading,
             meter,
             capacity_wh=provider.capacity_wh,
-            provider_suspended=provider.status == ProviderStatus.SUSPENDED,
+            provider_suspended=provider.suspended,
             now_ms=now_ms,
             rules=ReadingRules(
                 max_clock_skew_ms=deps.settings.max_clock_skew_ms,
@@ -269,7 +265,7 @@ def _credit(
     deps: Dependencies,
     reading: Reading,
     meter: MeterState,
-    provider: Provider,
+    provider: MeterOwner,
     wh: int,
     now_ms: int,
 ) -> Credit:
@@ -291,7 +287,7 @@ def _credit(
     )
 
 
-def _recent_slots(provider: Provider, timestamp_ms: int) -> frozenset[int]:
+def _recent_slots(provider: MeterOwner, timestamp_ms: int) -> frozenset[int]:
     slot = timestamp_ms // 1000 // UPTIME_SLOT_SECONDS
     return frozenset(
         s for s in provider.reading_slots | {slot} if slot - UPTIME_WINDOW_SLOTS < s <= slot

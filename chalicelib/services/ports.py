@@ -24,7 +24,7 @@ from chalicelib.domain.events import Connection
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
-from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.readings import MeterOwner, MeterState, RejectionRecord
 from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
 
@@ -198,8 +198,9 @@ class MeterRepository(Protocol):
 
     def get_with_provider(
         self, meter_address: str, provider_id: str
-    ) -> tuple[MeterState | None, Provider | None]:
-        """The meter and the provider a reading names, in one read."""
+    ) -> tuple[MeterState | None, MeterOwner | None]:
+        """The meter and what ingest needs of the provider a reading names, in one
+        read; no provider when it is not the meter's."""
 
     def advance(
         self,

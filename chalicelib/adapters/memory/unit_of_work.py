@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 from typing import Final
 
-from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
+from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES, built_once
 from chalicelib.adapters.memory.accounts import MemoryAccounts, MemoryNonces
 from chalicelib.adapters.memory.analytics import MemoryAnalytics
 from chalicelib.adapters.memory.connections import MemoryConnections
@@ -48,59 +47,59 @@ class MemoryUnitOfWork:
 
     # Each repository is built on first use: a use case touches two or three of
     # them, and building all fourteen cost more than ingesting a reading.
-    @cached_property
+    @built_once
     def accounts(self) -> MemoryAccounts:
         return MemoryAccounts(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def nonces(self) -> MemoryNonces:
         return MemoryNonces(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def ledger(self) -> MemoryLedger:
         return MemoryLedger(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def providers(self) -> MemoryProviders:
         return MemoryProviders(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def meters(self) -> MemoryMeters:
         return MemoryMeters(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def credits(self) -> MemoryCredits:
         return MemoryCredits(self._staged, self._state, _Watermarks(self._state))
 
-    @cached_property
+    @built_once
     def purchases(self) -> MemoryPurchases:
         return MemoryPurchases(self._staged, self._state, _Watermarks(self._state))
 
-    @cached_property
+    @built_once
     def receipts(self) -> MemoryReceipts:
         return MemoryReceipts(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def jobs(self) -> MemoryJobs:
         return MemoryJobs(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def disputes(self) -> MemoryDisputes:
         return MemoryDisputes(self._staged, self._state, _Watermarks(self._state))
 
-    @cached_property
+    @built_once
     def validators(self) -> MemoryValidators:
         return MemoryValidators(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def watch(self) -> MemoryWatch:
         return MemoryWatch(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def analytics(self) -> MemoryAnalytics:
         return MemoryAnalytics(self._staged, self._state)
 
-    @cached_property
+    @built_once
     def connections(self) -> MemoryConnections:
         return MemoryConnections(self._staged, self._state)
 
