@@ -5,12 +5,16 @@ redelivery, and the readers of what it writes."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import threading
+import uuid
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
@@ -19,6 +23,7 @@ from chalicelib.services.ingest import Outcome, Status, record_payload
 from chalicelib.streams.live_events import registry_events
 from chalicelib.streams.market_analytics import contributions
 from chalicelib.streams.meter_watch import events_from_records
+from infra.emulation import create_tables
 from tests.support import (
     NOW,
     MarketHarness,
@@ -26,6 +31,7 @@ from tests.support import (
     assert_conserved,
     buy,
     dynamodb_market,
+    memory_market,
     metered_provider,
     tables_from_environment,
 )
@@ -114,9 +120,31 @@ def test_an_accepted_reading_is_one_transaction_of_the_provider_item_and_the_cre
 # -- races ------------------------------------------------------------------------
 
 
-def test_racing_deliveries_mint_each_interval_once(market: MarketHarness) -> None:
+@pytest.fixture(params=["memory", "dynamodb"])
+def racing_market(request: pytest.FixtureRequest) -> MarketHarness:
+    """The in-memory adapter's lock, or DynamoDB's conditions evaluated by a moto
+    server over HTTP (in-process moto does not serialise requests from threads:
+    its conditions would race, not ours; tests/integration/test_concurrency.py
+    does the same)."""
+    if request.param == "memory":
+        return memory_market()
+    moto_server: str = request.getfixturevalue("moto_server")
+    request.getfixturevalue("aws_credentials")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=16),
+    )
+    stack = f"ingest-race-{uuid.uuid4().hex[:8]}"
+    return dynamodb_market(client, tables_from_environment(create_tables(client, stack)))
+
+
+def test_racing_deliveries_mint_each_interval_once(racing_market: MarketHarness) -> None:
     """Eight threads deliver twelve readings, each three times, in random order:
     whichever wins each race, the credits chain and nothing is minted twice."""
+    market = racing_market
     meter = metered_provider(market, capacity_kwh=10_000)
     assert ingest(market, meter.payload(10_000, T0)).status == Status.ACCEPTED
     readings = [meter.payload(10_000 + 500 * n, T0 + n * MINUTE) for n in range(1, 13)]
@@ -366,6 +394,5 @@ def test_the_stream_readers_find_a_reading_on_the_provider_record(dynamodb: Any)
 
 def _buckets() -> Any:
     from chalicelib.services.analytics import buckets_of
-    from tests.support import memory_market
 
     return buckets_of(memory_market().deps)

@@ -45,7 +45,7 @@ LEAVE_SALE = "provider_id = :issuer REMOVE available_provider_id, expiry_slot, e
 
 
 def credit_to_item(credit: Credit) -> Item:
-    values: dict[str, Any] = from_item(credit_key(credit.credit_id)) | {
+    values: dict[str, Any] = {
         "credit_id": credit.credit_id,
         "meter_address": credit.meter_address,
         "energy_type": str(credit.energy_type),
@@ -77,7 +77,7 @@ def credit_to_item(credit: Credit) -> Item:
         values["available_provider_id"] = credit.provider_id
         values["expiry_slot"] = expiry_slot(credit.expires_at_ms, credit.credit_id)
         values["expiry_key"] = expiry_key(credit)
-    return to_item(values)
+    return credit_key(credit.credit_id) | to_item(values)
 
 
 def credit_from_item(item: Item) -> Credit:
