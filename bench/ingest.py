@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 import boto3
 from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from moto import mock_aws
 from nacl.signing import SigningKey
 
@@ -134,10 +135,12 @@ class _Body:
         return self._content
 
 
-def canned_client(answers: dict[str, bytes]) -> Any:
+def canned_client(answers: dict[str, bytes], *, validate: bool = True) -> Any:
     """A real botocore DynamoDB client whose requests are built, signed and parsed
     as in production, answered from ``answers`` (by operation) instead of the network."""
-    client = boto3.client("dynamodb", region_name=REGION)
+    client = boto3.client(
+        "dynamodb", region_name=REGION, config=Config(parameter_validation=validate)
+    )
 
     def answer(request: Any, **_: Any) -> AWSResponse:
         target = request.headers.get("X-Amz-Target", b"")
@@ -167,6 +170,7 @@ class ParsedAnswers:
 class BotocoreFigures:
     accepted_per_second: list[float]  # the whole accepted path, botocore included
     adapter_per_second: list[float]  # the same on the DynamoDB adapter, botocore left out
+    validated_per_second: list[float]  # botocore with its client-side parameter checks (default)
     batch_get_2_us: float  # one BatchGetItem of a reading's 2 keys
     batch_get_100_us: float  # one BatchGetItem of 100 keys (50 readings)
     transact_us: float  # one TransactWriteItems of a reading's 2 writes
@@ -212,7 +216,8 @@ def botocore_figures() -> BotocoreFigures:
     answers = {
         "BatchGetItem": json.dumps({"Responses": {registry: items}, "UnprocessedKeys": {}}).encode()
     }
-    canned = canned_client(answers)
+    # As chalicelib.adapters.aws.dynamodb_client configures it: no client-side checks.
+    canned = canned_client(answers, validate=False)
     deps = replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(canned, tables))
 
     def rates_of(ingest_deps: Any, samples: int) -> list[float]:
@@ -231,6 +236,11 @@ def botocore_figures() -> BotocoreFigures:
         return rates
 
     rates = rates_of(deps, BOTOCORE_SAMPLES)
+    validated = canned_client(answers)
+    validated_rates = rates_of(
+        replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(validated, tables)),
+        BOTOCORE_SAMPLES,
+    )
     parsed = ParsedAnswers({"Responses": {registry: items}, "UnprocessedKeys": {}})
     adapter_rates = rates_of(
         replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(parsed, tables)),
@@ -239,7 +249,7 @@ def botocore_figures() -> BotocoreFigures:
 
     many = [items[n % 2] for n in range(2 * BATCH_READINGS)]
     batch_client = canned_client(
-        {"BatchGetItem": json.dumps({"Responses": {registry: many}}).encode()}
+        {"BatchGetItem": json.dumps({"Responses": {registry: many}}).encode()}, validate=False
     )
     two_keys = [meter_key(meter.meter_address), provider_key(meter.provider_id)]
     hundred_keys = [
@@ -270,6 +280,7 @@ def botocore_figures() -> BotocoreFigures:
     return BotocoreFigures(
         accepted_per_second=rates,
         adapter_per_second=adapter_rates,
+        validated_per_second=validated_rates,
         batch_get_2_us=best_us(batch_get(canned, two_keys)),  # answered with 2 items
         batch_get_100_us=best_us(batch_get(batch_client, hundred_keys)),  # with 100
         transact_us=best_us(
@@ -368,11 +379,18 @@ def main() -> None:
         ["path", "per second (median)", "best", "us per reading", "cost vs verify"],
         [
             [
-                "ingest, accepted (DynamoDB adapter + botocore, canned answers)",
+                "ingest, accepted (DynamoDB adapter + botocore as configured, canned answers)",
                 f"{statistics.median(figures.accepted_per_second):,.0f}",
                 f"{max(figures.accepted_per_second):,.0f}",
                 f"{production_us:,.0f}",
                 f"{production_us / verify_us:.2f}",
+            ],
+            [
+                "the same with botocore's parameter validation on (its default)",
+                f"{statistics.median(figures.validated_per_second):,.0f}",
+                f"{max(figures.validated_per_second):,.0f}",
+                f"{1e6 / statistics.median(figures.validated_per_second):,.0f}",
+                f"{1e6 / statistics.median(figures.validated_per_second) / verify_us:.2f}",
             ],
             [
                 "ingest, accepted (DynamoDB adapter, parsed answers, no botocore)",
