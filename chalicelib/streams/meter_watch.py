@@ -7,7 +7,9 @@ under the meter's partition (``REJECTION#...``). DynamoDB streams the changes
 of one partition key in order, so a meter's readings arrive in the order they
 were accepted, which is what the detectors need (the credits table's stream
 would not do: a meter's credits have keys of their own, spread over its
-shards). A meter item's own reading changes (written before the last reading
+shards). Its refusals come in order among themselves, from another
+partition; the one detector that reads them (bad signatures on the meter's
+channel) works on their times, so the two need not interleave in order. A meter item's own reading changes (written before the last reading
 moved to the provider's item) are still read. Everything else is skipped.
 """
 
