@@ -6,21 +6,32 @@ Printed, in one run:
 2. Readings per second through the ingest use case (parse, duplicate check,
    rules, signature, minting) with storage stubbed by the in-memory adapter,
    and the ratio of the two: the overhead of our own code per reading.
-3. Against moto: DynamoDB requests, items read and capacity units per
+3. The same accepted reading through the DynamoDB adapter and botocore (request
+   building, SigV4 signing, response parsing) with a canned answer in place of
+   the network: what a reading costs the Lambda's CPU in production, and the
+   share of it that is botocore's.
+4. Batched delivery against one invocation per reading: botocore's CPU for
+   one BatchGetItem of 2 keys (a reading's meter and provider) against one of
+   100 keys (50 readings' meters and providers), per reading.
+5. Against moto: DynamoDB requests, items read and capacity units per
    accepted reading, per duplicate (latest and older) and per rejection,
    computed by AWS's on-demand rules (bench/_capacity.py explains why moto's
    own figures are not used).
+
+``python -m bench.cost`` turns these figures into US dollars per million readings.
 
 Run: ``.venv/bin/python bench/ingest.py`` (or ``make bench``).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,12 +40,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as `python bench/ingest.py`: sys.path[0] is bench/
 
 import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from moto import mock_aws
 from nacl.signing import SigningKey
 
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
 from bench._fake_aws import REGION, use_fake_aws_environment
 from chalicelib.adapters.dynamodb import Tables
+from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
+from chalicelib.adapters.dynamodb.meters import INGEST_PROJECTION
+from chalicelib.adapters.dynamodb.unit_of_work import DynamoUnitOfWork
 from chalicelib.services.ingest import Status, record_payload
 from energy_client.rpc_client import Signer
 from infra.emulation import create_tables
@@ -50,7 +66,11 @@ from tests.support import (
 
 VERIFY_SAMPLES: Final = 3_000
 INGEST_SAMPLES: Final = 3_000
+BOTOCORE_SAMPLES: Final = 600
+BATCH_READINGS: Final = 50  # BatchGetItem takes 100 keys: 50 meters and their providers
 ROUNDS: Final = 5  # best-of and median over this many rounds
+# Timed in CPU time (time.process_time): the machine the benchmarks run on is
+# shared, and wall time would count other processes' turns as ours.
 STEP_MS: Final = 5_000  # readings 5 s apart keep thousands inside the age window
 
 
@@ -60,10 +80,10 @@ def raw_verify_rate() -> list[float]:
     signed = [key.sign(f"reading {n}".encode()) for n in range(VERIFY_SAMPLES)]
     rates = []
     for _ in range(ROUNDS):
-        started = time.perf_counter()
+        started = time.process_time()
         for message in signed:
             verify_key.verify(message)
-        rates.append(VERIFY_SAMPLES / (time.perf_counter() - started))
+        rates.append(VERIFY_SAMPLES / (time.process_time() - started))
     return rates
 
 
@@ -80,7 +100,7 @@ def ingest_rate() -> tuple[list[float], list[float]]:
         meter = metered_provider(harness, capacity_kwh=10_000)
         payloads = readings_for(meter, INGEST_SAMPLES, NOW * 1000)
         received = harness.clock.now * 1000
-        started = time.perf_counter()
+        started = time.process_time()
         for payload in payloads:
             outcome = record_payload(
                 harness.deps,
@@ -89,8 +109,8 @@ def ingest_rate() -> tuple[list[float], list[float]]:
                 received_at_ms=received,
             )
             assert outcome.status == Status.ACCEPTED, outcome
-        accepted_rates.append(INGEST_SAMPLES / (time.perf_counter() - started))
-        started = time.perf_counter()
+        accepted_rates.append(INGEST_SAMPLES / (time.process_time() - started))
+        started = time.process_time()
         for payload in payloads:
             record_payload(
                 harness.deps,
@@ -98,8 +118,175 @@ def ingest_rate() -> tuple[list[float], list[float]]:
                 topic_meter_address=meter.meter_address,
                 received_at_ms=received,
             )
-        duplicate_rates.append(INGEST_SAMPLES / (time.perf_counter() - started))
+        duplicate_rates.append(INGEST_SAMPLES / (time.process_time() - started))
     return accepted_rates, duplicate_rates
+
+
+class _Body:
+    """A canned HTTP body, as botocore reads one."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._content
+
+    def read(self, *_: Any) -> bytes:
+        return self._content
+
+
+def canned_client(answers: dict[str, bytes], *, validate: bool = True) -> Any:
+    """A real botocore DynamoDB client whose requests are built, signed and parsed
+    as in production, answered from ``answers`` (by operation) instead of the network."""
+    client = boto3.client(
+        "dynamodb", region_name=REGION, config=Config(parameter_validation=validate)
+    )
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        target = request.headers.get("X-Amz-Target", b"")
+        operation = (target.decode() if isinstance(target, bytes) else target).split(".")[-1]
+        headers = {"content-type": "application/x-amz-json-1.0"}
+        return AWSResponse(request.url, 200, headers, _Body(answers.get(operation, b"{}")))
+
+    client.meta.events.register("before-send", answer)
+    return client
+
+
+class ParsedAnswers:
+    """A DynamoDB client that answers with botocore's parsed result directly: the
+    DynamoDB adapter's own work (keys, item mapping, conditions) without botocore's."""
+
+    def __init__(self, batch_get: dict[str, Any]) -> None:
+        self._batch_get = batch_get
+
+    def batch_get_item(self, **_: Any) -> dict[str, Any]:
+        return self._batch_get
+
+    def transact_write_items(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class BotocoreFigures:
+    accepted_per_second: list[float]  # the whole accepted path, botocore included
+    adapter_per_second: list[float]  # the same on the DynamoDB adapter, botocore left out
+    validated_per_second: list[float]  # botocore with its client-side parameter checks (default)
+    batch_get_2_us: float  # one BatchGetItem of a reading's 2 keys
+    batch_get_100_us: float  # one BatchGetItem of 100 keys (50 readings)
+    transact_us: float  # one TransactWriteItems of a reading's 2 writes
+
+
+def botocore_figures() -> BotocoreFigures:
+    """The accepted path on the DynamoDB adapter, botocore included, network excluded.
+
+    The meter's and provider's items come from moto after a baseline reading;
+    the same next reading is then ingested again and again against that
+    canned state (each time accepted: the answer never moves on).
+    """
+    use_fake_aws_environment()
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        tables: Tables = tables_from_environment(create_tables(client, "bench-cpu"))
+        harness: MarketHarness = dynamodb_market(client, tables)
+        harness.clock.now = NOW + 3_600
+        meter = metered_provider(harness, capacity_kwh=10_000)
+        received = harness.clock.now * 1000
+        baseline, payload = readings_for(meter, 2, NOW * 1000)
+        assert (
+            record_payload(
+                harness.deps,
+                baseline,
+                topic_meter_address=meter.meter_address,
+                received_at_ms=received,
+            ).status
+            == Status.ACCEPTED
+        )
+        registry = tables.registry
+        # As ingest reads them: projected to what it needs.
+        expression, names = INGEST_PROJECTION
+        items = [
+            client.get_item(
+                TableName=registry,
+                Key=key,
+                ProjectionExpression=expression,
+                ExpressionAttributeNames=names,
+            )["Item"]
+            for key in (meter_key(meter.meter_address), provider_key(meter.provider_id))
+        ]
+    answers = {
+        "BatchGetItem": json.dumps({"Responses": {registry: items}, "UnprocessedKeys": {}}).encode()
+    }
+    # As chalicelib.adapters.aws.dynamodb_client configures it: no client-side checks.
+    canned = canned_client(answers, validate=False)
+    deps = replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(canned, tables))
+
+    def rates_of(ingest_deps: Any, samples: int) -> list[float]:
+        rates = []
+        for _ in range(ROUNDS):
+            started = time.process_time()
+            for _ in range(samples):
+                outcome = record_payload(
+                    ingest_deps,
+                    payload,
+                    topic_meter_address=meter.meter_address,
+                    received_at_ms=received,
+                )
+                assert outcome.status == Status.ACCEPTED, outcome
+            rates.append(samples / (time.process_time() - started))
+        return rates
+
+    rates = rates_of(deps, BOTOCORE_SAMPLES)
+    validated = canned_client(answers)
+    validated_rates = rates_of(
+        replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(validated, tables)),
+        BOTOCORE_SAMPLES,
+    )
+    parsed = ParsedAnswers({"Responses": {registry: items}, "UnprocessedKeys": {}})
+    adapter_rates = rates_of(
+        replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(parsed, tables)),
+        INGEST_SAMPLES,
+    )
+
+    many = [items[n % 2] for n in range(2 * BATCH_READINGS)]
+    batch_client = canned_client(
+        {"BatchGetItem": json.dumps({"Responses": {registry: many}}).encode()}, validate=False
+    )
+    two_keys = [meter_key(meter.meter_address), provider_key(meter.provider_id)]
+    hundred_keys = [
+        meter_key(f"{meter.meter_address}-{n}") if n % 2 else provider_key(f"p{n}")
+        for n in range(2 * BATCH_READINGS)
+    ]
+
+    def best_us(call: Callable[[], Any]) -> float:
+        timings = []
+        for _ in range(ROUNDS):
+            started = time.process_time()
+            for _ in range(BOTOCORE_SAMPLES):
+                call()
+            timings.append((time.process_time() - started) / BOTOCORE_SAMPLES * 1e6)
+        return min(timings)
+
+    def batch_get(client: Any, keys: list[Any]) -> Callable[[], Any]:
+        return lambda: client.batch_get_item(
+            RequestItems={registry: {"Keys": keys, "ConsistentRead": True}},
+            ReturnConsumedCapacity="TOTAL",
+        )
+
+    put = {
+        "TableName": tables.credits,
+        "Item": items[0],
+        "ConditionExpression": "attribute_not_exists(pk)",
+    }
+    return BotocoreFigures(
+        accepted_per_second=rates,
+        adapter_per_second=adapter_rates,
+        validated_per_second=validated_rates,
+        batch_get_2_us=best_us(batch_get(canned, two_keys)),  # answered with 2 items
+        batch_get_100_us=best_us(batch_get(batch_client, hundred_keys)),  # with 100
+        transact_us=best_us(
+            lambda: canned.transact_write_items(TransactItems=[{"Put": put}, {"Put": put}])
+        ),
+    )
 
 
 def dynamodb_costs() -> list[tuple[str, list[DynamoRequest]]]:
@@ -177,8 +364,72 @@ def main() -> None:
         ],
     ]
     print_table(["path", "per second (median)", "best", "cost vs verify"], rows)
+    verify_us = 1e6 / statistics.median(verify)
+    own_us = 1e6 / statistics.median(accepted) - verify_us
+    print(
+        f"our own CPU per accepted reading: {own_us:.1f} us"
+        f" = {own_us / verify_us:.2f} of a verification ({verify_us:.1f} us)"
+    )
     print()
-    print("3. DynamoDB per reading (moto; capacity computed by AWS on-demand rules)")
+    print("3. The accepted path in production: DynamoDB adapter + botocore, no network")
+    figures = botocore_figures()
+    production_us = 1e6 / statistics.median(figures.accepted_per_second)
+    adapter_us = 1e6 / statistics.median(figures.adapter_per_second)
+    print_table(
+        ["path", "per second (median)", "best", "us per reading", "cost vs verify"],
+        [
+            [
+                "ingest, accepted (DynamoDB adapter + botocore as configured, canned answers)",
+                f"{statistics.median(figures.accepted_per_second):,.0f}",
+                f"{max(figures.accepted_per_second):,.0f}",
+                f"{production_us:,.0f}",
+                f"{production_us / verify_us:.2f}",
+            ],
+            [
+                "the same with botocore's parameter validation on (its default)",
+                f"{statistics.median(figures.validated_per_second):,.0f}",
+                f"{max(figures.validated_per_second):,.0f}",
+                f"{1e6 / statistics.median(figures.validated_per_second):,.0f}",
+                f"{1e6 / statistics.median(figures.validated_per_second) / verify_us:.2f}",
+            ],
+            [
+                "ingest, accepted (DynamoDB adapter, parsed answers, no botocore)",
+                f"{statistics.median(figures.adapter_per_second):,.0f}",
+                f"{max(figures.adapter_per_second):,.0f}",
+                f"{adapter_us:,.0f}",
+                f"{adapter_us / verify_us:.2f}",
+            ],
+        ],
+    )
+    print(
+        f"our own CPU on the production path: {adapter_us - verify_us:.1f} us"
+        f" = {(adapter_us - verify_us) / verify_us:.2f} of a verification;"
+        f" botocore's: {production_us - adapter_us:,.0f} us"
+    )
+    print()
+    print("4. Batched delivery: botocore CPU per reading (best of", ROUNDS, "rounds)")
+    per_reading = figures.batch_get_2_us + figures.transact_us
+    batched = figures.batch_get_100_us / BATCH_READINGS + figures.transact_us
+    print_table(
+        ["delivery", "reads per reading", "write per reading", "botocore us per reading"],
+        [
+            [
+                "one invocation per reading",
+                f"BatchGetItem(2 keys) {figures.batch_get_2_us:,.0f} us",
+                f"TransactWriteItems {figures.transact_us:,.0f} us",
+                f"{per_reading:,.0f}",
+            ],
+            [
+                f"batches of {BATCH_READINGS} readings",
+                f"BatchGetItem(100 keys)/{BATCH_READINGS}"
+                f" {figures.batch_get_100_us / BATCH_READINGS:,.0f} us",
+                f"TransactWriteItems {figures.transact_us:,.0f} us",
+                f"{batched:,.0f}",
+            ],
+        ],
+    )
+    print()
+    print("5. DynamoDB per reading (moto; capacity computed by AWS on-demand rules)")
     rows = []
     for label, requests in dynamodb_costs():
         operations = Counter(r.operation for r in requests)

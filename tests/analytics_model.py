@@ -145,6 +145,8 @@ class MarketHistory:
     sales: list[tuple[str, int, int]] = field(default_factory=list)
     bought: list[tuple[str, str, int, int]] = field(default_factory=list)
     sold_at: dict[str, int] = field(default_factory=dict)  # provider -> sold_at_ms
+    # provider -> its meter's last reading (kept on the provider's item)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     bought_by: dict[str, dict[str, int]] = field(default_factory=dict)  # buyer -> counters
     serial: int = 0
 
@@ -193,6 +195,8 @@ class MarketHistory:
         item = provider_to_item(provider)
         if provider.provider_id in self.sold_at:  # settle_obligation and revoke_energy SET it
             item |= to_item({"sold_at_ms": self.sold_at[provider.provider_id]})
+        # The meter's last reading, which every other write of the item leaves alone.
+        item |= to_item(self.heads.get(provider.provider_id, {}))
         self._put("registry", item, at_ms)
 
     # -- the registry ----------------------------------------------------------------
@@ -242,35 +246,40 @@ class MarketHistory:
         self._save_provider(after, at_ms)
 
     def read(self, at_ms: int, provider_id: str, wh: int) -> None:
-        """An accepted reading: the meter advances (DynamoMeters.advance) and the
-        provider's energy on sale and reading slots grow (record_generation)."""
+        """An accepted reading: one update of the provider's item (DynamoMeters.advance)
+        moves the meter's last reading, which lives there, and grows the provider's
+        energy on sale and reading slots."""
         provider = self.providers[provider_id]
         address = provider.meter_address
         if address in self.last_read and at_ms <= self.last_read[address]:
             return  # the ingest refuses a timestamp that does not increase
         first = address not in self.counters
         counter = 1_000 if first else self.counters[address] + wh
-        key = meter_key(address)
-        meter = self._item("registry", key)
-        values = from_item(meter)
-        values |= {
+        accepted = int(self.heads.get(provider_id, {}).get("accepted_readings", 0)) + 1
+        self.heads[provider_id] = {
             "last_counter_wh": counter,
             "last_timestamp_ms": at_ms,
             "last_reading_hash": f"{self.serial:064x}",
-            "accepted_readings": int(values.get("accepted_readings", 0)) + 1,
+            "accepted_readings": accepted,
         }
-        self._put("registry", to_item(values), at_ms)
         self.counters[address] = counter
         self.last_read[address] = at_ms
         gained = 0 if first else wh
         slot = at_ms // 900_000
-        self.readings.append(Reading(address, self.meter_types[address], at_ms, gained))
-        self.change_provider(
+        # Counted under the provider's type: the reading's record is the provider
+        # item's (a legacy meter item without a type no longer matters).
+        self.readings.append(Reading(address, str(provider.energy_type), at_ms, gained))
+        # Not a profile change: no new version, as the adapter's update makes none.
+        self._save_provider(
+            replace(
+                provider,
+                available_wh=provider.available_wh + gained,
+                # The provider keeps its last 96 slots (a day), as ingest does.
+                reading_slots=frozenset(
+                    s for s in provider.reading_slots | {slot} if s > slot - 96
+                ),
+            ),
             at_ms,
-            provider_id,
-            available_wh=provider.available_wh + gained,
-            # The provider keeps its last 96 slots (a day), as record_generation does.
-            reading_slots=frozenset(s for s in provider.reading_slots | {slot} if s > slot - 96),
         )
 
     def refuse(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
@@ -28,6 +28,7 @@ from typing import Any, Final
 from nacl.signing import SigningKey
 
 from chalicelib.domain import signing, units
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Provider
 
 READING_DOMAIN: Final = b"energy-marketplace/meter-reading/v1"
 TOPIC_PREFIX: Final = "energy/meters"
@@ -46,6 +47,7 @@ _PROVIDER_ID: Final = re.compile(r"^energy-0x[0-9a-f]{16}$")
 PAYLOAD_FIELDS: Final = frozenset(
     {"provider_id", "meter_address", "kwh_reading", "timestamp", "signature"}
 )
+_SIGNATURE: Final = re.compile(r"(0x)?[0-9a-fA-F]{128}")
 
 
 def topic_for(meter_address: str) -> str:
@@ -93,15 +95,26 @@ class Reading:
     timestamp_ms: int
     signature: str  # 128 hex characters
 
+    # Cached on first use: ingest needs both several times, and a reading never
+    # changes. (functools.cached_property takes a lock on every first use, which
+    # costs more than computing the message.)
     @property
     def message(self) -> bytes:
-        return reading_message(
-            self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
-        )
+        cached: bytes | None = self.__dict__.get("_message")
+        if cached is None:
+            cached = reading_message(
+                self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
+            )
+            object.__setattr__(self, "_message", cached)
+        return cached
 
     @property
     def reading_hash(self) -> str:
-        return hashlib.sha256(self.message).hexdigest()
+        cached: str | None = self.__dict__.get("_reading_hash")
+        if cached is None:
+            cached = hashlib.sha256(self.message).hexdigest()
+            object.__setattr__(self, "_reading_hash", cached)
+        return cached
 
 
 def reading_message(
@@ -157,7 +170,7 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
             raise TypeError("provider_id, meter_address and signature are strings")
         if not _PROVIDER_ID.match(provider_id):
             raise ValueError("provider_id is not a provider id")
-        if not re.fullmatch(r"(0x)?[0-9a-fA-F]{128}", signature):
+        if not _SIGNATURE.fullmatch(signature):
             raise ValueError("signature is not 64 bytes of hex")
         counter_wh = units.wh_from_kwh(payload["kwh_reading"], "kwh_reading")
         timestamp_ms = _milliseconds(payload["timestamp"])
@@ -193,12 +206,41 @@ class MeterState:
     rejections: tuple[tuple[str, int], ...] = ()
 
     def advanced(self, reading: Reading) -> MeterState:
-        return replace(
-            self,
-            last_counter_wh=reading.counter_wh,
-            last_timestamp_ms=reading.timestamp_ms,
-            last_reading_hash=reading.reading_hash,
-            accepted_readings=self.accepted_readings + 1,
+        # Built directly: dataclasses.replace costs more than the rest of ingest.
+        return MeterState(
+            self.meter_address,
+            self.provider_id,
+            self.public_key,
+            self.active,
+            reading.counter_wh,
+            reading.timestamp_ms,
+            reading.reading_hash,
+            self.accepted_readings + 1,
+            self.rejections,
+        )
+
+
+@dataclass(frozen=True)
+class MeterOwner:
+    """What ingest needs of a meter's provider: read with the meter, and no more
+    (the whole provider record would cost more to read and map than the rest)."""
+
+    provider_id: str
+    energy_type: EnergyType
+    jurisdiction: str
+    capacity_wh: int
+    suspended: bool  # its stake is below the minimum: it mints nothing
+    reading_slots: frozenset[int]  # recent 15-minute slots with a reading (uptime)
+
+    @classmethod
+    def of(cls, provider: Provider) -> MeterOwner:
+        return cls(
+            provider.provider_id,
+            provider.energy_type,
+            provider.jurisdiction,
+            provider.capacity_wh,
+            provider.stake_micro_block < MIN_STAKE_MICRO_BLOCK,
+            provider.reading_slots,
         )
 
 

@@ -19,14 +19,10 @@ from typing import Any, Final
 
 from chalicelib.domain.credits import Credit, CreditState
 from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
-from chalicelib.domain.providers import (
-    UPTIME_SLOT_SECONDS,
-    UPTIME_WINDOW_SLOTS,
-    Provider,
-    ProviderStatus,
-)
+from chalicelib.domain.providers import UPTIME_SLOT_SECONDS, UPTIME_WINDOW_SLOTS
 from chalicelib.domain.readings import (
     MAX_PAYLOAD_BYTES,
+    MeterOwner,
     MeterState,
     Reading,
     ReadingRejected,
@@ -222,7 +218,7 @@ def _record(
             reading,
             meter,
             capacity_wh=provider.capacity_wh,
-            provider_suspended=provider.status == ProviderStatus.SUSPENDED,
+            provider_suspended=provider.suspended,
             now_ms=now_ms,
             rules=ReadingRules(
                 max_clock_skew_ms=deps.settings.max_clock_skew_ms,
@@ -232,11 +228,13 @@ def _record(
     except ReadingRejected as refused:
         return refuse(refused.reason, refused.detail, signed=True)
     credit = _credit(deps, reading, meter, provider, wh, now_ms)
-    uow.meters.advance(meter, meter.advanced(reading))
-    uow.credits.mint(credit)
-    uow.providers.record_generation(
-        provider.provider_id, wh, _recent_slots(provider, reading.timestamp_ms)
+    uow.meters.advance(
+        meter,
+        meter.advanced(reading),
+        minted_wh=wh,
+        reading_slots=_recent_slots(provider, reading.timestamp_ms),
     )
+    uow.credits.mint(credit)
     try:
         uow.commit()
     except AlreadyExists:
@@ -265,7 +263,7 @@ def _credit(
     deps: Dependencies,
     reading: Reading,
     meter: MeterState,
-    provider: Provider,
+    provider: MeterOwner,
     wh: int,
     now_ms: int,
 ) -> Credit:
@@ -287,7 +285,7 @@ def _credit(
     )
 
 
-def _recent_slots(provider: Provider, timestamp_ms: int) -> frozenset[int]:
+def _recent_slots(provider: MeterOwner, timestamp_ms: int) -> frozenset[int]:
     slot = timestamp_ms // 1000 // UPTIME_SLOT_SECONDS
     return frozenset(
         s for s in provider.reading_slots | {slot} if slot - UPTIME_WINDOW_SLOTS < s <= slot

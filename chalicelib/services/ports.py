@@ -24,7 +24,7 @@ from chalicelib.domain.events import Connection
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.providers import Provider, ProviderQuery
-from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.readings import MeterOwner, MeterState, RejectionRecord
 from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
 
@@ -220,12 +220,21 @@ class MeterRepository(Protocol):
 
     def get_with_provider(
         self, meter_address: str, provider_id: str
-    ) -> tuple[MeterState | None, Provider | None]:
-        """The meter and the provider a reading names, in one read."""
+    ) -> tuple[MeterState | None, MeterOwner | None]:
+        """The meter and what ingest needs of the provider a reading names, in one
+        read; no provider when it is not the meter's."""
 
-    def advance(self, before: MeterState, after: MeterState) -> None:
-        """Stage: store the meter's new last reading if its last reading is still
-        ``before``'s; fails with ConcurrentUpdate otherwise."""
+    def advance(
+        self,
+        before: MeterState,
+        after: MeterState,
+        *,
+        minted_wh: int,
+        reading_slots: frozenset[int],
+    ) -> None:
+        """Stage, as one write: the meter's new last reading if its last reading
+        is still ``before``'s (ConcurrentUpdate otherwise), ``minted_wh`` added to
+        its provider's available energy and the recent reading slots (uptime)."""
 
     def rotate_key(self, meter_address: str, public_key: str) -> None:
         """Stage: register a new Ed25519 key for the meter."""

@@ -3,7 +3,8 @@
 Each stream handler turns its batch into events and publishes them
 (``chalicelib.services.live``); docs/events.md lists every event and its data.
 
-registry  METER      ``new_reading``: one per batch (readings and energy by type,
+registry  PROVIDER / ``new_reading`` (the meter's last reading moving, kept on its
+          METER      provider's item; on a legacy meter item): one per batch (readings and energy by type,
                      and per provider, for the first 100: how many, their energy,
                      the newest counter and time); on ``provider:<id>``, one per
                      provider per batch
@@ -26,6 +27,7 @@ from typing import Any
 
 from chalicelib.adapters.dynamodb.codec import as_int, from_item
 from chalicelib.adapters.dynamodb.disputes import dispute_from_item
+from chalicelib.adapters.dynamodb.meters import meter_image
 from chalicelib.adapters.dynamodb.providers import provider_from_item
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item
 from chalicelib.domain.disputes import Dispute, DisputeStatus
@@ -62,6 +64,9 @@ def registry_events(records: Iterable[Mapping[str, Any]]) -> list[Event]:
         if sort_key == "METER" and new:
             _reading(readings, from_item(dict(old)) if old else {}, from_item(dict(new)))
         elif sort_key == "PROVIDER" and new:
+            # An accepted reading moves the meter's last reading on this item.
+            meter_old, meter_new = meter_image(dict(old)), meter_image(dict(new))
+            _reading(readings, from_item(meter_old) if old else {}, from_item(meter_new))
             after = provider_from_item(dict(new))
             before = provider_from_item(dict(old)) if old else None
             if before is None or _summary(before) != _summary(after):

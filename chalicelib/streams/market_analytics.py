@@ -4,9 +4,11 @@ Each record is decoded with the item mappings of the table's own adapters, so
 a stream image means exactly what the item means, and becomes the domain's
 contributions (``chalicelib.domain.analytics``):
 
-registry  PROVIDER       the market's state (status, capacity, price, on sale), and
-                         the seller's sales (``sold_wh``, dated ``sold_at_ms``)
-          METER          an accepted reading: energy by type, the meter's latest slot
+registry  PROVIDER       the market's state (status, capacity, price, on sale), the
+                         seller's sales (``sold_wh``, dated ``sold_at_ms``), and an
+                         accepted reading (the meter's last reading is kept on its
+                         provider's item): energy by type, the meter's latest slot
+          METER          the same for a meter item that still carries its reading
           REJECTION#...  a refused reading (or a duplicate delivery), by reason
 ledger    PURCHASE       a trade when it opens; a sale when it settles; a revocation
           BALANCE        a buyer's latest purchase (``last_bought_ms``) moving
@@ -27,7 +29,7 @@ from typing import Any
 
 from chalicelib.adapters.dynamodb.codec import as_int, from_item
 from chalicelib.adapters.dynamodb.ledger import bought_from_item
-from chalicelib.adapters.dynamodb.meters import rejection_from_item
+from chalicelib.adapters.dynamodb.meters import meter_image, rejection_from_item
 from chalicelib.adapters.dynamodb.providers import provider_from_item
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item
 from chalicelib.domain import analytics
@@ -86,7 +88,13 @@ def _record(
     if sort_key == "PROVIDER":
         image = new or old
         provider_id = str(image.get("provider_id", {}).get("S", ""))
-        return analytics.provider_change(provider_id, _provider(old), _provider(new))
+        found = analytics.provider_change(provider_id, _provider(old), _provider(new))
+        if new:
+            # An accepted reading moves the meter's last reading on this item.
+            found += analytics.meter_change(
+                _meter(meter_image(old)), _meter_facts(meter_image(new)), buckets
+            )
+        return found
     if sort_key == "METER" and new:
         return analytics.meter_change(_meter(old), _meter_facts(new), buckets)
     if sort_key.startswith("REJECTION#") and record.get("eventName") == "INSERT":

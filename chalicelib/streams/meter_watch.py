@@ -1,12 +1,16 @@
 """Meter events from the registry table's stream, for the fraud detectors.
 
-A meter's registry item (``METER#<address>`` / ``METER``) moves to a new
-counter, time and reading hash with every accepted reading, and a refused
-reading is recorded under the same partition (``REJECTION#...``). DynamoDB
-streams the changes of one partition key in order, so a meter's readings and
-refusals arrive in the order they happened, which is what the detectors need
-(the credits table's stream would not do: a meter's credits have keys of their
-own, spread over its shards). Everything else in the registry is skipped.
+A meter's last accepted reading (counter, time, reading hash) is kept on its
+provider's registry item (``PROVIDER#<id>`` / ``PROVIDER``; a provider has one
+meter), which moves with every accepted reading; a refused reading is recorded
+under the meter's partition (``REJECTION#...``). DynamoDB streams the changes
+of one partition key in order, so a meter's readings arrive in the order they
+were accepted, which is what the detectors need (the credits table's stream
+would not do: a meter's credits have keys of their own, spread over its
+shards). Its refusals come in order among themselves, from another
+partition; the one detector that reads them (bad signatures on the meter's
+channel) works on their times, so the two need not interleave in order. A meter item's own reading changes (written before the last reading
+moved to the provider's item) are still read. Everything else is skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chalicelib.adapters.dynamodb.meters import meter_from_item, rejection_from_item
+from chalicelib.adapters.dynamodb.meters import meter_from_item, meter_image, rejection_from_item
 from chalicelib.domain.fraud import MintedReading
 from chalicelib.domain.readings import Rejection
 from chalicelib.services.fraud_watch import MeterEvent
@@ -29,6 +33,9 @@ def events_from_records(records: Iterable[Mapping[str, Any]]) -> list[MeterEvent
         sort_key = new.get("sk", {}).get("S", "")
         if sort_key == "METER" and record.get("eventName") == "MODIFY":
             event = _accepted_reading(change.get("OldImage") or {}, new)
+        elif sort_key == "PROVIDER" and record.get("eventName") == "MODIFY":
+            # Where an accepted reading is written now (its provider's item).
+            event = _accepted_reading(meter_image(change.get("OldImage") or {}), meter_image(new))
         elif sort_key.startswith("REJECTION#") and record.get("eventName") == "INSERT":
             event = _bad_signature(new)
         else:

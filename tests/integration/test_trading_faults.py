@@ -605,7 +605,8 @@ class FaultyTradingMachine(RuleBasedStateMachine):
             event(f"{what}, {fault.kind} not reached: {outcome}")
 
     def meter_state(self, meter: SimulatedMeter) -> dict[str, Any]:
-        key = {"pk": {"S": f"METER#{meter.meter_address}"}, "sk": {"S": "METER"}}
+        # The meter's last accepted reading is kept on its provider's item.
+        key = {"pk": {"S": f"PROVIDER#{meter.provider_id}"}, "sk": {"S": "PROVIDER"}}
         found = self.raw.get_item(TableName=self.tables.registry, Key=key, ConsistentRead=True)
         return _plain(from_item(found["Item"]))
 
@@ -1743,7 +1744,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
                 r.provider_amount_micro_block for r in receipts
             ), provider
             # Every Wh the meter counted was minted once: no more, no less.
-            counted = stored.meters[meter.meter_address]["last_counter_wh"] - BASELINE_COUNTER_WH
+            counted = provider["last_counter_wh"] - BASELINE_COUNTER_WH
             assert sum(c["wh"] for c in mine) == counted, (meter.meter_address, counted)
 
     def stored(self) -> Stored:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from chalicelib.adapters.due_work import credits_expired
 from chalicelib.adapters.dynamodb.codec import Item, as_int, from_item, to_item
@@ -37,12 +37,15 @@ if TYPE_CHECKING:
     from chalicelib.adapters.due_work import Watermarks
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
 
-# Leaving the sparse on-sale indexes is removing their key attributes.
-LEAVE_SALE = "REMOVE available_provider_id, expiry_slot, expiry_key"
+# Leaving the sparse on-sale indexes is removing their key attributes, and
+# entering CreditsByProvider, which holds the credits *not* on sale: a credit
+# on sale is in AvailableByProvider (same sort key), so minting one writes two
+# index entries, not three. A provider's credits are the two indexes merged.
+LEAVE_SALE = "provider_id = :issuer REMOVE available_provider_id, expiry_slot, expiry_key"
 
 
 def credit_to_item(credit: Credit) -> Item:
-    values: dict[str, Any] = from_item(credit_key(credit.credit_id)) | {
+    values: dict[str, Any] = {
         "credit_id": credit.credit_id,
         "meter_address": credit.meter_address,
         "energy_type": str(credit.energy_type),
@@ -65,15 +68,16 @@ def credit_to_item(credit: Credit) -> Item:
     if credit.state == CreditState.HELD:
         values["holder"] = credit.holder  # HoldingsByOwner (sparse: held, not retired)
     if credit.state != CreditState.BASELINE:
-        # Index keys: CreditsByProvider, and while on sale AvailableByProvider
-        # and ExpiringBySlot (sparse: an item leaves an index with its key).
-        values["provider_id"] = credit.provider_id
+        # Index keys: while on sale AvailableByProvider and ExpiringBySlot,
+        # after it CreditsByProvider (sparse: an item leaves an index with its key).
         values["minted_key"] = minted_key(credit)
+    if credit.state not in (CreditState.BASELINE, CreditState.AVAILABLE):
+        values["provider_id"] = credit.provider_id
     if credit.state == CreditState.AVAILABLE:
         values["available_provider_id"] = credit.provider_id
         values["expiry_slot"] = expiry_slot(credit.expires_at_ms, credit.credit_id)
         values["expiry_key"] = expiry_key(credit)
-    return to_item(values)
+    return credit_key(credit.credit_id) | to_item(values)
 
 
 def credit_from_item(item: Item) -> Credit:
@@ -156,7 +160,7 @@ class DynamoCredits:
     def reserve(self, credit: Credit, purchase_id: str) -> None:
         self._update_on_sale(
             credit,
-            f"SET #state = :reserved, purchase_id = :purchase {LEAVE_SALE}",
+            f"SET #state = :reserved, purchase_id = :purchase, {LEAVE_SALE}",
             {":reserved": str(CreditState.RESERVED), ":purchase": purchase_id},
         )
 
@@ -228,7 +232,7 @@ class DynamoCredits:
 
     def expire(self, credit: Credit) -> None:
         self._update_on_sale(
-            credit, f"SET #state = :expired {LEAVE_SALE}", {":expired": str(CreditState.EXPIRED)}
+            credit, f"SET #state = :expired, {LEAVE_SALE}", {":expired": str(CreditState.EXPIRED)}
         )
 
     def _update_on_sale(self, credit: Credit, update: str, values: dict[str, Any]) -> None:
@@ -241,7 +245,9 @@ class DynamoCredits:
             lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues=to_item(
-                {":available": str(CreditState.AVAILABLE), ":wh": credit.wh} | values
+                {":available": str(CreditState.AVAILABLE), ":wh": credit.wh}
+                | ({":issuer": credit.provider_id} if ":issuer" in update else {})
+                | values
             ),
         )
 
@@ -272,17 +278,20 @@ class DynamoCredits:
         low, high = window_keys(from_ms, to_ms)
         if cursor is not None:
             low = decode_minted_cursor(cursor) + "\x00"  # just after the cursor's key
-        response = self._client.query(
-            TableName=self._tables.credits,
-            IndexName=CREDITS_BY_PROVIDER,
-            KeyConditionExpression="provider_id = :p AND minted_key BETWEEN :low AND :high",
-            ExpressionAttributeValues=to_item({":p": provider_id, ":low": low, ":high": high}),
-            Limit=limit + 1,
-            ReturnConsumedCapacity="TOTAL",
-        )
-        found = [credit_from_item(item) for item in response["Items"]]
-        page = found[:limit]
-        more = len(found) > limit
+        found: list[Item] = []
+        for index, attribute in _PROVIDER_INDEXES:  # off sale, and on sale
+            found += self._client.query(
+                TableName=self._tables.credits,
+                IndexName=index,
+                KeyConditionExpression="#p = :p AND minted_key BETWEEN :low AND :high",
+                ExpressionAttributeNames={"#p": attribute},
+                ExpressionAttributeValues=to_item({":p": provider_id, ":low": low, ":high": high}),
+                Limit=limit + 1,
+                ReturnConsumedCapacity="TOTAL",
+            )["Items"]
+        merged = _merged(found, newest_first=False)
+        page = merged[:limit]
+        more = len(merged) > limit
         return Page(page, encode_cursor(minted_key(page[-1])) if more else None)
 
     def revoke(self, credit: Credit) -> None:
@@ -291,23 +300,49 @@ class DynamoCredits:
         self._staged.update(
             self._tables.credits,
             credit_key(credit.credit_id),
-            f"SET #state = :revoked {LEAVE_SALE}, holder",
+            f"SET #state = :revoked, {LEAVE_SALE}, holder",
             "#state = :read AND wh = :wh",
             lambda: ConcurrentUpdate("the credit changed; retry", credit_id=credit.credit_id),
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues=to_item(
-                {":revoked": str(CreditState.REVOKED), ":read": str(credit.state), ":wh": credit.wh}
+                {
+                    ":revoked": str(CreditState.REVOKED),
+                    ":read": str(credit.state),
+                    ":wh": credit.wh,
+                    ":issuer": credit.provider_id,
+                }
             ),
         )
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
-        return newest_first(
-            self._client,
-            IndexRange(
-                self._tables.credits, CREDITS_BY_PROVIDER, "provider_id", provider_id, "minted_key"
-            ),
-            decode_minted_cursor(cursor) if cursor else None,
-            limit,
-            credit_from_item,
-            minted_key,
-        )
+        before = decode_minted_cursor(cursor) if cursor else None
+        pages = [
+            newest_first(
+                self._client,
+                IndexRange(self._tables.credits, index, attribute, provider_id, "minted_key"),
+                before,
+                limit,
+                lambda item: item,
+                lambda item: item["minted_key"]["S"],
+            )
+            for index, attribute in _PROVIDER_INDEXES  # off sale, and on sale
+        ]
+        merged = _merged([i for p in pages for i in p.items], newest_first=True)
+        page = merged[:limit]
+        more = len(merged) > limit or any(p.next_cursor is not None for p in pages)
+        return Page(page, encode_cursor(minted_key(page[-1])) if more and page else None)
+
+
+# A provider's credits: those off sale (CreditsByProvider) and those on sale
+# (AvailableByProvider), both sorted by minted_key.
+_PROVIDER_INDEXES: Final = (
+    (CREDITS_BY_PROVIDER, "provider_id"),
+    (AVAILABLE_BY_PROVIDER, "available_provider_id"),
+)
+
+
+def _merged(items: Sequence[Item], *, newest_first: bool) -> list[Credit]:
+    """Items of both provider indexes as one listing in minted_key order; a credit
+    stored before the split may be in both, and is listed once."""
+    by_key = {item["minted_key"]["S"]: item for item in items}
+    return [credit_from_item(by_key[k]) for k in sorted(by_key, reverse=newest_first)]

@@ -6,11 +6,13 @@ its items' other attributes):
 
 registry  ACCOUNT#<name>   / ACCOUNT          account: key, roles (a string set)
           ACCOUNT#<name>   / NONCE#<nonce>    a used request nonce (TTL)
-          PROVIDER#<id>    / PROVIDER         provider (GSIs: type, jurisdiction, owner)
-          METER#<address>  / METER            meter address claim (unique), key, last reading
+          PROVIDER#<id>    / PROVIDER         provider (GSIs: type, jurisdiction, owner), and
+                                              its meter's last accepted reading
+          METER#<address>  / METER            meter address claim (unique), key, refusal counts
           METER#<address>  / REJECTION#<at>#<hash>   a refused (or duplicate) reading (TTL)
 credits   CREDIT#<reading hash> / CREDIT    a credit (or a meter's baseline reading);
-                                            sparse GSI keys while on sale / held
+                                            sparse GSI keys: on sale (AvailableByProvider,
+                                            ExpiringBySlot), off sale (CreditsByProvider), held
 ledger    ACCOUNT#<name>   / BALANCE          available balance
           <KIND>#<id>      / ENTRY            one ledger movement (GSI EntriesByAccount)
           TREASURY         / SHARD#<n>        treasury balance, sharded

@@ -1,4 +1,13 @@
-"""Meters: the address claim, key and last reading, and refused readings."""
+"""Meters: the address claim and key, the last accepted reading, and refused readings.
+
+A provider has exactly one meter, and every accepted reading adds energy to
+the provider's item anyway; so the meter's last accepted reading (counter,
+time, hash, count) is kept on the *provider's* item, and an accepted reading
+changes one registry item instead of two. The meter's own item keeps what
+changes rarely: its key, whether it is active, refusal counts. A meter item
+written before this layout may still carry a last reading of its own; it is
+read until the provider's item has one (see ``_head``).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +25,14 @@ from chalicelib.adapters.dynamodb.layout import (
     rejection_sort_key,
 )
 from chalicelib.adapters.dynamodb.paging import get_all
-from chalicelib.adapters.dynamodb.providers import provider_from_item
+from chalicelib.adapters.dynamodb.providers import slots_from_attributes, slots_to_attributes
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     NotFound,
 )
-from chalicelib.domain.providers import Provider
-from chalicelib.domain.readings import MeterState, Rejection, RejectionRecord
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
+from chalicelib.domain.readings import MeterOwner, MeterState, Rejection, RejectionRecord
 from chalicelib.services.ports import Page
 
 if TYPE_CHECKING:
@@ -33,26 +42,114 @@ if TYPE_CHECKING:
 REJECTION_RETENTION_SECONDS: Final = 30 * 86_400
 
 
-def meter_from_item(item: Item) -> MeterState:
-    v = from_item(item)
-    optional = {k: as_int(v[k]) for k in ("last_counter_wh", "last_timestamp_ms") if k in v}
+def meter_from_item(item: Item, provider_item: Item | None = None) -> MeterState:
+    """The meter's state: its own item, with the last reading its provider's item keeps.
+
+    Read from the low-level attributes directly: this runs for every reading,
+    and deserialising the provider's whole item would cost more than the rest.
+    """
+    head = _head(item, provider_item)
+    active = item.get("active")
     return MeterState(
-        meter_address=v["meter_address"],
-        provider_id=v["provider_id"],
-        public_key=v["public_key"],
-        active=bool(v.get("active", True)),
-        last_counter_wh=optional.get("last_counter_wh"),
-        last_timestamp_ms=optional.get("last_timestamp_ms"),
-        last_reading_hash=v.get("last_reading_hash"),
-        accepted_readings=as_int(v.get("accepted_readings", Decimal(0))),
+        meter_address=item["meter_address"]["S"],
+        provider_id=item["provider_id"]["S"],
+        public_key=item["public_key"]["S"],
+        active=True if active is None else bool(active["BOOL"]),
+        last_counter_wh=_int(head, "last_counter_wh"),
+        last_timestamp_ms=_int(head, "last_timestamp_ms"),
+        last_reading_hash=head["last_reading_hash"]["S"] if "last_reading_hash" in head else None,
+        accepted_readings=_int(head, "accepted_readings") or 0,
         rejections=tuple(
             sorted(
-                (k.removeprefix("rejected_"), as_int(n))
-                for k, n in v.items()
+                (k.removeprefix("rejected_"), int(n["N"]))
+                for k, n in item.items()
                 if k.startswith("rejected_")
             )
         ),
     )
+
+
+def meter_image(provider_image: Item) -> Item:
+    """A provider item's stream image as the image of its meter's item would look.
+
+    The stream consumers that follow readings (fraud watch, analytics, live
+    events) read a meter's readings from the registry's stream; since the last
+    reading moved to the provider's item they read it there, through this.
+    An empty image (a record without one) stays empty.
+    """
+    if not provider_image:
+        return {}
+    image = {
+        "pk": {"S": f"METER#{provider_image['meter_address']['S']}"},
+        "sk": {"S": "METER"},
+        "meter_address": provider_image["meter_address"],
+        "provider_id": provider_image["provider_id"],
+        "public_key": provider_image["meter_public_key"],
+        "energy_type": provider_image["energy_type"],
+    }
+    return image | {k: provider_image[k] for k in HEAD_ATTRIBUTES if k in provider_image}
+
+
+# The attributes of a meter's last accepted reading (on the provider's item).
+HEAD_ATTRIBUTES: Final = (
+    "last_counter_wh",
+    "last_timestamp_ms",
+    "last_reading_hash",
+    "accepted_readings",
+)
+
+
+# What ingest reads of a meter's item and its provider's (one projection
+# serves both keys of the BatchGetItem). A meter's refusal counts are not read.
+_INGEST_ATTRIBUTES: Final = (
+    "pk",
+    "sk",
+    "meter_address",
+    "provider_id",
+    "public_key",
+    "active",
+    *HEAD_ATTRIBUTES,
+    "energy_type",
+    "jurisdiction",
+    "capacity_wh",
+    "stake_micro_block",
+    "reading_slot_last",
+    "reading_slot_bits",
+)
+INGEST_PROJECTION: Final = (
+    ", ".join(f"#a{n}" for n in range(len(_INGEST_ATTRIBUTES))),
+    {f"#a{n}": name for n, name in enumerate(_INGEST_ATTRIBUTES)},
+)
+
+
+def _owner(item: Item) -> MeterOwner:
+    stake = int(item["stake_micro_block"]["N"])
+    slots = (
+        slots_from_attributes(
+            {k: Decimal(item[k]["N"]) for k in ("reading_slot_last", "reading_slot_bits")}
+        )
+        if "reading_slot_last" in item
+        else frozenset()
+    )
+    return MeterOwner(
+        provider_id=item["provider_id"]["S"],
+        energy_type=EnergyType(item["energy_type"]["S"]),
+        jurisdiction=item["jurisdiction"]["S"],
+        capacity_wh=int(item["capacity_wh"]["N"]),
+        suspended=stake < MIN_STAKE_MICRO_BLOCK,
+        reading_slots=slots,
+    )
+
+
+def _head(meter_item: Item, provider_item: Item | None) -> Item:
+    if provider_item is not None and "last_reading_hash" in provider_item:
+        return provider_item
+    return meter_item  # no reading since the layout moved it: the meter's own, if any
+
+
+def _int(item: Item, name: str) -> int | None:
+    value = item.get(name)
+    return None if value is None else as_int(Decimal(value["N"]))
 
 
 def rejection_from_item(item: Item) -> RejectionRecord:
@@ -71,6 +168,9 @@ def rejection_from_item(item: Item) -> RejectionRecord:
 class DynamoMeters:
     def __init__(self, client: Any, tables: Tables, staged: Staged) -> None:
         self._client, self._tables, self._staged = client, tables, staged
+        # Where each meter's last reading was read from (a legacy meter item, or
+        # the provider's): advance's condition must test the value that was read.
+        self._head_on_provider: dict[str, bool] = {}
 
     def get(self, meter_address: str) -> MeterState | None:
         found = self._client.get_item(
@@ -78,43 +178,79 @@ class DynamoMeters:
             Key=meter_key(meter_address),
             ReturnConsumedCapacity="TOTAL",
         )
-        return meter_from_item(found["Item"]) if "Item" in found else None
+        if "Item" not in found:
+            return None
+        provider = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=provider_key(found["Item"]["provider_id"]["S"]),
+            ProjectionExpression=", ".join(HEAD_ATTRIBUTES),
+            ReturnConsumedCapacity="TOTAL",
+        )
+        return meter_from_item(found["Item"], provider.get("Item"))
 
     def get_with_provider(
         self, meter_address: str, provider_id: str
-    ) -> tuple[MeterState | None, Provider | None]:
+    ) -> tuple[MeterState | None, MeterOwner | None]:
         keys = [meter_key(meter_address), provider_key(provider_id)]
         # Strongly consistent: a redelivery arriving within replication lag
         # must see the meter state its first delivery wrote, or it would be
-        # judged a counter that went backwards.
-        found = get_all(self._client, self._tables.registry, keys, consistent=True)
+        # judged a counter that went backwards. Projected to what ingest needs
+        # (billed the same; botocore and the mapping have far less to parse).
+        found = get_all(
+            self._client,
+            self._tables.registry,
+            keys,
+            consistent=True,
+            projection=INGEST_PROJECTION,
+        )
         meter = next((i for i in found if i["sk"]["S"] == "METER"), None)
         provider = next((i for i in found if i["sk"]["S"] == "PROVIDER"), None)
-        return (
-            meter_from_item(meter) if meter else None,
-            provider_from_item(provider) if provider else None,
+        if meter is None:
+            return None, None
+        if provider is not None and provider["provider_id"] != meter["provider_id"]:
+            provider = None  # a reading naming another provider: refused, not minted
+        self._head_on_provider[meter_address] = (
+            provider is not None and "last_reading_hash" in provider
         )
+        return meter_from_item(meter, provider), _owner(provider) if provider else None
 
-    def advance(self, before: MeterState, after: MeterState) -> None:
+    def advance(
+        self,
+        before: MeterState,
+        after: MeterState,
+        *,
+        minted_wh: int,
+        reading_slots: frozenset[int],
+    ) -> None:
+        # One update of the provider's item: the meter's new last reading (only
+        # if its last is still ``before``'s: that is what makes two readings
+        # racing from one state mint once), the minted Wh on sale, and uptime.
+        on_provider = self._head_on_provider.get(before.meter_address, True)
         condition = (
-            "attribute_not_exists(last_reading_hash)"
-            if before.last_reading_hash is None
-            else "last_reading_hash = :previous"
+            "last_reading_hash = :previous"
+            if on_provider and before.last_reading_hash is not None
+            else "attribute_not_exists(last_reading_hash)"
         )
         values: dict[str, Any] = {
             ":counter": after.last_counter_wh,
             ":at": after.last_timestamp_ms,
             ":hash": after.last_reading_hash,
             ":one": 1,
+            ":wh": minted_wh,
+            ":meter": before.meter_address,
+        } | {
+            f":{k.removeprefix('reading_slot_')}": v
+            for k, v in slots_to_attributes(reading_slots).items()
         }
-        if before.last_reading_hash is not None:
+        if on_provider and before.last_reading_hash is not None:
             values[":previous"] = before.last_reading_hash
         self._staged.update(
             self._tables.registry,
-            meter_key(before.meter_address),
-            "SET last_counter_wh = :counter, last_timestamp_ms = :at, last_reading_hash = :hash"
-            " ADD accepted_readings :one",
-            f"attribute_exists(pk) AND {condition}",
+            provider_key(before.provider_id),
+            "SET last_counter_wh = :counter, last_timestamp_ms = :at, last_reading_hash = :hash,"
+            " reading_slot_last = :last, reading_slot_bits = :bits"
+            " ADD accepted_readings :one, available_wh :wh",
+            f"meter_address = :meter AND {condition}",
             lambda: ConcurrentUpdate(
                 "the meter moved on; retry", meter_address=before.meter_address
             ),

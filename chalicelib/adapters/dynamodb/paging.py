@@ -69,8 +69,16 @@ def query_all(client: Any, **request: Any) -> Iterator[Item]:
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-def get_all(client: Any, table: str, keys: Sequence[Item], *, consistent: bool) -> list[Item]:
-    """The items stored under ``keys`` (those that exist), in no particular order.
+def get_all(
+    client: Any,
+    table: str,
+    keys: Sequence[Item],
+    *,
+    consistent: bool,
+    projection: tuple[str, dict[str, str]] | None = None,
+) -> list[Item]:
+    """The items stored under ``keys`` (those that exist), in no particular order;
+    with ``projection`` (an expression and its attribute names), only those attributes.
 
     ``keys`` must not repeat a key: BatchGetItem refuses a request that does.
     """
@@ -79,6 +87,8 @@ def get_all(client: Any, table: str, keys: Sequence[Item], *, consistent: bool) 
         read: dict[str, Any] = {"Keys": list(keys[start : start + BATCH_GET_KEYS])}
         if consistent:
             read["ConsistentRead"] = True
+        if projection is not None:
+            read["ProjectionExpression"], read["ExpressionAttributeNames"] = projection
         request: dict[str, Any] = {table: read}
         while request:
             response = client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")

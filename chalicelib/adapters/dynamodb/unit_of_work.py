@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -176,6 +176,28 @@ def _commit_transaction(client: Any, writes: list[Write]) -> None:
         raise  # a ValidationError and the like: a bug, not a race
 
 
+_T = TypeVar("_T")
+_Owner = TypeVar("_Owner")
+
+
+class built_once(Generic[_Owner, _T]):
+    """A unit of work's repository, built on first use and kept in the instance.
+
+    A unit of work serves one request in one thread, so unlike
+    functools.cached_property (which takes a lock on every first use, more than
+    the ingest of a reading costs otherwise) this takes none.
+    """
+
+    def __init__(self, build: Callable[[_Owner], _T]) -> None:
+        self._build = build
+        self._name = build.__name__
+
+    def __get__(self, instance: _Owner, owner: type | None = None) -> _T:
+        built = self._build(instance)
+        instance.__dict__[self._name] = built  # found before this descriptor from now on
+        return built
+
+
 class _Watermarks:
     """The jobs' watermarks for the due-work scans: each move is a commit of its own."""
 
@@ -196,22 +218,72 @@ class DynamoUnitOfWork:
 
     def __init__(self, client: Any, tables: Tables) -> None:
         self._client = client
+        self._tables = tables
         self._staged = Staged()
-        watermarks = _Watermarks(client, tables)
-        self.accounts = DynamoAccounts(client, tables, self._staged)
-        self.nonces = DynamoNonces(client, tables, self._staged)
-        self.ledger = DynamoLedger(client, tables, self._staged)
-        self.providers = DynamoProviders(client, tables, self._staged)
-        self.meters = DynamoMeters(client, tables, self._staged)
-        self.credits = DynamoCredits(client, tables, self._staged, watermarks)
-        self.purchases = DynamoPurchases(client, tables, self._staged, watermarks)
-        self.receipts = DynamoReceipts(client, tables, self._staged)
-        self.jobs = DynamoJobs(client, tables, self._staged)
-        self.disputes = DynamoDisputes(client, tables, self._staged, watermarks)
-        self.validators = DynamoValidators(client, tables, self._staged)
-        self.watch = DynamoWatch(client, tables, self._staged)
-        self.analytics = DynamoAnalytics(client, tables, self._staged)
-        self.connections = DynamoConnections(client, tables, self._staged)
+
+    # Each repository is built on first use: a use case touches two or three.
+
+    @built_once
+    def accounts(self) -> DynamoAccounts:
+        return DynamoAccounts(self._client, self._tables, self._staged)
+
+    @built_once
+    def nonces(self) -> DynamoNonces:
+        return DynamoNonces(self._client, self._tables, self._staged)
+
+    @built_once
+    def ledger(self) -> DynamoLedger:
+        return DynamoLedger(self._client, self._tables, self._staged)
+
+    @built_once
+    def providers(self) -> DynamoProviders:
+        return DynamoProviders(self._client, self._tables, self._staged)
+
+    @built_once
+    def meters(self) -> DynamoMeters:
+        return DynamoMeters(self._client, self._tables, self._staged)
+
+    @built_once
+    def credits(self) -> DynamoCredits:
+        return DynamoCredits(
+            self._client, self._tables, self._staged, _Watermarks(self._client, self._tables)
+        )
+
+    @built_once
+    def purchases(self) -> DynamoPurchases:
+        return DynamoPurchases(
+            self._client, self._tables, self._staged, _Watermarks(self._client, self._tables)
+        )
+
+    @built_once
+    def receipts(self) -> DynamoReceipts:
+        return DynamoReceipts(self._client, self._tables, self._staged)
+
+    @built_once
+    def jobs(self) -> DynamoJobs:
+        return DynamoJobs(self._client, self._tables, self._staged)
+
+    @built_once
+    def disputes(self) -> DynamoDisputes:
+        return DynamoDisputes(
+            self._client, self._tables, self._staged, _Watermarks(self._client, self._tables)
+        )
+
+    @built_once
+    def validators(self) -> DynamoValidators:
+        return DynamoValidators(self._client, self._tables, self._staged)
+
+    @built_once
+    def watch(self) -> DynamoWatch:
+        return DynamoWatch(self._client, self._tables, self._staged)
+
+    @built_once
+    def analytics(self) -> DynamoAnalytics:
+        return DynamoAnalytics(self._client, self._tables, self._staged)
+
+    @built_once
+    def connections(self) -> DynamoConnections:
+        return DynamoConnections(self._client, self._tables, self._staged)
 
     def staged_writes(self) -> int:
         """How many writes the next commit would apply (for tests of the limit)."""

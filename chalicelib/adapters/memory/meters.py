@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 from chalicelib.adapters.dynamodb.layout import (
@@ -15,8 +16,7 @@ from chalicelib.domain.errors import (
     DomainError,
     NotFound,
 )
-from chalicelib.domain.providers import Provider
-from chalicelib.domain.readings import MeterState, RejectionRecord
+from chalicelib.domain.readings import MeterOwner, MeterState, RejectionRecord
 from chalicelib.services.ports import Page
 
 
@@ -29,13 +29,30 @@ class MemoryMeters:
 
     def get_with_provider(
         self, meter_address: str, provider_id: str
-    ) -> tuple[MeterState | None, Provider | None]:
-        return self._state.meters.get(meter_address), self._state.providers.get(provider_id)
+    ) -> tuple[MeterState | None, MeterOwner | None]:
+        meter = self._state.meters.get(meter_address)
+        provider = self._state.providers.get(provider_id)
+        if provider is None or meter is None or meter.provider_id != provider_id:
+            return meter, None  # a reading naming another provider: refused, not minted
+        return meter, MeterOwner.of(provider)
 
-    def advance(self, before: MeterState, after: MeterState) -> None:
+    def advance(
+        self,
+        before: MeterState,
+        after: MeterState,
+        *,
+        minted_wh: int,
+        reading_slots: frozenset[int],
+    ) -> None:
+        # One write, as on DynamoDB (where the last reading lives on the
+        # provider's item): the meter's last reading, the provider's energy.
         def check(s: MemoryState) -> DomainError | None:
             stored = s.meters.get(before.meter_address)
-            if stored is None or stored.last_reading_hash != before.last_reading_hash:
+            if (
+                stored is None
+                or stored.last_reading_hash != before.last_reading_hash
+                or before.provider_id not in s.providers
+            ):
                 return ConcurrentUpdate(
                     "the meter moved on; retry", meter_address=before.meter_address
                 )
@@ -43,13 +60,23 @@ class MemoryMeters:
 
         def apply(s: MemoryState) -> None:
             stored = s.meters[before.meter_address]
-            s.meters[before.meter_address] = replace(
-                stored,
-                last_counter_wh=after.last_counter_wh,
-                last_timestamp_ms=after.last_timestamp_ms,
-                last_reading_hash=after.last_reading_hash,
-                accepted_readings=stored.accepted_readings + 1,
+            s.meters[before.meter_address] = MeterState(
+                stored.meter_address,
+                stored.provider_id,
+                stored.public_key,
+                stored.active,
+                after.last_counter_wh,
+                after.last_timestamp_ms,
+                after.last_reading_hash,
+                stored.accepted_readings + 1,
+                stored.rejections,
             )
+            # A shallow copy with two fields set: dataclasses.replace rebuilds all
+            # twenty-five, the largest cost of this twin's ingest.
+            provider = copy.copy(s.providers[before.provider_id])
+            object.__setattr__(provider, "available_wh", provider.available_wh + minted_wh)
+            object.__setattr__(provider, "reading_slots", reading_slots)
+            s.providers[before.provider_id] = provider
 
         self._staged.stage(check, apply)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES
+from chalicelib.adapters.dynamodb.unit_of_work import MAX_TRANSACTION_WRITES, built_once
 from chalicelib.adapters.memory.accounts import MemoryAccounts, MemoryNonces
 from chalicelib.adapters.memory.analytics import MemoryAnalytics
 from chalicelib.adapters.memory.connections import MemoryConnections
@@ -44,21 +44,64 @@ class MemoryUnitOfWork:
     def __init__(self, state: MemoryState) -> None:
         self._state = state
         self._staged = Staged(state)
-        watermarks = _Watermarks(state)
-        self.accounts = MemoryAccounts(self._staged, state)
-        self.nonces = MemoryNonces(self._staged, state)
-        self.ledger = MemoryLedger(self._staged, state)
-        self.providers = MemoryProviders(self._staged, state)
-        self.meters = MemoryMeters(self._staged, state)
-        self.credits = MemoryCredits(self._staged, state, watermarks)
-        self.purchases = MemoryPurchases(self._staged, state, watermarks)
-        self.receipts = MemoryReceipts(self._staged, state)
-        self.jobs = MemoryJobs(self._staged, state)
-        self.disputes = MemoryDisputes(self._staged, state, watermarks)
-        self.validators = MemoryValidators(self._staged, state)
-        self.watch = MemoryWatch(self._staged, state)
-        self.analytics = MemoryAnalytics(self._staged, state)
-        self.connections = MemoryConnections(self._staged, state)
+
+    # Each repository is built on first use: a use case touches two or three of
+    # them, and building all fourteen cost more than ingesting a reading.
+    @built_once
+    def accounts(self) -> MemoryAccounts:
+        return MemoryAccounts(self._staged, self._state)
+
+    @built_once
+    def nonces(self) -> MemoryNonces:
+        return MemoryNonces(self._staged, self._state)
+
+    @built_once
+    def ledger(self) -> MemoryLedger:
+        return MemoryLedger(self._staged, self._state)
+
+    @built_once
+    def providers(self) -> MemoryProviders:
+        return MemoryProviders(self._staged, self._state)
+
+    @built_once
+    def meters(self) -> MemoryMeters:
+        return MemoryMeters(self._staged, self._state)
+
+    @built_once
+    def credits(self) -> MemoryCredits:
+        return MemoryCredits(self._staged, self._state, _Watermarks(self._state))
+
+    @built_once
+    def purchases(self) -> MemoryPurchases:
+        return MemoryPurchases(self._staged, self._state, _Watermarks(self._state))
+
+    @built_once
+    def receipts(self) -> MemoryReceipts:
+        return MemoryReceipts(self._staged, self._state)
+
+    @built_once
+    def jobs(self) -> MemoryJobs:
+        return MemoryJobs(self._staged, self._state)
+
+    @built_once
+    def disputes(self) -> MemoryDisputes:
+        return MemoryDisputes(self._staged, self._state, _Watermarks(self._state))
+
+    @built_once
+    def validators(self) -> MemoryValidators:
+        return MemoryValidators(self._staged, self._state)
+
+    @built_once
+    def watch(self) -> MemoryWatch:
+        return MemoryWatch(self._staged, self._state)
+
+    @built_once
+    def analytics(self) -> MemoryAnalytics:
+        return MemoryAnalytics(self._staged, self._state)
+
+    @built_once
+    def connections(self) -> MemoryConnections:
+        return MemoryConnections(self._staged, self._state)
 
     def commit(self) -> None:
         writes, self._staged.writes = self._staged.writes, []

@@ -1,0 +1,279 @@
+"""Cost benchmark: US dollars per million accepted readings and per million purchases.
+
+Every figure is counted, not guessed, except two stated assumptions: the
+round trip of a DynamoDB request from Lambda in the same region (``--rtt-ms``,
+which sets how long a Lambda waits and so its GB-seconds), and the API
+handler's own CPU per call (5 ms; its DynamoDB requests are counted):
+
+* DynamoDB requests and capacity units: counted on moto through the real code
+  path and priced by AWS's on-demand rules (bench/_capacity.py), the same
+  counting ``bench/ingest.py`` prints;
+* Lambda CPU: measured here through the DynamoDB adapter and botocore with
+  canned answers (``bench.ingest.botocore_figures``), at the memory size
+  ``.chalice/config.json`` configures;
+* IoT Core: one MQTT publish (well under 5 KB), one rule triggered and one
+  action per reading, and the connection-minutes a meter holds between two
+  readings (15 minutes).
+
+"Before" is the design up to commit 734d793 (a three-item transaction: meter,
+credit, provider), counted with ``bench/ingest.py`` at that commit: 1
+BatchGetItem (2 RCU) and 1 TransactWriteItems (6 WCU on the tables, 3 on the
+credit's indexes) per accepted reading. "After" is counted live from the code
+as it is. Batched delivery (IoT rule -> SQS -> Lambda in batches of 50) is
+priced beside them from the same counts (docs/architecture.md says why it is
+not built).
+
+Run: ``.venv/bin/python -m bench.cost [--rtt-ms 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import boto3
+from moto import mock_aws
+
+from bench._capacity import CapacityMeter, DynamoRequest
+from bench._fake_aws import REGION, use_fake_aws_environment
+from bench.ingest import BATCH_READINGS, botocore_figures, dynamodb_costs
+from tests.support import NOW, buy, dynamodb_market, selling_provider, tables_from_environment
+
+# -- AWS list prices, us-east-1, USD ---------------------------------------------
+# Read from the pages below (on-demand DynamoDB after AWS's November 2024 cut of
+# 50 %). Change them here when AWS does: every figure below is computed from them.
+PRICES_CHECKED: Final = "2026-12-01 (list prices as published since November 2024)"
+
+
+@dataclass(frozen=True)
+class Price:
+    usd: float
+    per: str
+    source: str
+
+
+PRICES: Final = {
+    "iot_message": Price(
+        1.00 / 1e6, "MQTT message (5 KB units)", "https://aws.amazon.com/iot-core/pricing/"
+    ),
+    "iot_connect_minute": Price(
+        0.08 / 1e6, "connection-minute", "https://aws.amazon.com/iot-core/pricing/"
+    ),
+    "iot_rule": Price(0.15 / 1e6, "rule triggered", "https://aws.amazon.com/iot-core/pricing/"),
+    "iot_action": Price(
+        0.15 / 1e6, "rule action executed", "https://aws.amazon.com/iot-core/pricing/"
+    ),
+    "lambda_request": Price(0.20 / 1e6, "Lambda request", "https://aws.amazon.com/lambda/pricing/"),
+    "lambda_gb_second": Price(
+        0.0000166667, "GB-second (x86)", "https://aws.amazon.com/lambda/pricing/"
+    ),
+    "dynamodb_wru": Price(
+        0.625 / 1e6, "write request unit", "https://aws.amazon.com/dynamodb/pricing/on-demand/"
+    ),
+    "dynamodb_rru": Price(
+        0.125 / 1e6, "read request unit", "https://aws.amazon.com/dynamodb/pricing/on-demand/"
+    ),
+    # Lambda's own reads of a table's stream (an event source mapping) are free.
+    "dynamodb_stream_read": Price(
+        0.0, "stream read by a Lambda trigger", "https://aws.amazon.com/dynamodb/pricing/on-demand/"
+    ),
+    "sqs_request": Price(0.40 / 1e6, "SQS standard request", "https://aws.amazon.com/sqs/pricing/"),
+    "api_request": Price(
+        3.50 / 1e6, "REST API request", "https://aws.amazon.com/api-gateway/pricing/"
+    ),
+    "log_gb": Price(
+        0.50, "GB of CloudWatch Logs ingested", "https://aws.amazon.com/cloudwatch/pricing/"
+    ),
+}
+
+READING_INTERVAL_MINUTES: Final = 15  # a meter stays connected between readings
+INGEST_MEMORY_MB: Final = 512  # .chalice/config.json: lambda_memory_size
+API_MEMORY_MB: Final = 1024  # .chalice/config.json: api_handler
+# A reading's log: the EMF metric line (~330 bytes) and Lambda's START/END/REPORT (~300).
+LOG_BYTES_PER_INVOCATION: Final = 630
+# CPU of one accepted reading on commit 734d793 (DynamoDB adapter and botocore,
+# canned answers, measured as bench/ingest.py section 3 does): 1,120 us.
+BEFORE_CPU_MS: Final = 1.12
+SQS_BATCH: Final = 10  # a Lambda poller's ReceiveMessage / DeleteMessageBatch take 10
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one unit of work (a reading, a purchase) uses of each priced thing."""
+
+    label: str
+    counts: dict[str, float]
+
+    def usd_per_million(self) -> dict[str, float]:
+        return {name: n * PRICES[name].usd * 1e6 for name, n in self.counts.items()}
+
+
+def lambda_gb_seconds(memory_mb: int, cpu_ms: float, requests: float, rtt_ms: float) -> float:
+    """GB-seconds of one invocation: billed per started millisecond of wall time."""
+    return memory_mb / 1024 * math.ceil(cpu_ms + requests * rtt_ms) / 1000
+
+
+def dynamo_units(requests: list[DynamoRequest]) -> tuple[float, float]:
+    reads = sum(r.read_units for r in requests)
+    writes = sum(r.table_write_units + r.index_write_units for r in requests)
+    return reads, writes
+
+
+def reading_usages(rtt_ms: float) -> list[Usage]:
+    figures = botocore_figures()
+    cpu_ms = 1_000 / max(figures.accepted_per_second)  # best round: the least disturbed
+    measured = dict(dynamodb_costs())
+    after = measured["accepted reading"]
+    after_rru, after_wru = dynamo_units(after)
+    iot = {
+        "iot_message": 1,
+        "iot_connect_minute": READING_INTERVAL_MINUTES,
+        "iot_rule": 1,
+        "iot_action": 1,
+    }
+    log = LOG_BYTES_PER_INVOCATION / 1e9
+    # Before: the three-item transaction, at the CPU measured on that commit.
+    before = Usage(
+        "before: 3-item transaction",
+        iot
+        | {
+            "lambda_request": 1,
+            "lambda_gb_second": lambda_gb_seconds(INGEST_MEMORY_MB, BEFORE_CPU_MS, 2, rtt_ms),
+            "dynamodb_rru": 2,
+            "dynamodb_wru": 9,
+            "log_gb": log,
+        },
+    )
+    now = Usage(
+        "after: 2-item transaction",
+        iot
+        | {
+            "lambda_request": 1,
+            "lambda_gb_second": lambda_gb_seconds(INGEST_MEMORY_MB, cpu_ms, len(after), rtt_ms),
+            "dynamodb_rru": after_rru,
+            "dynamodb_wru": after_wru,
+            "log_gb": log,
+        },
+    )
+    # Batched: the rule sends to SQS; a Lambda takes 50 at a time, reads their
+    # meters and providers with one BatchGetItem, writes each reading alone
+    # (a conditional write per reading: DynamoDB batches no conditions).
+    saved_us = figures.batch_get_2_us - figures.batch_get_100_us / BATCH_READINGS
+    batch_cpu_ms = BATCH_READINGS * max(cpu_ms / 2, cpu_ms - saved_us / 1_000)
+    writes_per_reading = len(after) - 1
+    batched = Usage(
+        f"after, batched by {BATCH_READINGS} via SQS",
+        iot
+        | {
+            "sqs_request": 1 + 2 / SQS_BATCH,  # send; receive and delete per 10
+            "lambda_request": 1 / BATCH_READINGS,
+            "lambda_gb_second": lambda_gb_seconds(
+                INGEST_MEMORY_MB,
+                batch_cpu_ms,
+                1 + BATCH_READINGS * writes_per_reading,
+                rtt_ms,
+            )
+            / BATCH_READINGS,
+            "dynamodb_rru": after_rru,  # a BatchGetItem bills each item as a GetItem
+            "dynamodb_wru": after_wru,
+            "log_gb": log / BATCH_READINGS + 330 / 1e9,
+        },
+    )
+    return [before, now, batched]
+
+
+def purchase_usage(rtt_ms: float) -> Usage:
+    """One purchase of 1 kWh from a provider with credits on sale, then its settlement
+    by the buyer: both API calls, counted on moto through the real dispatcher."""
+    use_fake_aws_environment()
+    with mock_aws():
+        from infra.emulation import create_tables
+
+        client = boto3.client("dynamodb", region_name=REGION)
+        inspector = boto3.client("dynamodb", region_name=REGION)
+        tables = tables_from_environment(create_tables(client, "bench-cost"))
+        market = dynamodb_market(client, tables)
+        market.clock.now = NOW
+        seller = selling_provider(market, [1_500] * 6)
+        buyer = market.funded_account("buyer.theblock", block=1_000)
+        capacity = CapacityMeter(client, inspector)
+        requests: list[DynamoRequest] = []
+        with capacity.measuring() as purchase:
+            bought = buy(market, buyer, seller.provider_id, "1", max_price="1")
+        requests += purchase
+        with capacity.measuring() as settle:
+            market.client.call("energy.settle", {"transaction_id": bought["transaction_id"]}, buyer)
+        requests += settle
+    rru, wru = dynamo_units(requests)
+    calls = 2
+    return Usage(
+        "purchase + settlement (2 API calls)",
+        {
+            "api_request": calls,
+            "lambda_request": calls,
+            # The API's own CPU is not measured here: 5 ms a call, stated.
+            "lambda_gb_second": calls
+            * lambda_gb_seconds(API_MEMORY_MB, 5, len(requests) / calls, rtt_ms),
+            "dynamodb_rru": rru,
+            "dynamodb_wru": wru,
+            "log_gb": calls * LOG_BYTES_PER_INVOCATION / 1e9,
+        },
+    )
+
+
+def print_usages(usages: list[Usage]) -> None:
+    names = sorted({n for u in usages for n in u.counts}, key=list(PRICES).index)
+    width = max(len(u.label) for u in usages)
+    print(f"{'item':22s}" + "".join(f"  {u.label:>{width}s}" for u in usages))
+    for name in names:
+        cells = []
+        for usage in usages:
+            count = usage.counts.get(name, 0)
+            usd = usage.usd_per_million().get(name, 0)
+            cells.append(f"{_count(count):>10s} ${usd:>9.3f}".rjust(width))
+        print(f"{name:22s}" + "".join(f"  {c}" for c in cells))
+    totals = [sum(u.usd_per_million().values()) for u in usages]
+    print(f"{'total per million':22s}" + "".join(f"  {f'${t:,.2f}':>{width}s}" for t in totals))
+
+
+def _count(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 0.001:
+        return f"{value:.2e}"
+    return f"{Decimal(str(round(value, 4))).normalize():f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=5.0,
+        help="assumed round trip of one DynamoDB request from Lambda (AWS: single-digit ms)",
+    )
+    args = parser.parse_args(argv)
+    print(f"Prices: AWS list prices, us-east-1, checked {PRICES_CHECKED}")
+    for name, price in PRICES.items():
+        print(f"  {name:22s} ${price.usd:<14.10g} per {price.per}  {price.source}")
+    print(f"Assumed DynamoDB round trip from Lambda: {args.rtt_ms} ms")
+    print()
+    print("Per million accepted readings (count per reading, USD per million readings)")
+    print_usages(reading_usages(args.rtt_ms))
+    print()
+    print("Per million purchases (each settled by its buyer)")
+    print_usages([purchase_usage(args.rtt_ms)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
