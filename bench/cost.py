@@ -49,9 +49,11 @@ from bench.ingest import BATCH_READINGS, botocore_figures, dynamodb_costs
 from tests.support import NOW, buy, dynamodb_market, selling_provider, tables_from_environment
 
 # -- AWS list prices, us-east-1, USD ---------------------------------------------
-# Read from the pages below (on-demand DynamoDB after AWS's November 2024 cut of
-# 50 %). Change them here when AWS does: every figure below is computed from them.
-PRICES_CHECKED: Final = "2026-12-01 (list prices as published since November 2024)"
+# The list prices of the pages below as published since AWS's November 2024 cut
+# of on-demand DynamoDB by 50 %. This machine cannot reach those pages, so they
+# were not re-read on the date below: check them there before quoting a figure,
+# and change them here when AWS does (every figure below is computed from them).
+PRICES_CHECKED: Final = "as of November 2024 (written 2026-12-01, not re-fetched)"
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         help="assumed round trip of one DynamoDB request from Lambda (AWS: single-digit ms)",
     )
     args = parser.parse_args(argv)
-    print(f"Prices: AWS list prices, us-east-1, checked {PRICES_CHECKED}")
+    print(f"Prices: AWS list prices, us-east-1, {PRICES_CHECKED}")
     for name, price in PRICES.items():
         print(f"  {name:22s} ${price.usd:<14.10g} per {price.per}  {price.source}")
     print(f"Assumed DynamoDB round trip from Lambda: {args.rtt_ms} ms")
