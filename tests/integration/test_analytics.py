@@ -12,7 +12,6 @@ and two folds racing on one aggregate both count, once each.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -394,29 +393,6 @@ def unread_batches(client: Any, table: str) -> list[dict[str, Any]]:
         records = streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
         events.append(lambda_event(records, arn, shard["ShardId"]))
     return events
-
-
-@pytest.fixture
-def lambda_client(
-    dynamodb: Any, market: MarketHarness, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """The deployed handlers, through chalice.test.Client, on the same moto tables."""
-    from chalice.test import Client
-
-    from app import app
-    from chalicelib.adapters.aws import dynamodb_client
-    from chalicelib.config import get_settings
-    from chalicelib.wiring import jobs_dependencies
-
-    monkeypatch.setenv("MARKETPLACE_ID", market.deps.settings.marketplace_id)
-    monkeypatch.setenv("OPERATOR_PUBLIC_KEY", market.operator.public_key)
-    caches = (get_settings, jobs_dependencies, dynamodb_client)
-    for cache in caches:
-        cache.cache_clear()
-    with Client(app) as client:
-        yield client
-    for cache in caches:
-        cache.cache_clear()
 
 
 def test_an_event_without_its_shard_is_refused_and_folds_nothing(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,28 +23,6 @@ from tests.support import MarketHarness, dynamodb_market, selling_provider, tabl
 @pytest.fixture
 def market(dynamodb: Any) -> MarketHarness:
     return dynamodb_market(dynamodb, tables_from_environment(dict(os.environ)))
-
-
-@pytest.fixture
-def lambda_client(
-    dynamodb: Any, market: MarketHarness, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    from chalice.test import Client
-
-    from app import app
-    from chalicelib.adapters.aws import dynamodb_client
-    from chalicelib.config import get_settings
-    from chalicelib.wiring import jobs_dependencies
-
-    monkeypatch.setenv("MARKETPLACE_ID", market.deps.settings.marketplace_id)
-    monkeypatch.setenv("OPERATOR_PUBLIC_KEY", market.operator.public_key)
-    caches = (get_settings, jobs_dependencies, dynamodb_client)
-    for cache in caches:
-        cache.cache_clear()
-    with Client(app) as client:
-        yield client
-    for cache in caches:
-        cache.cache_clear()
 
 
 def poisoned(record: dict[str, Any]) -> dict[str, Any]:
