@@ -4,11 +4,12 @@
 // read again whenever the market's figures are pushed (market_stats), polled otherwise.
 
 import { useState } from "preact/hooks";
-import { ENERGY_TYPES, type CarbonOffset, type MarketActivity, type PriceHistory, type TopProviders } from "../api/types";
+import { type CarbonOffset, type MarketActivity, type PriceHistory, type TopProviders } from "../api/types";
 import * as format from "../format";
 import { market } from "../services";
 import { BarChart, PriceChart, energyColour, type Bar } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
+import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
 import { JURISDICTION } from "../ui/validate";
 
@@ -228,12 +229,7 @@ export function Analytics() {
                   setScope(value === "" ? { kind: "market", value: "" } : { kind: "type", value });
                 }}
               >
-                <option value="">The whole market</option>
-                {ENERGY_TYPES.map((type) => (
-                  <option key={type} value={type}>
-                    {format.titleCase(type)}
-                  </option>
-                ))}
+                <EnergyTypeOptions any="The whole market" />
               </select>
             </label>
             <label>

@@ -13,6 +13,7 @@ import { energyColour } from "../ui/charts";
 import { Field, focusFirstProblem, useAction } from "../ui/forms";
 import { usePageTitle, type LiveData } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { PurchaseTable } from "../ui/purchases";
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { textProblem } from "../ui/validate";
 
@@ -311,38 +312,17 @@ function Holdings({
 function History({ data }: { data: PortfolioData }) {
   if (data.purchase_history.length === 0) return <Empty>No settled purchase yet.</Empty>;
   return (
-    <table class="table" data-testid="history">
-      <thead>
-        <tr>
-          <th scope="col">Purchase</th>
-          <th scope="col">Provider</th>
-          <th scope="col" class="number">
-            Energy
-          </th>
-          <th scope="col" class="number">
-            Paid
-          </th>
-          <th scope="col">Settled</th>
-          <th scope="col">Receipt</th>
-        </tr>
-      </thead>
-      <tbody>
-        {data.purchase_history.map((purchase) => (
-          <tr key={purchase.transaction_id} data-testid="history-row" data-transaction-id={purchase.transaction_id}>
-            <td>
-              <code>{purchase.transaction_id.slice(0, 16)}…</code>
-            </td>
-            <td>
-              <a href={`#/providers/${purchase.provider_id}`}>{purchase.provider_id}</a>
-            </td>
-            <td class="number">{format.energy(purchase.amount_wh)}</td>
-            <td class="number">{format.block(purchase.total_cost_micro_block)}</td>
-            <td>{purchase.settled_at_ms === null ? purchase.status : new Date(purchase.settled_at_ms).toLocaleString("en-GB")}</td>
-            <td>{purchase.receipt === null ? "—" : `#${purchase.receipt.sequence}`}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+    <PurchaseTable
+      purchases={data.purchase_history}
+      testid="history"
+      rowTestid="history-row"
+      paid="Paid"
+      last={["Settled", "Receipt"]}
+      cells={(purchase) => [
+        purchase.settled_at_ms === null ? purchase.status : new Date(purchase.settled_at_ms).toLocaleString("en-GB"),
+        purchase.receipt === null ? "—" : `#${purchase.receipt.sequence}`,
+      ]}
+    />
   );
 }
 

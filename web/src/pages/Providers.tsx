@@ -3,11 +3,12 @@
 
 import { useEffect, useState } from "preact/hooks";
 import type { LiveEvent } from "../api/live";
-import { ENERGY_TYPES, type EnergyType, type Provider, type ProviderCard, type ProviderFilters, type ProviderPage } from "../api/types";
+import { type EnergyType, type Provider, type ProviderCard, type ProviderFilters, type ProviderPage } from "../api/types";
 import * as format from "../format";
 import { market } from "../services";
 import { energyColour } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
+import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
 
 /** A provider's card with what a provider_update event says changed. */
@@ -156,12 +157,7 @@ export function Providers() {
             value={form.energy_type}
             onChange={(event) => apply({ ...form, energy_type: event.currentTarget.value })}
           >
-            <option value="">Any</option>
-            {ENERGY_TYPES.map((type) => (
-              <option key={type} value={type}>
-                {format.titleCase(type)}
-              </option>
-            ))}
+            <EnergyTypeOptions any="Any" />
           </select>
         </label>
         <label>

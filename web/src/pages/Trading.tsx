@@ -5,7 +5,6 @@
 import { useState } from "preact/hooks";
 import { newNonce } from "../api/signing";
 import {
-  ENERGY_TYPES,
   type EnergyType,
   type Offer,
   type OfferFilters,
@@ -20,7 +19,9 @@ import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
 import { Field, focusFirstProblem, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle, type LiveData } from "../ui/hooks";
+import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { PurchaseTable } from "../ui/purchases";
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { KWH, PRICE, decimalProblem, scaled } from "../ui/validate";
 
@@ -179,12 +180,7 @@ function Offers({ acting, portfolio }: { acting: ActingAccount; portfolio: LiveD
             value={form.energy_type}
             onChange={(event) => setForm({ ...form, energy_type: event.currentTarget.value })}
           >
-            <option value="">Any</option>
-            {ENERGY_TYPES.map((type) => (
-              <option key={type} value={type}>
-                {format.titleCase(type)}
-              </option>
-            ))}
+            <EnergyTypeOptions any="Any" />
           </select>
         </label>
         <label>
@@ -350,50 +346,25 @@ function OpenPurchases({ acting, portfolio }: { acting: ActingAccount; portfolio
           {data.open_purchases.length === 0 ? (
             <Empty>No open purchase: what you buy waits here, its payment in escrow, until it settles.</Empty>
           ) : (
-            <table class="table" data-testid="open-purchases">
-              <thead>
-                <tr>
-                  <th scope="col">Purchase</th>
-                  <th scope="col">Provider</th>
-                  <th scope="col" class="number">
-                    Energy
-                  </th>
-                  <th scope="col" class="number">
-                    Paid into escrow
-                  </th>
-                  <th scope="col">Settles by itself</th>
-                  <th scope="col">
-                    <span class="visually-hidden">Action</span>
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {data.open_purchases.map((purchase) => (
-                  <tr key={purchase.transaction_id} data-testid="open-purchase" data-transaction-id={purchase.transaction_id}>
-                    <td>
-                      <code>{purchase.transaction_id.slice(0, 16)}…</code>
-                    </td>
-                    <td>
-                      <a href={`#/providers/${purchase.provider_id}`}>{purchase.provider_id}</a>
-                    </td>
-                    <td class="number">{format.energy(purchase.amount_wh)}</td>
-                    <td class="number">{format.block(purchase.total_cost_micro_block)}</td>
-                    <td>{new Date(purchase.settles_at_ms).toLocaleString("en-GB")}</td>
-                    <td>
-                      <SettleButton
-                        purchase={purchase}
-                        acting={acting}
-                        onDone={(settlement) => {
-                          // The purchase leaves the open list: its receipt stays shown below.
-                          setSettled(settlement);
-                          portfolio.reload();
-                        }}
-                      />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <PurchaseTable
+              purchases={data.open_purchases}
+              testid="open-purchases"
+              rowTestid="open-purchase"
+              paid="Paid into escrow"
+              last={["Settles by itself", <span class="visually-hidden">Action</span>]}
+              cells={(purchase) => [
+                new Date(purchase.settles_at_ms).toLocaleString("en-GB"),
+                <SettleButton
+                  purchase={purchase}
+                  acting={acting}
+                  onDone={(settlement) => {
+                    // The purchase leaves the open list: its receipt stays shown below.
+                    setSettled(settlement);
+                    portfolio.reload();
+                  }}
+                />,
+              ]}
+            />
           )}
           {settled !== undefined && <Receipt settlement={settled} />}
         </>

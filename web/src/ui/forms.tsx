@@ -4,7 +4,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useRef, useState } from "preact/hooks";
 
-type InputProps = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "label">;
+export type FieldInput = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "label">;
 
 export function Field(props: {
   label: string;
@@ -13,7 +13,7 @@ export function Field(props: {
   onInput: (value: string) => void;
   problem?: string | null | undefined;
   hint?: ComponentChildren;
-  input?: InputProps;
+  input?: FieldInput | undefined;
 }) {
   const id = `field-${props.name}`;
   const described = [props.hint !== undefined ? `${id}-hint` : "", props.problem ? `${id}-problem` : ""]
