@@ -20,7 +20,7 @@ import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { Field, focusFirstProblem, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle } from "../ui/hooks";
-import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { HASH, METER_ADDRESS, textProblem } from "../ui/validate";
 
 const DISPUTE_TOPICS = ["dispute_opened", "dispute_resolved"];
@@ -83,47 +83,46 @@ function DisputeList({ acting }: { acting: ActingAccount }) {
           </select>
         </label>
       </div>
-      {page.error !== undefined && <ErrorNotice error={page.error} title="The disputes could not be listed" onRetry={page.reload} />}
-      {page.data === undefined ? (
-        page.loading && <Loading what="disputes" />
-      ) : disputes.length === 0 ? (
-        <Empty>No dispute here. A reading anyone finds suspect can be flagged below.</Empty>
-      ) : (
-        <table class="table" data-testid="disputes">
-          <thead>
-            <tr>
-              <th scope="col">Dispute</th>
-              <th scope="col">Status</th>
-              <th scope="col">Provider</th>
-              <th scope="col">Subject</th>
-              <th scope="col">Reason</th>
-              <th scope="col">Votes</th>
-              <th scope="col">Deadline</th>
-            </tr>
-          </thead>
-          <tbody>
-            {disputes.map((dispute) => (
-              <tr key={dispute.dispute_id} data-testid="dispute-row" data-dispute-id={dispute.dispute_id}>
-                <td>
-                  <a href={`#/disputes/${dispute.dispute_id}`}>{dispute.dispute_id.slice(0, 14)}…</a>
-                </td>
-                <td>
-                  <StatusBadge status={dispute.status} />
-                </td>
-                <td>
-                  <a href={`#/providers/${dispute.provider_id}`}>{dispute.provider_id}</a>
-                </td>
-                <td>{subjectText(dispute)}</td>
-                <td>{dispute.flags[0]?.reason ?? "—"}</td>
-                <td>
-                  {dispute.votes.length} of {dispute.panel.length} (quorum {dispute.quorum})
-                </td>
-                <td>{new Date(dispute.deadline_ms).toLocaleString("en-GB")}</td>
+      <Loaded live={page} title="The disputes could not be listed" what="disputes">
+        {() => disputes.length === 0 ? (
+          <Empty>No dispute here. A reading anyone finds suspect can be flagged below.</Empty>
+        ) : (
+          <table class="table" data-testid="disputes">
+            <thead>
+              <tr>
+                <th scope="col">Dispute</th>
+                <th scope="col">Status</th>
+                <th scope="col">Provider</th>
+                <th scope="col">Subject</th>
+                <th scope="col">Reason</th>
+                <th scope="col">Votes</th>
+                <th scope="col">Deadline</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+            </thead>
+            <tbody>
+              {disputes.map((dispute) => (
+                <tr key={dispute.dispute_id} data-testid="dispute-row" data-dispute-id={dispute.dispute_id}>
+                  <td>
+                    <a href={`#/disputes/${dispute.dispute_id}`}>{dispute.dispute_id.slice(0, 14)}…</a>
+                  </td>
+                  <td>
+                    <StatusBadge status={dispute.status} />
+                  </td>
+                  <td>
+                    <a href={`#/providers/${dispute.provider_id}`}>{dispute.provider_id}</a>
+                  </td>
+                  <td>{subjectText(dispute)}</td>
+                  <td>{dispute.flags[0]?.reason ?? "—"}</td>
+                  <td>
+                    {dispute.votes.length} of {dispute.panel.length} (quorum {dispute.quorum})
+                  </td>
+                  <td>{new Date(dispute.deadline_ms).toLocaleString("en-GB")}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Loaded>
     </section>
   );
 }

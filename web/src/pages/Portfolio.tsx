@@ -14,6 +14,10 @@ import { Field, focusFirstProblem, useAction } from "../ui/forms";
 import { usePageTitle, type LiveData } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
 import { PurchaseTable } from "../ui/purchases";
+import { Metric } from "../ui/stats";
+
+// The portfolio's figures: found as portfolio-<id>, their labels as pf-<id>-label.
+const PF = { prefix: "portfolio", labelPrefix: "pf" };
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { textProblem } from "../ui/validate";
 
@@ -26,20 +30,6 @@ const MILESTONES: { grams: number; name: string }[] = [
   { grams: 1_000_000, name: "A tonne avoided" },
   { grams: 10_000_000, name: "10 tonnes avoided" },
 ];
-
-function Metric({ id, label, value, detail }: { id: string; label: string; value: string; detail?: string }) {
-  return (
-    <div class="metric" role="group" aria-labelledby={`pf-${id}-label`} data-testid={`portfolio-${id}`}>
-      <p class="metric-label" id={`pf-${id}-label`}>
-        {label}
-      </p>
-      <p class="metric-value" data-testid={`portfolio-${id}-value`}>
-        {value}
-      </p>
-      {detail !== undefined && <p class="metric-detail">{detail}</p>}
-    </div>
-  );
-}
 
 function Achievements({ carbon }: { carbon: CarbonOffset }) {
   const reached = MILESTONES.filter((milestone) => carbon.total_g_co2 >= milestone.grams);
@@ -366,12 +356,13 @@ function PortfolioBody({ acting, portfolio }: { acting: ActingAccount; portfolio
         <ErrorNotice error={portfolio.error} title="The portfolio could not be refreshed; showing the last one read" />
       )}
       <div class="metrics">
-        <Metric id="balance" label="Balance" value={format.block(data.balance)} detail="available to buy, stake or withdraw" />
-        <Metric id="escrow" label="In escrow" value={format.block(data.escrow)} detail={`${data.open_purchases.length} open purchases`} />
-        <Metric id="stake" label="Staked" value={format.block(data.stake)} detail={`${data.providers.length} providers`} />
-        <Metric id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credit${data.holdings.length === 1 ? "" : "s"} (held or retired)`} />
-        <Metric id="earnings" label="Earnings" value={format.block(data.earnings)} detail={`${format.energy(data.sold_wh)} sold and settled`} />
+        <Metric {...PF} id="balance" label="Balance" value={format.block(data.balance)} detail="available to buy, stake or withdraw" />
+        <Metric {...PF} id="escrow" label="In escrow" value={format.block(data.escrow)} detail={`${data.open_purchases.length} open purchases`} />
+        <Metric {...PF} id="stake" label="Staked" value={format.block(data.stake)} detail={`${data.providers.length} providers`} />
+        <Metric {...PF} id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credit${data.holdings.length === 1 ? "" : "s"} (held or retired)`} />
+        <Metric {...PF} id="earnings" label="Earnings" value={format.block(data.earnings)} detail={`${format.energy(data.sold_wh)} sold and settled`} />
         <Metric
+          {...PF}
           id="carbon"
           label="CO₂ avoided"
           value={format.co2(data.carbon_offset.total_g_co2)}

@@ -20,7 +20,7 @@ import { energyColour } from "../ui/charts";
 import { Field, focusFirstProblem, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle, type LiveData } from "../ui/hooks";
 import { EnergyTypeOptions } from "../ui/energy";
-import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { PurchaseTable } from "../ui/purchases";
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { KWH, PRICE, decimalProblem, scaled } from "../ui/validate";
@@ -198,68 +198,67 @@ function Offers({ acting, portfolio }: { acting: ActingAccount; portfolio: LiveD
           </button>
         </div>
       </form>
-      {offers.error !== undefined && <ErrorNotice error={offers.error} title="The offers could not be read" onRetry={offers.reload} />}
-      {offers.data === undefined ? (
-        offers.loading && <Loading what="offers" />
-      ) : list.length === 0 ? (
-        <Empty>No energy on sale{Object.keys(applied).length > 0 ? " matches these filters" : " right now"}.</Empty>
-      ) : (
-        <table class="table" data-testid="offers">
-          <caption class="visually-hidden">Offers, cheapest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Provider</th>
-              <th scope="col">Source</th>
-              <th scope="col">Location</th>
-              <th scope="col" class="number">
-                Price
-              </th>
-              <th scope="col" class="number">
-                On sale
-              </th>
-              <th scope="col" class="number">
-                Oldest credit
-              </th>
-              <th scope="col">
-                <span class="visually-hidden">Action</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.map((row) => (
-              <tr key={row.provider_id} data-testid="offer" data-provider-id={row.provider_id}>
-                <td>
-                  <a href={`#/providers/${row.provider_id}`}>{row.display_name}</a>
-                </td>
-                <td>
-                  <span class="swatch" style={{ background: energyColour(row.energy_type) }} aria-hidden="true" />
-                  {format.titleCase(row.energy_type)}
-                </td>
-                <td>{row.jurisdiction}</td>
-                <td class="number">{format.price(row.price_micro_block_per_kwh)}</td>
-                <td class="number">{format.energy(row.available_wh)}</td>
-                <td class="number">{age(row.oldest_credit_age_seconds)}</td>
-                <td>
-                  {own.has(row.provider_id) ? (
-                    <span class="muted">yours</span>
-                  ) : (
-                    <button
-                      type="button"
-                      class="button"
-                      aria-pressed={chosen === row.provider_id}
-                      aria-label={`Buy from ${row.display_name}`}
-                      disabled={acting.stored === undefined}
-                      onClick={() => setChosen(row.provider_id)}
-                    >
-                      Buy
-                    </button>
-                  )}
-                </td>
+      <Loaded live={offers} title="The offers could not be read" what="offers">
+        {() => list.length === 0 ? (
+          <Empty>No energy on sale{Object.keys(applied).length > 0 ? " matches these filters" : " right now"}.</Empty>
+        ) : (
+          <table class="table" data-testid="offers">
+            <caption class="visually-hidden">Offers, cheapest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Provider</th>
+                <th scope="col">Source</th>
+                <th scope="col">Location</th>
+                <th scope="col" class="number">
+                  Price
+                </th>
+                <th scope="col" class="number">
+                  On sale
+                </th>
+                <th scope="col" class="number">
+                  Oldest credit
+                </th>
+                <th scope="col">
+                  <span class="visually-hidden">Action</span>
+                </th>
               </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+            </thead>
+            <tbody>
+              {list.map((row) => (
+                <tr key={row.provider_id} data-testid="offer" data-provider-id={row.provider_id}>
+                  <td>
+                    <a href={`#/providers/${row.provider_id}`}>{row.display_name}</a>
+                  </td>
+                  <td>
+                    <span class="swatch" style={{ background: energyColour(row.energy_type) }} aria-hidden="true" />
+                    {format.titleCase(row.energy_type)}
+                  </td>
+                  <td>{row.jurisdiction}</td>
+                  <td class="number">{format.price(row.price_micro_block_per_kwh)}</td>
+                  <td class="number">{format.energy(row.available_wh)}</td>
+                  <td class="number">{age(row.oldest_credit_age_seconds)}</td>
+                  <td>
+                    {own.has(row.provider_id) ? (
+                      <span class="muted">yours</span>
+                    ) : (
+                      <button
+                        type="button"
+                        class="button"
+                        aria-pressed={chosen === row.provider_id}
+                        aria-label={`Buy from ${row.display_name}`}
+                        disabled={acting.stored === undefined}
+                        onClick={() => setChosen(row.provider_id)}
+                      >
+                        Buy
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Loaded>
       {offer !== undefined && (
         <BuyForm
           key={offer.provider_id}
