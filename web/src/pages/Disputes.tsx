@@ -18,7 +18,7 @@ import type { FlagSubject } from "../api/market";
 import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, focusFirstProblem, showProblems, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle } from "../ui/hooks";
 import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { HASH, METER_ADDRESS, textProblem } from "../ui/validate";
@@ -165,8 +165,8 @@ function FlagForm({ acting }: { acting: ActingAccount }) {
     if (why !== null) found["reason"] = why;
     if (evidenceItems.length > 10) found["evidence"] = `at most 10 items (now ${evidenceItems.length})`;
     else if (evidenceItems.some((item) => item.length > 2000)) found["evidence"] = "each item at most 2,000 characters";
-    setProblems(found);
-    if (Object.keys(found).length > 0 || subject === undefined) {
+    if (!showProblems(found, setProblems)) return;
+    if (subject === undefined) {
       focusFirstProblem();
       return;
     }
@@ -257,11 +257,7 @@ function FlagForm({ acting }: { acting: ActingAccount }) {
           </p>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Flagging…" : "Sign and flag"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and flag" busy="Flagging…" />
     </form>
   );
 }
@@ -331,11 +327,7 @@ function VoteForm({ dispute, acting, onVoted }: { dispute: Dispute; acting: Acti
         </label>
       )}
       {action.error !== undefined && <ErrorNotice error={action.error} title="The vote was refused" />}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Voting…" : "Sign and vote"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and vote" busy="Voting…" />
     </form>
   );
 }

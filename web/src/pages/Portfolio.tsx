@@ -10,7 +10,7 @@ import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, showProblems, useAction } from "../ui/forms";
 import { usePageTitle, type LiveData } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
 import { PurchaseTable } from "../ui/purchases";
@@ -142,11 +142,7 @@ function RetireForm({
     if (!Number.isFinite(startMs) || !Number.isFinite(endMs)) found.period = "give both dates";
     else if (endMs <= startMs) found.period = "the end must be after the start";
     else if (endMs - startMs > 366 * 86_400_000) found.period = "at most 366 days";
-    setProblems(found);
-    if (Object.keys(found).length > 0) {
-      focusFirstProblem();
-      return;
-    }
+    if (!showProblems(found, setProblems)) return;
     const holder = acting.stored?.account;
     if (holder === undefined) return;
     void action
@@ -215,11 +211,7 @@ function RetireForm({
           </ul>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy || credits.length === 0}>
-          {action.busy ? "Retiring…" : "Sign and retire"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and retire" busy="Retiring…" disabled={credits.length === 0} />
     </form>
   );
 }

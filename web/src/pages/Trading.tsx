@@ -17,7 +17,7 @@ import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, showProblems, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle, type LiveData } from "../ui/hooks";
 import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
@@ -65,11 +65,7 @@ function BuyForm({
     else if (wh !== null && wh > BigInt(offer.available_wh)) found.kwh = `at most ${format.energy(offer.available_wh)} is on sale`;
     const priceProblem = decimalProblem(maxPrice, PRICE);
     if (priceProblem !== null) found.max = priceProblem;
-    setProblems(found);
-    if (Object.keys(found).length > 0) {
-      focusFirstProblem();
-      return;
-    }
+    if (!showProblems(found, setProblems)) return;
     const buyer = acting.stored?.account;
     if (buyer === undefined) return;
     void action
@@ -135,11 +131,7 @@ function BuyForm({
           </p>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Buying…" : "Sign and buy"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and buy" busy="Buying…" />
     </form>
   );
 }

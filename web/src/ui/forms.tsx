@@ -87,3 +87,24 @@ export function useAction<T>(): Action<T> {
 export function focusFirstProblem(): void {
   requestAnimationFrame(() => document.querySelector<HTMLElement>('main [aria-invalid="true"]')?.focus());
 }
+
+/** Show the problems found; false, with the focus on the first, if there is one. */
+export function showProblems<P extends object>(found: P, setProblems: (found: P) => void): boolean {
+  setProblems(found);
+  if (Object.keys(found).length > 0) {
+    focusFirstProblem();
+    return false;
+  }
+  return true;
+}
+
+/** The button that signs and sends a form's call: disabled (and saying so) while it runs. */
+export function SignButton(props: { action: { busy: boolean }; idle: string; busy: string; disabled?: boolean }) {
+  return (
+    <div class="actions">
+      <button type="submit" class="button button-primary" disabled={props.action.busy || props.disabled === true}>
+        {props.action.busy ? props.busy : props.idle}
+      </button>
+    </div>
+  );
+}
