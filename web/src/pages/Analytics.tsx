@@ -13,6 +13,7 @@ import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, Loaded } from "../ui/notices";
 import { LeaderTable } from "../ui/stats";
 import { JURISDICTION } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 const MARKET_STATS = ["market_stats"];
 const WINDOWS: { hours: number; label: string }[] = [
@@ -174,9 +175,7 @@ export function Analytics() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Analytics</h1>
-      </div>
+      <PageHead title="Analytics" />
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
         <label>
           Window

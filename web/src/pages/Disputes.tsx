@@ -22,6 +22,7 @@ import { Field, SignButton, focusFirstProblem, showProblems, useAction } from ".
 import { useLiveData, usePageTitle } from "../ui/hooks";
 import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { HASH, METER_ADDRESS, textProblem } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 const DISPUTE_TOPICS = ["dispute_opened", "dispute_resolved"];
 
@@ -349,10 +350,9 @@ export function DisputeDetails({ disputeId }: { disputeId: string }) {
       <p>
         <a href="#/disputes">← All disputes</a>
       </p>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Dispute</h1>
+      <PageHead title="Dispute">
         {d !== undefined && <StatusBadge status={d.status} />}
-      </div>
+      </PageHead>
       {dispute.error !== undefined && <ErrorNotice error={dispute.error} title="This dispute could not be read" onRetry={dispute.reload} />}
       {d === undefined ? (
         dispute.loading && <Loading what="the dispute" />
@@ -503,9 +503,7 @@ export function Disputes() {
   const acting = useActingAccount();
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Disputes</h1>
-      </div>
+      <PageHead title="Disputes" />
       <DisputeList acting={acting} />
       <ActingAs acting={acting} purpose="Flagging a reading" />
       {acting.stored !== undefined && <FlagForm acting={acting} />}

@@ -10,6 +10,7 @@ import { EnergyMix, PriceChart, lastBuckets } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
 import { LeaderTable, Metric } from "../ui/stats";
+import { PageHead } from "../ui/page";
 
 function newerStats(event: LiveEvent, current: MarketStats | undefined): MarketStats | undefined {
   const pushed = event.data as MarketStats;
@@ -150,15 +151,14 @@ export function Overview() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Market overview</h1>
+      <PageHead title="Market overview">
         {stats.updatedAt !== undefined && stats.data !== undefined && (
           <p class="as-of" data-testid="as-of" data-as-of-ms={stats.data.as_of_ms} data-source={stats.source}>
             Figures as of {format.time(stats.data.as_of_ms, true)}
             {stats.source === "live" ? " · pushed live" : " · read from the API"}
           </p>
         )}
-      </div>
+      </PageHead>
       {stats.error !== undefined && (
         <ErrorNotice
           error={stats.error}

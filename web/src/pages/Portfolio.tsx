@@ -20,6 +20,7 @@ import { Metric } from "../ui/stats";
 const PF = { prefix: "portfolio", labelPrefix: "pf" };
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { textProblem } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 /** Carbon milestones, in grams of CO2 avoided: the achievements a buyer collects. */
 const MILESTONES: { grams: number; name: string }[] = [
@@ -401,9 +402,7 @@ export function Portfolio() {
   const portfolio = usePortfolio(acting);
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Portfolio</h1>
-      </div>
+      <PageHead title="Portfolio" />
       <ActingAs acting={acting} purpose="A portfolio" />
       {acting.stored !== undefined && <PortfolioBody acting={acting} portfolio={portfolio} />}
     </>
@@ -443,10 +442,9 @@ export function CertificateView({ certificateId }: { certificateId: string }) {
       <p>
         <a href="#/portfolio">← Portfolio</a>
       </p>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Certificate</h1>
+      <PageHead title="Certificate">
         {c !== undefined && <span class={`badge badge-${c.status === "retired" ? "active" : "suspended"}`}>{c.status}</span>}
-      </div>
+      </PageHead>
       {error !== undefined && <ErrorNotice error={error} title="This certificate could not be read" />}
       {c === undefined ? (
         error === undefined && <Loading what="the certificate" />

@@ -10,6 +10,7 @@ import { energyColour } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
 import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { PageHead } from "../ui/page";
 
 /** A provider's card with what a provider_update event says changed. */
 function withCard(provider: Provider, card: ProviderCard): Provider {
@@ -138,10 +139,9 @@ export function Providers() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Providers</h1>
+      <PageHead title="Providers">
         <p class="muted">Every energy source on the market, cheapest first.</p>
-      </div>
+      </PageHead>
       <form
         class="filters"
         aria-label="Filter providers"

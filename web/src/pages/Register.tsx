@@ -27,6 +27,7 @@ import {
   stakeRule,
   textProblem,
 } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 interface Draft {
   display_name: string;
@@ -295,9 +296,7 @@ export function Register() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Register as a provider</h1>
-      </div>
+      <PageHead title="Register as a provider" />
       <ActingAs acting={acting} purpose="Registering a provider" />
       {owner !== undefined && account === null && (
         <div class="notice" role="alert">

@@ -24,6 +24,7 @@ import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { PurchaseTable } from "../ui/purchases";
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { KWH, PRICE, decimalProblem, scaled } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 /** The cost docs/api.md "Units" defines: ceil(price × Wh / 1000) micro-BLOCK. */
 export function costMicroBlock(priceMicroPerKwh: number, wh: bigint): bigint {
@@ -370,9 +371,7 @@ export function Trading() {
   const portfolio = usePortfolio(acting);
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Trading</h1>
-      </div>
+      <PageHead title="Trading" />
       <ActingAs acting={acting} purpose="Buying energy" />
       <Offers acting={acting} portfolio={portfolio} />
       {acting.stored !== undefined && <OpenPurchases acting={acting} portfolio={portfolio} />}
