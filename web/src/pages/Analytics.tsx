@@ -4,13 +4,16 @@
 // read again whenever the market's figures are pushed (market_stats), polled otherwise.
 
 import { useState } from "preact/hooks";
-import { ENERGY_TYPES, type CarbonOffset, type MarketActivity, type PriceHistory, type TopProviders } from "../api/types";
+import { type CarbonOffset, type MarketActivity, type PriceHistory, type TopProviders } from "../api/types";
 import * as format from "../format";
 import { market } from "../services";
 import { BarChart, PriceChart, energyColour, type Bar } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
-import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { EnergyTypeOptions } from "../ui/energy";
+import { Empty, Loaded } from "../ui/notices";
+import { LeaderTable } from "../ui/stats";
 import { JURISDICTION } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 const MARKET_STATS = ["market_stats"];
 const WINDOWS: { hours: number; label: string }[] = [
@@ -172,9 +175,7 @@ export function Analytics() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Analytics</h1>
-      </div>
+      <PageHead title="Analytics" />
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
         <label>
           Window
@@ -194,12 +195,11 @@ export function Analytics() {
 
       <section aria-labelledby="activity-title">
         <h2 id="activity-title">Volume and revenue, {windowLabel}</h2>
-        {activity.error !== undefined && <ErrorNotice error={activity.error} title="The activity could not be read" onRetry={activity.reload} />}
-        {activity.data === undefined ? (
-          activity.loading && <Loading what="the market's activity" />
-        ) : (
-          <Activity activity={activity.data} hours={hours} />
-        )}
+        <Loaded live={activity} title="The activity could not be read" what="the market's activity">
+          {(data) => (
+            <Activity activity={data} hours={hours} />
+          )}
+        </Loaded>
       </section>
 
       <div class="panels">
@@ -228,12 +228,7 @@ export function Analytics() {
                   setScope(value === "" ? { kind: "market", value: "" } : { kind: "type", value });
                 }}
               >
-                <option value="">The whole market</option>
-                {ENERGY_TYPES.map((type) => (
-                  <option key={type} value={type}>
-                    {format.titleCase(type)}
-                  </option>
-                ))}
+                <EnergyTypeOptions any="The whole market" />
               </select>
             </label>
             <label>
@@ -256,14 +251,13 @@ export function Analytics() {
           <p class="muted" data-testid="price-scope">
             {scope.kind === "market" ? "Every purchase" : scope.kind === "type" ? `${format.titleCase(scope.value)} only` : `From providers in ${scope.value}`}
           </p>
-          {prices.error !== undefined && <ErrorNotice error={prices.error} title="The price history could not be read" onRetry={prices.reload} />}
-          {prices.data === undefined ? (
-            prices.loading && <Loading what="the price history" />
-          ) : prices.data.buckets.length === 0 ? (
-            <Empty>No purchase in this window and scope: no price to chart.</Empty>
-          ) : (
-            <PriceChart history={{ ...prices.data, from_ms: Math.max(prices.data.from_ms, (prices.data.buckets[0]?.start_ms ?? 0) - prices.data.bucket_ms) }} />
-          )}
+          <Loaded live={prices} title="The price history could not be read" what="the price history">
+            {(data) => data.buckets.length === 0 ? (
+              <Empty>No purchase in this window and scope: no price to chart.</Empty>
+            ) : (
+              <PriceChart history={{ ...data, from_ms: Math.max(data.from_ms, (data.buckets[0]?.start_ms ?? 0) - data.bucket_ms) }} />
+            )}
+          </Loaded>
         </section>
         <section class="panel" aria-labelledby="leaders-title">
           <h2 id="leaders-title">Top providers</h2>
@@ -275,44 +269,19 @@ export function Analytics() {
               <option value="all">All time</option>
             </select>
           </label>
-          {leaders.error !== undefined && <ErrorNotice error={leaders.error} title="The leaderboard could not be read" onRetry={leaders.reload} />}
-          {leaders.data === undefined ? (
-            leaders.loading && <Loading what="the leaderboard" />
-          ) : leaders.data.providers.length === 0 ? (
-            <Empty>No provider sold energy in this window.</Empty>
-          ) : (
-            <table class="table" data-testid="leaders">
-              <thead>
-                <tr>
-                  <th scope="col">Rank</th>
-                  <th scope="col">Provider</th>
-                  <th scope="col">Source</th>
-                  <th scope="col" class="number">
-                    Sold
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {leaders.data.providers.map((provider) => (
-                  <tr key={provider.provider_id}>
-                    <td>{provider.rank}</td>
-                    <td>
-                      <a href={`#/providers/${provider.provider_id}`}>{provider.display_name}</a>
-                    </td>
-                    <td>
-                      {format.titleCase(provider.energy_type)} · {provider.jurisdiction}
-                    </td>
-                    <td class="number">{format.energy(provider.sold_wh)}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          )}
+          <Loaded live={leaders} title="The leaderboard could not be read" what="the leaderboard">
+            {(data) => data.providers.length === 0 ? (
+              <Empty>No provider sold energy in this window.</Empty>
+            ) : (
+              <LeaderTable providers={data.providers} testid="leaders" location={false} />
+            )}
+          </Loaded>
         </section>
         <section class="panel" aria-labelledby="impact-title">
           <h2 id="impact-title">Environmental impact, all time</h2>
-          {carbon.error !== undefined && <ErrorNotice error={carbon.error} title="The market's carbon figures could not be read" onRetry={carbon.reload} />}
-          {carbon.data === undefined ? carbon.loading && <Loading what="the carbon figures" /> : <Impact carbon={carbon.data} />}
+          <Loaded live={carbon} title="The market's carbon figures could not be read" what="the carbon figures">
+            {(data) => <Impact carbon={data} />}
+          </Loaded>
         </section>
       </div>
     </>

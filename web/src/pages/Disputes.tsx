@@ -18,10 +18,11 @@ import type { FlagSubject } from "../api/market";
 import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, focusFirstProblem, showProblems, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle } from "../ui/hooks";
-import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
 import { HASH, METER_ADDRESS, textProblem } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 const DISPUTE_TOPICS = ["dispute_opened", "dispute_resolved"];
 
@@ -83,47 +84,46 @@ function DisputeList({ acting }: { acting: ActingAccount }) {
           </select>
         </label>
       </div>
-      {page.error !== undefined && <ErrorNotice error={page.error} title="The disputes could not be listed" onRetry={page.reload} />}
-      {page.data === undefined ? (
-        page.loading && <Loading what="disputes" />
-      ) : disputes.length === 0 ? (
-        <Empty>No dispute here. A reading anyone finds suspect can be flagged below.</Empty>
-      ) : (
-        <table class="table" data-testid="disputes">
-          <thead>
-            <tr>
-              <th scope="col">Dispute</th>
-              <th scope="col">Status</th>
-              <th scope="col">Provider</th>
-              <th scope="col">Subject</th>
-              <th scope="col">Reason</th>
-              <th scope="col">Votes</th>
-              <th scope="col">Deadline</th>
-            </tr>
-          </thead>
-          <tbody>
-            {disputes.map((dispute) => (
-              <tr key={dispute.dispute_id} data-testid="dispute-row" data-dispute-id={dispute.dispute_id}>
-                <td>
-                  <a href={`#/disputes/${dispute.dispute_id}`}>{dispute.dispute_id.slice(0, 14)}…</a>
-                </td>
-                <td>
-                  <StatusBadge status={dispute.status} />
-                </td>
-                <td>
-                  <a href={`#/providers/${dispute.provider_id}`}>{dispute.provider_id}</a>
-                </td>
-                <td>{subjectText(dispute)}</td>
-                <td>{dispute.flags[0]?.reason ?? "—"}</td>
-                <td>
-                  {dispute.votes.length} of {dispute.panel.length} (quorum {dispute.quorum})
-                </td>
-                <td>{new Date(dispute.deadline_ms).toLocaleString("en-GB")}</td>
+      <Loaded live={page} title="The disputes could not be listed" what="disputes">
+        {() => disputes.length === 0 ? (
+          <Empty>No dispute here. A reading anyone finds suspect can be flagged below.</Empty>
+        ) : (
+          <table class="table" data-testid="disputes">
+            <thead>
+              <tr>
+                <th scope="col">Dispute</th>
+                <th scope="col">Status</th>
+                <th scope="col">Provider</th>
+                <th scope="col">Subject</th>
+                <th scope="col">Reason</th>
+                <th scope="col">Votes</th>
+                <th scope="col">Deadline</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+            </thead>
+            <tbody>
+              {disputes.map((dispute) => (
+                <tr key={dispute.dispute_id} data-testid="dispute-row" data-dispute-id={dispute.dispute_id}>
+                  <td>
+                    <a href={`#/disputes/${dispute.dispute_id}`}>{dispute.dispute_id.slice(0, 14)}…</a>
+                  </td>
+                  <td>
+                    <StatusBadge status={dispute.status} />
+                  </td>
+                  <td>
+                    <a href={`#/providers/${dispute.provider_id}`}>{dispute.provider_id}</a>
+                  </td>
+                  <td>{subjectText(dispute)}</td>
+                  <td>{dispute.flags[0]?.reason ?? "—"}</td>
+                  <td>
+                    {dispute.votes.length} of {dispute.panel.length} (quorum {dispute.quorum})
+                  </td>
+                  <td>{new Date(dispute.deadline_ms).toLocaleString("en-GB")}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Loaded>
     </section>
   );
 }
@@ -166,8 +166,8 @@ function FlagForm({ acting }: { acting: ActingAccount }) {
     if (why !== null) found["reason"] = why;
     if (evidenceItems.length > 10) found["evidence"] = `at most 10 items (now ${evidenceItems.length})`;
     else if (evidenceItems.some((item) => item.length > 2000)) found["evidence"] = "each item at most 2,000 characters";
-    setProblems(found);
-    if (Object.keys(found).length > 0 || subject === undefined) {
+    if (!showProblems(found, setProblems)) return;
+    if (subject === undefined) {
       focusFirstProblem();
       return;
     }
@@ -258,11 +258,7 @@ function FlagForm({ acting }: { acting: ActingAccount }) {
           </p>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Flagging…" : "Sign and flag"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and flag" busy="Flagging…" />
     </form>
   );
 }
@@ -332,11 +328,7 @@ function VoteForm({ dispute, acting, onVoted }: { dispute: Dispute; acting: Acti
         </label>
       )}
       {action.error !== undefined && <ErrorNotice error={action.error} title="The vote was refused" />}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Voting…" : "Sign and vote"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and vote" busy="Voting…" />
     </form>
   );
 }
@@ -358,10 +350,9 @@ export function DisputeDetails({ disputeId }: { disputeId: string }) {
       <p>
         <a href="#/disputes">← All disputes</a>
       </p>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Dispute</h1>
+      <PageHead title="Dispute">
         {d !== undefined && <StatusBadge status={d.status} />}
-      </div>
+      </PageHead>
       {dispute.error !== undefined && <ErrorNotice error={dispute.error} title="This dispute could not be read" onRetry={dispute.reload} />}
       {d === undefined ? (
         dispute.loading && <Loading what="the dispute" />
@@ -512,9 +503,7 @@ export function Disputes() {
   const acting = useActingAccount();
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Disputes</h1>
-      </div>
+      <PageHead title="Disputes" />
       <DisputeList acting={acting} />
       <ActingAs acting={acting} purpose="Flagging a reading" />
       {acting.stored !== undefined && <FlagForm acting={acting} />}

@@ -10,6 +10,7 @@ import * as format from "../format";
 import { keys, market } from "../services";
 import { usePageTitle } from "../ui/hooks";
 import { ErrorNotice } from "../ui/notices";
+import { PageHead } from "../ui/page";
 
 function download(stored: StoredKey) {
   const url = URL.createObjectURL(new Blob([backupFileText(stored)], { type: "text/plain" }));
@@ -141,9 +142,7 @@ export function Keys() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Your keys</h1>
-      </div>
+      <PageHead title="Your keys" />
       <div class="notice">
         <p>
           An account signs what it does on the marketplace with its Ed25519 key. The key is made here, in this browser,

@@ -1,35 +1,21 @@
 // The Overview, following the original: market metrics, the 24-hour price chart, the energy
 // mix and the top providers, live from the market_stats topic with a polling fallback.
 
-import type { ComponentChildren } from "preact";
 import { useEffect } from "preact/hooks";
 import type { LiveEvent } from "../api/live";
 import { ENERGY_TYPES, type MarketStats, type PriceHistory } from "../api/types";
 import * as format from "../format";
 import { market } from "../services";
-import { EnergyMix, PriceChart, energyColour, lastBuckets } from "../ui/charts";
+import { EnergyMix, PriceChart, lastBuckets } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { LeaderTable, Metric } from "../ui/stats";
+import { PageHead } from "../ui/page";
 
 function newerStats(event: LiveEvent, current: MarketStats | undefined): MarketStats | undefined {
   const pushed = event.data as MarketStats;
   if (typeof pushed?.as_of_ms !== "number") return undefined;
   return current !== undefined && current.as_of_ms > pushed.as_of_ms ? current : pushed;
-}
-
-function Metric(props: { id: string; label: string; value: string; unit?: string; detail?: ComponentChildren }) {
-  return (
-    <div class="metric" role="group" aria-labelledby={`metric-${props.id}-label`} data-testid={`metric-${props.id}`}>
-      <p class="metric-label" id={`metric-${props.id}-label`}>
-        {props.label}
-      </p>
-      <p class="metric-value" data-testid={`metric-${props.id}-value`}>
-        {props.value}
-        {props.unit !== undefined && <span class="metric-unit"> {props.unit}</span>}
-      </p>
-      {props.detail !== undefined && <p class="metric-detail">{props.detail}</p>}
-    </div>
-  );
 }
 
 function Metrics({ stats }: { stats: MarketStats }) {
@@ -43,6 +29,7 @@ function Metrics({ stats }: { stats: MarketStats }) {
       </h2>
       <div class="metrics">
         <Metric
+          prefix="metric"
           id="capacity"
           label="Total capacity"
           value={stats.total_capacity_mwh.toLocaleString("en-US", { maximumFractionDigits: 3 })}
@@ -50,6 +37,7 @@ function Metrics({ stats }: { stats: MarketStats }) {
           detail={`${format.integer(stats.providers.listed)} providers on the market · ${format.energy(stats.on_sale_wh)} on sale`}
         />
         <Metric
+          prefix="metric"
           id="price"
           label="Average price"
           value={format.blockPerKwh(price.vwap_24h_micro_block_per_kwh ?? price.listed_micro_block_per_kwh, 4)}
@@ -61,12 +49,14 @@ function Metrics({ stats }: { stats: MarketStats }) {
           }
         />
         <Metric
+          prefix="metric"
           id="traded"
           label="Energy traded"
           value={format.energy(stats.energy_traded.wh_24h)}
           detail={`${format.integer(stats.energy_traded.trades_24h)} purchases in the last ${window} · ${format.energy(stats.energy_traded.wh_all_time)} all time`}
         />
         <Metric
+          prefix="metric"
           id="carbon"
           label="Carbon offset"
           value={format.co2(stats.carbon_offset.total_g_co2)}
@@ -74,12 +64,14 @@ function Metrics({ stats }: { stats: MarketStats }) {
           detail={`avoided by the energy settled · ≈ ${format.integer(stats.carbon_offset.equivalent_trees)} trees`}
         />
         <Metric
+          prefix="metric"
           id="providers"
           label="Active providers"
           value={format.integer(stats.active_providers)}
           detail={`with a reading accepted in the last ${window} · ${format.integer(stats.providers.registered)} registered`}
         />
         <Metric
+          prefix="metric"
           id="buyers"
           label="Active buyers"
           value={format.integer(stats.active_buyers)}
@@ -100,6 +92,7 @@ function Metrics({ stats }: { stats: MarketStats }) {
           </p>
         </div>
         <Metric
+          prefix="metric"
           id="disputes"
           label="Open disputes"
           value={format.integer(stats.open_disputes)}
@@ -115,35 +108,7 @@ function Leaderboard({ stats }: { stats: MarketStats }) {
     return <Empty>No provider has sold energy in the last {format.windowOf(stats.bucket_ms)} yet.</Empty>;
   }
   return (
-    <table class="table" data-testid="top-providers">
-      <thead>
-        <tr>
-          <th scope="col">Rank</th>
-          <th scope="col">Provider</th>
-          <th scope="col">Source</th>
-          <th scope="col">Location</th>
-          <th scope="col" class="number">
-            Sold
-          </th>
-        </tr>
-      </thead>
-      <tbody>
-        {stats.top_providers.map((provider) => (
-          <tr key={provider.provider_id}>
-            <td>{provider.rank}</td>
-            <td>
-              <a href={`#/providers/${provider.provider_id}`}>{provider.display_name}</a>
-            </td>
-            <td>
-              <span class="swatch" style={{ background: energyColour(provider.energy_type) }} aria-hidden="true" />
-              {format.titleCase(provider.energy_type)}
-            </td>
-            <td>{provider.jurisdiction}</td>
-            <td class="number">{format.energy(provider.sold_wh)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+    <LeaderTable providers={stats.top_providers} testid="top-providers" location />
   );
 }
 
@@ -186,15 +151,14 @@ export function Overview() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Market overview</h1>
+      <PageHead title="Market overview">
         {stats.updatedAt !== undefined && stats.data !== undefined && (
           <p class="as-of" data-testid="as-of" data-as-of-ms={stats.data.as_of_ms} data-source={stats.source}>
             Figures as of {format.time(stats.data.as_of_ms, true)}
             {stats.source === "live" ? " · pushed live" : " · read from the API"}
           </p>
         )}
-      </div>
+      </PageHead>
       {stats.error !== undefined && (
         <ErrorNotice
           error={stats.error}

@@ -10,11 +10,17 @@ import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, showProblems, useAction } from "../ui/forms";
 import { usePageTitle, type LiveData } from "../ui/hooks";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { PurchaseTable } from "../ui/purchases";
+import { Metric } from "../ui/stats";
+
+// The portfolio's figures: found as portfolio-<id>, their labels as pf-<id>-label.
+const PF = { prefix: "portfolio", labelPrefix: "pf" };
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { textProblem } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 /** Carbon milestones, in grams of CO2 avoided: the achievements a buyer collects. */
 const MILESTONES: { grams: number; name: string }[] = [
@@ -25,20 +31,6 @@ const MILESTONES: { grams: number; name: string }[] = [
   { grams: 1_000_000, name: "A tonne avoided" },
   { grams: 10_000_000, name: "10 tonnes avoided" },
 ];
-
-function Metric({ id, label, value, detail }: { id: string; label: string; value: string; detail?: string }) {
-  return (
-    <div class="metric" role="group" aria-labelledby={`pf-${id}-label`} data-testid={`portfolio-${id}`}>
-      <p class="metric-label" id={`pf-${id}-label`}>
-        {label}
-      </p>
-      <p class="metric-value" data-testid={`portfolio-${id}-value`}>
-        {value}
-      </p>
-      {detail !== undefined && <p class="metric-detail">{detail}</p>}
-    </div>
-  );
-}
 
 function Achievements({ carbon }: { carbon: CarbonOffset }) {
   const reached = MILESTONES.filter((milestone) => carbon.total_g_co2 >= milestone.grams);
@@ -151,11 +143,7 @@ function RetireForm({
     if (!Number.isFinite(startMs) || !Number.isFinite(endMs)) found.period = "give both dates";
     else if (endMs <= startMs) found.period = "the end must be after the start";
     else if (endMs - startMs > 366 * 86_400_000) found.period = "at most 366 days";
-    setProblems(found);
-    if (Object.keys(found).length > 0) {
-      focusFirstProblem();
-      return;
-    }
+    if (!showProblems(found, setProblems)) return;
     const holder = acting.stored?.account;
     if (holder === undefined) return;
     void action
@@ -224,11 +212,7 @@ function RetireForm({
           </ul>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy || credits.length === 0}>
-          {action.busy ? "Retiring…" : "Sign and retire"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and retire" busy="Retiring…" disabled={credits.length === 0} />
     </form>
   );
 }
@@ -311,38 +295,17 @@ function Holdings({
 function History({ data }: { data: PortfolioData }) {
   if (data.purchase_history.length === 0) return <Empty>No settled purchase yet.</Empty>;
   return (
-    <table class="table" data-testid="history">
-      <thead>
-        <tr>
-          <th scope="col">Purchase</th>
-          <th scope="col">Provider</th>
-          <th scope="col" class="number">
-            Energy
-          </th>
-          <th scope="col" class="number">
-            Paid
-          </th>
-          <th scope="col">Settled</th>
-          <th scope="col">Receipt</th>
-        </tr>
-      </thead>
-      <tbody>
-        {data.purchase_history.map((purchase) => (
-          <tr key={purchase.transaction_id} data-testid="history-row" data-transaction-id={purchase.transaction_id}>
-            <td>
-              <code>{purchase.transaction_id.slice(0, 16)}…</code>
-            </td>
-            <td>
-              <a href={`#/providers/${purchase.provider_id}`}>{purchase.provider_id}</a>
-            </td>
-            <td class="number">{format.energy(purchase.amount_wh)}</td>
-            <td class="number">{format.block(purchase.total_cost_micro_block)}</td>
-            <td>{purchase.settled_at_ms === null ? purchase.status : new Date(purchase.settled_at_ms).toLocaleString("en-GB")}</td>
-            <td>{purchase.receipt === null ? "—" : `#${purchase.receipt.sequence}`}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+    <PurchaseTable
+      purchases={data.purchase_history}
+      testid="history"
+      rowTestid="history-row"
+      paid="Paid"
+      last={["Settled", "Receipt"]}
+      cells={(purchase) => [
+        purchase.settled_at_ms === null ? purchase.status : new Date(purchase.settled_at_ms).toLocaleString("en-GB"),
+        purchase.receipt === null ? "—" : `#${purchase.receipt.sequence}`,
+      ]}
+    />
   );
 }
 
@@ -386,12 +349,13 @@ function PortfolioBody({ acting, portfolio }: { acting: ActingAccount; portfolio
         <ErrorNotice error={portfolio.error} title="The portfolio could not be refreshed; showing the last one read" />
       )}
       <div class="metrics">
-        <Metric id="balance" label="Balance" value={format.block(data.balance)} detail="available to buy, stake or withdraw" />
-        <Metric id="escrow" label="In escrow" value={format.block(data.escrow)} detail={`${data.open_purchases.length} open purchases`} />
-        <Metric id="stake" label="Staked" value={format.block(data.stake)} detail={`${data.providers.length} providers`} />
-        <Metric id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credit${data.holdings.length === 1 ? "" : "s"} (held or retired)`} />
-        <Metric id="earnings" label="Earnings" value={format.block(data.earnings)} detail={`${format.energy(data.sold_wh)} sold and settled`} />
+        <Metric {...PF} id="balance" label="Balance" value={format.block(data.balance)} detail="available to buy, stake or withdraw" />
+        <Metric {...PF} id="escrow" label="In escrow" value={format.block(data.escrow)} detail={`${data.open_purchases.length} open purchases`} />
+        <Metric {...PF} id="stake" label="Staked" value={format.block(data.stake)} detail={`${data.providers.length} providers`} />
+        <Metric {...PF} id="holdings" label="Holdings" value={format.energy(heldWh)} detail={`${data.holdings.length} credit${data.holdings.length === 1 ? "" : "s"} (held or retired)`} />
+        <Metric {...PF} id="earnings" label="Earnings" value={format.block(data.earnings)} detail={`${format.energy(data.sold_wh)} sold and settled`} />
         <Metric
+          {...PF}
           id="carbon"
           label="CO₂ avoided"
           value={format.co2(data.carbon_offset.total_g_co2)}
@@ -438,9 +402,7 @@ export function Portfolio() {
   const portfolio = usePortfolio(acting);
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Portfolio</h1>
-      </div>
+      <PageHead title="Portfolio" />
       <ActingAs acting={acting} purpose="A portfolio" />
       {acting.stored !== undefined && <PortfolioBody acting={acting} portfolio={portfolio} />}
     </>
@@ -480,10 +442,9 @@ export function CertificateView({ certificateId }: { certificateId: string }) {
       <p>
         <a href="#/portfolio">← Portfolio</a>
       </p>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Certificate</h1>
+      <PageHead title="Certificate">
         {c !== undefined && <span class={`badge badge-${c.status === "retired" ? "active" : "suspended"}`}>{c.status}</span>}
-      </div>
+      </PageHead>
       {error !== undefined && <ErrorNotice error={error} title="This certificate could not be read" />}
       {c === undefined ? (
         error === undefined && <Loading what="the certificate" />

@@ -3,12 +3,14 @@
 
 import { useEffect, useState } from "preact/hooks";
 import type { LiveEvent } from "../api/live";
-import { ENERGY_TYPES, type EnergyType, type Provider, type ProviderCard, type ProviderFilters, type ProviderPage } from "../api/types";
+import { type EnergyType, type Provider, type ProviderCard, type ProviderFilters, type ProviderPage } from "../api/types";
 import * as format from "../format";
 import { market } from "../services";
 import { energyColour } from "../ui/charts";
 import { useLiveData, usePageTitle } from "../ui/hooks";
+import { EnergyTypeOptions } from "../ui/energy";
 import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { PageHead } from "../ui/page";
 
 /** A provider's card with what a provider_update event says changed. */
 function withCard(provider: Provider, card: ProviderCard): Provider {
@@ -137,10 +139,9 @@ export function Providers() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Providers</h1>
+      <PageHead title="Providers">
         <p class="muted">Every energy source on the market, cheapest first.</p>
-      </div>
+      </PageHead>
       <form
         class="filters"
         aria-label="Filter providers"
@@ -156,12 +157,7 @@ export function Providers() {
             value={form.energy_type}
             onChange={(event) => apply({ ...form, energy_type: event.currentTarget.value })}
           >
-            <option value="">Any</option>
-            {ENERGY_TYPES.map((type) => (
-              <option key={type} value={type}>
-                {format.titleCase(type)}
-              </option>
-            ))}
+            <EnergyTypeOptions any="Any" />
           </select>
         </label>
         <label>

@@ -11,7 +11,7 @@ import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, focusFirstProblem, useAction, type FieldInput } from "../ui/forms";
 import { usePageTitle } from "../ui/hooks";
 import { ErrorNotice, Loading } from "../ui/notices";
 import {
@@ -27,6 +27,7 @@ import {
   stakeRule,
   textProblem,
 } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 interface Draft {
   display_name: string;
@@ -231,6 +232,24 @@ export function Register() {
     setDraft({ ...draft, [field]: value });
     if (problems[field] !== undefined) setProblems({ ...problems, [field]: undefined });
   };
+  // One field of the draft: its value, its problem and its setter all follow from its name.
+  const field = (props: {
+    label: string;
+    name: keyof Draft;
+    hint: string;
+    input?: FieldInput;
+    onInput?: (value: string) => void;
+  }) => (
+    <Field
+      label={props.label}
+      name={props.name}
+      value={draft[props.name]}
+      onInput={props.onInput ?? set(props.name)}
+      problem={problems[props.name]}
+      hint={props.hint}
+      input={props.input}
+    />
+  );
   const balance = account?.balance;
   const check = (upTo: number): boolean => {
     for (let index = 0; index <= upTo; index++) {
@@ -277,9 +296,7 @@ export function Register() {
 
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Register as a provider</h1>
-      </div>
+      <PageHead title="Register as a provider" />
       <ActingAs acting={acting} purpose="Registering a provider" />
       {owner !== undefined && account === null && (
         <div class="notice" role="alert">
@@ -323,14 +340,7 @@ export function Register() {
             </h2>
             {step === 0 && (
               <>
-                <Field
-                  label="Name of the installation"
-                  name="display_name"
-                  value={draft.display_name}
-                  onInput={set("display_name")}
-                  problem={problems.display_name}
-                  hint="1–80 characters, shown on the provider cards"
-                />
+                {field({ label: "Name of the installation", name: "display_name", hint: "1–80 characters, shown on the provider cards" })}
                 <fieldset class="choices" aria-invalid={problems.energy_type ? true : undefined}>
                   <legend>Energy source</legend>
                   {ENERGY_TYPES.map((type) => (
@@ -349,88 +359,65 @@ export function Register() {
                     </label>
                   ))}
                 </fieldset>
-                <Field
-                  label="Peak capacity (kW, i.e. kWh per hour)"
-                  name="capacity_kwh"
-                  value={draft.capacity_kwh}
-                  onInput={set("capacity_kwh")}
-                  problem={problems.capacity_kwh}
-                  hint="More than 0, at most 3 decimals (whole Wh). A reading may not claim more than this × the time since the last one."
-                  input={{ inputMode: "decimal", placeholder: "e.g. 5" }}
-                />
+                {field({
+                  label: "Peak capacity (kW, i.e. kWh per hour)",
+                  name: "capacity_kwh",
+                  hint: "More than 0, at most 3 decimals (whole Wh). A reading may not claim more than this × the time since the last one.",
+                  input: { inputMode: "decimal", placeholder: "e.g. 5" },
+                })}
               </>
             )}
             {step === 1 && (
               <>
-                <Field
-                  label="Jurisdiction"
-                  name="jurisdiction"
-                  value={draft.jurisdiction}
-                  onInput={(value) => set("jurisdiction")(value.toUpperCase())}
-                  problem={problems.jurisdiction}
-                  hint="Country (ISO 3166-1 alpha-2) and optionally a region: US, US_CA, DE_BY. It sets the grid the CO₂ figures compare with."
-                  input={{ placeholder: "e.g. US_CA" }}
-                />
+                {field({
+                  label: "Jurisdiction",
+                  name: "jurisdiction",
+                  onInput: (value) => set("jurisdiction")(value.toUpperCase()),
+                  hint: "Country (ISO 3166-1 alpha-2) and optionally a region: US, US_CA, DE_BY. It sets the grid the CO₂ figures compare with.",
+                  input: { placeholder: "e.g. US_CA" },
+                })}
                 <div class="field-row">
-                  <Field
-                    label="Latitude (degrees)"
-                    name="latitude"
-                    value={draft.latitude}
-                    onInput={set("latitude")}
-                    problem={problems.latitude}
-                    hint="−90 to 90, at most 6 decimals"
-                    input={{ inputMode: "decimal", placeholder: "e.g. 37.7749" }}
-                  />
-                  <Field
-                    label="Longitude (degrees)"
-                    name="longitude"
-                    value={draft.longitude}
-                    onInput={set("longitude")}
-                    problem={problems.longitude}
-                    hint="−180 to 180, at most 6 decimals"
-                    input={{ inputMode: "decimal", placeholder: "e.g. -122.4194" }}
-                  />
+                  {field({
+                    label: "Latitude (degrees)",
+                    name: "latitude",
+                    hint: "−90 to 90, at most 6 decimals",
+                    input: { inputMode: "decimal", placeholder: "e.g. 37.7749" },
+                  })}
+                  {field({
+                    label: "Longitude (degrees)",
+                    name: "longitude",
+                    hint: "−180 to 180, at most 6 decimals",
+                    input: { inputMode: "decimal", placeholder: "e.g. -122.4194" },
+                  })}
                 </div>
-                <Field
-                  label="Meter address"
-                  name="meter_address"
-                  value={draft.meter_address}
-                  onInput={set("meter_address")}
-                  problem={problems.meter_address}
-                  hint="The meter's IoT thing name and MQTT client id: 3–64 of A–Z a–z 0–9 _ -. One provider per meter."
-                  input={{ placeholder: "e.g. carol_meter_001", spellcheck: false }}
-                />
-                <Field
-                  label="Meter public key"
-                  name="meter_public_key"
-                  value={draft.meter_public_key}
-                  onInput={set("meter_public_key")}
-                  problem={problems.meter_public_key}
-                  hint="The Ed25519 public key (64 hex digits) the meter signs readings with. Provisioning the meter afterwards replaces it with the key it generates."
-                  input={{ spellcheck: false, placeholder: "64 hex digits" }}
-                />
+                {field({
+                  label: "Meter address",
+                  name: "meter_address",
+                  hint: "The meter's IoT thing name and MQTT client id: 3–64 of A–Z a–z 0–9 _ -. One provider per meter.",
+                  input: { placeholder: "e.g. carol_meter_001", spellcheck: false },
+                })}
+                {field({
+                  label: "Meter public key",
+                  name: "meter_public_key",
+                  hint: "The Ed25519 public key (64 hex digits) the meter signs readings with. Provisioning the meter afterwards replaces it with the key it generates.",
+                  input: { spellcheck: false, placeholder: "64 hex digits" },
+                })}
               </>
             )}
             {step === 2 && (
               <>
-                <Field
-                  label="Price (BLOCK per kWh)"
-                  name="price_per_kwh"
-                  value={draft.price_per_kwh}
-                  onInput={set("price_per_kwh")}
-                  problem={problems.price_per_kwh}
-                  hint="More than 0 and at most 1,000, at most 6 decimals (whole micro-BLOCK)"
-                  input={{ inputMode: "decimal", placeholder: "e.g. 0.08" }}
-                />
-                <Field
-                  label="Stake (BLOCK)"
-                  name="stake_block"
-                  value={draft.stake_block}
-                  onInput={set("stake_block")}
-                  problem={problems.stake_block}
-                  hint={`At least ${format.block(info?.min_stake ?? 1_000_000_000)}, from your balance. A guilty dispute slashes 10–50 % of it; below the minimum the provider is suspended.`}
-                  input={{ inputMode: "decimal" }}
-                />
+                {field({
+                  label: "Price (BLOCK per kWh)",
+                  name: "price_per_kwh",
+                  hint: "More than 0 and at most 1,000, at most 6 decimals (whole micro-BLOCK)",
+                  input: { inputMode: "decimal", placeholder: "e.g. 0.08" },
+                })}
+                {field({
+                  label: "Stake (BLOCK)",
+                  name: "stake_block",
+                  hint: `At least ${format.block(info?.min_stake ?? 1_000_000_000)}, from your balance. A guilty dispute slashes 10–50 % of it; below the minimum the provider is suspended.`,
+                  input: { inputMode: "decimal" },
+                })}
                 <h3>Review</h3>
                 <Summary draft={draft} />
               </>

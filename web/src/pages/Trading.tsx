@@ -5,7 +5,6 @@
 import { useState } from "preact/hooks";
 import { newNonce } from "../api/signing";
 import {
-  ENERGY_TYPES,
   type EnergyType,
   type Offer,
   type OfferFilters,
@@ -18,11 +17,14 @@ import * as format from "../format";
 import { market } from "../services";
 import { ActingAs, useActingAccount, type ActingAccount } from "../ui/account";
 import { energyColour } from "../ui/charts";
-import { Field, focusFirstProblem, useAction } from "../ui/forms";
+import { Field, SignButton, showProblems, useAction } from "../ui/forms";
 import { useLiveData, usePageTitle, type LiveData } from "../ui/hooks";
-import { Empty, ErrorNotice, Loading } from "../ui/notices";
+import { EnergyTypeOptions } from "../ui/energy";
+import { Empty, ErrorNotice, Loaded, Loading } from "../ui/notices";
+import { PurchaseTable } from "../ui/purchases";
 import { feedText, usePortfolio } from "../ui/portfolio";
 import { KWH, PRICE, decimalProblem, scaled } from "../ui/validate";
+import { PageHead } from "../ui/page";
 
 /** The cost docs/api.md "Units" defines: ceil(price × Wh / 1000) micro-BLOCK. */
 export function costMicroBlock(priceMicroPerKwh: number, wh: bigint): bigint {
@@ -64,11 +66,7 @@ function BuyForm({
     else if (wh !== null && wh > BigInt(offer.available_wh)) found.kwh = `at most ${format.energy(offer.available_wh)} is on sale`;
     const priceProblem = decimalProblem(maxPrice, PRICE);
     if (priceProblem !== null) found.max = priceProblem;
-    setProblems(found);
-    if (Object.keys(found).length > 0) {
-      focusFirstProblem();
-      return;
-    }
+    if (!showProblems(found, setProblems)) return;
     const buyer = acting.stored?.account;
     if (buyer === undefined) return;
     void action
@@ -134,11 +132,7 @@ function BuyForm({
           </p>
         </div>
       )}
-      <div class="actions">
-        <button type="submit" class="button button-primary" disabled={action.busy}>
-          {action.busy ? "Buying…" : "Sign and buy"}
-        </button>
-      </div>
+      <SignButton action={action} idle="Sign and buy" busy="Buying…" />
     </form>
   );
 }
@@ -179,12 +173,7 @@ function Offers({ acting, portfolio }: { acting: ActingAccount; portfolio: LiveD
             value={form.energy_type}
             onChange={(event) => setForm({ ...form, energy_type: event.currentTarget.value })}
           >
-            <option value="">Any</option>
-            {ENERGY_TYPES.map((type) => (
-              <option key={type} value={type}>
-                {format.titleCase(type)}
-              </option>
-            ))}
+            <EnergyTypeOptions any="Any" />
           </select>
         </label>
         <label>
@@ -202,68 +191,67 @@ function Offers({ acting, portfolio }: { acting: ActingAccount; portfolio: LiveD
           </button>
         </div>
       </form>
-      {offers.error !== undefined && <ErrorNotice error={offers.error} title="The offers could not be read" onRetry={offers.reload} />}
-      {offers.data === undefined ? (
-        offers.loading && <Loading what="offers" />
-      ) : list.length === 0 ? (
-        <Empty>No energy on sale{Object.keys(applied).length > 0 ? " matches these filters" : " right now"}.</Empty>
-      ) : (
-        <table class="table" data-testid="offers">
-          <caption class="visually-hidden">Offers, cheapest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Provider</th>
-              <th scope="col">Source</th>
-              <th scope="col">Location</th>
-              <th scope="col" class="number">
-                Price
-              </th>
-              <th scope="col" class="number">
-                On sale
-              </th>
-              <th scope="col" class="number">
-                Oldest credit
-              </th>
-              <th scope="col">
-                <span class="visually-hidden">Action</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.map((row) => (
-              <tr key={row.provider_id} data-testid="offer" data-provider-id={row.provider_id}>
-                <td>
-                  <a href={`#/providers/${row.provider_id}`}>{row.display_name}</a>
-                </td>
-                <td>
-                  <span class="swatch" style={{ background: energyColour(row.energy_type) }} aria-hidden="true" />
-                  {format.titleCase(row.energy_type)}
-                </td>
-                <td>{row.jurisdiction}</td>
-                <td class="number">{format.price(row.price_micro_block_per_kwh)}</td>
-                <td class="number">{format.energy(row.available_wh)}</td>
-                <td class="number">{age(row.oldest_credit_age_seconds)}</td>
-                <td>
-                  {own.has(row.provider_id) ? (
-                    <span class="muted">yours</span>
-                  ) : (
-                    <button
-                      type="button"
-                      class="button"
-                      aria-pressed={chosen === row.provider_id}
-                      aria-label={`Buy from ${row.display_name}`}
-                      disabled={acting.stored === undefined}
-                      onClick={() => setChosen(row.provider_id)}
-                    >
-                      Buy
-                    </button>
-                  )}
-                </td>
+      <Loaded live={offers} title="The offers could not be read" what="offers">
+        {() => list.length === 0 ? (
+          <Empty>No energy on sale{Object.keys(applied).length > 0 ? " matches these filters" : " right now"}.</Empty>
+        ) : (
+          <table class="table" data-testid="offers">
+            <caption class="visually-hidden">Offers, cheapest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Provider</th>
+                <th scope="col">Source</th>
+                <th scope="col">Location</th>
+                <th scope="col" class="number">
+                  Price
+                </th>
+                <th scope="col" class="number">
+                  On sale
+                </th>
+                <th scope="col" class="number">
+                  Oldest credit
+                </th>
+                <th scope="col">
+                  <span class="visually-hidden">Action</span>
+                </th>
               </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+            </thead>
+            <tbody>
+              {list.map((row) => (
+                <tr key={row.provider_id} data-testid="offer" data-provider-id={row.provider_id}>
+                  <td>
+                    <a href={`#/providers/${row.provider_id}`}>{row.display_name}</a>
+                  </td>
+                  <td>
+                    <span class="swatch" style={{ background: energyColour(row.energy_type) }} aria-hidden="true" />
+                    {format.titleCase(row.energy_type)}
+                  </td>
+                  <td>{row.jurisdiction}</td>
+                  <td class="number">{format.price(row.price_micro_block_per_kwh)}</td>
+                  <td class="number">{format.energy(row.available_wh)}</td>
+                  <td class="number">{age(row.oldest_credit_age_seconds)}</td>
+                  <td>
+                    {own.has(row.provider_id) ? (
+                      <span class="muted">yours</span>
+                    ) : (
+                      <button
+                        type="button"
+                        class="button"
+                        aria-pressed={chosen === row.provider_id}
+                        aria-label={`Buy from ${row.display_name}`}
+                        disabled={acting.stored === undefined}
+                        onClick={() => setChosen(row.provider_id)}
+                      >
+                        Buy
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Loaded>
       {offer !== undefined && (
         <BuyForm
           key={offer.provider_id}
@@ -350,50 +338,25 @@ function OpenPurchases({ acting, portfolio }: { acting: ActingAccount; portfolio
           {data.open_purchases.length === 0 ? (
             <Empty>No open purchase: what you buy waits here, its payment in escrow, until it settles.</Empty>
           ) : (
-            <table class="table" data-testid="open-purchases">
-              <thead>
-                <tr>
-                  <th scope="col">Purchase</th>
-                  <th scope="col">Provider</th>
-                  <th scope="col" class="number">
-                    Energy
-                  </th>
-                  <th scope="col" class="number">
-                    Paid into escrow
-                  </th>
-                  <th scope="col">Settles by itself</th>
-                  <th scope="col">
-                    <span class="visually-hidden">Action</span>
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {data.open_purchases.map((purchase) => (
-                  <tr key={purchase.transaction_id} data-testid="open-purchase" data-transaction-id={purchase.transaction_id}>
-                    <td>
-                      <code>{purchase.transaction_id.slice(0, 16)}…</code>
-                    </td>
-                    <td>
-                      <a href={`#/providers/${purchase.provider_id}`}>{purchase.provider_id}</a>
-                    </td>
-                    <td class="number">{format.energy(purchase.amount_wh)}</td>
-                    <td class="number">{format.block(purchase.total_cost_micro_block)}</td>
-                    <td>{new Date(purchase.settles_at_ms).toLocaleString("en-GB")}</td>
-                    <td>
-                      <SettleButton
-                        purchase={purchase}
-                        acting={acting}
-                        onDone={(settlement) => {
-                          // The purchase leaves the open list: its receipt stays shown below.
-                          setSettled(settlement);
-                          portfolio.reload();
-                        }}
-                      />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <PurchaseTable
+              purchases={data.open_purchases}
+              testid="open-purchases"
+              rowTestid="open-purchase"
+              paid="Paid into escrow"
+              last={["Settles by itself", <span class="visually-hidden">Action</span>]}
+              cells={(purchase) => [
+                new Date(purchase.settles_at_ms).toLocaleString("en-GB"),
+                <SettleButton
+                  purchase={purchase}
+                  acting={acting}
+                  onDone={(settlement) => {
+                    // The purchase leaves the open list: its receipt stays shown below.
+                    setSettled(settlement);
+                    portfolio.reload();
+                  }}
+                />,
+              ]}
+            />
           )}
           {settled !== undefined && <Receipt settlement={settled} />}
         </>
@@ -408,9 +371,7 @@ export function Trading() {
   const portfolio = usePortfolio(acting);
   return (
     <>
-      <div class="page-head">
-        <h1 tabIndex={-1}>Trading</h1>
-      </div>
+      <PageHead title="Trading" />
       <ActingAs acting={acting} purpose="Buying energy" />
       <Offers acting={acting} portfolio={portfolio} />
       {acting.stored !== undefined && <OpenPurchases acting={acting} portfolio={portfolio} />}

@@ -1,6 +1,7 @@
 // Hand-written SVG charts: a price line with its high-low range and volume, and the energy
 // mix as bars. Each chart has a text alternative (a table) for screen readers.
 
+import type { ComponentChildren } from "preact";
 import type { PriceHistory } from "../api/types";
 import * as format from "../format";
 
@@ -117,35 +118,29 @@ export function PriceChart({ history }: { history: PriceHistory }) {
           </text>
         ))}
       </svg>
-      <figcaption>
-        <details>
-          <summary>The figures as a table</summary>
-          <table class="table">
-            <thead>
-              <tr>
-                <th scope="col">From</th>
-                <th scope="col">Average (VWAP)</th>
-                <th scope="col">High</th>
-                <th scope="col">Low</th>
-                <th scope="col">Volume</th>
-                <th scope="col">Trades</th>
-              </tr>
-            </thead>
-            <tbody>
-              {buckets.map((b) => (
-                <tr key={b.start_ms}>
-                  <td>{format.time(b.start_ms)}</td>
-                  <td>{format.price(b.vwap)}</td>
-                  <td>{format.price(b.high)}</td>
-                  <td>{format.price(b.low)}</td>
-                  <td>{format.energy(b.volume_wh)}</td>
-                  <td>{b.trades}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </details>
-      </figcaption>
+      <FiguresTable
+        head={
+          <>
+            <th scope="col">From</th>
+            <th scope="col">Average (VWAP)</th>
+            <th scope="col">High</th>
+            <th scope="col">Low</th>
+            <th scope="col">Volume</th>
+            <th scope="col">Trades</th>
+          </>
+        }
+      >
+        {buckets.map((b) => (
+          <tr key={b.start_ms}>
+            <td>{format.time(b.start_ms)}</td>
+            <td>{format.price(b.vwap)}</td>
+            <td>{format.price(b.high)}</td>
+            <td>{format.price(b.low)}</td>
+            <td>{format.energy(b.volume_wh)}</td>
+            <td>{b.trades}</td>
+          </tr>
+        ))}
+      </FiguresTable>
     </figure>
   );
 }
@@ -272,29 +267,40 @@ export function BarChart(props: {
           </text>
         ))}
       </svg>
-      <figcaption>
-        <details>
-          <summary>The figures as a table</summary>
-          <table class="table">
-            <thead>
-              <tr>
-                <th scope="col">From</th>
-                <th scope="col" class="number">
-                  {props.title}
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {props.bars.map((bar) => (
-                <tr key={bar.start_ms}>
-                  <td>{daily ? new Date(bar.start_ms).toISOString().slice(0, 10) : format.time(bar.start_ms)}</td>
-                  <td class="number">{props.valueText(bar.value)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </details>
-      </figcaption>
+      <FiguresTable
+        head={
+          <>
+            <th scope="col">From</th>
+            <th scope="col" class="number">
+              {props.title}
+            </th>
+          </>
+        }
+      >
+        {props.bars.map((bar) => (
+          <tr key={bar.start_ms}>
+            <td>{daily ? new Date(bar.start_ms).toISOString().slice(0, 10) : format.time(bar.start_ms)}</td>
+            <td class="number">{props.valueText(bar.value)}</td>
+          </tr>
+        ))}
+      </FiguresTable>
     </figure>
+  );
+}
+
+/** A chart's figures as a table, folded under its caption: what a screen reader reads. */
+function FiguresTable({ head, children }: { head: ComponentChildren; children: ComponentChildren }) {
+  return (
+    <figcaption>
+      <details>
+        <summary>The figures as a table</summary>
+        <table class="table">
+          <thead>
+            <tr>{head}</tr>
+          </thead>
+          <tbody>{children}</tbody>
+        </table>
+      </details>
+    </figcaption>
   );
 }

@@ -4,7 +4,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useRef, useState } from "preact/hooks";
 
-type InputProps = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "label">;
+export type FieldInput = Omit<JSX.InputHTMLAttributes<HTMLInputElement>, "onInput" | "value" | "label">;
 
 export function Field(props: {
   label: string;
@@ -13,7 +13,7 @@ export function Field(props: {
   onInput: (value: string) => void;
   problem?: string | null | undefined;
   hint?: ComponentChildren;
-  input?: InputProps;
+  input?: FieldInput | undefined;
 }) {
   const id = `field-${props.name}`;
   const described = [props.hint !== undefined ? `${id}-hint` : "", props.problem ? `${id}-problem` : ""]
@@ -86,4 +86,25 @@ export function useAction<T>(): Action<T> {
 /** Focus the first field marked invalid: keyboard and screen-reader users land on the problem. */
 export function focusFirstProblem(): void {
   requestAnimationFrame(() => document.querySelector<HTMLElement>('main [aria-invalid="true"]')?.focus());
+}
+
+/** Show the problems found; false, with the focus on the first, if there is one. */
+export function showProblems<P extends object>(found: P, setProblems: (found: P) => void): boolean {
+  setProblems(found);
+  if (Object.keys(found).length > 0) {
+    focusFirstProblem();
+    return false;
+  }
+  return true;
+}
+
+/** The button that signs and sends a form's call: disabled (and saying so) while it runs. */
+export function SignButton(props: { action: { busy: boolean }; idle: string; busy: string; disabled?: boolean }) {
+  return (
+    <div class="actions">
+      <button type="submit" class="button button-primary" disabled={props.action.busy || props.disabled === true}>
+        {props.action.busy ? props.busy : props.idle}
+      </button>
+    </div>
+  );
 }

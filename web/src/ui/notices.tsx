@@ -53,3 +53,22 @@ export function Loading({ what }: { what: string }) {
 export function Empty({ children }: { children: ComponentChildren }) {
   return <p class="empty">{children}</p>;
 }
+
+/**
+ * Data a page reads: its error (with a retry) above, "Loading …" until the first answer, then
+ * what `children` makes of it.
+ */
+export function Loaded<T>(props: {
+  live: { data: T | undefined; error: unknown; loading: boolean; reload: () => void };
+  title: string;
+  what: string;
+  children: (data: T) => ComponentChildren;
+}) {
+  const { live } = props;
+  return (
+    <>
+      {live.error !== undefined && <ErrorNotice error={live.error} title={props.title} onRetry={live.reload} />}
+      {live.data === undefined ? live.loading && <Loading what={props.what} /> : props.children(live.data)}
+    </>
+  );
+}
