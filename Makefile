@@ -40,19 +40,24 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	touch $(STAMP)
 
 # The local MQTT broker (tests/e2e and `make run`). Debian puts it in /usr/sbin.
-# Installed only when missing; the package index is refreshed only if the first
-# install attempt fails. Debian may also enable mosquitto's own service on port
-# 1883: harmless, the stack runs its own instance on its own port and config.
-MOSQUITTO_FOUND := command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]
+# Its access checks are a plugin of ours (iot/mosquitto/meter_acl.c), which
+# iot/broker.py compiles on first use: that needs a C compiler and mosquitto's
+# plugin headers (mosquitto-dev). Each is installed only when missing; the
+# package index is refreshed only if the first install attempt fails. Debian
+# may also enable mosquitto's own service on port 1883: harmless, the stack runs
+# its own instance on its own port and config.
+MOSQUITTO_FOUND := { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } \
+	&& [ -f /usr/include/mosquitto_plugin.h ] && command -v cc >/dev/null 2>&1
+MOSQUITTO_PACKAGES := mosquitto mosquitto-dev libmosquitto-dev gcc libc6-dev
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 mosquitto:
 	@if ! { $(MOSQUITTO_FOUND); }; then \
-		echo "Installing mosquitto (the local MQTT broker) ..."; \
-		$(APT_GET) install -y -qq --no-install-recommends mosquitto >/dev/null 2>&1 \
-			|| { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends mosquitto; }; \
+		echo "Installing mosquitto (the local MQTT broker) and what builds its plugin ..."; \
+		$(APT_GET) install -y -qq --no-install-recommends $(MOSQUITTO_PACKAGES) >/dev/null 2>&1 \
+			|| { $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $(MOSQUITTO_PACKAGES); }; \
 	fi
-	@$(MOSQUITTO_FOUND) || { echo "error: mosquitto is still missing" >&2; exit 1; }
+	@$(MOSQUITTO_FOUND) || { echo "error: mosquitto, its plugin headers or a C compiler is still missing" >&2; exit 1; }
 
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives it, and cannot
 # download a browser of its own here. Installed like mosquitto: only when missing.

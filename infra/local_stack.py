@@ -5,7 +5,7 @@ What runs, in start order (and stopped in reverse):
 - moto (AWS emulation), with the tables, the meter thing type and policy, and the
   ingest dead-letter queue built from infra/template.yaml;
 - mosquitto, the stand-in for IoT Core's broker: TLS with client certificates
-  from the local CA, the meter ACL (iot/broker.py);
+  from the local CA, the meter policy's access checks (iot/broker.py);
 - the rules bridge, the stand-in for the ingest topic rule: a subprocess with the
   same environment as the API, invoking ``app.ingest_reading`` (iot/rules_bridge.py);
 - the job scheduler, the stand-in for the EventBridge schedules: a subprocess

@@ -1,7 +1,8 @@
 """The local MQTT broker (mosquitto) that stands in for AWS IoT Core's broker offline.
 
 What AWS IoT enforces with X.509 certificates and the meter policy, mosquitto
-enforces here with its TLS listener and an ACL file:
+enforces here with its TLS listener and an access-check plugin of ours
+(``iot/mosquitto/meter_acl.c``, compiled on first use):
 
 - ``require_certificate true``: no client certificate issued by the local CA,
   no connection (AWS IoT: no registered, active certificate, no connection);
@@ -14,16 +15,19 @@ enforces here with its TLS listener and an ACL file:
   under the connecting certificate's own name instead. Either way the other
   meter's session is never taken over (mosquitto would otherwise disconnect
   the first client with that id);
-- ``pattern write energy/meters/%u/readings``: a meter may publish only to
-  its own readings topic (the policy's ``${iot:Connection.Thing.ThingName}``);
-  anything else gets PUBACK reason 135 (not authorised) on MQTT 5;
-- only the rules bridge's identity may read ``energy/meters/+/readings``.
+- a meter may publish only to its own readings topic
+  (``energy/meters/<its CN>/readings``, the policy's
+  ``${iot:Connection.Thing.ThingName}``); anything else gets PUBACK reason
+  135 (not authorised) on MQTT 5;
+- a meter may subscribe to nothing: the SUBACK says so (0x87 not authorised
+  on MQTT 5, 0x80 on 3.1.1), as IoT Core's does. mosquitto's own acl_file
+  cannot: it grants every SUBSCRIBE and filters only what it delivers, hence
+  the plugin;
+- only the rules bridge's identity may subscribe to and read
+  ``energy/meters/+/readings``.
 
-Differences left (docs/meter-protocol.md): a connect under a foreign client id
-is renamed rather than refused, and a subscription the ACL does not allow is
-granted in the SUBACK (mosquitto 2.0's acl_file checks reads when it
-delivers, and can deny a SUBSCRIBE only through an auth plugin) but delivers
-nothing, where IoT Core answers it as a failure.
+Difference left (docs/meter-protocol.md): a connect under a foreign client id
+is renamed rather than refused.
 """
 
 from __future__ import annotations
@@ -84,17 +88,47 @@ def readings_topic_filter() -> str:
     return readings.topic_for("+")
 
 
-def acl_text(bridge_identity: str = BRIDGE_IDENTITY) -> str:
-    return (
-        "# Written by iot/broker.py: the offline form of the meter IoT policy.\n"
-        "# A meter (username = its certificate's CN = its meter address) may publish\n"
-        "# to its own readings topic only; it may read nothing.\n"
-        f"pattern write {meter_write_pattern()}\n"
-        "\n"
-        "# The rules bridge reads every meter's readings and publishes nothing.\n"
-        f"user {bridge_identity}\n"
-        f"topic read {readings_topic_filter()}\n"
-    )
+# The plugin's source, and where it is built (build/ is the project's build output).
+PLUGIN_SOURCE: Final = Path(__file__).resolve().parent / "mosquitto" / "meter_acl.c"
+PLUGIN_BUILD_DIR: Final = Path(__file__).resolve().parent.parent / "build" / "mosquitto"
+
+
+def plugin_options(bridge_identity: str = BRIDGE_IDENTITY) -> dict[str, str]:
+    """The plugin's settings: the offline form of the meter IoT policy."""
+    return {
+        "meter_topic": meter_write_pattern(),
+        "bridge_identity": bridge_identity,
+        "bridge_filter": readings_topic_filter(),
+    }
+
+
+def access_plugin(build_dir: Path = PLUGIN_BUILD_DIR) -> Path:
+    """The compiled access-check plugin, built from its source when missing or older.
+
+    Needs a C compiler and mosquitto's plugin headers (Debian: gcc, mosquitto-dev;
+    `make mosquitto` installs them). Built to a temporary name and renamed, so
+    two processes building at once never load a half-written file.
+    """
+    target = build_dir / "meter_acl.so"
+    if target.exists() and target.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+        return target
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not Path("/usr/include/mosquitto_plugin.h").exists():
+        raise BrokerError(
+            "building the broker's access plugin needs a C compiler and mosquitto's"
+            " plugin headers (`make mosquitto` installs them: apt-get install gcc"
+            " mosquitto-dev)"
+        )
+    build_dir.mkdir(parents=True, exist_ok=True)
+    partial = build_dir / f".meter_acl.{os.getpid()}.so"
+    command = [compiler, "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
+    command += ["-fPIC", "-shared", "-o", str(partial), str(PLUGIN_SOURCE)]
+    built = subprocess.run(command, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise BrokerError(f"building the broker's access plugin failed: {built.stderr.strip()}")
+    partial.replace(target)
+    return target
 
 
 def config_text(
@@ -104,7 +138,8 @@ def config_text(
     cafile: Path,
     certfile: Path,
     keyfile: Path,
-    acl_file: Path,
+    plugin: Path,
+    bridge_identity: str,
     persistence_dir: Path,
     log_file: Path,
 ) -> str:
@@ -117,7 +152,13 @@ def config_text(
             "per_listener_settings false",
             f"user {user}",
             "allow_anonymous false",
-            f"acl_file {acl_file}",
+            # Access checks: the meter policy (iot/mosquitto/meter_acl.c), and no
+            # acl_file, whose grants would come first and answer every SUBSCRIBE.
+            f"plugin {plugin}",
+            *(
+                f"plugin_opt_{key} {value}"
+                for key, value in plugin_options(bridge_identity).items()
+            ),
             "persistence true",
             f"persistence_location {persistence_dir}/",  # mosquitto wants the slash
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
@@ -179,10 +220,6 @@ class Broker(StartStop):
         return self.directory / "mosquitto.conf"
 
     @property
-    def acl_path(self) -> Path:
-        return self.directory / "acl"
-
-    @property
     def log_path(self) -> Path:
         return self.directory / "mosquitto.log"
 
@@ -207,13 +244,12 @@ class Broker(StartStop):
         return f"mqtts://{self.host}:{self.port}"
 
     def write_config(self) -> Path:
-        """Write the server certificate, ACL and mosquitto.conf; return the config path."""
+        """Write the server certificate and mosquitto.conf; return the config path."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         persistence = self.directory / "data"
         persistence.mkdir(mode=0o700, exist_ok=True)
         server: IssuedCertificate = self.ca.issue_server()
         server.write(self.server_certificate_path, self.server_key_path)
-        self.acl_path.write_text(acl_text(self.bridge_identity), encoding="utf-8")
         self.config_path.write_text(
             config_text(
                 host=self.host,
@@ -221,7 +257,8 @@ class Broker(StartStop):
                 cafile=self.ca.certificate_path,
                 certfile=self.server_certificate_path,
                 keyfile=self.server_key_path,
-                acl_file=self.acl_path,
+                plugin=access_plugin(),
+                bridge_identity=self.bridge_identity,
                 persistence_dir=persistence,
                 log_file=self.log_path,
             ),

@@ -122,7 +122,7 @@ def test_another_meters_client_id_does_not_take_over_its_session(
     assert "as meter_b (p5" in log  # the broker knew it by its certificate
 
 
-def test_a_meter_subscribed_to_other_meters_readings_receives_nothing(
+def test_a_meter_is_refused_a_subscription_in_the_suback_and_receives_nothing(
     broker: tuple[Broker, CertificateAuthority], tmp_path: Path
 ) -> None:
     running, ca = broker
@@ -130,11 +130,16 @@ def test_a_meter_subscribed_to_other_meters_readings_receives_nothing(
     publisher = _Client(running.port, _tls(ca, tmp_path, "meter_b"), "meter_b")
     try:
         subscribe = mqtt5.SubscribePacket(
-            [mqtt5.Subscription(readings_topic_filter(), mqtt5.QoS.AT_LEAST_ONCE)]
+            [
+                mqtt5.Subscription(readings_topic_filter(), mqtt5.QoS.AT_LEAST_ONCE),
+                mqtt5.Subscription(topic_for("meter_a"), mqtt5.QoS.AT_LEAST_ONCE),
+                mqtt5.Subscription("#", mqtt5.QoS.AT_MOST_ONCE),
+            ]
         )
-        # mosquitto 2.0 grants it (its acl_file checks reads on delivery); IoT Core
-        # refuses it. Either way nothing reaches the snoop.
-        snoop.client.subscribe(subscribe).result(10)
+        # Every one refused in the SUBACK, its own topic too, as IoT Core refuses
+        # them (the meter policy allows no iot:Subscribe): the broker's access plugin.
+        suback = snoop.client.subscribe(subscribe).result(10)
+        assert suback.reason_codes == [mqtt5.SubackReasonCode.NOT_AUTHORIZED] * 3
         assert publisher.publish(topic_for("meter_b")) in ACCEPTED
         time.sleep(0.5)
         assert snoop.received == []
