@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from chalicelib.adapters.dynamodb import DynamoUnitOfWork, Tables, from_item
 from chalicelib.adapters.memory import MemoryState, memory_unit_of_work_factory
@@ -23,6 +26,7 @@ from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import UnitOfWork
 from chalicelib.streams.market_analytics import contributions, shard_of
 from energy_client.rpc_client import MarketplaceClient, Signer, encode
+from infra.emulation import create_tables
 from infra.stream_poller import lambda_event
 
 MARKETPLACE_ID = "energy-marketplace-test"
@@ -173,6 +177,24 @@ def memory_market(clock: Clock | None = None) -> MarketHarness:
             )
 
     return _wire(memory_unit_of_work_factory(state), snapshot, audit, clock)
+
+
+def racing_dynamodb_market(moto_server: str, stack_prefix: str, connections: int) -> MarketHarness:
+    """A market on fresh tables of a moto *server*, for tests that race threads.
+
+    In-process moto does not serialise requests from threads, so its own
+    conditions would race, not ours; a server over HTTP evaluates each request
+    whole. ``connections``: the client's pool, at least one per racing thread.
+    """
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=connections),
+    )
+    stack = f"{stack_prefix}-{uuid.uuid4().hex[:8]}"
+    return dynamodb_market(client, tables_from_environment(create_tables(client, stack)))
 
 
 def dynamodb_market(client: Any, tables: Tables, clock: Clock | None = None) -> MarketHarness:

@@ -8,30 +8,24 @@ whose lock must give the same answers.
 
 from __future__ import annotations
 
-import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from chalicelib.domain.receipts import slash_chain
 from chalicelib.services import resolution
 from energy_client.rpc_client import RpcError, Signer
-from infra.emulation import create_tables
 from tests.support import (
     BLOCK,
     MarketHarness,
     assert_conserved,
-    dynamodb_market,
     flag,
     memory_market,
+    racing_dynamodb_market,
     registration_params,
     selling_provider,
-    tables_from_environment,
     validators,
 )
 
@@ -45,15 +39,7 @@ def market(request: pytest.FixtureRequest) -> MarketHarness:
         return memory_market()
     moto_server: str = request.getfixturevalue("moto_server")
     request.getfixturevalue("aws_credentials")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        config=Config(max_pool_connections=RACERS * 2),
-    )
-    stack = f"race-{uuid.uuid4().hex[:8]}"
-    return dynamodb_market(client, tables_from_environment(create_tables(client, stack)))
+    return racing_dynamodb_market(moto_server, "race", RACERS * 2)
 
 
 def race(calls: Sequence[Callable[[], Any]]) -> tuple[list[Any], list[str]]:

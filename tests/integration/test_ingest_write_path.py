@@ -5,16 +5,12 @@ redelivery, and the readers of what it writes."""
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import random
 import threading
-import uuid
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
@@ -23,7 +19,6 @@ from chalicelib.services.ingest import Outcome, Status, record_payload
 from chalicelib.streams.live_events import registry_events
 from chalicelib.streams.market_analytics import contributions
 from chalicelib.streams.meter_watch import events_from_records
-from infra.emulation import create_tables
 from tests.support import (
     NOW,
     MarketHarness,
@@ -33,6 +28,7 @@ from tests.support import (
     dynamodb_market,
     memory_market,
     metered_provider,
+    racing_dynamodb_market,
     tables_from_environment,
 )
 
@@ -130,15 +126,7 @@ def racing_market(request: pytest.FixtureRequest) -> MarketHarness:
         return memory_market()
     moto_server: str = request.getfixturevalue("moto_server")
     request.getfixturevalue("aws_credentials")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        config=Config(max_pool_connections=16),
-    )
-    stack = f"ingest-race-{uuid.uuid4().hex[:8]}"
-    return dynamodb_market(client, tables_from_environment(create_tables(client, stack)))
+    return racing_dynamodb_market(moto_server, "ingest-race", 16)
 
 
 def test_racing_deliveries_mint_each_interval_once(racing_market: MarketHarness) -> None:
