@@ -188,7 +188,7 @@ def package(build_dir: Path, stage: str, region: str) -> Path:
     """`chalice package --merge-template`: returns the path of the SAM template."""
     build_dir.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "AWS_DEFAULT_REGION": region}
-    result = subprocess.run(
+    _run(
         [
             str(Path(sys.executable).with_name("chalice")),
             "--project-dir",
@@ -201,6 +201,17 @@ def package(build_dir: Path, stage: str, region: str) -> Path:
             str(build_dir),
         ],
         cwd=PROJECT_DIR,
+        environment=environment,
+        what="chalice package",
+    )
+    return build_dir / "sam.yaml"
+
+
+def _run(command: list[str], *, cwd: Path, environment: dict[str, str], what: str) -> None:
+    """Run a build step; its whole output in the error if it fails (no traceback)."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
         env=environment,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -208,8 +219,7 @@ def package(build_dir: Path, stage: str, region: str) -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise DeployError(f"chalice package failed:\n{result.stdout}{result.stderr}")
-    return build_dir / "sam.yaml"
+        raise DeployError(f"{what} failed:\n{result.stdout}{result.stderr}")
 
 
 def _sha256(path: Path) -> str:
@@ -359,17 +369,12 @@ def build_dashboard(out_dir: Path, websocket_url: str) -> Path:
     if npm is None:
         raise DeployError("npm is missing: install Node.js 20.19+ with npm (web/README.md)")
     environment = {**os.environ, "VITE_WS_URL": websocket_url.rstrip("/")}
-    result = subprocess.run(
+    _run(
         [npm, "run", "build", "--silent", "--", "--outDir", str(out_dir), "--emptyOutDir"],
         cwd=WEB_DIR,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
+        environment=environment,
+        what="the dashboard build",
     )
-    if result.returncode != 0:
-        raise DeployError(f"the dashboard build failed:\n{result.stdout}{result.stderr}")
     return out_dir
 
 
