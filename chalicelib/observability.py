@@ -173,6 +173,10 @@ def configure(app_logger: logging.Logger | None = None, level: str = "INFO") -> 
         return
     _configured = True
     logging.getLogger("chalicelib").setLevel(level)
+    # The SDK's INFO lines ("Found credentials in environment variables", one per
+    # client) say nothing an operator acts on; `make run` would print them by the
+    # dozen. Its warnings and errors still pass.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     root = logging.getLogger()
     if not root.handlers:  # not under the Lambda runtime, which installs one
         root.addHandler(_StdoutHandler())

@@ -35,6 +35,7 @@ settings.load_profile(
 
 # The process's logging as the test session found it, before any app.py import.
 _PRISTINE_CHALICELIB_LEVEL = logging.getLogger("chalicelib").level
+_PRISTINE_BOTOCORE_LEVEL = logging.getLogger("botocore").level
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +54,7 @@ def observability_stays_in_its_test() -> Iterator[None]:
         elif isinstance(handler.formatter, observability.JsonFormatter):
             handler.setFormatter(None)
     logging.getLogger("chalicelib").setLevel(_PRISTINE_CHALICELIB_LEVEL)
+    logging.getLogger("botocore").setLevel(_PRISTINE_BOTOCORE_LEVEL)
     observability._configured = False
     observability._write_to_stdout = False
 
