@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awscrt import io, mqtt5
+from awscrt import io, mqtt, mqtt5
 
 from chalicelib.domain.readings import topic_for
 from infra.local_stack import free_port
@@ -146,3 +146,22 @@ def test_a_meter_is_refused_a_subscription_in_the_suback_and_receives_nothing(
     finally:
         publisher.stop()
         snoop.stop()
+
+
+def test_an_mqtt_311_meter_is_refused_a_subscription_in_the_suback(
+    broker: tuple[Broker, CertificateAuthority], tmp_path: Path
+) -> None:
+    """MQTT 3.1.1 has no reason codes: a refusal is the SUBACK's failure code 0x80,
+    which the AWS IoT SDK's 3.1.1 client raises as SubscribeError."""
+    running, ca = broker
+    client = mqtt.Client(None, io.ClientTlsContext(_tls(ca, tmp_path, "meter_a")))
+    connection = mqtt.Connection(
+        client=client, host_name="127.0.0.1", port=running.port, client_id="meter_a"
+    )
+    connection.connect().result(10)
+    try:
+        subscribed, _ = connection.subscribe(readings_topic_filter(), mqtt.QoS.AT_LEAST_ONCE)
+        with pytest.raises(mqtt.SubscribeError):
+            subscribed.result(10)
+    finally:
+        connection.disconnect().result(10)
