@@ -18,19 +18,17 @@ import datetime
 import importlib
 import json
 import logging
-import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from chalice.app import ScheduledEventConfig
 
-from iot.lifecycle import write_status
+from iot.lifecycle import set_on_signals, write_status
 
 logger = logging.getLogger("infra.scheduler")
 
@@ -118,11 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scheduled_jobs(importlib.import_module(args.app)), args.interval, args.status_file
     )
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        scheduler.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    set_on_signals(scheduler.stopping)
     logger.info("running %s every %ss", ", ".join(n for n, _ in scheduler.jobs), args.interval)
     scheduler.run()
     return 0

@@ -39,7 +39,6 @@ import importlib
 import json
 import logging
 import math
-import signal
 import sys
 import threading
 import time
@@ -47,7 +46,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import boto3
@@ -60,7 +58,7 @@ from infra.emulation import (
     queue_definition,
     stream_event_source,
 )
-from iot.lifecycle import write_status
+from iot.lifecycle import set_on_signals, write_status
 
 logger = logging.getLogger("infra.stream_poller")
 
@@ -419,11 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure_queue_urls(sqs, subscriptions, args.stack_name)
     poller = StreamPoller(subscriptions, boto3.client("dynamodbstreams"), args.status_file, sqs=sqs)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        poller.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    set_on_signals(poller.stopping)
     logger.info("polling %s", ", ".join(f"{s.name} <- {s.stream_arn}" for s in subscriptions))
     poller.run()
     return 0

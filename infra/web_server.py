@@ -30,7 +30,6 @@ import http.client
 import io
 import logging
 import mimetypes
-import signal
 import socket
 import sys
 import threading
@@ -41,10 +40,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any, ClassVar
 
-from iot.lifecycle import StartStop, write_status
+from iot.lifecycle import StartStop, set_on_signals, write_status
 
 logger = logging.getLogger("infra.web_server")
 
@@ -492,12 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dist, upstreams, host=args.host, port=args.port, status_path=args.status_file
     )
     stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    set_on_signals(stopping)
     try:
         server.start()
     except OSError as exc:

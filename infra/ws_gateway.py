@@ -73,7 +73,6 @@ import importlib
 import json
 import logging
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -81,7 +80,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -90,7 +88,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import SERVER, Request, Response
 from websockets.protocol import State
 
-from iot.lifecycle import StartStop, write_status
+from iot.lifecycle import StartStop, set_on_signals, write_status
 
 logger = logging.getLogger("infra.ws_gateway")
 
@@ -928,12 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status_path=args.status_file,
     )
     stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    set_on_signals(stopping)
     try:
         gateway.start()
     except OSError as exc:

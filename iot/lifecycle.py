@@ -4,6 +4,8 @@ the status files their processes write."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +32,17 @@ class StartStop:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def set_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM (the stack stopping its processes) and SIGINT (Ctrl-C) set ``stopping``:
+    a long-running process finishes its current step and stops cleanly."""
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def write_status(path: Path, status: Mapping[str, Any]) -> None:

@@ -49,7 +49,6 @@ import argparse
 import logging
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -59,7 +58,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 import boto3
@@ -82,7 +80,7 @@ from iot.demo.profiles import (
 )
 from iot.demo.tally import DisputeTally
 from iot.demo.validators import ValidatorBot
-from iot.lifecycle import write_status
+from iot.lifecycle import set_on_signals, write_status
 from iot.meter import GenerationSource, MeterClient, MeterError
 from iot.provision import MeterCredentials, ProvisioningError, provision_meter
 
@@ -763,11 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        demo.stop.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    set_on_signals(demo.stop)
     try:
         demo.demo_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         demo.set_up()
