@@ -15,13 +15,22 @@ handler's own CPU per call (5 ms; its DynamoDB requests are counted):
   action per reading, and the connection-minutes a meter holds between two
   readings (15 minutes).
 
-"Before" is the design up to commit 734d793 (a three-item transaction: meter,
-credit, provider), counted with ``bench/ingest.py`` at that commit: 1
-BatchGetItem (2 RCU) and 1 TransactWriteItems (6 WCU on the tables, 3 on the
-credit's indexes) per accepted reading. "After" is counted live from the code
-as it is. Batched delivery (IoT rule -> SQS -> Lambda in batches of 50) is
-priced beside them from the same counts (docs/architecture.md says why it is
-not built).
+Three designs of the accepted reading, side by side:
+
+* "before": up to commit 734d793, a three-item transaction (meter, credit,
+  provider), counted with ``bench/ingest.py`` at that commit: 1 BatchGetItem
+  (2 RCU) and 1 TransactWriteItems (6 WCU on the tables, 3 on the credit's
+  indexes) per accepted reading;
+* "2-item transaction": up to commit 58c61fe, the meter's last reading on the
+  provider's item, still one transaction (2 RCU; 4 WCU on the tables, 2 on
+  the indexes), at the CPU ``bench/ingest.py`` measured at that commit;
+* "after": counted live from the code as it is: two plain conditional writes
+  (the provider's item, then the credit), and the registry stream reader's
+  eventually consistent check that the credit was written.
+
+Batched delivery (IoT rule -> SQS -> Lambda in batches of 50) is priced
+beside them from the same counts (docs/architecture.md says why it is not
+built).
 
 Run: ``.venv/bin/python -m bench.cost [--rtt-ms 5]``.
 """
@@ -45,7 +54,7 @@ from moto import mock_aws
 
 from bench._capacity import CapacityMeter, DynamoRequest
 from bench._fake_aws import REGION, use_fake_aws_environment
-from bench.ingest import BATCH_READINGS, botocore_figures, dynamodb_costs
+from bench.ingest import BATCH_READINGS, STREAM_CHECK, botocore_figures, dynamodb_costs
 from tests.support import NOW, buy, dynamodb_market, selling_provider, tables_from_environment
 
 # -- AWS list prices, us-east-1, USD ---------------------------------------------
@@ -102,9 +111,11 @@ INGEST_MEMORY_MB: Final = 512  # .chalice/config.json: lambda_memory_size
 API_MEMORY_MB: Final = 1024  # .chalice/config.json: api_handler
 # A reading's log: the EMF metric line (~330 bytes) and Lambda's START/END/REPORT (~300).
 LOG_BYTES_PER_INVOCATION: Final = 630
-# CPU of one accepted reading on commit 734d793 (DynamoDB adapter and botocore,
-# canned answers, measured as bench/ingest.py section 3 does): 1,120 us.
+# CPU of one accepted reading (DynamoDB adapter and botocore, canned answers,
+# measured as bench/ingest.py section 3 does) on commit 734d793: 1,120 us; on
+# commit 58c61fe: 830 us.
 BEFORE_CPU_MS: Final = 1.12
+TRANSACTION_CPU_MS: Final = 0.83
 SQS_BATCH: Final = 10  # a Lambda poller's ReceiveMessage / DeleteMessageBatch take 10
 
 
@@ -136,6 +147,10 @@ def reading_usages(rtt_ms: float) -> list[Usage]:
     measured = dict(dynamodb_costs())
     after = measured["accepted reading"]
     after_rru, after_wru = dynamo_units(after)
+    # The stream reader's check, per reading (it ran on 3); it shares the
+    # invocation the reader makes anyway, so it adds no Lambda request.
+    check_rru, _ = dynamo_units(measured[STREAM_CHECK])
+    after_rru += check_rru / 3
     iot = {
         "iot_message": 1,
         "iot_connect_minute": READING_INTERVAL_MINUTES,
@@ -155,8 +170,19 @@ def reading_usages(rtt_ms: float) -> list[Usage]:
             "log_gb": log,
         },
     )
+    transaction = Usage(
+        "2-item transaction",
+        iot
+        | {
+            "lambda_request": 1,
+            "lambda_gb_second": lambda_gb_seconds(INGEST_MEMORY_MB, TRANSACTION_CPU_MS, 2, rtt_ms),
+            "dynamodb_rru": 2,
+            "dynamodb_wru": 6,
+            "log_gb": log,
+        },
+    )
     now = Usage(
-        "after: 2-item transaction",
+        "after: 2 plain writes",
         iot
         | {
             "lambda_request": 1,
@@ -190,7 +216,7 @@ def reading_usages(rtt_ms: float) -> list[Usage]:
             "log_gb": log / BATCH_READINGS + 330 / 1e9,
         },
     )
-    return [before, now, batched]
+    return [before, transaction, now, batched]
 
 
 def purchase_usage(rtt_ms: float) -> Usage:

@@ -34,6 +34,7 @@ Tumbling windows are not emulated: each batch is its own window, and the final o
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import importlib
 import json
@@ -128,6 +129,9 @@ def lambda_event(
         created = change.get("ApproximateCreationDateTime")
         if isinstance(created, datetime.datetime):
             change["ApproximateCreationDateTime"] = int(created.timestamp())
+        for part in ("Keys", "NewImage", "OldImage"):
+            if part in change:
+                change[part] = {k: _as_in_lambda(v) for k, v in change[part].items()}
         shaped.append({**record, "dynamodb": change, "eventSourceARN": stream_arn})
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
@@ -139,6 +143,21 @@ def lambda_event(
         "isFinalInvokeForWindow": True,
         "isWindowTerminatedEarly": False,
     }
+
+
+def _as_in_lambda(value: dict[str, Any]) -> dict[str, Any]:
+    """An attribute value as Lambda's JSON event carries it: binary as base64
+    text (boto3 hands it over as bytes)."""
+    ((kind, content),) = value.items()
+    if kind == "B":
+        return {"B": base64.b64encode(content).decode()}
+    if kind == "BS":
+        return {"BS": [base64.b64encode(b).decode() for b in content]}
+    if kind == "M":
+        return {"M": {k: _as_in_lambda(v) for k, v in content.items()}}
+    if kind == "L":
+        return {"L": [_as_in_lambda(v) for v in content]}
+    return value
 
 
 def stream_subscriptions(module: Any) -> list[Subscription]:

@@ -59,6 +59,41 @@ class Credit:
         return self.parent_credit_id or self.credit_id
 
 
+def minted_credit(
+    *,
+    reading_hash: str,
+    provider_id: str,
+    meter_address: str,
+    energy_type: EnergyType,
+    jurisdiction: str,
+    interval_start_ms: int,
+    interval_end_ms: int,
+    wh: int,
+    counter_wh: int,
+    signature: str,
+    minted_at_ms: int,
+    credit_lifetime_ms: int,
+) -> Credit:
+    """The credit an accepted reading mints: on sale until it expires; for a
+    meter's first reading, its baseline (an interval of no length: every later
+    reading's interval ends after the one before, so only a first is empty)."""
+    return Credit(
+        reading_hash,
+        provider_id,
+        meter_address,
+        energy_type,
+        jurisdiction,
+        interval_start_ms,
+        interval_end_ms,
+        wh,
+        counter_wh,
+        signature,
+        minted_at_ms,
+        minted_at_ms + credit_lifetime_ms,
+        CreditState.BASELINE if interval_start_ms == interval_end_ms else CreditState.AVAILABLE,
+    )
+
+
 @dataclass(frozen=True)
 class Retirement:
     """A claim on a credit's energy for carbon reporting; made once, for good."""

@@ -3,8 +3,10 @@
 One use case serves both paths: the MQTT topic rule's Lambda and the
 ``energy.submitReading`` method. Delivery is at least once, so a reading
 already accepted is a success that mints nothing; everything else either
-passes every rule and is minted in one atomic write (meter state, credit,
-provider's available energy) or is refused with a recorded reason.
+passes every rule and is minted, or is refused with a recorded reason. A
+minted reading is one conditional write of the provider's item (the meter's
+last reading and, with it, the credit; the provider's available energy),
+then the credit's own record (see ``_record`` and ``restore_credits``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-from chalicelib.domain.credits import Credit, CreditState
+from chalicelib.domain.credits import Credit, minted_credit
 from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
 from chalicelib.domain.providers import UPTIME_SLOT_SECONDS, UPTIME_WINDOW_SLOTS
 from chalicelib.domain.readings import (
@@ -40,6 +44,8 @@ from chalicelib.services.dependencies import Dependencies
 # judged again against the winner; more rounds than this means a meter is
 # being flooded, and the delivery is left to be retried by the sender.
 MAX_ROUNDS: Final = 4
+
+logger = logging.getLogger(__name__)
 
 
 class Status(StrEnum):
@@ -228,18 +234,18 @@ def _record(
     except ReadingRejected as refused:
         return refuse(refused.reason, refused.detail, signed=True)
     credit = _credit(deps, reading, meter, provider, wh, now_ms)
-    uow.meters.advance(
-        meter,
-        meter.advanced(reading),
-        minted_wh=wh,
-        reading_slots=_recent_slots(provider, reading.timestamp_ms),
-    )
+    # Two conditional writes in this order, not one transaction, which would
+    # bill both twice. The first decides: the meter's last reading moves from
+    # ``meter``'s to this one, carrying the credit; only one reading can move it
+    # from there, so a racing delivery or reading loses here (ConcurrentUpdate:
+    # judged again). The second, the credit's own record, is the same for
+    # whoever writes it; if this function dies between the two, the registry
+    # stream brings the first to restore_credits, which writes it.
+    uow.meters.advance(meter, credit, reading_slots=_recent_slots(provider, reading.timestamp_ms))
     uow.credits.mint(credit)
-    try:
-        uow.commit()
-    except AlreadyExists:
-        # Another delivery of this reading was minted between our read and write.
-        return Outcome(Status.DUPLICATE, reading.meter_address, reading.reading_hash)
+    # AlreadyExists: restore_credits wrote it first; the reading is ours all the same.
+    with contextlib.suppress(AlreadyExists):
+        uow.commit_in_order()
     _emit_metric("ReadingsAccepted", reading.meter_address)
     return Outcome(Status.ACCEPTED, reading.meter_address, reading.reading_hash, credit)
 
@@ -267,22 +273,57 @@ def _credit(
     wh: int,
     now_ms: int,
 ) -> Credit:
-    baseline = meter.last_timestamp_ms is None
-    return Credit(
-        credit_id=reading.reading_hash,
+    previous_ms = meter.last_timestamp_ms
+    return minted_credit(
+        reading_hash=reading.reading_hash,
         provider_id=provider.provider_id,
         meter_address=reading.meter_address,
         energy_type=provider.energy_type,
         jurisdiction=provider.jurisdiction,
-        interval_start_ms=reading.timestamp_ms if baseline else meter.last_timestamp_ms or 0,
+        # A first reading (no previous) is the meter's baseline: an empty interval.
+        interval_start_ms=reading.timestamp_ms if previous_ms is None else previous_ms,
         interval_end_ms=reading.timestamp_ms,
         wh=wh,
         counter_wh=reading.counter_wh,
         signature=reading.signature,
         minted_at_ms=now_ms,
-        expires_at_ms=now_ms + deps.settings.credit_lifetime_ms,
-        state=CreditState.BASELINE if baseline else CreditState.AVAILABLE,
+        credit_lifetime_ms=deps.settings.credit_lifetime_ms,
     )
+
+
+def restore_credits(deps: Dependencies, credits: Sequence[Credit]) -> int:
+    """Write the credits of accepted readings that have no record of their own;
+    return how many.
+
+    An accepted reading is written in two steps (``_record``), and the first
+    one, the provider's item, carries the credit. The registry stream brings
+    every such change here, so a credit whose second write was lost (the
+    function died, or its write was throttled, in between) is written a moment
+    later. Most are there already: one eventually consistent read of their ids
+    finds them, and a credit that read misses is put on a condition that keeps
+    the one there.
+    """
+    by_id = {credit.credit_id: credit for credit in credits}
+    if not by_id:
+        return 0
+    missing = by_id.keys() - deps.unit_of_work().credits.written(list(by_id))
+    restored = 0
+    for credit_id in sorted(missing):
+        uow = deps.unit_of_work()
+        uow.credits.mint(by_id[credit_id])
+        try:
+            uow.commit()
+        except AlreadyExists:
+            continue  # written after the read: by its ingest, or a redelivered batch
+        restored += 1
+        logger.warning(
+            "credit restored from the provider's record",
+            extra={"credit_id": credit_id, "meter_address": by_id[credit_id].meter_address},
+        )
+    if restored:
+        # An ingest that stopped between its two writes; the alarm on this says so.
+        emit_metrics({"CreditsRestored": restored})
+    return restored
 
 
 def _recent_slots(provider: MeterOwner, timestamp_ms: int) -> frozenset[int]:

@@ -175,10 +175,6 @@ class ProviderRepository(Protocol):
         obligation, if it still sells at the price read, has the energy and
         its disputes' freezes are as read; fails with ConcurrentUpdate otherwise."""
 
-    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
-        """Stage: add minted Wh to the provider's available energy and store
-        the recent reading slots (for uptime)."""
-
     def settle_obligation(
         self, provider: Provider, earned_micro_block: int, wh: int, *, at_ms: int | None = None
     ) -> None:
@@ -224,17 +220,12 @@ class MeterRepository(Protocol):
         """The meter and what ingest needs of the provider a reading names, in one
         read; no provider when it is not the meter's."""
 
-    def advance(
-        self,
-        before: MeterState,
-        after: MeterState,
-        *,
-        minted_wh: int,
-        reading_slots: frozenset[int],
-    ) -> None:
-        """Stage, as one write: the meter's new last reading if its last reading
-        is still ``before``'s (ConcurrentUpdate otherwise), ``minted_wh`` added to
-        its provider's available energy and the recent reading slots (uptime)."""
+    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
+        """Stage, as one write: the reading ``credit`` was minted from becomes the
+        meter's last, with the credit itself (all that is needed to write it
+        again), if the meter's last reading is still ``before``'s
+        (ConcurrentUpdate otherwise); the credit's Wh are added to its provider's
+        available energy, and the recent reading slots (uptime) kept."""
 
     def rotate_key(self, meter_address: str, public_key: str) -> None:
         """Stage: register a new Ed25519 key for the meter."""
@@ -254,6 +245,10 @@ class CreditRepository(Protocol):
 
     def mint(self, credit: Credit) -> None:
         """Stage: create the credit; fails with AlreadyExists if it was minted."""
+
+    def written(self, credit_ids: Sequence[str]) -> set[str]:
+        """Which of these credits have their own record. An eventually consistent
+        read: a credit written a moment ago may be missing from the answer."""
 
     def by_provider(self, provider_id: str, limit: int, cursor: str | None) -> Page[Credit]:
         """A provider's credits (baselines excluded), newest first."""
@@ -569,6 +564,11 @@ class UnitOfWork(Protocol):
 
     def commit(self) -> None:
         """Apply every staged write, or none; raises the failing write's error."""
+
+    def commit_in_order(self) -> None:
+        """Apply the staged writes in order, each on its own (not one atomic
+        write); stop at the first that fails and raise its error. Only for writes
+        after the first that are idempotent and are restored if they are lost."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

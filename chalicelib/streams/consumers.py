@@ -3,7 +3,8 @@
 ``app.py``'s handlers call these; ``chalicelib.streams.batch`` runs the two
 steps and turns failures into the answer Lambda reads.
 
-registry stream  ``watch_meters``            analytics, fraud detectors, live events
+registry stream  ``watch_meters``            credits to restore, analytics, fraud detectors,
+                                             live events
 ledger stream    ``publish_market_events``   market events and metrics, analytics, live events
 disputes stream  ``publish_dispute_events``  live events
 """
@@ -15,15 +16,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.domain.analytics import Contribution
+from chalicelib.domain.credits import Credit
 from chalicelib.domain.events import Event
 from chalicelib.services.fraud_watch import MeterEvent
-from chalicelib.streams import live_events, market_analytics, meter_watch, purchase_events
+from chalicelib.streams import (
+    live_events,
+    market_analytics,
+    meter_watch,
+    minted_credits,
+    purchase_events,
+)
 from chalicelib.streams.batch import Record, consume
 from chalicelib.streams.purchase_events import MarketEvent
 
 
 @dataclass(frozen=True)
 class RegistryBatch:
+    minted: list[Credit]
     contributions: list[Contribution]
     meter_events: list[MeterEvent]
     live: list[Event]
@@ -39,6 +48,7 @@ class LedgerBatch:
 def watch_meters(event: Mapping[str, Any]) -> dict[str, Any]:
     from chalicelib.services.analytics import buckets_of, fold
     from chalicelib.services.fraud_watch import watch_meters as watch
+    from chalicelib.services.ingest import restore_credits
     from chalicelib.wiring import jobs_dependencies
 
     deps = jobs_dependencies()
@@ -46,12 +56,15 @@ def watch_meters(event: Mapping[str, Any]) -> dict[str, Any]:
 
     def decode(records: Sequence[Record]) -> RegistryBatch:
         return RegistryBatch(
+            minted_credits.credits_from_records(records, deps.settings.credit_lifetime_ms),
             market_analytics.contributions(records, buckets),
             meter_watch.events_from_records(records),
             live_events.registry_events(records),
         )
 
     def process(batch: RegistryBatch) -> None:
+        # First: a credit lost between ingest's two writes is what buyers wait for.
+        restore_credits(deps, batch.minted)
         if batch.contributions:
             fold(deps, market_analytics.shard_of(event), batch.contributions)
         if batch.meter_events:

@@ -1,24 +1,29 @@
-"""The accepted reading's write path: one update of the provider's item and the
-credit's put, in one transaction; its guarantees under races, faults and
-redelivery, and the readers of what it writes."""
+"""The accepted reading's write path: a conditional update of the provider's item
+(the meter's last reading, carrying its credit), then the credit's conditional
+put, each a plain write; its guarantees under races, faults (the function dying
+between the two included) and redelivery, and the readers of what it writes."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import random
 import threading
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
 from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
-from chalicelib.services.ingest import Outcome, Status, record_payload
+from chalicelib.services.ingest import Outcome, Status, record_payload, restore_credits
 from chalicelib.streams.live_events import registry_events
 from chalicelib.streams.market_analytics import contributions
 from chalicelib.streams.meter_watch import events_from_records
+from chalicelib.streams.minted_credits import credits_from_records
+from infra.stream_poller import lambda_event
 from tests.support import (
     NOW,
     MarketHarness,
@@ -87,26 +92,32 @@ class RecordingClient:
         return recorded
 
 
-def test_an_accepted_reading_is_one_transaction_of_the_provider_item_and_the_credit(
+def test_an_accepted_reading_is_an_update_of_the_provider_item_then_the_credits_put(
     dynamodb: Any,
 ) -> None:
     recording = RecordingClient(dynamodb)
     market = dynamodb_market(recording, tables_from_environment(dict(os.environ)))
     meter = metered_provider(market, capacity_kwh=10_000)
-    assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
+    baseline = ingest(market, meter.payload(1_000, T0))
+    assert baseline.status == Status.ACCEPTED
     recording.writes.clear()
     outcome = ingest(market, meter.payload(2_000, T0 + MINUTE))
-    assert outcome.status == Status.ACCEPTED
+    assert outcome.status == Status.ACCEPTED and outcome.credit is not None
 
-    [(operation, request)] = recording.writes
-    assert operation == "transact_write_items"
-    items = request["TransactItems"]
-    assert [next(iter(i)) for i in items] == ["Update", "Put"]
-    assert items[0]["Update"]["Key"] == provider_key(meter.provider_id)
-    assert items[1]["Put"]["Item"]["pk"] == {"S": f"CREDIT#{outcome.reading_hash}"}
+    [(first, update), (second, put)] = recording.writes
+    assert (first, second) == ("update_item", "put_item")  # no transaction: half the units
+    assert update["Key"] == provider_key(meter.provider_id)
+    # Decided by the last reading as read: a racing reading cannot move it too.
+    assert "last_reading_hash = :previous" in update["ConditionExpression"]
+    assert update["ExpressionAttributeValues"][":previous"] == {"S": baseline.reading_hash}
+    # The provider's item carries the credit: all it takes to write it again.
+    signature = update["ExpressionAttributeValues"][":signature"]["S"]
+    assert base64.b64decode(signature).hex() == outcome.credit.signature
+    assert put["Item"]["pk"] == {"S": f"CREDIT#{outcome.reading_hash}"}
+    assert put["ConditionExpression"] == "attribute_not_exists(pk)"
     # The credit on sale is in the on-sale indexes, not (yet) in CreditsByProvider.
-    assert "provider_id" not in items[1]["Put"]["Item"]
-    assert "available_provider_id" in items[1]["Put"]["Item"]
+    assert "provider_id" not in put["Item"]
+    assert "available_provider_id" in put["Item"]
     # The meter's own item is not written: its last reading lives on the provider's.
     tables = tables_from_environment(dict(os.environ))
     meter_item = dynamodb.get_item(TableName=tables.registry, Key=meter_key(meter.meter_address))
@@ -178,36 +189,34 @@ class LambdaDied(Exception):
 
 
 class FaultyClient:
-    """The moto client; the next transaction is refused for capacity, cancelled for
-    a conflict, or made and followed by the function dying."""
+    """The moto client; its next call of ``operation`` is refused for capacity,
+    refused for a transaction holding the item, or the function dies before
+    it is made or after it returned."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        self.fault: str | None = None
-
-    def transact_write_items(self, **request: Any) -> Any:
-        fault, self.fault = self.fault, None
-        if fault == "throttled":
-            raise ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                "TransactWriteItems",
-            )
-        if fault == "conflict":
-            reasons = [{"Code": "TransactionConflict"}, {"Code": "None"}]
-            raise ClientError(
-                {
-                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
-                    "CancellationReasons": reasons,
-                },
-                "TransactWriteItems",
-            )
-        answer = self._client.transact_write_items(**request)
-        if fault == "crash":
-            raise LambdaDied("killed after the write")
-        return answer
+        self.fault: tuple[str, str] | None = None  # (operation, what goes wrong)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+        call = getattr(self._client, name)
+        if self.fault is None or self.fault[0] != name:
+            return call
+
+        def faulty(**request: Any) -> Any:
+            assert self.fault is not None
+            what, self.fault = self.fault[1], None
+            if what in ("throttled", "conflict"):
+                code = (
+                    "ProvisionedThroughputExceededException"
+                    if what == "throttled"
+                    else "TransactionConflictException"
+                )
+                raise ClientError({"Error": {"Code": code, "Message": what}}, name)
+            if what == "died after":
+                call(**request)
+            raise LambdaDied(f"killed: {what} {name}")
+
+        return faulty
 
 
 @pytest.fixture
@@ -219,13 +228,33 @@ def faulty(dynamodb: Any) -> tuple[FaultyClient, MarketHarness, SimulatedMeter]:
     return client, market, meter
 
 
-def test_a_throttled_write_changes_nothing_and_the_redelivery_mints(
+def registry_stream(dynamodb: Any) -> list[dict[str, Any]]:
+    """Every record of the registry table's stream, as Lambda hands them over."""
+    tables = tables_from_environment(dict(os.environ))
+    streams = boto3.client("dynamodbstreams", region_name=dynamodb.meta.region_name)
+    arn = dynamodb.describe_table(TableName=tables.registry)["Table"]["LatestStreamArn"]
+    records: list[dict[str, Any]] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records += streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+    shaped: list[dict[str, Any]] = lambda_event(records, arn)["Records"]
+    return shaped
+
+
+def restore_from_stream(market: MarketHarness, dynamodb: Any) -> int:
+    lifetime = market.deps.settings.credit_lifetime_ms
+    return restore_credits(market.deps, credits_from_records(registry_stream(dynamodb), lifetime))
+
+
+def test_a_throttled_first_write_changes_nothing_and_the_redelivery_mints(
     faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter],
 ) -> None:
     client, market, meter = faulty
     payload = meter.payload(3_000, T0 + MINUTE)
     before = market.snapshot()
-    client.fault = "throttled"
+    client.fault = ("update_item", "throttled")
     with pytest.raises(StorageBusy):  # the topic rule's Lambda fails; IoT redelivers
         ingest(market, payload)
     assert market.snapshot() == before
@@ -233,28 +262,67 @@ def test_a_throttled_write_changes_nothing_and_the_redelivery_mints(
     chain_holds(market, meter, 1_000)
 
 
-def test_a_conflicting_transaction_is_retried_and_mints_once(
+def test_a_transaction_holding_the_provider_item_is_waited_out_and_mints_once(
     faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter],
 ) -> None:
     client, market, meter = faulty
-    client.fault = "conflict"
+    client.fault = ("update_item", "conflict")  # a purchase's transaction, say
     outcome = ingest(market, meter.payload(3_000, T0 + MINUTE))
     assert (outcome.status, outcome.credit and outcome.credit.wh) == (Status.ACCEPTED, 2_000)
     chain_holds(market, meter, 1_000)
 
 
-def test_a_crash_after_the_write_then_redelivery_mints_once(
+@pytest.mark.parametrize("fault", ["died before", "throttled"])
+def test_a_credit_lost_between_the_two_writes_is_restored_from_the_stream_once(
+    faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter], dynamodb: Any, fault: str
+) -> None:
+    client, market, meter = faulty
+    payload = meter.payload(3_000, T0 + MINUTE)
+    client.fault = ("put_item", fault)  # the provider's item written, the credit's put not made
+    with pytest.raises(LambdaDied if fault == "died before" else StorageBusy):
+        ingest(market, payload)
+    provider = market.client.call("energy.getProvider", {"provider_id": meter.provider_id})
+    assert provider["available_wh"] == 2_000  # the provider's item moved...
+    with pytest.raises(AssertionError):
+        chain_holds(market, meter, 1_000)  # ...and the credit is not listed yet
+    # IoT delivers again: the meter has moved on to this very reading.
+    assert ingest(market, payload).status == Status.DUPLICATE
+    assert restore_from_stream(market, dynamodb) == 1
+    chain_holds(market, meter, 1_000)
+    # The stream delivered again, and the redelivery: nothing minted twice.
+    assert restore_from_stream(market, dynamodb) == 0
+    assert ingest(market, payload).status == Status.DUPLICATE
+    assert ingest(market, meter.payload(4_000, T0 + 2 * MINUTE)).status == Status.ACCEPTED
+    chain_holds(market, meter, 1_000)
+
+
+def test_a_crash_after_both_writes_then_redelivery_mints_once(
     faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter],
 ) -> None:
     client, market, meter = faulty
     payload = meter.payload(3_000, T0 + MINUTE)
-    client.fault = "crash"
+    client.fault = ("put_item", "died after")
     with pytest.raises(LambdaDied):
         ingest(market, payload)
-    chain_holds(market, meter, 1_000)  # written whole: meter, provider, credit
+    chain_holds(market, meter, 1_000)  # written whole: provider and credit
     assert ingest(market, payload).status == Status.DUPLICATE
     assert ingest(market, meter.payload(4_000, T0 + 2 * MINUTE)).status == Status.ACCEPTED
     chain_holds(market, meter, 1_000)
+
+
+def test_a_restored_credit_is_the_credit_ingest_would_have_written(
+    faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter], dynamodb: Any
+) -> None:
+    _, market, meter = faulty
+    outcome = ingest(market, meter.payload(3_000, T0 + MINUTE))
+    assert outcome.credit is not None
+    lifetime = market.deps.settings.credit_lifetime_ms
+    # Every credit the stream shows, baseline included, rebuilt exactly.
+    rebuilt = credits_from_records(registry_stream(dynamodb), lifetime)
+    assert [c.credit_id for c in rebuilt][-1] == outcome.credit.credit_id
+    uow = market.deps.unit_of_work()
+    for credit in rebuilt:
+        assert uow.credits.get(credit.credit_id) == credit
 
 
 # -- a meter item written before the last reading moved -------------------------------

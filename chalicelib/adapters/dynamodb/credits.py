@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 LEAVE_SALE = "provider_id = :issuer REMOVE available_provider_id, expiry_slot, expiry_key"
 
 
+_ID_ONLY: Final = ("#id", {"#id": "credit_id"})
+
+
 def credit_to_item(credit: Credit) -> Item:
     values: dict[str, Any] = {
         "credit_id": credit.credit_id,
@@ -144,6 +147,15 @@ class DynamoCredits:
             "attribute_not_exists(pk)",
             lambda: AlreadyExists("this reading was already minted", credit_id=credit.credit_id),
         )
+
+    def written(self, credit_ids: Sequence[str]) -> set[str]:
+        # Eventually consistent, the id only: half a read unit a credit, and a
+        # credit this misses is put on a condition that keeps the one there.
+        keys = [credit_key(c) for c in dict.fromkeys(credit_ids)]
+        found = get_all(
+            self._client, self._tables.credits, keys, consistent=False, projection=_ID_ONLY
+        )
+        return {item["credit_id"]["S"] for item in found}
 
     def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
         response = self._client.query(

@@ -11,6 +11,7 @@ read until the provider's item has one (see ``_head``).
 
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,6 +27,7 @@ from chalicelib.adapters.dynamodb.layout import (
 )
 from chalicelib.adapters.dynamodb.paging import get_all
 from chalicelib.adapters.dynamodb.providers import slots_from_attributes, slots_to_attributes
+from chalicelib.domain.credits import Credit, minted_credit
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -88,6 +90,45 @@ def meter_image(provider_image: Item) -> Item:
         "energy_type": provider_image["energy_type"],
     }
     return image | {k: provider_image[k] for k in HEAD_ATTRIBUTES if k in provider_image}
+
+
+def credit_from_provider_image(
+    new_image: Item, old_image: Item, credit_lifetime_ms: int
+) -> Credit | None:
+    """The credit of the reading a provider item's change accepted, as ingest
+    minted it; None for a change that accepted no reading, or one written
+    before the item kept its last reading's credit.
+
+    """
+    if not new_image or "last_signature" not in new_image:
+        return None
+    reading_hash = new_image["last_reading_hash"]["S"]
+    previous = old_image.get("last_reading_hash") if old_image else None
+    if previous is not None and previous["S"] == reading_hash:
+        return None  # the same last reading: another change of the provider
+    signature = base64.b64decode(new_image["last_signature"]["S"])
+    start_ms, end_ms = (
+        _int(new_image, "last_interval_start_ms"),
+        _int(new_image, "last_timestamp_ms"),
+    )
+    minted_at_ms = _int(new_image, "last_minted_at_ms")
+    counter_wh, wh = _int(new_image, "last_counter_wh"), _int(new_image, "last_minted_wh")
+    if None in (start_ms, end_ms, minted_at_ms, counter_wh, wh):
+        return None
+    return minted_credit(
+        reading_hash=reading_hash,
+        provider_id=new_image["provider_id"]["S"],
+        meter_address=new_image["meter_address"]["S"],
+        energy_type=EnergyType(new_image["energy_type"]["S"]),
+        jurisdiction=new_image["jurisdiction"]["S"],
+        interval_start_ms=start_ms or 0,
+        interval_end_ms=end_ms or 0,
+        wh=wh or 0,
+        counter_wh=counter_wh or 0,
+        signature=signature.hex(),
+        minted_at_ms=minted_at_ms or 0,
+        credit_lifetime_ms=credit_lifetime_ms,
+    )
 
 
 # The attributes of a meter's last accepted reading (on the provider's item).
@@ -214,17 +255,12 @@ class DynamoMeters:
         )
         return meter_from_item(meter, provider), _owner(provider) if provider else None
 
-    def advance(
-        self,
-        before: MeterState,
-        after: MeterState,
-        *,
-        minted_wh: int,
-        reading_slots: frozenset[int],
-    ) -> None:
+    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
         # One update of the provider's item: the meter's new last reading (only
         # if its last is still ``before``'s: that is what makes two readings
-        # racing from one state mint once), the minted Wh on sale, and uptime.
+        # racing from one state mint once) with its credit's own fields (all
+        # that is needed to write the credit again: restore_credits), the
+        # minted Wh on sale, and uptime.
         on_provider = self._head_on_provider.get(before.meter_address, True)
         condition = (
             "last_reading_hash = :previous"
@@ -232,11 +268,18 @@ class DynamoMeters:
             else "attribute_not_exists(last_reading_hash)"
         )
         values: dict[str, Any] = {
-            ":counter": after.last_counter_wh,
-            ":at": after.last_timestamp_ms,
-            ":hash": after.last_reading_hash,
+            ":counter": credit.counter_wh,
+            ":at": credit.interval_end_ms,
+            ":hash": credit.credit_id,
+            ":start": credit.interval_start_ms,
+            ":minted": credit.minted_at_ms,
+            # Base64: 88 characters where the credit's hex has 128, so that the
+            # provider's item stays within the 1 KB a write unit buys. Text, not
+            # binary: stream images carry binary as base64 that boto3's
+            # deserializer, which the stream readers use, does not take.
+            ":signature": base64.b64encode(bytes.fromhex(credit.signature)).decode(),
             ":one": 1,
-            ":wh": minted_wh,
+            ":wh": credit.wh,
             ":meter": before.meter_address,
         } | {
             f":{k.removeprefix('reading_slot_')}": v
@@ -248,6 +291,8 @@ class DynamoMeters:
             self._tables.registry,
             provider_key(before.provider_id),
             "SET last_counter_wh = :counter, last_timestamp_ms = :at, last_reading_hash = :hash,"
+            " last_interval_start_ms = :start, last_minted_wh = :wh, last_minted_at_ms = :minted,"
+            " last_signature = :signature,"
             " reading_slot_last = :last, reading_slot_bits = :bits"
             " ADD accepted_readings :one, available_wh :wh",
             f"meter_address = :meter AND {condition}",

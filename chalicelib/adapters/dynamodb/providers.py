@@ -26,7 +26,6 @@ from chalicelib.domain.credits import Freeze
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
-    NotFound,
 )
 from chalicelib.domain.providers import EnergyType, ListingFacts, Location, Provider, ProviderQuery
 from chalicelib.services.ports import Page
@@ -347,23 +346,6 @@ class DynamoProviders:
                     ":price": provider.price_micro_block_per_kwh,
                 }
                 | dispute_values
-            ),
-        )
-
-    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
-        # ADD commutes with the owner's profile writes, which never touch these.
-        self._staged.update(
-            self._tables.registry,
-            provider_key(provider_id),
-            "ADD available_wh :wh SET reading_slot_last = :last, reading_slot_bits = :bits",
-            "attribute_exists(pk)",
-            lambda: NotFound("no such provider", provider_id=provider_id),
-            ExpressionAttributeValues=to_item(
-                {":wh": wh}
-                | {
-                    f":{k.removeprefix('reading_slot_')}": v
-                    for k, v in slots_to_attributes(reading_slots).items()
-                }
             ),
         )
 

@@ -3,14 +3,18 @@
 A commit with several writes is one TransactWriteItems call (at most
 MAX_TRANSACTION_WRITES items, DynamoDB's limit: a commit that stages more is
 refused before any call); a single write is a plain conditional call (half
-the write capacity of a one-item transaction).
+the write capacity of a one-item transaction). ``commit_in_order`` makes each
+staged write a plain call of its own, in order, for the one use case whose
+first write decides and whose later ones are idempotent and restored if lost
+(an accepted reading: see services/ingest.py).
 
 Errors are translated here, by their code, never their text:
 
 - a failed condition is the domain error its write staged (AlreadyExists,
   InsufficientBalance, ConcurrentUpdate for a version that moved, ...);
-- TransactionConflict (another transaction held one of the items) is
-  ConcurrentUpdate: reading again and retrying is the answer;
+- TransactionConflict (another transaction held one of the items; for a
+  plain write, TransactionConflictException) is ConcurrentUpdate: reading
+  again and retrying is the answer;
 - throttling (ProvisionedThroughputExceeded, ThrottlingException,
   RequestLimitExceeded, or a transaction cancelled for ThrottlingError) is
   StorageBusy: botocore has already retried with backoff, and retrying the
@@ -131,6 +135,15 @@ def commit(client: Any, staged: Staged) -> None:
         _commit_transaction(client, writes)
 
 
+def commit_in_order(client: Any, staged: Staged) -> None:
+    """Apply the staged writes one at a time, in order, each a plain conditional
+    call; stop at the first that fails and raise its domain error (the writes
+    after it are not made)."""
+    writes, staged.writes = staged.writes, []
+    for write in writes:
+        _commit_one(client, write)
+
+
 def _commit_one(client: Any, write: Write) -> None:
     call = getattr(
         client, {"Put": "put_item", "Update": "update_item"}.get(write.kind, "delete_item")
@@ -141,6 +154,11 @@ def _commit_one(client: Any, write: Write) -> None:
         code = exc.response["Error"]["Code"]
         if code == "ConditionalCheckFailedException":
             raise write.on_condition_failed() from exc
+        if code == "TransactionConflictException":
+            # A transaction (a purchase's, say) held the item as this write came.
+            raise ConcurrentUpdate(
+                "another request changed the same record; retry", error=code
+            ) from exc
         if code in THROTTLING_ERRORS:
             raise StorageBusy("the database is busy; try again shortly", error=code) from exc
         raise
@@ -291,3 +309,6 @@ class DynamoUnitOfWork:
 
     def commit(self) -> None:
         commit(self._client, self._staged)
+
+    def commit_in_order(self) -> None:
+        commit_in_order(self._client, self._staged)

@@ -45,6 +45,9 @@ class MemoryCredits:
             lambda s: s.credits.__setitem__(credit.credit_id, credit),
         )
 
+    def written(self, credit_ids: Sequence[str]) -> set[str]:
+        return {c for c in credit_ids if c in self._state.credits}
+
     def available(self, provider_id: str, limit: int) -> Sequence[Credit]:
         on_sale = sorted(
             (

@@ -10,6 +10,7 @@ from chalicelib.adapters.dynamodb.layout import (
     rejection_sort_key,
 )
 from chalicelib.adapters.memory.state import MemoryState, Staged, page_of
+from chalicelib.domain.credits import Credit
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
@@ -36,14 +37,7 @@ class MemoryMeters:
             return meter, None  # a reading naming another provider: refused, not minted
         return meter, MeterOwner.of(provider)
 
-    def advance(
-        self,
-        before: MeterState,
-        after: MeterState,
-        *,
-        minted_wh: int,
-        reading_slots: frozenset[int],
-    ) -> None:
+    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
         # One write, as on DynamoDB (where the last reading lives on the
         # provider's item): the meter's last reading, the provider's energy.
         def check(s: MemoryState) -> DomainError | None:
@@ -65,16 +59,16 @@ class MemoryMeters:
                 stored.provider_id,
                 stored.public_key,
                 stored.active,
-                after.last_counter_wh,
-                after.last_timestamp_ms,
-                after.last_reading_hash,
+                credit.counter_wh,
+                credit.interval_end_ms,
+                credit.credit_id,
                 stored.accepted_readings + 1,
                 stored.rejections,
             )
             # A shallow copy with two fields set: dataclasses.replace rebuilds all
             # twenty-five, the largest cost of this twin's ingest.
             provider = copy.copy(s.providers[before.provider_id])
-            object.__setattr__(provider, "available_wh", provider.available_wh + minted_wh)
+            object.__setattr__(provider, "available_wh", provider.available_wh + credit.wh)
             object.__setattr__(provider, "reading_slots", reading_slots)
             s.providers[before.provider_id] = provider
 

@@ -15,7 +15,6 @@ from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     DomainError,
-    NotFound,
 )
 from chalicelib.domain.providers import Provider, ProviderQuery, ProviderStatus
 from chalicelib.domain.readings import MeterState
@@ -93,22 +92,6 @@ class MemoryProviders:
                 open_obligations=stored.open_obligations + 1,
                 version=stored.version + 1,
             ),
-        )
-
-    def record_generation(self, provider_id: str, wh: int, reading_slots: frozenset[int]) -> None:
-        def apply(s: MemoryState) -> None:
-            stored = s.providers[provider_id]
-            s.providers[provider_id] = replace(
-                stored, available_wh=stored.available_wh + wh, reading_slots=reading_slots
-            )
-
-        self._staged.stage(
-            lambda s: (
-                None
-                if provider_id in s.providers
-                else NotFound("no such provider", provider_id=provider_id)
-            ),
-            apply,
         )
 
     def settle_obligation(

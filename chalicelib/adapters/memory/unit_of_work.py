@@ -119,6 +119,10 @@ class MemoryUnitOfWork:
             for _, apply in writes:
                 apply(self._state)
 
+    def commit_in_order(self) -> None:
+        # In memory nothing is lost between two writes: applied whole, as commit.
+        self.commit()
+
 
 def memory_unit_of_work_factory(state: MemoryState) -> Callable[[], MemoryUnitOfWork]:
     return lambda: MemoryUnitOfWork(state)
