@@ -23,8 +23,10 @@ from chalicelib.rpc.methods import registry
 from chalicelib.rpc.protocol import Dispatcher
 from chalicelib.services import analytics
 from chalicelib.services.dependencies import Dependencies
+from chalicelib.services.ingest import restore_credits
 from chalicelib.services.ports import UnitOfWork
 from chalicelib.streams.market_analytics import contributions, shard_of
+from chalicelib.streams.minted_credits import credits_from_records
 from energy_client.rpc_client import MarketplaceClient, Signer, encode
 from infra.emulation import create_tables
 from infra.stream_poller import lambda_event
@@ -425,6 +427,32 @@ def validators(harness: MarketHarness, *names: str) -> list[Signer]:
         )
         signers.append(signer)
     return signers
+
+
+def registry_stream(client: Any, tables: Tables) -> list[dict[str, Any]]:
+    """Every record of the registry table's stream, as Lambda hands them to a function."""
+    streams = boto3.client("dynamodbstreams", region_name=client.meta.region_name)
+    arn = client.describe_table(TableName=tables.registry)["Table"]["LatestStreamArn"]
+    records: list[dict[str, Any]] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            if not response["Records"]:
+                break
+            records += response["Records"]
+            iterator = response.get("NextShardIterator")
+    shaped: list[dict[str, Any]] = lambda_event(records, arn)["Records"]
+    return shaped
+
+
+def restore_lost_credits(client: Any, deps: Dependencies, tables: Tables) -> int:
+    """What the registry stream's reader does for credits (``watch_meters``):
+    writes each accepted reading's credit that has no record; how many."""
+    lifetime = deps.settings.credit_lifetime_ms
+    return restore_credits(deps, credits_from_records(registry_stream(client, tables), lifetime))
 
 
 def flag(

@@ -12,18 +12,16 @@ import random
 import threading
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
 from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
-from chalicelib.services.ingest import Outcome, Status, record_payload, restore_credits
+from chalicelib.services.ingest import Outcome, Status, record_payload
 from chalicelib.streams.live_events import registry_events
 from chalicelib.streams.market_analytics import contributions
 from chalicelib.streams.meter_watch import events_from_records
 from chalicelib.streams.minted_credits import credits_from_records
-from infra.stream_poller import lambda_event
 from tests.support import (
     NOW,
     MarketHarness,
@@ -34,6 +32,8 @@ from tests.support import (
     memory_market,
     metered_provider,
     racing_dynamodb_market,
+    registry_stream,
+    restore_lost_credits,
     tables_from_environment,
 )
 
@@ -228,24 +228,8 @@ def faulty(dynamodb: Any) -> tuple[FaultyClient, MarketHarness, SimulatedMeter]:
     return client, market, meter
 
 
-def registry_stream(dynamodb: Any) -> list[dict[str, Any]]:
-    """Every record of the registry table's stream, as Lambda hands them over."""
-    tables = tables_from_environment(dict(os.environ))
-    streams = boto3.client("dynamodbstreams", region_name=dynamodb.meta.region_name)
-    arn = dynamodb.describe_table(TableName=tables.registry)["Table"]["LatestStreamArn"]
-    records: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        records += streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
-    shaped: list[dict[str, Any]] = lambda_event(records, arn)["Records"]
-    return shaped
-
-
 def restore_from_stream(market: MarketHarness, dynamodb: Any) -> int:
-    lifetime = market.deps.settings.credit_lifetime_ms
-    return restore_credits(market.deps, credits_from_records(registry_stream(dynamodb), lifetime))
+    return restore_lost_credits(dynamodb, market.deps, tables_from_environment(dict(os.environ)))
 
 
 def test_a_throttled_first_write_changes_nothing_and_the_redelivery_mints(
@@ -318,7 +302,8 @@ def test_a_restored_credit_is_the_credit_ingest_would_have_written(
     assert outcome.credit is not None
     lifetime = market.deps.settings.credit_lifetime_ms
     # Every credit the stream shows, baseline included, rebuilt exactly.
-    rebuilt = credits_from_records(registry_stream(dynamodb), lifetime)
+    tables = tables_from_environment(dict(os.environ))
+    rebuilt = credits_from_records(registry_stream(dynamodb, tables), lifetime)
     assert [c.credit_id for c in rebuilt][-1] == outcome.credit.credit_id
     uow = market.deps.unit_of_work()
     for credit in rebuilt:
