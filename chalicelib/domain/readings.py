@@ -165,6 +165,10 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
             raise ValueError("signature is not 64 bytes of hex")
         counter_wh = units.wh_from_kwh(payload["kwh_reading"], "kwh_reading")
         timestamp_ms = _milliseconds(payload["timestamp"])
+        # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 message
+        # holds; checked last so that every other refusal keeps its detail.
+        if not meter_address.isascii() and not _is_utf8_text(meter_address):
+            raise ValueError("meter_address is not valid Unicode text")
     except KeyError as exc:
         raise ReadingRejected(Rejection.MALFORMED, f"missing field {exc.args[0]}") from exc
     except (TypeError, ValueError) as exc:
@@ -172,6 +176,14 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
     return Reading(
         provider_id, meter_address, counter_wh, timestamp_ms, signing.normalise_hex(signature)
     )
+
+
+def _is_utf8_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _milliseconds(seconds: object) -> int:
