@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
@@ -31,6 +31,7 @@ from chalicelib.domain import signing, units
 from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Provider
 
 READING_DOMAIN: Final = b"energy-marketplace/meter-reading/v1"
+_READING_DOMAIN_TEXT: Final = READING_DOMAIN.decode()
 TOPIC_PREFIX: Final = "energy/meters"
 TOPIC_SUFFIX: Final = "readings"
 MAX_PAYLOAD_BYTES: Final = 2048
@@ -94,27 +95,18 @@ class Reading:
     counter_wh: int
     timestamp_ms: int
     signature: str  # 128 hex characters
+    # Derived from the fields above when the reading is built: ingest needs
+    # both several times, and plain attributes cost less to read than a cache
+    # behind a property (functools.cached_property also takes a lock).
+    message: bytes = field(init=False, repr=False, compare=False)
+    reading_hash: str = field(init=False, repr=False, compare=False)
 
-    # Cached on first use: ingest needs both several times, and a reading never
-    # changes. (functools.cached_property takes a lock on every first use, which
-    # costs more than computing the message.)
-    @property
-    def message(self) -> bytes:
-        cached: bytes | None = self.__dict__.get("_message")
-        if cached is None:
-            cached = reading_message(
-                self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
-            )
-            object.__setattr__(self, "_message", cached)
-        return cached
-
-    @property
-    def reading_hash(self) -> str:
-        cached: str | None = self.__dict__.get("_reading_hash")
-        if cached is None:
-            cached = hashlib.sha256(self.message).hexdigest()
-            object.__setattr__(self, "_reading_hash", cached)
-        return cached
+    def __post_init__(self) -> None:
+        message = reading_message(
+            self.provider_id, self.meter_address, self.counter_wh, self.timestamp_ms
+        )
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "reading_hash", hashlib.sha256(message).hexdigest())
 
 
 def reading_message(
@@ -122,15 +114,9 @@ def reading_message(
 ) -> bytes:
     if counter_wh < 0 or timestamp_ms < 0:
         raise ValueError("counter and timestamp are non-negative")
-    return b"\n".join(
-        [
-            READING_DOMAIN,
-            provider_id.encode(),
-            meter_address.encode(),
-            str(counter_wh).encode(),
-            str(timestamp_ms).encode(),
-        ]
-    )
+    # One format and one encode: the same UTF-8 bytes as joining each part's.
+    text = f"{_READING_DOMAIN_TEXT}\n{provider_id}\n{meter_address}\n{counter_wh}\n{timestamp_ms}"
+    return text.encode()
 
 
 def signed_payload(
@@ -160,13 +146,18 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
     try:
         # Exactly the signed fields, as energy.submitReading takes them: anything
         # else would ride along unsigned, for someone to trust by mistake.
-        unknown = sorted(set(payload) - PAYLOAD_FIELDS)
-        if unknown:
+        # (The subset test first: it builds no set for the usual payload.)
+        if not PAYLOAD_FIELDS.issuperset(payload):
+            unknown = sorted(set(payload) - PAYLOAD_FIELDS)
             raise ValueError(f"unknown field {unknown[0]}")
         provider_id = payload["provider_id"]
         meter_address = payload["meter_address"]
         signature = payload["signature"]
-        if not all(isinstance(v, str) for v in (provider_id, meter_address, signature)):
+        if not (
+            isinstance(provider_id, str)
+            and isinstance(meter_address, str)
+            and isinstance(signature, str)
+        ):
             raise TypeError("provider_id, meter_address and signature are strings")
         if not _PROVIDER_ID.match(provider_id):
             raise ValueError("provider_id is not a provider id")
@@ -174,6 +165,10 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
             raise ValueError("signature is not 64 bytes of hex")
         counter_wh = units.wh_from_kwh(payload["kwh_reading"], "kwh_reading")
         timestamp_ms = _milliseconds(payload["timestamp"])
+        # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 message
+        # holds; checked last so that every other refusal keeps its detail.
+        if not meter_address.isascii() and not _is_utf8_text(meter_address):
+            raise ValueError("meter_address is not valid Unicode text")
     except KeyError as exc:
         raise ReadingRejected(Rejection.MALFORMED, f"missing field {exc.args[0]}") from exc
     except (TypeError, ValueError) as exc:
@@ -183,8 +178,20 @@ def parse_payload(payload: dict[str, Any]) -> Reading:
     )
 
 
+def _is_utf8_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _milliseconds(seconds: object) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float | Decimal | str):
+    kind = type(seconds)
+    # What JSON yields (Decimal, int) passes without the slower isinstance tests.
+    if (kind is not Decimal and kind is not int) and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float | Decimal | str)
+    ):
         raise TypeError("timestamp must be a number of seconds")
     return units.milliseconds_from_seconds(seconds)
 

@@ -70,7 +70,18 @@ def _to_decimal(value: object, what: str) -> Decimal:
 
 
 def _scaled(value: object, scale: int, maximum: int, what: str, unit: str) -> int:
-    number = _to_decimal(value, what)
+    if type(value) is int:
+        # Exact already: the Decimal steps below would refuse the same values
+        # with the same messages (anything they round is far above every maximum).
+        if value < 0:
+            raise InvalidAmount(f"{what} must not be negative")
+        exact = value * scale
+        if exact > maximum:
+            raise InvalidAmount(f"{what} is too large")
+        return exact
+    # A finite Decimal (what a JSON parser with parse_float=Decimal yields) skips
+    # _to_decimal's chain of type tests: ingest converts two per reading.
+    number = value if type(value) is Decimal and value.is_finite() else _to_decimal(value, what)
     if number < 0:
         raise InvalidAmount(f"{what} must not be negative")
     if number.adjusted() > 30:

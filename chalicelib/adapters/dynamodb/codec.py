@@ -13,38 +13,41 @@ _serializer: Final = TypeSerializer()
 _deserializer: Final = TypeDeserializer()
 
 
-def to_item(values: dict[str, Any]) -> Item:
-    return {k: _attribute(v) for k, v in values.items() if v is not None}
-
-
-def from_item(item: Item) -> dict[str, Any]:
-    return {k: _value(v) for k, v in item.items()}
-
-
 # Strings, integers and booleans are most of every item; boto3's serializer
 # inspects each value against every type in turn, which made the item mapping
 # the largest CPU cost of ingesting a reading. They take a short path here,
-# with the same result; everything else goes to boto3's.
+# with the same result; everything else goes to boto3's. The loops are written
+# out (no helper call per attribute): ingest maps about 35 attributes a reading.
 _MAX_DIGITS_INT: Final = 10**38  # DynamoDB numbers hold 38 significant digits
 
 
-def _attribute(value: Any) -> dict[str, Any]:
-    kind = type(value)
-    if kind is str:
-        return {"S": value}
-    if kind is int and -_MAX_DIGITS_INT < value < _MAX_DIGITS_INT:
-        return {"N": str(value)}
-    if kind is bool:
-        return {"BOOL": value}
-    return _serializer.serialize(value)  # type: ignore[no-any-return]
+def to_item(values: dict[str, Any]) -> Item:
+    item: Item = {}
+    for name, value in values.items():
+        kind = type(value)
+        if kind is str:
+            item[name] = {"S": value}
+        elif kind is int and -_MAX_DIGITS_INT < value < _MAX_DIGITS_INT:
+            item[name] = {"N": str(value)}
+        elif value is None:
+            continue  # an absent attribute, not a NULL one
+        elif kind is bool:
+            item[name] = {"BOOL": value}
+        else:
+            item[name] = _serializer.serialize(value)
+    return item
 
 
-def _value(attribute: dict[str, Any]) -> Any:
-    if "S" in attribute:
-        return attribute["S"]
-    if "N" in attribute:
-        return Decimal(attribute["N"])
-    return _deserializer.deserialize(attribute)
+def from_item(item: Item) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, attribute in item.items():
+        if "S" in attribute:
+            values[name] = attribute["S"]
+        elif "N" in attribute:
+            values[name] = Decimal(attribute["N"])
+        else:
+            values[name] = _deserializer.deserialize(attribute)
+    return values
 
 
 def as_int(value: Any) -> int:
