@@ -53,7 +53,13 @@ from chalicelib.adapters.dynamodb.providers import provider_from_item, provider_
 from chalicelib.adapters.dynamodb.purchases import purchase_from_item, purchase_to_item
 from chalicelib.domain.credits import Freeze
 from chalicelib.domain.ledger import EntryKind, LedgerEntry
-from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Location, Provider
+from chalicelib.domain.providers import (
+    MIN_STAKE_MICRO_BLOCK,
+    EnergyType,
+    Location,
+    Provider,
+    ReadingWindow,
+)
 from chalicelib.domain.readings import Rejection, RejectionRecord
 from chalicelib.domain.trading import Purchase, PurchaseStatus, without_credits
 from chalicelib.services import analytics
@@ -275,8 +281,8 @@ class MarketHistory:
                 provider,
                 available_wh=provider.available_wh + gained,
                 # The provider keeps its last 96 slots (a day), as ingest does.
-                reading_slots=frozenset(
-                    s for s in provider.reading_slots | {slot} if s > slot - 96
+                reading_window=ReadingWindow.of(
+                    s for s in provider.reading_window.slots() | {slot} if s > slot - 96
                 ),
             ),
             at_ms,

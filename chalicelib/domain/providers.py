@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
@@ -24,6 +25,51 @@ JURISDICTION: Final = re.compile(r"^[A-Z]{2}(?:_[A-Z0-9]{1,3})?$")
 
 UPTIME_SLOT_SECONDS: Final = 15 * 60
 UPTIME_WINDOW_SLOTS: Final = 96  # one day of 15-minute slots
+
+
+@dataclass(frozen=True)
+class ReadingWindow:
+    """A meter's recent 15-minute slots with an accepted reading (for uptime), as
+    a bitmap: bit n set = a reading in slot ``last - n``, for the last
+    UPTIME_WINDOW_SLOTS slots.
+
+    Two small numbers instead of a set of up to 96: the provider's item stays
+    under 1 KB, and every accepted reading moves the window with a shift.
+    """
+
+    last: int | None = None  # the newest slot with a reading; None before the first
+    bits: int = 0
+
+    @classmethod
+    def of(cls, slots: Iterable[int]) -> ReadingWindow:
+        slots = frozenset(slots)
+        if not slots:
+            return cls()
+        last = max(slots)
+        return cls(last, sum(1 << (last - s) for s in slots if last - s < UPTIME_WINDOW_SLOTS))
+
+    def with_reading(self, timestamp_ms: int) -> ReadingWindow:
+        """The window once a reading at ``timestamp_ms`` is accepted."""
+        slot = timestamp_ms // 1000 // UPTIME_SLOT_SECONDS
+        if self.last is None:
+            return ReadingWindow(slot, 1)
+        if slot < self.last:  # not for readings in order; kept if still in the window
+            age = self.last - slot
+            return (
+                self
+                if age >= UPTIME_WINDOW_SLOTS
+                else ReadingWindow(self.last, self.bits | 1 << age)
+            )
+        return ReadingWindow(slot, (self.bits << (slot - self.last) | 1) & _WINDOW_MASK)
+
+    def slots(self) -> frozenset[int]:
+        if self.last is None:
+            return frozenset()
+        last = self.last
+        return frozenset(last - n for n in range(self.bits.bit_length()) if self.bits >> n & 1)
+
+
+_WINDOW_MASK: Final = (1 << UPTIME_WINDOW_SLOTS) - 1
 
 
 class EnergyType(StrEnum):
@@ -80,7 +126,7 @@ class Provider:
     earned_micro_block: int = 0
     sold_wh: int = 0
     # 15-minute slot numbers (unix time // 900) with an accepted reading.
-    reading_slots: frozenset[int] = field(default_factory=frozenset)
+    reading_window: ReadingWindow = field(default_factory=ReadingWindow)
     # The credits its open disputes hold out of the market, and a counter that
     # every change to them moves: a purchase or settlement that read the
     # record before a flag fails its condition and reads the freeze.
@@ -119,10 +165,11 @@ class Provider:
 
         None until the meter has delivered its first accepted reading.
         """
-        if not self.reading_slots:
+        if self.reading_window.last is None:
             return None
         current = now // UPTIME_SLOT_SECONDS
-        recent = [s for s in self.reading_slots if current - UPTIME_WINDOW_SLOTS < s <= current]
+        slots = self.reading_window.slots()
+        recent = [s for s in slots if current - UPTIME_WINDOW_SLOTS < s <= current]
         return round(100 * len(recent) / UPTIME_WINDOW_SLOTS, 1)
 
     def restaked(self, change_micro_block: int, *, now: int) -> Provider:

@@ -28,7 +28,12 @@ from typing import Any, Final
 from nacl.signing import SigningKey
 
 from chalicelib.domain import signing, units
-from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, Provider
+from chalicelib.domain.providers import (
+    MIN_STAKE_MICRO_BLOCK,
+    EnergyType,
+    Provider,
+    ReadingWindow,
+)
 
 READING_DOMAIN: Final = b"energy-marketplace/meter-reading/v1"
 _READING_DOMAIN_TEXT: Final = READING_DOMAIN.decode()
@@ -212,20 +217,6 @@ class MeterState:
     # is the count later releases slash on.
     rejections: tuple[tuple[str, int], ...] = ()
 
-    def advanced(self, reading: Reading) -> MeterState:
-        # Built directly: dataclasses.replace costs more than the rest of ingest.
-        return MeterState(
-            self.meter_address,
-            self.provider_id,
-            self.public_key,
-            self.active,
-            reading.counter_wh,
-            reading.timestamp_ms,
-            reading.reading_hash,
-            self.accepted_readings + 1,
-            self.rejections,
-        )
-
 
 @dataclass(frozen=True)
 class MeterOwner:
@@ -237,7 +228,7 @@ class MeterOwner:
     jurisdiction: str
     capacity_wh: int
     suspended: bool  # its stake is below the minimum: it mints nothing
-    reading_slots: frozenset[int]  # recent 15-minute slots with a reading (uptime)
+    reading_window: ReadingWindow  # recent 15-minute slots with a reading (uptime)
 
     @classmethod
     def of(cls, provider: Provider) -> MeterOwner:
@@ -247,7 +238,7 @@ class MeterOwner:
             provider.jurisdiction,
             provider.capacity_wh,
             provider.stake_micro_block < MIN_STAKE_MICRO_BLOCK,
-            provider.reading_slots,
+            provider.reading_window,
         )
 
 

@@ -144,7 +144,7 @@ def verify(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
     # call, as ingest verifies every reading.
     try:
         crypto_sign_open(bytes.fromhex(normalise_hex(signature_hex)) + message, public_key)
-    except BadSignatureError:
+    except (BadSignatureError, ValueError):
         return False
     return True
 

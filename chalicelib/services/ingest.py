@@ -12,6 +12,7 @@ then the credit's own record (see ``_record`` and ``restore_credits``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,6 @@ from typing import Any, Final
 
 from chalicelib.domain.credits import Credit, minted_credit
 from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate
-from chalicelib.domain.providers import UPTIME_SLOT_SECONDS, UPTIME_WINDOW_SLOTS
 from chalicelib.domain.readings import (
     MAX_PAYLOAD_BYTES,
     MeterOwner,
@@ -81,9 +81,7 @@ def record_payload(
             payload_hash=payload_hash,
         )
     try:
-        document = json.loads(
-            payload.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants
-        )
+        document = _JSON.decode(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _refuse(
             deps,
@@ -226,10 +224,7 @@ def _record(
             capacity_wh=provider.capacity_wh,
             provider_suspended=provider.suspended,
             now_ms=now_ms,
-            rules=ReadingRules(
-                max_clock_skew_ms=deps.settings.max_clock_skew_ms,
-                max_age_ms=deps.settings.max_reading_age_ms,
-            ),
+            rules=_rules(deps.settings.max_clock_skew_ms, deps.settings.max_reading_age_ms),
         )
     except ReadingRejected as refused:
         return refuse(refused.reason, refused.detail, signed=True)
@@ -241,7 +236,9 @@ def _record(
     # judged again). The second, the credit's own record, is the same for
     # whoever writes it; if this function dies between the two, the registry
     # stream brings the first to restore_credits, which writes it.
-    uow.meters.advance(meter, credit, reading_slots=_recent_slots(provider, reading.timestamp_ms))
+    uow.meters.advance(
+        meter, credit, reading_window=provider.reading_window.with_reading(reading.timestamp_ms)
+    )
     uow.credits.mint(credit)
     # AlreadyExists: restore_credits wrote it first; the reading is ours all the same.
     with contextlib.suppress(AlreadyExists):
@@ -326,13 +323,6 @@ def restore_credits(deps: Dependencies, credits: Sequence[Credit]) -> int:
     return restored
 
 
-def _recent_slots(provider: MeterOwner, timestamp_ms: int) -> frozenset[int]:
-    slot = timestamp_ms // 1000 // UPTIME_SLOT_SECONDS
-    return frozenset(
-        s for s in provider.reading_slots | {slot} if slot - UPTIME_WINDOW_SLOTS < s <= slot
-    )
-
-
 def _refuse(
     deps: Dependencies,
     meter_address: str | None,
@@ -362,6 +352,17 @@ def _refuse(
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Exact numbers, and no NaN or Infinity. One decoder for every payload:
+# json.loads with arguments builds a new one per call.
+_JSON: Final = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
+@functools.lru_cache(maxsize=8)
+def _rules(max_clock_skew_ms: int, max_age_ms: int) -> ReadingRules:
+    # The same two settings for every reading of a function's life.
+    return ReadingRules(max_clock_skew_ms=max_clock_skew_ms, max_age_ms=max_age_ms)
 
 
 def _emit_metric(name: str, meter_address: str | None, **dimensions: str) -> None:

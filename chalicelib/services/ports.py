@@ -23,7 +23,7 @@ from chalicelib.domain.disputes import Dispute, DisputeRole, DisputeStatus, Vali
 from chalicelib.domain.events import Connection
 from chalicelib.domain.fraud import DayCurve, PeerHistogram, WatchState
 from chalicelib.domain.ledger import LedgerEntry
-from chalicelib.domain.providers import Provider, ProviderQuery
+from chalicelib.domain.providers import Provider, ProviderQuery, ReadingWindow
 from chalicelib.domain.readings import MeterOwner, MeterState, RejectionRecord
 from chalicelib.domain.receipts import ChainHead, Receipt, SlashReceipt
 from chalicelib.domain.trading import Purchase
@@ -220,12 +220,12 @@ class MeterRepository(Protocol):
         """The meter and what ingest needs of the provider a reading names, in one
         read; no provider when it is not the meter's."""
 
-    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
+    def advance(self, before: MeterState, credit: Credit, *, reading_window: ReadingWindow) -> None:
         """Stage, as one write: the reading ``credit`` was minted from becomes the
         meter's last, with the credit itself (all that is needed to write it
         again), if the meter's last reading is still ``before``'s
         (ConcurrentUpdate otherwise); the credit's Wh are added to its provider's
-        available energy, and the recent reading slots (uptime) kept."""
+        available energy, and its recent reading slots (uptime) kept."""
 
     def rotate_key(self, meter_address: str, public_key: str) -> None:
         """Stage: register a new Ed25519 key for the meter."""

@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chalicelib.domain.providers import (
     MIN_STAKE_MICRO_BLOCK,
+    UPTIME_SLOT_SECONDS,
+    UPTIME_WINDOW_SLOTS,
     EnergyType,
     Location,
     Provider,
     ProviderStatus,
+    ReadingWindow,
     provider_id_for,
 )
 
@@ -53,9 +58,9 @@ def test_uptime_counts_the_last_96_quarter_hours() -> None:
     current = NOW // 900
     assert provider().uptime_percent(NOW) is None
     slots = frozenset(range(current - 47, current + 1))  # the last 12 hours
-    assert provider(reading_slots=slots).uptime_percent(NOW) == 50.0
+    assert provider(reading_window=ReadingWindow.of(slots)).uptime_percent(NOW) == 50.0
     stale = frozenset({current - 96, current - 200})
-    assert provider(reading_slots=stale).uptime_percent(NOW) == 0.0
+    assert provider(reading_window=ReadingWindow.of(stale)).uptime_percent(NOW) == 0.0
 
 
 def test_restaking_bumps_the_version_and_never_goes_negative() -> None:
@@ -69,3 +74,20 @@ def test_provider_ids_are_stable_and_distinct() -> None:
     assert provider_id_for("a.theblock", "m1") == provider_id_for("a.theblock", "m1")
     assert provider_id_for("a.theblock", "m1") != provider_id_for("b.theblock", "m1")
     assert provider_id_for("a.theblock", "m1").startswith("energy-0x")
+
+
+@given(st.lists(st.integers(1, 3 * UPTIME_SLOT_SECONDS * 1000), max_size=300))
+def test_the_reading_window_keeps_the_slots_of_the_last_day_of_readings(gaps: list[int]) -> None:
+    """Readings come in order; the window moved by each holds exactly the slots
+    with a reading among the 96 ending at the newest, and survives its two
+    numbers (what the provider's item stores)."""
+    window, at_ms, slots = ReadingWindow(), 1_767_225_600_000, set()
+    for gap in gaps:
+        at_ms += gap
+        window = window.with_reading(at_ms)
+        slots.add(at_ms // 1000 // UPTIME_SLOT_SECONDS)
+        newest = max(slots)
+        expected = {s for s in slots if newest - UPTIME_WINDOW_SLOTS < s}
+        assert window.slots() == expected
+        assert window.bits < 1 << UPTIME_WINDOW_SLOTS
+        assert ReadingWindow.of(window.slots()) == window

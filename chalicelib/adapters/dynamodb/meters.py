@@ -26,14 +26,13 @@ from chalicelib.adapters.dynamodb.layout import (
     rejection_sort_key,
 )
 from chalicelib.adapters.dynamodb.paging import get_all
-from chalicelib.adapters.dynamodb.providers import slots_from_attributes, slots_to_attributes
 from chalicelib.domain.credits import Credit, minted_credit
 from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     NotFound,
 )
-from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType
+from chalicelib.domain.providers import MIN_STAKE_MICRO_BLOCK, EnergyType, ReadingWindow
 from chalicelib.domain.readings import MeterOwner, MeterState, Rejection, RejectionRecord
 from chalicelib.services.ports import Page
 
@@ -165,12 +164,10 @@ INGEST_PROJECTION: Final = (
 
 def _owner(item: Item) -> MeterOwner:
     stake = int(item["stake_micro_block"]["N"])
-    slots = (
-        slots_from_attributes(
-            {k: Decimal(item[k]["N"]) for k in ("reading_slot_last", "reading_slot_bits")}
-        )
+    window = (
+        ReadingWindow(int(item["reading_slot_last"]["N"]), int(item["reading_slot_bits"]["N"]))
         if "reading_slot_last" in item
-        else frozenset()
+        else ReadingWindow()
     )
     return MeterOwner(
         provider_id=item["provider_id"]["S"],
@@ -178,7 +175,7 @@ def _owner(item: Item) -> MeterOwner:
         jurisdiction=item["jurisdiction"]["S"],
         capacity_wh=int(item["capacity_wh"]["N"]),
         suspended=stake < MIN_STAKE_MICRO_BLOCK,
-        reading_slots=slots,
+        reading_window=window,
     )
 
 
@@ -255,7 +252,7 @@ class DynamoMeters:
         )
         return meter_from_item(meter, provider), _owner(provider) if provider else None
 
-    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
+    def advance(self, before: MeterState, credit: Credit, *, reading_window: ReadingWindow) -> None:
         # One update of the provider's item: the meter's new last reading (only
         # if its last is still ``before``'s: that is what makes two readings
         # racing from one state mint once) with its credit's own fields (all
@@ -281,9 +278,8 @@ class DynamoMeters:
             ":one": 1,
             ":wh": credit.wh,
             ":meter": before.meter_address,
-        } | {
-            f":{k.removeprefix('reading_slot_')}": v
-            for k, v in slots_to_attributes(reading_slots).items()
+            ":last": reading_window.last,
+            ":bits": reading_window.bits,
         }
         if on_provider and before.last_reading_hash is not None:
             values[":previous"] = before.last_reading_hash

@@ -27,7 +27,14 @@ from chalicelib.domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
 )
-from chalicelib.domain.providers import EnergyType, ListingFacts, Location, Provider, ProviderQuery
+from chalicelib.domain.providers import (
+    EnergyType,
+    ListingFacts,
+    Location,
+    Provider,
+    ProviderQuery,
+    ReadingWindow,
+)
 from chalicelib.services.ports import Page
 
 if TYPE_CHECKING:
@@ -62,7 +69,7 @@ def provider_to_item(provider: Provider) -> Item:
             "upheld_disputes": provider.upheld_disputes,
             "earned_micro_block": provider.earned_micro_block,
             "sold_wh": provider.sold_wh,
-            **slots_to_attributes(provider.reading_slots),
+            **window_attributes(provider.reading_window),
             "freezes": freezes_to_list(provider.freezes),
             "disputes_version": provider.disputes_version,
             "created_at": provider.created_at,
@@ -93,23 +100,17 @@ def freezes_from_list(values: list[dict[str, Any]]) -> tuple[Freeze, ...]:
     )
 
 
-def slots_to_attributes(slots: frozenset[int]) -> dict[str, int | None]:
-    """Recent reading slots as a bitmap: bit n set = a reading in slot ``last - n``.
-
-    Two small numbers instead of a set of up to 96: the provider item stays
-    under 1 KB, so each of its writes is one write unit.
-    """
-    if not slots:
+def window_attributes(window: ReadingWindow) -> dict[str, int | None]:
+    """The recent reading slots' bitmap: two numbers (absent before a reading)."""
+    if window.last is None:
         return {"reading_slot_last": None, "reading_slot_bits": None}
-    last = max(slots)
-    return {"reading_slot_last": last, "reading_slot_bits": sum(1 << (last - s) for s in slots)}
+    return {"reading_slot_last": window.last, "reading_slot_bits": window.bits}
 
 
-def slots_from_attributes(values: dict[str, Any]) -> frozenset[int]:
+def window_from_attributes(values: dict[str, Any]) -> ReadingWindow:
     if "reading_slot_last" not in values:
-        return frozenset()
-    last, bits = as_int(values["reading_slot_last"]), as_int(values["reading_slot_bits"])
-    return frozenset(last - n for n in range(bits.bit_length()) if bits >> n & 1)
+        return ReadingWindow()
+    return ReadingWindow(as_int(values["reading_slot_last"]), as_int(values["reading_slot_bits"]))
 
 
 def provider_from_item(item: Item) -> Provider:
@@ -133,7 +134,7 @@ def provider_from_item(item: Item) -> Provider:
         upheld_disputes=as_int(v["upheld_disputes"]),
         earned_micro_block=as_int(v.get("earned_micro_block", Decimal(0))),
         sold_wh=as_int(v.get("sold_wh", Decimal(0))),
-        reading_slots=slots_from_attributes(v),
+        reading_window=window_from_attributes(v),
         freezes=freezes_from_list(v.get("freezes", [])),
         disputes_version=as_int(v.get("disputes_version", Decimal(0))),
         created_at=as_int(v["created_at"]),

@@ -17,6 +17,7 @@ from chalicelib.domain.errors import (
     DomainError,
     NotFound,
 )
+from chalicelib.domain.providers import ReadingWindow
 from chalicelib.domain.readings import MeterOwner, MeterState, RejectionRecord
 from chalicelib.services.ports import Page
 
@@ -37,7 +38,7 @@ class MemoryMeters:
             return meter, None  # a reading naming another provider: refused, not minted
         return meter, MeterOwner.of(provider)
 
-    def advance(self, before: MeterState, credit: Credit, *, reading_slots: frozenset[int]) -> None:
+    def advance(self, before: MeterState, credit: Credit, *, reading_window: ReadingWindow) -> None:
         # One write, as on DynamoDB (where the last reading lives on the
         # provider's item): the meter's last reading, the provider's energy.
         def check(s: MemoryState) -> DomainError | None:
@@ -69,7 +70,7 @@ class MemoryMeters:
             # twenty-five, the largest cost of this twin's ingest.
             provider = copy.copy(s.providers[before.provider_id])
             object.__setattr__(provider, "available_wh", provider.available_wh + credit.wh)
-            object.__setattr__(provider, "reading_slots", reading_slots)
+            object.__setattr__(provider, "reading_window", reading_window)
             s.providers[before.provider_id] = provider
 
         self._staged.stage(check, apply)

@@ -66,7 +66,7 @@ class MemoryProviders:
             lambda stored: replace(
                 provider,
                 available_wh=stored.available_wh,
-                reading_slots=stored.reading_slots,
+                reading_window=stored.reading_window,
                 open_obligations=stored.open_obligations,
                 settled_purchases=stored.settled_purchases,
                 earned_micro_block=stored.earned_micro_block,
