@@ -429,10 +429,10 @@ def validators(harness: MarketHarness, *names: str) -> list[Signer]:
     return signers
 
 
-def registry_stream(client: Any, tables: Tables) -> list[dict[str, Any]]:
-    """Every record of the registry table's stream, as Lambda hands them to a function."""
+def stream_records(client: Any, table_name: str) -> list[dict[str, Any]]:
+    """Every record of a table's stream, as Lambda hands them to a function."""
     streams = boto3.client("dynamodbstreams", region_name=client.meta.region_name)
-    arn = client.describe_table(TableName=tables.registry)["Table"]["LatestStreamArn"]
+    arn = client.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
     records: list[dict[str, Any]] = []
     for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
         iterator = streams.get_shard_iterator(
@@ -442,10 +442,13 @@ def registry_stream(client: Any, tables: Tables) -> list[dict[str, Any]]:
             response = streams.get_records(ShardIterator=iterator, Limit=1000)
             if not response["Records"]:
                 break
-            records += response["Records"]
+            records += lambda_event(response["Records"], arn, shard["ShardId"])["Records"]
             iterator = response.get("NextShardIterator")
-    shaped: list[dict[str, Any]] = lambda_event(records, arn)["Records"]
-    return shaped
+    return records
+
+
+def registry_stream(client: Any, tables: Tables) -> list[dict[str, Any]]:
+    return stream_records(client, tables.registry)
 
 
 def restore_lost_credits(client: Any, deps: Dependencies, tables: Tables) -> int:

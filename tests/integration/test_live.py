@@ -211,40 +211,19 @@ def test_disconnect_forgets_the_connection_and_its_subscriptions(
 # -- the events the streams make (moto's real streams) -----------------------------------
 
 
-def _all_records(dynamodb: Any, table: str) -> list[dict[str, Any]]:
-    import boto3
-
-    from infra.stream_poller import lambda_event
-
-    streams = boto3.client("dynamodbstreams", region_name="us-east-1")
-    arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    found: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while True:
-            response = streams.get_records(ShardIterator=iterator, Limit=1000)
-            if not response["Records"]:
-                break
-            found += lambda_event(response["Records"], arn, shard["ShardId"])["Records"]
-            iterator = response["NextShardIterator"]
-    return found
-
-
 def test_the_streams_make_the_documented_events(dynamodb: Any) -> None:
     import os
 
     from chalicelib.streams.live_events import dispute_events, ledger_events, registry_events
     from tests.integration.test_carbon import found_guilty, two_jurisdictions
-    from tests.support import dynamodb_market, tables_from_environment
+    from tests.support import dynamodb_market, stream_records, tables_from_environment
 
     tables = tables_from_environment(dict(os.environ))
     market = dynamodb_market(dynamodb, tables)
     _, california, germany = two_jurisdictions(market)
     found_guilty(market, california)
 
-    registry = registry_events(_all_records(dynamodb, tables.registry))
+    registry = registry_events(stream_records(dynamodb, tables.registry))
     readings = [e for e in registry if e.topic == "new_reading"]
     assert len(readings) == 1  # one batch: one event, whatever the readings
     summary = readings[0].data
@@ -261,14 +240,14 @@ def test_the_streams_make_the_documented_events(dynamodb: Any) -> None:
     updates = [e.data for e in registry if e.topic == "provider_update"]
     assert {u["provider_id"] for u in updates} == {california.provider_id, germany.provider_id}
 
-    ledger = ledger_events(_all_records(dynamodb, tables.ledger))
+    ledger = ledger_events(stream_records(dynamodb, tables.ledger))
     settled = [e.data for e in ledger if e.topic == "new_settlement"]
     assert len(settled) == 2 and all(s["receipt"]["hash"] for s in settled)
     bob = [e.event for e in ledger if e.topic == "account:bob.theblock"]
     assert bob.count("purchase_opened") == 2 and bob.count("purchase_settled") == 2
     assert "balance" in bob
 
-    disputes = dispute_events(_all_records(dynamodb, tables.disputes))
+    disputes = dispute_events(stream_records(dynamodb, tables.disputes))
     assert [e.event for e in disputes if e.topic.startswith("dispute_")] == [
         "dispute_opened",
         "dispute_resolved",
