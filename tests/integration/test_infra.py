@@ -860,6 +860,8 @@ def test_the_alarms_watch_what_an_operator_must_know(packaged_template: dict[str
     # The ingest function's embedded metrics, without dimensions (see the alarm).
     assert ("EnergyMarketplace", "ReadingsAccepted", "null") in watched
     assert ("EnergyMarketplace", "ReadingsRejected", "null") in watched
+    # What the registry stream's reader counts when it writes a lost credit.
+    assert ("EnergyMarketplace", "CreditsRestored", "null") in watched
 
 
 def test_the_deployment_guide_lists_every_alarm_and_every_role(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import os
 import random
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib import observability
 from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
 from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
 from chalicelib.services.ingest import Outcome, Status, record_payload
@@ -22,6 +24,7 @@ from chalicelib.streams.live_events import registry_events
 from chalicelib.streams.market_analytics import contributions
 from chalicelib.streams.meter_watch import events_from_records
 from chalicelib.streams.minted_credits import credits_from_records
+from tests.emf_spec import emf_violations
 from tests.support import (
     NOW,
     MarketHarness,
@@ -258,7 +261,10 @@ def test_a_transaction_holding_the_provider_item_is_waited_out_and_mints_once(
 
 @pytest.mark.parametrize("fault", ["died before", "throttled"])
 def test_a_credit_lost_between_the_two_writes_is_restored_from_the_stream_once(
-    faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter], dynamodb: Any, fault: str
+    faulty: tuple[FaultyClient, MarketHarness, SimulatedMeter],
+    dynamodb: Any,
+    fault: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     client, market, meter = faulty
     payload = meter.payload(3_000, T0 + MINUTE)
@@ -271,7 +277,11 @@ def test_a_credit_lost_between_the_two_writes_is_restored_from_the_stream_once(
         chain_holds(market, meter, 1_000)  # ...and the credit is not listed yet
     # IoT delivers again: the meter has moved on to this very reading.
     assert ingest(market, payload).status == Status.DUPLICATE
+    observability.configure()  # metric lines on, as in every function
+    capsys.readouterr()
     assert restore_from_stream(market, dynamodb) == 1
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "CreditsRestored" in line]
+    assert emf_violations(line) == [] and json.loads(line)["CreditsRestored"] == 1
     chain_holds(market, meter, 1_000)
     # The stream delivered again, and the redelivery: nothing minted twice.
     assert restore_from_stream(market, dynamodb) == 0
