@@ -11,8 +11,8 @@ Printed, in one run:
    the network: what a reading costs the Lambda's CPU in production, and the
    share of it that is botocore's.
 4. Batched delivery against one invocation per reading: botocore's CPU for
-   one BatchGetItem of 2 keys (a reading's meter and provider) against one of
-   100 keys (50 readings' meters and providers), per reading.
+   one GetItem of a reading's provider against one BatchGetItem of 50
+   readings' providers, per reading.
 5. Against moto: DynamoDB requests, items read and capacity units per
    accepted reading, per duplicate (latest and older) and per rejection,
    and the registry stream reader's check that accepted readings' credits
@@ -49,7 +49,7 @@ from nacl.signing import SigningKey
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
 from bench._fake_aws import REGION, use_fake_aws_environment
 from chalicelib.adapters.dynamodb import Tables
-from chalicelib.adapters.dynamodb.layout import meter_key, provider_key
+from chalicelib.adapters.dynamodb.layout import provider_key
 from chalicelib.adapters.dynamodb.meters import INGEST_PROJECTION
 from chalicelib.adapters.dynamodb.unit_of_work import DynamoUnitOfWork
 from chalicelib.services.ingest import Status, record_payload, restore_credits
@@ -68,7 +68,7 @@ from tests.support import (
 VERIFY_SAMPLES: Final = 3_000
 INGEST_SAMPLES: Final = 3_000
 BOTOCORE_SAMPLES: Final = 600
-BATCH_READINGS: Final = 50  # BatchGetItem takes 100 keys: 50 meters and their providers
+BATCH_READINGS: Final = 50  # readings an invocation would take from a queue
 ROUNDS: Final = 5  # best-of and median over this many rounds
 # Timed in CPU time (time.process_time): the machine the benchmarks run on is
 # shared, and wall time would count other processes' turns as ours.
@@ -158,11 +158,11 @@ class ParsedAnswers:
     """A DynamoDB client that answers with botocore's parsed result directly: the
     DynamoDB adapter's own work (keys, item mapping, conditions) without botocore's."""
 
-    def __init__(self, batch_get: dict[str, Any]) -> None:
-        self._batch_get = batch_get
+    def __init__(self, provider_item: dict[str, Any]) -> None:
+        self._provider_item = provider_item
 
-    def batch_get_item(self, **_: Any) -> dict[str, Any]:
-        return self._batch_get
+    def get_item(self, **_: Any) -> dict[str, Any]:
+        return {"Item": self._provider_item}
 
     def update_item(self, **_: Any) -> dict[str, Any]:
         return {}
@@ -177,8 +177,8 @@ class BotocoreFigures:
     adapter_per_second: list[float]  # the same on the DynamoDB adapter, botocore left out
     full_window_per_second: list[float]  # the same, a day of readings in the uptime window
     validated_per_second: list[float]  # botocore with its client-side parameter checks (default)
-    batch_get_2_us: float  # one BatchGetItem of a reading's 2 keys
-    batch_get_100_us: float  # one BatchGetItem of 100 keys (50 readings)
+    get_1_us: float  # one GetItem of a reading's provider
+    batch_get_us: float  # one BatchGetItem of BATCH_READINGS readings' providers
     writes_us: float  # a reading's two writes: UpdateItem (provider), PutItem (credit)
 
 
@@ -208,20 +208,16 @@ def botocore_figures() -> BotocoreFigures:
             == Status.ACCEPTED
         )
         registry = tables.registry
-        # As ingest reads them: projected to what it needs.
+        # As ingest reads it after a meter's first reading: the provider's item
+        # alone, projected to what it needs.
         expression, names = INGEST_PROJECTION
-        items = [
-            client.get_item(
-                TableName=registry,
-                Key=key,
-                ProjectionExpression=expression,
-                ExpressionAttributeNames=names,
-            )["Item"]
-            for key in (meter_key(meter.meter_address), provider_key(meter.provider_id))
-        ]
-    answers = {
-        "BatchGetItem": json.dumps({"Responses": {registry: items}, "UnprocessedKeys": {}}).encode()
-    }
+        provider_item = client.get_item(
+            TableName=registry,
+            Key=provider_key(meter.provider_id),
+            ProjectionExpression=expression,
+            ExpressionAttributeNames=names,
+        )["Item"]
+    answers = {"GetItem": json.dumps({"Item": provider_item}).encode()}
     # As chalicelib.adapters.aws.dynamodb_client configures it: no client-side checks.
     canned = canned_client(answers, validate=False)
     deps = replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(canned, tables))
@@ -247,29 +243,23 @@ def botocore_figures() -> BotocoreFigures:
         replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(validated, tables)),
         BOTOCORE_SAMPLES,
     )
-    parsed = ParsedAnswers({"Responses": {registry: items}, "UnprocessedKeys": {}})
+    parsed = ParsedAnswers(provider_item)
     adapter_rates = rates_of(
         replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(parsed, tables)),
         INGEST_SAMPLES,
     )
     # A meter reading every 15 minutes has all 96 slots of its window set.
-    full = [dict(items[0]), dict(items[1])]
-    full[1]["reading_slot_bits"] = {"N": str((1 << 96) - 1)}
-    full_window = ParsedAnswers({"Responses": {registry: full}, "UnprocessedKeys": {}})
+    full_window = ParsedAnswers(provider_item | {"reading_slot_bits": {"N": str((1 << 96) - 1)}})
     full_window_rates = rates_of(
         replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(full_window, tables)),
         INGEST_SAMPLES,
     )
 
-    many = [items[n % 2] for n in range(2 * BATCH_READINGS)]
+    many = [provider_item] * BATCH_READINGS
     batch_client = canned_client(
         {"BatchGetItem": json.dumps({"Responses": {registry: many}}).encode()}, validate=False
     )
-    two_keys = [meter_key(meter.meter_address), provider_key(meter.provider_id)]
-    hundred_keys = [
-        meter_key(f"{meter.meter_address}-{n}") if n % 2 else provider_key(f"p{n}")
-        for n in range(2 * BATCH_READINGS)
-    ]
+    batch_keys = [provider_key(f"energy-{n:016x}") for n in range(BATCH_READINGS)]
 
     def best_us(call: Callable[[], Any]) -> float:
         timings = []
@@ -280,15 +270,32 @@ def botocore_figures() -> BotocoreFigures:
             timings.append((time.process_time() - started) / BOTOCORE_SAMPLES * 1e6)
         return min(timings)
 
-    def batch_get(client: Any, keys: list[Any]) -> Callable[[], Any]:
-        return lambda: client.batch_get_item(
-            RequestItems={registry: {"Keys": keys, "ConsistentRead": True}},
+    def get_one() -> Any:
+        return canned.get_item(
+            TableName=registry,
+            Key=provider_key(meter.provider_id),
+            ConsistentRead=True,
+            ProjectionExpression=expression,
+            ExpressionAttributeNames=names,
+            ReturnConsumedCapacity="TOTAL",
+        )
+
+    def get_batch() -> Any:
+        return batch_client.batch_get_item(
+            RequestItems={
+                registry: {
+                    "Keys": batch_keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": expression,
+                    "ExpressionAttributeNames": names,
+                }
+            },
             ReturnConsumedCapacity="TOTAL",
         )
 
     put = {
         "TableName": tables.credits,
-        "Item": items[0],
+        "Item": provider_item,
         "ConditionExpression": "attribute_not_exists(pk)",
     }
     update = {
@@ -307,8 +314,8 @@ def botocore_figures() -> BotocoreFigures:
         adapter_per_second=adapter_rates,
         full_window_per_second=full_window_rates,
         validated_per_second=validated_rates,
-        batch_get_2_us=best_us(batch_get(canned, two_keys)),  # answered with 2 items
-        batch_get_100_us=best_us(batch_get(batch_client, hundred_keys)),  # with 100
+        get_1_us=best_us(get_one),
+        batch_get_us=best_us(get_batch),
         writes_us=best_us(lambda: canned.update_item(**update))
         + best_us(lambda: canned.put_item(**put)),
     )
@@ -449,21 +456,21 @@ def main() -> None:
     )
     print()
     print("4. Batched delivery: botocore CPU per reading (best of", ROUNDS, "rounds)")
-    per_reading = figures.batch_get_2_us + figures.writes_us
-    batched = figures.batch_get_100_us / BATCH_READINGS + figures.writes_us
+    per_reading = figures.get_1_us + figures.writes_us
+    batched = figures.batch_get_us / BATCH_READINGS + figures.writes_us
     print_table(
         ["delivery", "reads per reading", "write per reading", "botocore us per reading"],
         [
             [
                 "one invocation per reading",
-                f"BatchGetItem(2 keys) {figures.batch_get_2_us:,.0f} us",
+                f"GetItem(provider) {figures.get_1_us:,.0f} us",
                 f"UpdateItem + PutItem {figures.writes_us:,.0f} us",
                 f"{per_reading:,.0f}",
             ],
             [
                 f"batches of {BATCH_READINGS} readings",
-                f"BatchGetItem(100 keys)/{BATCH_READINGS}"
-                f" {figures.batch_get_100_us / BATCH_READINGS:,.0f} us",
+                f"BatchGetItem({BATCH_READINGS} keys)/{BATCH_READINGS}"
+                f" {figures.batch_get_us / BATCH_READINGS:,.0f} us",
                 f"UpdateItem + PutItem {figures.writes_us:,.0f} us",
                 f"{batched:,.0f}",
             ],

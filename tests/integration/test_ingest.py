@@ -349,3 +349,26 @@ def test_each_outcome_is_a_valid_embedded_metric_line_without_per_meter_dimensio
     assert [d["Dimensions"] for d in directives] == [[[]], [[], ["reason"]], [[], ["reason"]]]
     assert documents[2]["reason"] == "malformed" and documents[2]["ReadingsRejected"] == 1
     assert documents[0]["meter_address"] == meter.meter_address  # a property only
+
+
+def test_a_reading_naming_another_existing_provider_or_an_unknown_meter_is_refused(
+    market: MarketHarness,
+) -> None:
+    """Ingest reads the provider a reading names first (its item holds the meter's
+    key and last reading); when that provider's meter is not the reading's, the
+    meter is read as well, and the refusal is the one the meter's item decides."""
+    alice = metered_provider(market, "alice.theblock")
+    bob = metered_provider(market, "bob.theblock")
+    for meter in (alice, bob):
+        assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
+    before = minted_state(market, alice)
+    # Alice's meter, signed by its key, naming Bob's provider.
+    crossed = SimulatedMeter(alice.meter_address, bob.provider_id, alice.key)
+    outcome = ingest(market, crossed.payload(2_000, T0 + QUARTER), alice.meter_address)
+    assert (outcome.status, outcome.reason) == (Status.REJECTED, "provider_mismatch")
+    # No meter at this address, naming Bob's provider.
+    ghost = SimulatedMeter("ghost_meter", bob.provider_id, Signer.generate("g"))
+    outcome = ingest(market, ghost.payload(2_000, T0 + QUARTER), "ghost_meter")
+    assert (outcome.status, outcome.reason) == (Status.REJECTED, "unknown_meter")
+    assert minted_state(market, alice) == before
+    assert ingest(market, alice.payload(2_000, T0 + QUARTER)).status == Status.ACCEPTED

@@ -127,6 +127,40 @@ def test_an_accepted_reading_is_an_update_of_the_provider_item_then_the_credits_
     assert "last_reading_hash" not in meter_item["Item"]
 
 
+def test_after_a_meters_first_reading_ingest_reads_one_item(dynamodb: Any) -> None:
+    """The provider's item holds what ingest needs of its meter: one strongly
+    consistent GetItem (1 RCU) a reading, the meter's own item no more."""
+    tables = tables_from_environment(dict(os.environ))
+    market = dynamodb_market(dynamodb, tables)
+    meter = metered_provider(market, capacity_kwh=10_000)
+    reads: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name in ("GetItem", "BatchGetItem", "Query"):
+            reads.append((model.name, params))
+
+    dynamodb.meta.events.register("provide-client-params.dynamodb.*", record)
+    assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
+    # The first: the provider's item has no last reading yet, so the meter's is read.
+    assert [(n, p["Key"]) for n, p in reads] == [
+        ("GetItem", provider_key(meter.provider_id)),
+        ("GetItem", meter_key(meter.meter_address)),
+    ]
+    for n, counter in enumerate((2_000, 3_000)):
+        reads.clear()
+        outcome = ingest(market, meter.payload(counter, T0 + (n + 1) * MINUTE))
+        assert outcome.status == Status.ACCEPTED
+        [(name, params)] = reads
+        assert (name, params["Key"], params["ConsistentRead"]) == (
+            "GetItem",
+            provider_key(meter.provider_id),
+            True,
+        )
+    reads.clear()
+    assert ingest(market, meter.payload(3_000, T0 + 2 * MINUTE)).status == Status.DUPLICATE
+    assert [n for n, _ in reads] == ["GetItem"]
+
+
 # -- races ------------------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from chalicelib.adapters.dynamodb.layout import (
     rejection_key,
     rejection_sort_key,
 )
-from chalicelib.adapters.dynamodb.paging import get_all
 from chalicelib.domain.credits import Credit, minted_credit
 from chalicelib.domain.errors import (
     AlreadyExists,
@@ -139,14 +138,15 @@ HEAD_ATTRIBUTES: Final = (
 )
 
 
-# What ingest reads of a meter's item and its provider's (one projection
-# serves both keys of the BatchGetItem). A meter's refusal counts are not read.
+# What ingest reads of a provider's item and, when it must, its meter's (one
+# projection serves both). A meter's refusal counts are not read.
 _INGEST_ATTRIBUTES: Final = (
     "pk",
     "sk",
     "meter_address",
     "provider_id",
     "public_key",
+    "meter_public_key",
     "active",
     *HEAD_ATTRIBUTES,
     "energy_type",
@@ -187,7 +187,26 @@ def _head(meter_item: Item, provider_item: Item | None) -> Item:
 
 def _int(item: Item, name: str) -> int | None:
     value = item.get(name)
-    return None if value is None else as_int(Decimal(value["N"]))
+    if value is None:
+        return None
+    text: str = value["N"]
+    # Counters and times are whole and positive: int() reads those digits at
+    # once; anything else takes the checked path (a fraction is refused).
+    return int(text) if text.isdigit() else as_int(Decimal(text))
+
+
+def _meter_of_provider(item: Item) -> MeterState:
+    """The meter's state from its provider's item alone, which ingest reads once
+    the meter has a last reading there (``get_with_provider``)."""
+    return MeterState(
+        meter_address=item["meter_address"]["S"],
+        provider_id=item["provider_id"]["S"],
+        public_key=item["meter_public_key"]["S"],
+        last_counter_wh=_int(item, "last_counter_wh"),
+        last_timestamp_ms=_int(item, "last_timestamp_ms"),
+        last_reading_hash=item["last_reading_hash"]["S"],
+        accepted_readings=_int(item, "accepted_readings") or 0,
+    )
 
 
 def rejection_from_item(item: Item) -> RejectionRecord:
@@ -229,20 +248,30 @@ class DynamoMeters:
     def get_with_provider(
         self, meter_address: str, provider_id: str
     ) -> tuple[MeterState | None, MeterOwner | None]:
-        keys = [meter_key(meter_address), provider_key(provider_id)]
         # Strongly consistent: a redelivery arriving within replication lag
         # must see the meter state its first delivery wrote, or it would be
         # judged a counter that went backwards. Projected to what ingest needs
         # (billed the same; botocore and the mapping have far less to parse).
-        found = get_all(
-            self._client,
-            self._tables.registry,
-            keys,
-            consistent=True,
-            projection=INGEST_PROJECTION,
-        )
-        meter = next((i for i in found if i["sk"]["S"] == "METER"), None)
-        provider = next((i for i in found if i["sk"]["S"] == "PROVIDER"), None)
+        #
+        # The provider's item holds all ingest needs of its meter (address, key,
+        # last reading), so after a meter's first reading one read answers: one
+        # GetItem, 1 RCU. The meter's own item is read as well only when the
+        # provider's cannot answer alone: no last reading on it yet (a meter's
+        # first, or one whose last reading is still on its own item, from before
+        # the layout moved it), or a reading naming a provider whose meter it is
+        # not (an unknown meter, or a provider mismatch). A meter is active
+        # unless its own item says otherwise, and no method deactivates one
+        # (docs/api.md, getMeter): one that does must mark the provider's item
+        # too.
+        provider = self._get(provider_key(provider_id))
+        if (
+            provider is not None
+            and provider["meter_address"]["S"] == meter_address
+            and "last_reading_hash" in provider
+        ):
+            self._head_on_provider[meter_address] = True
+            return _meter_of_provider(provider), _owner(provider)
+        meter = self._get(meter_key(meter_address))
         if meter is None:
             return None, None
         if provider is not None and provider["provider_id"] != meter["provider_id"]:
@@ -251,6 +280,18 @@ class DynamoMeters:
             provider is not None and "last_reading_hash" in provider
         )
         return meter_from_item(meter, provider), _owner(provider) if provider else None
+
+    def _get(self, key: Item) -> Item | None:
+        expression, names = INGEST_PROJECTION
+        found: Item | None = self._client.get_item(
+            TableName=self._tables.registry,
+            Key=key,
+            ConsistentRead=True,
+            ProjectionExpression=expression,
+            ExpressionAttributeNames=names,
+            ReturnConsumedCapacity="TOTAL",
+        ).get("Item")
+        return found
 
     def advance(self, before: MeterState, credit: Credit, *, reading_window: ReadingWindow) -> None:
         # One update of the provider's item: the meter's new last reading (only
