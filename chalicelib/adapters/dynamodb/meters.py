@@ -97,6 +97,8 @@ def credit_from_provider_image(
     minted it; None for a change that accepted no reading, or one written
     before the item kept its last reading's credit.
 
+    ``advance`` writes the credit's attributes together, so an image that has
+    one has them all (one without is a poison record, reported as such).
     """
     if not new_image or "last_signature" not in new_image:
         return None
@@ -104,27 +106,25 @@ def credit_from_provider_image(
     previous = old_image.get("last_reading_hash") if old_image else None
     if previous is not None and previous["S"] == reading_hash:
         return None  # the same last reading: another change of the provider
-    signature = base64.b64decode(new_image["last_signature"]["S"])
-    start_ms, end_ms = (
-        _int(new_image, "last_interval_start_ms"),
-        _int(new_image, "last_timestamp_ms"),
-    )
-    minted_at_ms = _int(new_image, "last_minted_at_ms")
-    counter_wh, wh = _int(new_image, "last_counter_wh"), _int(new_image, "last_minted_wh")
-    if None in (start_ms, end_ms, minted_at_ms, counter_wh, wh):
-        return None
+
+    def number(name: str) -> int:
+        value = _int(new_image, name)
+        if value is None:
+            raise KeyError(f"{name} is missing beside last_signature")
+        return value
+
     return minted_credit(
         reading_hash=reading_hash,
         provider_id=new_image["provider_id"]["S"],
         meter_address=new_image["meter_address"]["S"],
         energy_type=EnergyType(new_image["energy_type"]["S"]),
         jurisdiction=new_image["jurisdiction"]["S"],
-        interval_start_ms=start_ms or 0,
-        interval_end_ms=end_ms or 0,
-        wh=wh or 0,
-        counter_wh=counter_wh or 0,
-        signature=signature.hex(),
-        minted_at_ms=minted_at_ms or 0,
+        interval_start_ms=number("last_interval_start_ms"),
+        interval_end_ms=number("last_timestamp_ms"),
+        wh=number("last_minted_wh"),
+        counter_wh=number("last_counter_wh"),
+        signature=base64.b64decode(new_image["last_signature"]["S"]).hex(),
+        minted_at_ms=number("last_minted_at_ms"),
         credit_lifetime_ms=credit_lifetime_ms,
     )
 
