@@ -76,6 +76,8 @@ def emit_metrics(
         # (The empty set, the usual one, needs no subset test.)
         if names and (len(names) > MAX_DIMENSIONS or not named.keys() >= set(names)):
             raise MetricError(f"dimension set {list(names)} is not among {sorted(named)}")
+    if "_aws" in metrics or "_aws" in named or (properties and "_aws" in properties):
+        raise MetricError("_aws is the metric directive's member, not a property's")
     if not _write_to_stdout:
         return None  # no function's process: a benchmark or a script; the line costs nothing
     document: dict[str, Any] = dict(properties or {})
@@ -86,17 +88,12 @@ def emit_metrics(
     document.update(metrics)
     timestamp = int(time.time() * 1000)
     directives = _directives_json(metrics, dimension_sets, unit)
-    if "_aws" in document:
-        # A member of that name is replaced in its place, as a dict update would.
-        document["_aws"] = {"Timestamp": timestamp, "CloudWatchMetrics": json.loads(directives)}
-        line = _COMPACT.encode(document)
-    else:
-        # The members encoded, then "_aws" spliced in as their last member: the
-        # same line as encoding it with them, for half the CPU (one per reading).
-        line = (
-            f"{_COMPACT.encode(document)[:-1]},"
-            f'"_aws":{{"Timestamp":{timestamp},"CloudWatchMetrics":{directives}}}}}'
-        )
+    # The members encoded, then "_aws" spliced in as their last member: the
+    # same line as encoding it with them, for half the CPU (one per reading).
+    line = (
+        f"{_COMPACT.encode(document)[:-1]},"
+        f'"_aws":{{"Timestamp":{timestamp},"CloudWatchMetrics":{directives}}}}}'
+    )
     # sys.stdout looked up per line: the runtime's, or a test's capture.
     sys.stdout.write(line + "\n")
     return line

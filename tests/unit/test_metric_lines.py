@@ -77,12 +77,6 @@ CASES: list[dict[str, Any]] = [
         "dimension_sets": [[]],
         "properties": {"note": "Z\u00e4hler \u2603", "at": frozenset({3})},
     },
-    {  # a member named like the directive gives way to it, in its place
-        "metrics": {"ReadingsAccepted": 1},
-        "dimensions": {},
-        "dimension_sets": [[]],
-        "properties": {"_aws": "mine", "after": 1},
-    },
 ]
 
 
@@ -111,3 +105,8 @@ def test_a_dimension_set_naming_a_missing_dimension_is_refused_as_before() -> No
         observability.emit_metrics(
             {"m": 1}, dimensions=dict.fromkeys(too_many, "x"), dimension_sets=[too_many]
         )
+
+
+def test_a_member_named_like_the_directive_is_refused() -> None:
+    with pytest.raises(observability.MetricError, match="_aws"):
+        observability.emit_metrics({"ReadingsAccepted": 1}, properties={"_aws": "mine"})
