@@ -161,6 +161,38 @@ def test_after_a_meters_first_reading_ingest_reads_one_item(dynamodb: Any) -> No
     assert [n for n, _ in reads] == ["GetItem"]
 
 
+def test_the_provider_item_stays_within_one_write_unit_with_its_credit_and_a_full_day(
+    dynamodb: Any,
+) -> None:
+    """The provider's item carries the last reading's credit and the uptime
+    window, and each accepted reading updates it: under 1 KB, that update is
+    one write unit. With a 40-character name and a 24-character meter address
+    (docs/architecture.md gives the margin), a full day of slots included."""
+    from bench._capacity import WRITE_UNIT_BYTES, item_size
+
+    tables = tables_from_environment(dict(os.environ))
+    market = dynamodb_market(dynamodb, tables)
+    meter = metered_provider(
+        market,
+        capacity_kwh=10_000,
+        display_name="Sunny Rooftop Cooperative, North Field A",
+        meter_address="coop_north_field_meter_a",
+    )
+    assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
+    dynamodb.update_item(
+        TableName=tables.registry,
+        Key=provider_key(meter.provider_id),
+        UpdateExpression="SET reading_slot_bits = :full",
+        ExpressionAttributeValues={":full": {"N": str((1 << 96) - 1)}},
+    )
+    assert ingest(market, meter.payload(99_000, T0 + MINUTE)).status == Status.ACCEPTED
+    item = dynamodb.get_item(
+        TableName=tables.registry, Key=provider_key(meter.provider_id), ConsistentRead=True
+    )["Item"]
+    assert "last_signature" in item
+    assert item_size(item) <= WRITE_UNIT_BYTES, item_size(item)
+
+
 # -- races ------------------------------------------------------------------------
 
 
