@@ -974,7 +974,9 @@ class _Work:
         day_start = (values["day"] * 24 - self.context.day_shift_hours) * HOUR_MS
         self.raise_suspicion(
             ABOVE_PROFILE,
-            day_wh * BPS // max(1, allowed),
+            # Energy where the envelope allows none is as far beyond it as a
+            # score goes (twice the limit); a ratio to 1 Wh would score less.
+            day_wh * BPS // allowed if allowed > 0 else 2 * rule.ratio_bps,
             rule.ratio_bps,
             (day_start, (hour + 1) * HOUR_MS),
             "A meter reported far more than its own history allows for the same hours.",

@@ -657,3 +657,21 @@ def test_observe_never_raises_and_suspicions_lie_within_the_observed_data(
     assert len(per_day) == len(set(per_day)), "one suspicion per detector per day"
     assert WatchState.from_dict(run.state.to_dict()) == run.state
     assert len(run.state.ring_wh) == fraud.RING_HOURS
+
+
+def test_energy_in_hours_whose_envelope_is_empty_scores_as_far_beyond_as_a_score_goes() -> None:
+    """A 1 W plant that made its watt-hour at noon for ten days, read every hour,
+    then makes it at dawn: the dawn hour's envelope allows nothing, so that one
+    Wh is beyond every ratio. (Hypothesis found it scored 4,166, below the flag
+    threshold: the measure was taken against 1 Wh allowed.)"""
+    meter = context(EnergyType.HYDRO, 1, BERGEN)
+    dawn = JUNE + 10 * DAY + 6 * HOUR
+    readings = [MintedReading(JUNE, JUNE, 0)]
+    for hour in range(10 * 24 + 8):
+        start = JUNE + hour * HOUR
+        producing = start == dawn if start >= JUNE + 10 * DAY else hour % 24 == 12
+        readings.append(MintedReading(start, start + HOUR, 1 if producing else 0))
+    run = Run(meter).feed(readings)
+    [flag] = [s for s in run.suspicions if s.detector == fraud.ABOVE_PROFILE]
+    assert flag.score_bps == fraud.BPS
+    assert flag.window_end_ms == dawn + HOUR
