@@ -48,39 +48,48 @@ _ID_ONLY: Final = ("#id", {"#id": "credit_id"})
 
 
 def credit_to_item(credit: Credit) -> Item:
-    values: dict[str, Any] = {
-        "credit_id": credit.credit_id,
-        "meter_address": credit.meter_address,
-        "energy_type": str(credit.energy_type),
-        "jurisdiction": credit.jurisdiction,
-        "interval_start_ms": credit.interval_start_ms,
-        "interval_end_ms": credit.interval_end_ms,
-        "wh": credit.wh,
-        "counter_wh": credit.counter_wh,
-        "signature": credit.signature,
-        "minted_at_ms": credit.minted_at_ms,
-        "expires_at_ms": credit.expires_at_ms,
-        "state": str(credit.state),
-        "issuer_provider_id": credit.provider_id,
-        "purchase_id": credit.purchase_id,
-        "parent_credit_id": credit.parent_credit_id,
-        "held_by": credit.holder,
+    # Typed here rather than through to_item: every attribute's type is known,
+    # and ingest writes one of these per reading.
+    credit_id, provider_id = credit.credit_id, credit.provider_id
+    item: Item = {
+        **credit_key(credit_id),
+        "credit_id": {"S": credit_id},
+        "meter_address": {"S": credit.meter_address},
+        "energy_type": {"S": str(credit.energy_type)},
+        "jurisdiction": {"S": credit.jurisdiction},
+        "interval_start_ms": {"N": str(credit.interval_start_ms)},
+        "interval_end_ms": {"N": str(credit.interval_end_ms)},
+        "wh": {"N": str(credit.wh)},
+        "counter_wh": {"N": str(credit.counter_wh)},
+        "signature": {"S": credit.signature},
+        "minted_at_ms": {"N": str(credit.minted_at_ms)},
+        "expires_at_ms": {"N": str(credit.expires_at_ms)},
+        "state": {"S": str(credit.state)},
+        "issuer_provider_id": {"S": provider_id},
     }
+    if credit.purchase_id is not None:
+        item["purchase_id"] = {"S": credit.purchase_id}
+    if credit.parent_credit_id is not None:
+        item["parent_credit_id"] = {"S": credit.parent_credit_id}
+    state = credit.state
+    if credit.holder is not None:
+        item["held_by"] = {"S": credit.holder}
+        if state == CreditState.HELD:
+            item["holder"] = {"S": credit.holder}  # HoldingsByOwner (sparse: held, not retired)
     if credit.retirement is not None:
-        values.update(retirement_attributes(credit.retirement))
-    if credit.state == CreditState.HELD:
-        values["holder"] = credit.holder  # HoldingsByOwner (sparse: held, not retired)
-    if credit.state != CreditState.BASELINE:
-        # Index keys: while on sale AvailableByProvider and ExpiringBySlot,
-        # after it CreditsByProvider (sparse: an item leaves an index with its key).
-        values["minted_key"] = minted_key(credit)
-    if credit.state not in (CreditState.BASELINE, CreditState.AVAILABLE):
-        values["provider_id"] = credit.provider_id
-    if credit.state == CreditState.AVAILABLE:
-        values["available_provider_id"] = credit.provider_id
-        values["expiry_slot"] = expiry_slot(credit.expires_at_ms, credit.credit_id)
-        values["expiry_key"] = expiry_key(credit)
-    return credit_key(credit.credit_id) | to_item(values)
+        item.update(to_item(retirement_attributes(credit.retirement)))
+    if state == CreditState.BASELINE:
+        return item
+    # Index keys: while on sale AvailableByProvider and ExpiringBySlot, after it
+    # CreditsByProvider (sparse: an item leaves an index with its key).
+    item["minted_key"] = {"S": minted_key(credit)}
+    if state == CreditState.AVAILABLE:
+        item["available_provider_id"] = {"S": provider_id}
+        item["expiry_slot"] = {"S": expiry_slot(credit.expires_at_ms, credit_id)}
+        item["expiry_key"] = {"S": expiry_key(credit)}
+    else:
+        item["provider_id"] = {"S": provider_id}
+    return item
 
 
 def credit_from_item(item: Item) -> Credit:

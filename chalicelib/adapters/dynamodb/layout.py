@@ -57,7 +57,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from chalicelib.adapters.dynamodb.codec import Item, to_item
+from chalicelib.adapters.dynamodb.codec import Item
 from chalicelib.config import Settings
 from chalicelib.domain.credits import Credit
 from chalicelib.domain.errors import InvalidCursor
@@ -118,67 +118,72 @@ class Tables:
 # -- item keys ---------------------------------------------------------------
 
 
+def _key(pk: str, sk: str) -> Item:
+    # Typed by hand: every request names a key, ingest two per reading.
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
 def account_key(name: str) -> Item:
-    return to_item({"pk": f"ACCOUNT#{name}", "sk": "ACCOUNT"})
+    return _key(f"ACCOUNT#{name}", "ACCOUNT")
 
 
 def nonce_key(name: str, nonce: str) -> Item:
-    return to_item({"pk": f"ACCOUNT#{name}", "sk": f"NONCE#{nonce}"})
+    return _key(f"ACCOUNT#{name}", f"NONCE#{nonce}")
 
 
 def provider_key(provider_id: str) -> Item:
-    return to_item({"pk": f"PROVIDER#{provider_id}", "sk": "PROVIDER"})
+    return _key(f"PROVIDER#{provider_id}", "PROVIDER")
 
 
 def meter_key(meter_address: str) -> Item:
-    return to_item({"pk": f"METER#{meter_address}", "sk": "METER"})
+    return _key(f"METER#{meter_address}", "METER")
 
 
 def balance_key(name: str) -> Item:
-    return to_item({"pk": f"ACCOUNT#{name}", "sk": "BALANCE"})
+    return _key(f"ACCOUNT#{name}", "BALANCE")
 
 
 def ledger_entry_key(kind: EntryKind, entry_id: str) -> Item:
-    return to_item({"pk": f"{kind.upper()}#{entry_id}", "sk": "ENTRY"})
+    return _key(f"{kind.upper()}#{entry_id}", "ENTRY")
 
 
 def bought_key(name: str) -> Item:
-    return to_item({"pk": f"ACCOUNT#{name}", "sk": "BOUGHT"})
+    return _key(f"ACCOUNT#{name}", "BOUGHT")
 
 
 def receipt_key(chain: str, sequence: int) -> Item:
-    return to_item({"pk": f"CHAIN#{chain}", "sk": receipt_sort_key(sequence)})
+    return _key(f"CHAIN#{chain}", receipt_sort_key(sequence))
 
 
 def chain_head_key(chain: str) -> Item:
-    return to_item({"pk": f"CHAIN#{chain}", "sk": "HEAD"})
+    return _key(f"CHAIN#{chain}", "HEAD")
 
 
 def watermark_key(job: str) -> Item:
-    return to_item({"pk": f"JOB#{job}", "sk": "WATERMARK"})
+    return _key(f"JOB#{job}", "WATERMARK")
 
 
 TREASURY_PK: Final = "TREASURY"
 
 
 def credit_key(credit_id: str) -> Item:
-    return to_item({"pk": f"CREDIT#{credit_id}", "sk": "CREDIT"})
+    return _key(f"CREDIT#{credit_id}", "CREDIT")
 
 
 def purchase_key(purchase_id: str) -> Item:
-    return to_item({"pk": f"PURCHASE#{purchase_id}", "sk": "PURCHASE"})
+    return _key(f"PURCHASE#{purchase_id}", "PURCHASE")
 
 
 def treasury_shard_key(shard: int) -> Item:
-    return to_item({"pk": TREASURY_PK, "sk": f"SHARD#{shard:02d}"})
+    return _key(TREASURY_PK, f"SHARD#{shard:02d}")
 
 
 def dispute_key(dispute_id: str) -> Item:
-    return to_item({"pk": f"DISPUTE#{dispute_id}", "sk": "DISPUTE"})
+    return _key(f"DISPUTE#{dispute_id}", "DISPUTE")
 
 
 def member_key(dispute_id: str, role: str, name: str) -> Item:
-    return to_item({"pk": f"DISPUTE#{dispute_id}", "sk": f"MEMBER#{member_of(role, name)}"})
+    return _key(f"DISPUTE#{dispute_id}", f"MEMBER#{member_of(role, name)}")
 
 
 def member_of(role: str, name: str) -> str:
@@ -187,23 +192,23 @@ def member_of(role: str, name: str) -> str:
 
 
 def watch_key(meter_address: str) -> Item:
-    return to_item({"pk": f"WATCH#{meter_address}", "sk": "STATE"})
+    return _key(f"WATCH#{meter_address}", "STATE")
 
 
 def peers_key(key: str) -> Item:
-    return to_item({"pk": f"PEERS#{key}", "sk": "HISTOGRAM"})
+    return _key(f"PEERS#{key}", "HISTOGRAM")
 
 
 def replay_key(key: str) -> Item:
-    return to_item({"pk": f"REPLAY#{key}", "sk": "CURVES"})
+    return _key(f"REPLAY#{key}", "CURVES")
 
 
 def validator_key(name: str) -> Item:
-    return to_item({"pk": VALIDATORS_PK, "sk": f"VALIDATOR#{name}"})
+    return _key(VALIDATORS_PK, f"VALIDATOR#{name}")
 
 
 def rejection_key(record: RejectionRecord) -> Item:
-    return to_item({"pk": f"METER#{record.meter_address}", "sk": rejection_sort_key(record)})
+    return _key(f"METER#{record.meter_address}", rejection_sort_key(record))
 
 
 # -- sort keys of indexes and listings ----------------------------------------

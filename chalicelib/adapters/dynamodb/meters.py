@@ -305,25 +305,25 @@ class DynamoMeters:
             if on_provider and before.last_reading_hash is not None
             else "attribute_not_exists(last_reading_hash)"
         )
-        values: dict[str, Any] = {
-            ":counter": credit.counter_wh,
-            ":at": credit.interval_end_ms,
-            ":hash": credit.credit_id,
-            ":start": credit.interval_start_ms,
-            ":minted": credit.minted_at_ms,
+        values: Item = {
+            ":counter": {"N": str(credit.counter_wh)},
+            ":at": {"N": str(credit.interval_end_ms)},
+            ":hash": {"S": credit.credit_id},
+            ":start": {"N": str(credit.interval_start_ms)},
+            ":minted": {"N": str(credit.minted_at_ms)},
             # Base64: 88 characters where the credit's hex has 128, so that the
             # provider's item stays within the 1 KB a write unit buys. Text, not
             # binary: stream images carry binary as base64 that boto3's
             # deserializer, which the stream readers use, does not take.
-            ":signature": base64.b64encode(bytes.fromhex(credit.signature)).decode(),
-            ":one": 1,
-            ":wh": credit.wh,
-            ":meter": before.meter_address,
-            ":last": reading_window.last,
-            ":bits": reading_window.bits,
+            ":signature": {"S": base64.b64encode(bytes.fromhex(credit.signature)).decode()},
+            ":one": {"N": "1"},
+            ":wh": {"N": str(credit.wh)},
+            ":meter": {"S": before.meter_address},
+            ":last": {"N": str(reading_window.last)},
+            ":bits": {"N": str(reading_window.bits)},
         }
         if on_provider and before.last_reading_hash is not None:
-            values[":previous"] = before.last_reading_hash
+            values[":previous"] = {"S": before.last_reading_hash}
         self._staged.update(
             self._tables.registry,
             provider_key(before.provider_id),
@@ -336,7 +336,7 @@ class DynamoMeters:
             lambda: ConcurrentUpdate(
                 "the meter moved on; retry", meter_address=before.meter_address
             ),
-            ExpressionAttributeValues=to_item(values),
+            ExpressionAttributeValues=values,
         )
 
     def rotate_key(self, meter_address: str, public_key: str) -> None:
