@@ -131,9 +131,18 @@ class Usage:
         return {name: n * PRICES[name].usd * 1e6 for name, n in self.counts.items()}
 
 
+# Lambda gives a function CPU in proportion to its memory, one vCPU at 1,769 MB
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html):
+# below that, a millisecond of CPU (measured here on a whole core) takes
+# longer in wall time, and wall time is what is billed.
+FULL_VCPU_MEMORY_MB: Final = 1_769
+
+
 def lambda_gb_seconds(memory_mb: int, cpu_ms: float, requests: float, rtt_ms: float) -> float:
-    """GB-seconds of one invocation: billed per started millisecond of wall time."""
-    return memory_mb / 1024 * math.ceil(cpu_ms + requests * rtt_ms) / 1000
+    """GB-seconds of one invocation: billed per started millisecond of wall time,
+    its CPU slowed to the memory size's share of a vCPU, plus its round trips."""
+    cpu_wall_ms = cpu_ms * max(1.0, FULL_VCPU_MEMORY_MB / memory_mb)
+    return memory_mb / 1024 * math.ceil(cpu_wall_ms + requests * rtt_ms) / 1000
 
 
 def dynamo_units(requests: list[DynamoRequest]) -> tuple[float, float]:
@@ -142,7 +151,13 @@ def dynamo_units(requests: list[DynamoRequest]) -> tuple[float, float]:
     return reads, writes
 
 
-def reading_usages(rtt_ms: float) -> list[Usage]:
+@dataclass(frozen=True)
+class IngestCpu:
+    cpu_ms: float  # one accepted reading on a whole core, botocore included
+    requests: int  # its DynamoDB requests, each a round trip
+
+
+def reading_usages(rtt_ms: float) -> tuple[list[Usage], IngestCpu]:
     figures = botocore_figures()
     cpu_ms = 1_000 / max(figures.accepted_per_second)  # best round: the least disturbed
     measured = dict(dynamodb_costs())
@@ -217,7 +232,22 @@ def reading_usages(rtt_ms: float) -> list[Usage]:
             "log_gb": log / BATCH_READINGS + 330 / 1e9,
         },
     )
-    return [before, transaction, now, batched]
+    return [before, transaction, now, batched], IngestCpu(cpu_ms, len(after))
+
+
+def print_memory_sizes(ingest: IngestCpu, rtt_ms: float) -> None:
+    """The ingest function's Lambda bill per reading by memory size: less memory
+    costs less per millisecond but gives less CPU, so the reading takes longer."""
+    print(f"{'memory MB':>10s}  {'CPU wall ms':>11s}  {'billed ms':>9s}  {'USD per million':>15s}")
+    for memory_mb in (128, 256, INGEST_MEMORY_MB, 1024, FULL_VCPU_MEMORY_MB):
+        gb_seconds = lambda_gb_seconds(memory_mb, ingest.cpu_ms, ingest.requests, rtt_ms)
+        cpu_wall_ms = ingest.cpu_ms * max(1.0, FULL_VCPU_MEMORY_MB / memory_mb)
+        usd = gb_seconds * PRICES["lambda_gb_second"].usd * 1e6
+        marker = "  (configured)" if memory_mb == INGEST_MEMORY_MB else ""
+        print(
+            f"{memory_mb:>10d}  {cpu_wall_ms:>11.2f}  {gb_seconds / memory_mb * 1024 * 1000:>9.0f}"
+            f"  {f'${usd:.3f}':>15s}{marker}"
+        )
 
 
 def purchase_usage(rtt_ms: float) -> Usage:
@@ -297,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Assumed DynamoDB round trip from Lambda: {args.rtt_ms} ms")
     print()
     print("Per million accepted readings (count per reading, USD per million readings)")
-    print_usages(reading_usages(args.rtt_ms))
+    usages, ingest = reading_usages(args.rtt_ms)
+    print_usages(usages)
+    print()
+    print(
+        "The ingest function's GB-seconds by memory size (the accepted reading above;"
+        " a cold start's import is slowed the same way)"
+    )
+    print_memory_sizes(ingest, args.rtt_ms)
     print()
     print("Per million purchases (each settled by its buyer)")
     print_usages([purchase_usage(args.rtt_ms)])

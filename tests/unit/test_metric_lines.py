@@ -7,14 +7,20 @@ it to the line that encoding the whole document gives, key order included.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import types
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chalicelib import observability
+from chalicelib.domain.readings import Rejection
 from tests.emf_spec import emf_violations
 
 
@@ -110,3 +116,31 @@ def test_a_dimension_set_naming_a_missing_dimension_is_refused_as_before() -> No
 def test_a_member_named_like_the_directive_is_refused() -> None:
     with pytest.raises(observability.MetricError, match="_aws"):
         observability.emit_metrics({"ReadingsAccepted": 1}, properties={"_aws": "mine"})
+
+
+# Strings (every code point, lone surrogates and quotes included), integers of
+# any size, and the values that look like integers but are not written as one.
+_VALUES = st.one_of(
+    st.text(st.characters(codec=None, exclude_categories=())),
+    st.integers(),
+    st.booleans(),
+    st.sampled_from([Rejection.BAD_SIGNATURE, HTTPStatus.OK, None, 1.5]),
+)
+
+
+@given(
+    properties=st.dictionaries(
+        st.text(st.characters(codec=None, exclude_categories=())).filter(lambda k: k != "_aws"),
+        _VALUES,
+        max_size=4,
+    ),
+    count=st.integers(min_value=0, max_value=10**18),
+)
+def test_a_line_with_any_property_values_is_the_json_of_its_whole_document(
+    properties: dict[str, Any], count: int
+) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        line = observability.emit_metrics({"ReadingsAccepted": count}, properties=properties)
+    assert line is not None
+    assert line == expected_line(line, {"ReadingsAccepted": count}, {}, [[]], properties)
+    assert json.loads(line)["ReadingsAccepted"] == count
