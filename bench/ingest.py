@@ -20,6 +20,11 @@ Printed, in one run:
    were written, computed by AWS's on-demand rules (bench/_capacity.py
    explains why moto's own figures are not used).
 
+6. The floor: the same accepted reading as one function with no unit of
+   work, repository or domain value (``bench/_floor.py``), checked to send
+   the very requests the use case sends, timed the same way: what our own
+   CPU would be if nothing but the unavoidable work were left.
+
 ``python -m bench.cost`` turns these figures into US dollars per million readings.
 
 Run: ``.venv/bin/python bench/ingest.py`` (or ``make bench``).
@@ -49,6 +54,7 @@ from botocore.config import Config
 from moto import mock_aws
 from nacl.signing import SigningKey
 
+from bench import _floor
 from bench._capacity import CapacityMeter, DynamoRequest, fmt_units
 from bench._fake_aws import REGION, use_fake_aws_environment
 from chalicelib import observability
@@ -185,11 +191,28 @@ class ParsedAnswers:
         return {}
 
 
+class RecordedWrites(ParsedAnswers):
+    """The same answers, keeping the write requests made (section 6 compares them)."""
+
+    def __init__(self, provider_item: dict[str, Any]) -> None:
+        super().__init__(provider_item)
+        self.writes: list[tuple[str, dict[str, Any]]] = []
+
+    def update_item(self, **request: Any) -> dict[str, Any]:
+        self.writes.append(("UpdateItem", request))
+        return {}
+
+    def put_item(self, **request: Any) -> dict[str, Any]:
+        self.writes.append(("PutItem", request))
+        return {}
+
+
 @dataclass(frozen=True)
 class BotocoreFigures:
     accepted_per_second: list[float]  # the whole accepted path, botocore included
     adapter_per_second: list[float]  # the same on the DynamoDB adapter, botocore left out
     full_window_per_second: list[float]  # the same, a day of readings in the uptime window
+    floor_per_second: list[float]  # the same reading as one function (bench/_floor.py)
     validated_per_second: list[float]  # botocore with its client-side parameter checks (default)
     get_1_us: float  # one GetItem of a reading's provider
     batch_get_us: float  # one BatchGetItem of BATCH_READINGS readings' providers
@@ -269,6 +292,8 @@ def botocore_figures() -> BotocoreFigures:
         INGEST_SAMPLES,
     )
 
+    floor_rates = floor_figures(harness, tables, provider_item, payload, meter.meter_address)
+
     many = [provider_item] * BATCH_READINGS
     batch_client = canned_client(
         {"BatchGetItem": json.dumps({"Responses": {registry: many}}).encode()}, validate=False
@@ -327,12 +352,71 @@ def botocore_figures() -> BotocoreFigures:
         accepted_per_second=rates,
         adapter_per_second=adapter_rates,
         full_window_per_second=full_window_rates,
+        floor_per_second=floor_rates,
         validated_per_second=validated_rates,
         get_1_us=best_us(get_one),
         batch_get_us=best_us(get_batch),
         writes_us=best_us(lambda: canned.update_item(**update))
         + best_us(lambda: canned.put_item(**put)),
     )
+
+
+def check_floor(
+    harness: MarketHarness,
+    tables: Tables,
+    provider_item: dict[str, Any],
+    payload: bytes,
+    meter_address: str,
+) -> Callable[[Any], str]:
+    """bench/_floor.py bound to this reading, once it has minted the reading the
+    use case mints with the very requests the use case sends (``provider_item``
+    is the provider's item as ingest reads it)."""
+    settings = harness.deps.settings
+    now_ms = harness.deps.now_ms()
+
+    def floor(client: Any) -> str:
+        return _floor.record_accepted(
+            client,
+            tables,
+            payload,
+            topic_meter_address=meter_address,
+            now_ms=now_ms,
+            max_clock_skew_ms=settings.max_clock_skew_ms,
+            max_age_ms=settings.max_reading_age_ms,
+            credit_lifetime_ms=settings.credit_lifetime_ms,
+        )
+
+    use_case, floored = RecordedWrites(provider_item), RecordedWrites(provider_item)
+    outcome = record_payload(
+        replace(harness.deps, unit_of_work=lambda: DynamoUnitOfWork(use_case, tables)),
+        payload,
+        topic_meter_address=meter_address,
+        received_at_ms=now_ms,
+    )
+    assert outcome.status == Status.ACCEPTED, outcome
+    assert floor(floored) == outcome.reading_hash
+    assert floored.writes == use_case.writes, (floored.writes, use_case.writes)
+    return floor
+
+
+def floor_figures(
+    harness: MarketHarness,
+    tables: Tables,
+    provider_item: dict[str, Any],
+    payload: bytes,
+    meter_address: str,
+) -> list[float]:
+    """Readings per second through bench/_floor.py, once it is shown to send the
+    very requests the use case sends for the same reading."""
+    floor = check_floor(harness, tables, provider_item, payload, meter_address)
+    parsed = ParsedAnswers(provider_item)
+    rates = []
+    for _ in range(ROUNDS):
+        started = time.process_time()
+        for _ in range(INGEST_SAMPLES):
+            floor(parsed)
+        rates.append(INGEST_SAMPLES / (time.process_time() - started))
+    return rates
 
 
 def dynamodb_costs() -> list[tuple[str, list[DynamoRequest]]]:
@@ -512,6 +596,26 @@ def main() -> None:
         )
     print_table(
         ["reading", "requests", "items read", "RCU", "items written", "WCU table", "WCU GSI"], rows
+    )
+    print()
+    print("6. The floor: the same accepted reading as one function, no layers (bench/_floor.py)")
+    floor_us = 1e6 / statistics.median(figures.floor_per_second)
+    print_table(
+        ["path", "per second (median)", "best", "us per reading", "cost vs verify"],
+        [
+            [
+                "one function sending the same requests (checked), parsed answers",
+                f"{statistics.median(figures.floor_per_second):,.0f}",
+                f"{max(figures.floor_per_second):,.0f}",
+                f"{floor_us:,.0f}",
+                f"{floor_us / verify_us:.2f}",
+            ]
+        ],
+    )
+    print(
+        f"the floor of our own CPU: {floor_us - verify_us:.1f} us"
+        f" = {(floor_us - verify_us) / verify_us:.2f} of a verification,"
+        f" against {adapter_us - verify_us:.1f} us through the use case"
     )
 
 

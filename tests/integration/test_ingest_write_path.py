@@ -193,6 +193,29 @@ def test_the_provider_item_stays_within_one_write_unit_with_its_credit_and_a_ful
     assert item_size(item) <= WRITE_UNIT_BYTES, item_size(item)
 
 
+def test_the_cpu_floor_benchmark_sends_exactly_what_ingest_sends(dynamodb: Any) -> None:
+    """bench/ingest.py times bench/_floor.py as the floor of ingest's CPU; that is
+    only a floor while it does the same work, so a change to ingest's requests
+    that the floor does not follow fails here, not in a benchmark nobody runs."""
+    from bench.ingest import check_floor
+    from chalicelib.adapters.dynamodb.meters import INGEST_PROJECTION
+
+    tables = tables_from_environment(dict(os.environ))
+    market = dynamodb_market(dynamodb, tables)
+    meter = metered_provider(market, capacity_kwh=10_000)
+    assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
+    expression, names = INGEST_PROJECTION
+    provider_item = dynamodb.get_item(
+        TableName=tables.registry,
+        Key=provider_key(meter.provider_id),
+        ProjectionExpression=expression,
+        ExpressionAttributeNames=names,
+    )["Item"]
+    check_floor(
+        market, tables, provider_item, meter.payload(2_000, T0 + MINUTE), meter.meter_address
+    )
+
+
 # -- races ------------------------------------------------------------------------
 
 
