@@ -138,11 +138,15 @@ class Usage:
 FULL_VCPU_MEMORY_MB: Final = 1_769
 
 
+def cpu_wall_ms(memory_mb: int, cpu_ms: float) -> float:
+    """How long ``cpu_ms`` of CPU on a whole core takes at this memory size."""
+    return cpu_ms * max(1.0, FULL_VCPU_MEMORY_MB / memory_mb)
+
+
 def lambda_gb_seconds(memory_mb: int, cpu_ms: float, requests: float, rtt_ms: float) -> float:
     """GB-seconds of one invocation: billed per started millisecond of wall time,
     its CPU slowed to the memory size's share of a vCPU, plus its round trips."""
-    cpu_wall_ms = cpu_ms * max(1.0, FULL_VCPU_MEMORY_MB / memory_mb)
-    return memory_mb / 1024 * math.ceil(cpu_wall_ms + requests * rtt_ms) / 1000
+    return memory_mb / 1024 * math.ceil(cpu_wall_ms(memory_mb, cpu_ms) + requests * rtt_ms) / 1000
 
 
 def dynamo_units(requests: list[DynamoRequest]) -> tuple[float, float]:
@@ -241,11 +245,10 @@ def print_memory_sizes(ingest: IngestCpu, rtt_ms: float) -> None:
     print(f"{'memory MB':>10s}  {'CPU wall ms':>11s}  {'billed ms':>9s}  {'USD per million':>15s}")
     for memory_mb in (128, 256, INGEST_MEMORY_MB, 1024, FULL_VCPU_MEMORY_MB):
         gb_seconds = lambda_gb_seconds(memory_mb, ingest.cpu_ms, ingest.requests, rtt_ms)
-        cpu_wall_ms = ingest.cpu_ms * max(1.0, FULL_VCPU_MEMORY_MB / memory_mb)
         usd = gb_seconds * PRICES["lambda_gb_second"].usd * 1e6
         marker = "  (configured)" if memory_mb == INGEST_MEMORY_MB else ""
         print(
-            f"{memory_mb:>10d}  {cpu_wall_ms:>11.2f}  {gb_seconds / memory_mb * 1024 * 1000:>9.0f}"
+            f"{memory_mb:>10d}  {cpu_wall_ms(memory_mb, ingest.cpu_ms):>11.2f}  {gb_seconds / memory_mb * 1024 * 1000:>9.0f}"
             f"  {f'${usd:.3f}':>15s}{marker}"
         )
 

@@ -99,11 +99,15 @@ def emit_metrics(
     return line
 
 
+# json's own string encoder (ensure_ascii, as _COMPACT): escapes as it does.
+_quoted: Final = json.encoder.encode_basestring_ascii
+
+
 def _members_json(document: Mapping[str, Any]) -> str:
     """The members of ``document`` as JSON, without the braces: the same text
-    as the line's encoder writes. Strings and integers (the members of every
-    line the services write) are quoted here; setting up json's encoder for a
-    document costs more than encoding these few members."""
+    as the line's encoder writes. Strings and integers (nearly every line's
+    members: a reading's are its meter and count) are written here; setting up
+    json's encoder for a document costs more than encoding these few members."""
     parts = []
     for name, value in document.items():
         kind = type(value)
@@ -114,10 +118,6 @@ def _members_json(document: Mapping[str, Any]) -> str:
         else:
             return _COMPACT.encode(document)[1:-1]
     return ",".join(parts)
-
-
-# json's own string encoder (ensure_ascii, as _COMPACT): escapes as it does.
-_quoted: Final = json.encoder.encode_basestring_ascii
 
 
 # The JSON of each distinct metric directive, built once: its metric names,
