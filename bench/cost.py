@@ -39,9 +39,13 @@ Run: ``.venv/bin/python -m bench.cost [--rtt-ms 5]``.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import math
+import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -55,7 +59,13 @@ from moto import mock_aws
 
 from bench._capacity import CapacityMeter, DynamoRequest
 from bench._fake_aws import REGION, use_fake_aws_environment
-from bench.ingest import BATCH_READINGS, STREAM_CHECK, botocore_figures, dynamodb_costs
+from bench.ingest import (
+    BATCH_READINGS,
+    STREAM_CHECK,
+    botocore_figures,
+    canned_reading,
+    dynamodb_costs,
+)
 from tests.support import NOW, buy, dynamodb_market, selling_provider, tables_from_environment
 
 # -- AWS list prices, us-east-1, USD ---------------------------------------------
@@ -108,8 +118,18 @@ PRICES: Final = {
 }
 
 READING_INTERVAL_MINUTES: Final = 15  # a meter stays connected between readings
-INGEST_MEMORY_MB: Final = 512  # .chalice/config.json: lambda_memory_size
-API_MEMORY_MB: Final = 1024  # .chalice/config.json: api_handler
+CHALICE_CONFIG: Final = ROOT / ".chalice" / "config.json"
+
+
+def lambda_memory_mb(function: str) -> int:
+    """A function's memory as .chalice/config.json sets it: its own, else the app's."""
+    config = json.loads(CHALICE_CONFIG.read_text())
+    own = config.get("lambda_functions", {}).get(function, {})
+    return int(own.get("lambda_memory_size", config["lambda_memory_size"]))
+
+
+INGEST_MEMORY_MB: Final = lambda_memory_mb("ingest_reading")
+API_MEMORY_MB: Final = lambda_memory_mb("api_handler")
 # A reading's log: the EMF metric line (~330 bytes) and Lambda's START/END/REPORT (~300).
 LOG_BYTES_PER_INVOCATION: Final = 630
 # CPU of one accepted reading (DynamoDB adapter and botocore, canned answers,
@@ -239,16 +259,104 @@ def reading_usages(rtt_ms: float) -> tuple[list[Usage], IngestCpu]:
     return [before, transaction, now, batched], IngestCpu(cpu_ms, len(after))
 
 
-def print_memory_sizes(ingest: IngestCpu, rtt_ms: float) -> None:
+FOOTPRINT_READINGS: Final = 1_000
+
+# The ingest function's process as Lambda runs it: app.py imported (so metric
+# lines on), no awscrt (it is not in the Lambda zip), DynamoDB answered inside
+# the process from the canned provider's item (no moto in it to weigh), the
+# same accepted reading delivered FOOTPRINT_READINGS times. Its figures go to
+# stderr: stdout carries the metric lines.
+_FOOTPRINT_PROCESS: Final = """
+import json, sys, time
+sys.modules["awscrt"] = None
+canned = json.load(sys.stdin)
+started = time.process_time()
+import app
+import boto3
+from botocore.awsrequest import AWSResponse
+
+class Body:
+    def __init__(self, content):
+        self.content = content
+    def stream(self, **_):
+        yield self.content
+    def read(self, *_):
+        return self.content
+
+found = json.dumps({"Item": canned["provider_item"]}).encode()
+
+def answer(request, **_):
+    operation = request.headers["X-Amz-Target"].decode().split(".")[-1]
+    body = Body(found if operation == "GetItem" else b"{}")
+    return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, body)
+
+boto3.setup_default_session()
+boto3.DEFAULT_SESSION.events.register("before-send.dynamodb", answer)
+first = app.ingest_reading(canned["event"], None)
+cold_start_ms = (time.process_time() - started) * 1000
+for _ in range(canned["readings"] - 1):
+    assert app.ingest_reading(canned["event"], None)["status"] == "accepted"
+# VmHWM, not ru_maxrss: that one keeps the forking parent's peak across exec.
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+peak_mb = peak_kb / 1024
+print(json.dumps([first["status"], cold_start_ms, peak_mb]), file=sys.stderr)
+"""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    peak_mb: float  # the process's peak resident memory
+    cold_start_cpu_ms: float  # import app.py and handle the first reading, on a whole core
+
+
+def ingest_footprint() -> Footprint:
+    """The ingest function's process, measured in a subprocess of its own."""
+    reading = canned_reading(int(time.time()))
+    environment = use_fake_aws_environment(
+        {
+            "PYTHONPATH": str(ROOT),
+            **{f"{name.upper()}_TABLE": table for name, table in asdict(reading.tables).items()},
+        }
+    )
+    event = {
+        "payload": base64.b64encode(reading.payload).decode(),
+        "topic_meter_address": reading.meter_address,
+        "received_at_ms": int(time.time() * 1000),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", _FOOTPRINT_PROCESS],
+        input=json.dumps(
+            {"provider_item": reading.provider_item, "event": event, "readings": FOOTPRINT_READINGS}
+        ),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=environment,
+        check=True,
+    )
+    status, cold_start_cpu_ms, peak_mb = json.loads(run.stderr.strip().splitlines()[-1])
+    assert status == "accepted", run.stderr
+    return Footprint(peak_mb, cold_start_cpu_ms)
+
+
+def print_memory_sizes(ingest: IngestCpu, footprint: Footprint, rtt_ms: float) -> None:
     """The ingest function's Lambda bill per reading by memory size: less memory
-    costs less per millisecond but gives less CPU, so the reading takes longer."""
-    print(f"{'memory MB':>10s}  {'CPU wall ms':>11s}  {'billed ms':>9s}  {'USD per million':>15s}")
-    for memory_mb in (128, 256, INGEST_MEMORY_MB, 1024, FULL_VCPU_MEMORY_MB):
+    costs less per millisecond but gives less CPU, so the reading (and a cold
+    start) takes longer; and the memory must hold the process."""
+    print(
+        f"{'memory MB':>10s}  {'x footprint':>11s}  {'CPU wall ms':>11s}  {'billed ms':>9s}"
+        f"  {'cold start ms':>13s}  {'USD per million':>15s}"
+    )
+    for memory_mb in sorted({128, 256, 512, 1024, FULL_VCPU_MEMORY_MB, INGEST_MEMORY_MB}):
         gb_seconds = lambda_gb_seconds(memory_mb, ingest.cpu_ms, ingest.requests, rtt_ms)
         usd = gb_seconds * PRICES["lambda_gb_second"].usd * 1e6
         marker = "  (configured)" if memory_mb == INGEST_MEMORY_MB else ""
         print(
-            f"{memory_mb:>10d}  {cpu_wall_ms(memory_mb, ingest.cpu_ms):>11.2f}  {gb_seconds / memory_mb * 1024 * 1000:>9.0f}"
+            f"{memory_mb:>10d}  {memory_mb / footprint.peak_mb:>11.1f}"
+            f"  {cpu_wall_ms(memory_mb, ingest.cpu_ms):>11.2f}"
+            f"  {gb_seconds / memory_mb * 1024 * 1000:>9.0f}"
+            f"  {cpu_wall_ms(memory_mb, footprint.cold_start_cpu_ms):>13,.0f}"
             f"  {f'${usd:.3f}':>15s}{marker}"
         )
 
@@ -333,11 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     usages, ingest = reading_usages(args.rtt_ms)
     print_usages(usages)
     print()
+    footprint = ingest_footprint()
     print(
-        "The ingest function's GB-seconds by memory size (the accepted reading above;"
-        " a cold start's import is slowed the same way)"
+        f"The ingest function by memory size: its process peaks at {footprint.peak_mb:.0f} MB"
+        f" (after {FOOTPRINT_READINGS:,} readings); a cold start (import app.py, the first"
+        f" reading) takes {footprint.cold_start_cpu_ms:.0f} ms of CPU on a whole core"
+        " (bytecode compiled already: bench/registry.py measures the cold start as deployed)"
     )
-    print_memory_sizes(ingest, args.rtt_ms)
+    print_memory_sizes(ingest, footprint, args.rtt_ms)
     print()
     print("Per million purchases (each settled by its buyer)")
     print_usages([purchase_usage(args.rtt_ms)])

@@ -109,8 +109,10 @@ def raw_verify_rate() -> list[float]:
     return rates
 
 
-def readings_for(meter: SimulatedMeter, count: int, first_ms: int) -> list[bytes]:
-    return [meter.payload(1_000 + 10 * n, first_ms + n * STEP_MS) for n in range(count)]
+def readings_for(
+    meter: SimulatedMeter, count: int, first_ms: int, step_ms: int = STEP_MS
+) -> list[bytes]:
+    return [meter.payload(1_000 + 10 * n, first_ms + n * step_ms) for n in range(count)]
 
 
 def ingest_rate() -> tuple[list[float], list[float]]:
@@ -219,41 +221,56 @@ class BotocoreFigures:
     writes_us: float  # a reading's two writes: UpdateItem (provider), PutItem (credit)
 
 
-def botocore_figures() -> BotocoreFigures:
-    """The accepted path on the DynamoDB adapter, botocore included, network excluded.
+@dataclass(frozen=True)
+class CannedReading:
+    """A meter's next reading, and its provider's item as ingest reads it then."""
 
-    The meter's and provider's items come from moto after a baseline reading;
-    the same next reading is then ingested again and again against that
-    canned state (each time accepted: the answer never moves on).
-    """
+    harness: MarketHarness
+    tables: Tables
+    provider_item: dict[str, Any]
+    payload: bytes
+    meter_address: str
+    received_at_ms: int
+
+
+def canned_reading(now_s: int = NOW + 3_600) -> CannedReading:
+    """After a baseline reading on moto, the provider's item (projected as ingest
+    reads it after a meter's first reading) and the meter's next reading: any
+    number of deliveries of it against that item are each accepted. The two
+    readings are 1 and 0.5 minutes before ``now_s``."""
     use_fake_aws_environment()
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         tables: Tables = tables_from_environment(create_tables(client, "bench-cpu"))
         harness: MarketHarness = dynamodb_market(client, tables)
-        harness.clock.now = NOW + 3_600
+        harness.clock.now = now_s
         meter = metered_provider(harness, capacity_kwh=10_000)
-        received = harness.clock.now * 1000
-        baseline, payload = readings_for(meter, 2, NOW * 1000)
-        assert (
-            record_payload(
-                harness.deps,
-                baseline,
-                topic_meter_address=meter.meter_address,
-                received_at_ms=received,
-            ).status
-            == Status.ACCEPTED
+        received = now_s * 1000
+        baseline, payload = readings_for(meter, 2, received - 60_000, step_ms=30_000)
+        outcome = record_payload(
+            harness.deps, baseline, topic_meter_address=meter.meter_address, received_at_ms=received
         )
-        registry = tables.registry
-        # As ingest reads it after a meter's first reading: the provider's item
-        # alone, projected to what it needs.
+        assert outcome.status == Status.ACCEPTED, outcome
         expression, names = INGEST_PROJECTION
         provider_item = client.get_item(
-            TableName=registry,
+            TableName=tables.registry,
             Key=provider_key(meter.provider_id),
             ProjectionExpression=expression,
             ExpressionAttributeNames=names,
         )["Item"]
+    return CannedReading(harness, tables, provider_item, payload, meter.meter_address, received)
+
+
+def botocore_figures() -> BotocoreFigures:
+    """The accepted path on the DynamoDB adapter, botocore included, network excluded:
+    the same next reading ingested again and again against a canned provider's
+    item (``canned_reading``: each time accepted, the answer never moves on)."""
+    reading = canned_reading()
+    harness, tables, provider_item = reading.harness, reading.tables, reading.provider_item
+    payload, received, registry = reading.payload, reading.received_at_ms, tables.registry
+    meter_address = reading.meter_address
+    provider_id = provider_item["provider_id"]["S"]
+    expression, names = INGEST_PROJECTION
     answers = {"GetItem": json.dumps({"Item": provider_item}).encode()}
     # As chalicelib.adapters.aws.dynamodb_client configures it: no client-side checks.
     canned = canned_client(answers, validate=False)
@@ -267,7 +284,7 @@ def botocore_figures() -> BotocoreFigures:
                 outcome = record_payload(
                     ingest_deps,
                     payload,
-                    topic_meter_address=meter.meter_address,
+                    topic_meter_address=meter_address,
                     received_at_ms=received,
                 )
                 assert outcome.status == Status.ACCEPTED, outcome
@@ -292,7 +309,7 @@ def botocore_figures() -> BotocoreFigures:
         INGEST_SAMPLES,
     )
 
-    floor_rates = floor_figures(harness, tables, provider_item, payload, meter.meter_address)
+    floor_rates = floor_figures(harness, tables, provider_item, payload, meter_address)
 
     many = [provider_item] * BATCH_READINGS
     batch_client = canned_client(
@@ -312,7 +329,7 @@ def botocore_figures() -> BotocoreFigures:
     def get_one() -> Any:
         return canned.get_item(
             TableName=registry,
-            Key=provider_key(meter.provider_id),
+            Key=provider_key(provider_id),
             ConsistentRead=True,
             ProjectionExpression=expression,
             ExpressionAttributeNames=names,
@@ -339,7 +356,7 @@ def botocore_figures() -> BotocoreFigures:
     }
     update = {
         "TableName": registry,
-        "Key": provider_key(meter.provider_id),
+        "Key": provider_key(provider_id),
         "UpdateExpression": "SET last_reading_hash = :h ADD available_wh :wh",
         "ConditionExpression": "last_reading_hash = :p",
         "ExpressionAttributeValues": {
