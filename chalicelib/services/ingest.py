@@ -338,9 +338,13 @@ def _refuse(
     metric: str = "ReadingsRejected",
 ) -> Outcome:
     _emit_metric(metric, meter_address, reason=str(reason))
+    # A detail may quote the sender (an unknown field's name), and JSON can spell
+    # a lone surrogate, which no UTF-8 holds: DynamoDB would refuse the record
+    # and the delivery would fail. Such code points are kept as their escapes.
+    detail = detail[:200].encode("utf-8", "backslashreplace").decode()
     if record and meter_address is not None:
         entry = RejectionRecord(
-            meter_address, reason, detail[:200], at_ms, received_at_ms, payload_hash, reading_hash
+            meter_address, reason, detail, at_ms, received_at_ms, payload_hash, reading_hash
         )
         uow = deps.unit_of_work()
         uow.meters.record_rejection(entry, meter_known=count)
