@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from chalicelib.domain.readings import PAYLOAD_FIELDS
 from chalicelib.services.ingest import Status, record_document, record_payload
+from tests.hostile import ANY_TEXT, JSON_VALUES
 from tests.support import NOW, MarketHarness, SimulatedMeter, metered_provider
 
 RECEIVED_MS = NOW * 1000
@@ -33,25 +34,7 @@ RECEIVED_MS = NOW * 1000
 FIRST_MS = RECEIVED_MS - 5 * 3_600_000
 _steps = itertools.count(1)
 
-# JSON as a hostile sender writes it: every scalar JSON has (numbers beyond
-# 64 bits, non-finite floats, any code point including lone surrogates),
-# nested a little.
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str)
-    | st.text(st.characters(codec=None, exclude_categories=())),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
-    max_leaves=6,
-)
-FIELD_NAMES = st.sampled_from(sorted(PAYLOAD_FIELDS)) | st.text(
-    st.characters(codec=None, exclude_categories=()), max_size=12
-)
+FIELD_NAMES = st.sampled_from(sorted(PAYLOAD_FIELDS)) | st.text(ANY_TEXT, max_size=12)
 
 
 @pytest.fixture
