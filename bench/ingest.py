@@ -72,6 +72,7 @@ from tests.support import (
     dynamodb_market,
     memory_market,
     metered_provider,
+    provider_item_as_ingest_reads,
     tables_from_environment,
 )
 
@@ -251,13 +252,7 @@ def canned_reading(now_s: int = NOW + 3_600) -> CannedReading:
             harness.deps, baseline, topic_meter_address=meter.meter_address, received_at_ms=received
         )
         assert outcome.status == Status.ACCEPTED, outcome
-        expression, names = INGEST_PROJECTION
-        provider_item = client.get_item(
-            TableName=tables.registry,
-            Key=provider_key(meter.provider_id),
-            ProjectionExpression=expression,
-            ExpressionAttributeNames=names,
-        )["Item"]
+        provider_item = provider_item_as_ingest_reads(client, tables, meter.provider_id)
     return CannedReading(harness, tables, provider_item, payload, meter.meter_address, received)
 
 

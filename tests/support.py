@@ -451,6 +451,21 @@ def registry_stream(client: Any, tables: Tables) -> list[dict[str, Any]]:
     return stream_records(client, tables.registry)
 
 
+def provider_item_as_ingest_reads(client: Any, tables: Tables, provider_id: str) -> dict[str, Any]:
+    """The provider's item, projected as ingest reads it once its meter has a reading."""
+    from chalicelib.adapters.dynamodb.layout import provider_key
+    from chalicelib.adapters.dynamodb.meters import INGEST_PROJECTION
+
+    expression, names = INGEST_PROJECTION
+    item: dict[str, Any] = client.get_item(
+        TableName=tables.registry,
+        Key=provider_key(provider_id),
+        ProjectionExpression=expression,
+        ExpressionAttributeNames=names,
+    )["Item"]
+    return item
+
+
 def restore_lost_credits(client: Any, deps: Dependencies, tables: Tables) -> int:
     """What the registry stream's reader does for credits (``watch_meters``):
     writes each accepted reading's credit that has no record; how many."""

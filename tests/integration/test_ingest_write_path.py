@@ -34,6 +34,7 @@ from tests.support import (
     dynamodb_market,
     memory_market,
     metered_provider,
+    provider_item_as_ingest_reads,
     racing_dynamodb_market,
     registry_stream,
     restore_lost_credits,
@@ -198,19 +199,12 @@ def test_the_cpu_floor_benchmark_sends_exactly_what_ingest_sends(dynamodb: Any) 
     only a floor while it does the same work, so a change to ingest's requests
     that the floor does not follow fails here, not in a benchmark nobody runs."""
     from bench.ingest import check_floor
-    from chalicelib.adapters.dynamodb.meters import INGEST_PROJECTION
 
     tables = tables_from_environment(dict(os.environ))
     market = dynamodb_market(dynamodb, tables)
     meter = metered_provider(market, capacity_kwh=10_000)
     assert ingest(market, meter.payload(1_000, T0)).status == Status.ACCEPTED
-    expression, names = INGEST_PROJECTION
-    provider_item = dynamodb.get_item(
-        TableName=tables.registry,
-        Key=provider_key(meter.provider_id),
-        ProjectionExpression=expression,
-        ExpressionAttributeNames=names,
-    )["Item"]
+    provider_item = provider_item_as_ingest_reads(dynamodb, tables, meter.provider_id)
     check_floor(
         market, tables, provider_item, meter.payload(2_000, T0 + MINUTE), meter.meter_address
     )
