@@ -616,14 +616,16 @@ class WebSocketGateway(StartStop):
             logger.exception("%s handler failed for connection %s", route_key, connection_id)
             return False, None
 
-    def _context(self, route_key: str, client: ClientInfo) -> dict[str, Any]:
+    def _context(
+        self, route_key: str, client: ClientInfo, now_ms: int | None = None
+    ) -> dict[str, Any]:
         return request_context(
             route_key,
             client,
             stage=self.stage,
             api_id=self.api_id,
             domain_name=self.domain_name,
-            now_ms=_epoch_ms(),
+            now_ms=_epoch_ms() if now_ms is None else now_ms,
         )
 
     # The WebSocket side.
@@ -654,7 +656,10 @@ class WebSocketGateway(StartStop):
             ("X-Forwarded-Port", str(self.port)),
             ("X-Forwarded-Proto", "http"),
         ]
-        event = connect_event(client, raw_headers, query, self._context(CONNECT, client))
+        # API Gateway's $connect request is the connection's first moment: its
+        # requestTimeEpoch is connectedAt, read from one clock reading.
+        context = self._context(CONNECT, client, now_ms=now_ms)
+        event = connect_event(client, raw_headers, query, context)
         returned, result = await self._invoke(CONNECT, event)
         status = _connect_status(result) if returned else http.HTTPStatus.INTERNAL_SERVER_ERROR
         if 200 <= status < 300:
