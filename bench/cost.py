@@ -33,6 +33,10 @@ Batched delivery (IoT rule -> SQS -> Lambda in batches of 50) is priced
 beside them from the same counts (docs/architecture.md says why it is not
 built).
 
+Then the ingest function at other memory sizes; whose time a reading's
+Lambda bill pays for (the verification, our own code, botocore and the
+round trips, each priced alone); and one purchase with its settlement.
+
 Run: ``.venv/bin/python -m bench.cost [--rtt-ms 5]``.
 """
 
@@ -65,6 +69,7 @@ from bench.ingest import (
     botocore_figures,
     canned_reading,
     dynamodb_costs,
+    raw_verify_rate,
 )
 from tests.support import NOW, buy, dynamodb_market, selling_provider, tables_from_environment
 
@@ -179,11 +184,15 @@ def dynamo_units(requests: list[DynamoRequest]) -> tuple[float, float]:
 class IngestCpu:
     cpu_ms: float  # one accepted reading on a whole core, botocore included
     requests: int  # its DynamoDB requests, each a round trip
+    verify_ms: float  # of cpu_ms: the Ed25519 verification
+    own_ms: float  # of cpu_ms: our own code (the use case, the DynamoDB adapter)
 
 
 def reading_usages(rtt_ms: float) -> tuple[list[Usage], IngestCpu]:
     figures = botocore_figures()
     cpu_ms = 1_000 / max(figures.accepted_per_second)  # best round: the least disturbed
+    verify_ms = 1_000 / max(raw_verify_rate())
+    own_ms = 1_000 / max(figures.adapter_per_second) - verify_ms
     measured = dict(dynamodb_costs())
     after = measured["accepted reading"]
     after_rru, after_wru = dynamo_units(after)
@@ -256,7 +265,7 @@ def reading_usages(rtt_ms: float) -> tuple[list[Usage], IngestCpu]:
             "log_gb": log / BATCH_READINGS + 330 / 1e9,
         },
     )
-    return [before, transaction, now, batched], IngestCpu(cpu_ms, len(after))
+    return [before, transaction, now, batched], IngestCpu(cpu_ms, len(after), verify_ms, own_ms)
 
 
 FOOTPRINT_READINGS: Final = 1_000
@@ -361,6 +370,36 @@ def print_memory_sizes(ingest: IngestCpu, footprint: Footprint, rtt_ms: float) -
         )
 
 
+def print_time_shares(ingest: IngestCpu, rtt_ms: float) -> None:
+    """Whose time an accepted reading's Lambda bill pays for, at the configured
+    memory size: each share's wall time priced per GB-second as if billed
+    alone (unrounded), so the shares show what cutting one would save."""
+    stretch = cpu_wall_ms(INGEST_MEMORY_MB, 1.0)
+    botocore_ms = ingest.cpu_ms - ingest.verify_ms - ingest.own_ms
+    usd_per_ms = INGEST_MEMORY_MB / 1024 / 1000 * PRICES["lambda_gb_second"].usd * 1e6
+    shares = [
+        ("Ed25519 verification", ingest.verify_ms),
+        ("our own code (use case, DynamoDB adapter)", ingest.own_ms),
+        ("botocore (requests, signing, parsing)", botocore_ms),
+    ]
+    print(f"{'share':44s}  {'us on a core':>12s}  {'wall ms':>8s}  {'USD per million':>15s}")
+    for label, cpu_ms in shares:
+        wall_ms = cpu_ms * stretch
+        print(
+            f"{label:44s}  {cpu_ms * 1000:>12,.1f}  {wall_ms:>8.3f}"
+            f"  {f'${wall_ms * usd_per_ms:.4f}':>15s}"
+        )
+    waits_ms = ingest.requests * rtt_ms
+    label = f"waiting on DynamoDB ({ingest.requests} round trips)"
+    print(f"{label:44s}  {'':>12s}  {waits_ms:>8.3f}  {f'${waits_ms * usd_per_ms:.4f}':>15s}")
+    # Issue 15 aimed our own code at a quarter of a verification; what that would save.
+    aimed_ms = min(ingest.own_ms, ingest.verify_ms / 4)
+    saved = (ingest.own_ms - aimed_ms) * stretch * usd_per_ms
+    print(
+        f"our own code at a quarter of a verification would save ${saved:.4f} per million readings"
+    )
+
+
 def purchase_usage(rtt_ms: float) -> Usage:
     """One purchase of 1 kWh from a provider with credits on sale, then its settlement
     by the buyer: both API calls, counted on moto through the real dispatcher."""
@@ -449,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
         " (bytecode compiled already: bench/registry.py measures the cold start as deployed)"
     )
     print_memory_sizes(ingest, footprint, args.rtt_ms)
+    print()
+    print(
+        f"Whose time a reading's Lambda bill pays for, at {INGEST_MEMORY_MB} MB"
+        " (best rounds; each share priced alone, unrounded)"
+    )
+    print_time_shares(ingest, args.rtt_ms)
     print()
     print("Per million purchases (each settled by its buyer)")
     print_usages([purchase_usage(args.rtt_ms)])
