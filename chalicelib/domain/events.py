@@ -107,7 +107,10 @@ ClientMessage = Subscribe | Unsubscribe | Ping
 
 def parse(body: str | bytes | None) -> ClientMessage:
     """A client's message, or BadMessage saying what is wrong with it."""
-    raw = body.encode() if isinstance(body, str) else (body or b"")
+    try:
+        raw = body.encode() if isinstance(body, str) else (body or b"")
+    except UnicodeEncodeError:  # a lone surrogate: text no UTF-8 frame can carry
+        raise BadMessage("not_json", "a message is one JSON object in UTF-8") from None
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadMessage("message_too_large", f"a message is at most {MAX_MESSAGE_BYTES} bytes")
     try:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from chalicelib.domain.readings import PAYLOAD_FIELDS
 from chalicelib.services.ingest import Status, record_document, record_payload
-from tests.hostile import ANY_TEXT, JSON_VALUES
+from tests.hostile import JSON_VALUES, any_text
 from tests.support import NOW, MarketHarness, SimulatedMeter, metered_provider
 
 RECEIVED_MS = NOW * 1000
@@ -34,7 +34,7 @@ RECEIVED_MS = NOW * 1000
 FIRST_MS = RECEIVED_MS - 5 * 3_600_000
 _steps = itertools.count(1)
 
-FIELD_NAMES = st.sampled_from(sorted(PAYLOAD_FIELDS)) | st.text(ANY_TEXT, max_size=12)
+FIELD_NAMES = st.sampled_from(sorted(PAYLOAD_FIELDS)) | any_text(max_size=12)
 
 
 @pytest.fixture

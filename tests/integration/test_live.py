@@ -62,6 +62,7 @@ def test_public_topics_need_no_key_and_ping_is_answered(
     ("message", "reason"),
     [
         ("not json", "not_json"),
+        ("\ud800", "not_json"),
         (json.dumps({"action": "dance"}), "unknown_action"),
         (json.dumps({"action": "subscribe", "topics": []}), "bad_topics"),
         (json.dumps({"action": "subscribe", "topics": ["nope"]}), "unknown_topic"),
