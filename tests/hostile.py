@@ -1,5 +1,5 @@
 """What a hostile sender can put in JSON, as Hypothesis strategies (shared by the
-tests that send it to ingest and to every API method)."""
+tests that send it to ingest, to every API method and to the live events API)."""
 
 from __future__ import annotations
 
