@@ -739,6 +739,9 @@ def report(
     stream_records = {
         name: delta(before.streams, after.streams, name, "records") for name in after.streams
     }
+    stream_filtered = {
+        name: delta(before.streams, after.streams, name, "filtered") for name in after.streams
+    }
     stats_runs = delta(before.jobs, after.jobs, "push_market_stats", "runs")
     accepted = delta(before.bridge, after.bridge, "accepted")
     span = after.at - before.at
@@ -753,6 +756,7 @@ def report(
         "stream poller: "
         + ", ".join(
             f"{name} {stream_batches[name]:,} batches / {stream_records[name]:,} records"
+            + (f" ({stream_filtered[name]:,} filtered out)" if stream_filtered[name] else "")
             for name in sorted(stream_batches)
         )
         + f"; market_stats job runs {stats_runs}"

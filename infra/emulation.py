@@ -329,6 +329,54 @@ class StreamEventSource:
     maximum_retry_attempts: int = -1
     maximum_record_age_seconds: int = -1
     on_failure_queue_id: str | None = None  # a queue of the template, by logical id
+    # FilterCriteria's patterns: a record reaches the function if any matches
+    # (none: every record does).
+    filters: tuple[Mapping[str, Any], ...] = ()
+
+    def admits(self, record: Mapping[str, Any]) -> bool:
+        """Whether Lambda hands ``record`` (as GetRecords returns it) to the function."""
+        return not self.filters or any(_matches(p, record) for p in self.filters)
+
+
+def _matches(pattern: Mapping[str, Any], value: Any) -> bool:
+    # Lambda's event filtering, the part the template uses: every field the
+    # pattern names is present, an object's fields match in turn, and a
+    # list is the values a field may have.
+    if not isinstance(value, Mapping):
+        return False
+    for name, wanted in pattern.items():
+        if name not in value:
+            return False
+        if isinstance(wanted, Mapping):
+            if not _matches(wanted, value[name]):
+                return False
+        elif value[name] not in wanted:
+            return False
+    return True
+
+
+def _filter_pattern(logical_id: str, text: Any) -> Mapping[str, Any]:
+    """A FilterCriteria pattern, held to the part of the syntax ``_matches`` follows."""
+    try:
+        pattern = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        pattern = None
+
+    def plain(node: Any) -> bool:
+        if isinstance(node, dict):
+            return bool(node) and all(plain(child) for child in node.values())
+        return (
+            isinstance(node, list)
+            and bool(node)
+            and all(isinstance(v, str | int) and not isinstance(v, bool) for v in node)
+        )
+
+    if not isinstance(pattern, dict) or not plain(pattern):
+        raise TemplateError(
+            f"{logical_id}'s filter pattern {text!r} is not fields matched to lists of"
+            " values (the only filter syntax the stream poller emulates)"
+        )
+    return pattern
 
 
 def function_logical_id(function_name: str) -> str:
@@ -361,6 +409,7 @@ def stream_event_source(function_name: str) -> StreamEventSource:
         _resource(str(target[0]), "AWS::SQS::Queue")
         queue_id = str(target[0])
     window = properties.get("TumblingWindowInSeconds")
+    filters = ((properties.get("FilterCriteria") or {}).get("Filters")) or []
     return StreamEventSource(
         function_logical_id=logical_id,
         tumbling_window_seconds=int(window) if window is not None else None,
@@ -370,6 +419,10 @@ def stream_event_source(function_name: str) -> StreamEventSource:
         maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", -1)),
         maximum_record_age_seconds=int(properties.get("MaximumRecordAgeInSeconds", -1)),
         on_failure_queue_id=queue_id,
+        filters=tuple(
+            _filter_pattern(logical_id, f.get("Pattern") if isinstance(f, dict) else f)
+            for f in filters
+        ),
     )
 
 

@@ -25,6 +25,10 @@ infra/template.yaml (read through ``infra.emulation.stream_event_source``):
   shard, first and last sequence number, condition) goes to the on-failure
   destination, the ``StreamFailuresQueue`` in moto, and the shard goes on.
 
+A mapping's ``FilterCriteria`` is applied as Lambda applies it, before
+batching: a record no pattern matches is dropped unseen (counted as
+``filtered``), and a batch is never made of them.
+
 Tumbling windows are not emulated: each batch is its own window, and the final one.
 
     python -m infra.stream_poller --stack-name energy-marketplace-local \\
@@ -98,6 +102,7 @@ class Subscription:
     failures: int = 0  # invocations that failed (raised, or reported a record)
     splits: int = 0
     discarded: int = 0  # records given up on, described to the on-failure destination
+    filtered: int = 0  # records the mapping's FilterCriteria dropped
     backlog: int = 0
     last_error: str | None = None
 
@@ -109,6 +114,7 @@ class Subscription:
             "failures": self.failures,
             "splits": self.splits,
             "discarded": self.discarded,
+            "filtered": self.filtered,
             "backlog": self.backlog,
             "last_error": self.last_error,
         }
@@ -226,7 +232,11 @@ class StreamPoller:
             wanted = subscription.batch_size - len(shard.pending)
             if wanted > 0 and shard.iterator is not None:
                 response = self.streams.get_records(ShardIterator=shard.iterator, Limit=wanted)
-                shard.pending += response["Records"]
+                admitted = [r for r in response["Records"] if subscription.source.admits(r)]
+                filtered = len(response["Records"]) - len(admitted)
+                subscription.filtered += filtered
+                settled += filtered  # done with, as Lambda's checkpoint passes them
+                shard.pending += admitted
                 shard.iterator = response.get("NextShardIterator")
             if shard.pending:
                 settled += self._settle_head(subscription, shard_id, shard)

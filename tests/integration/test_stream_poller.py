@@ -76,6 +76,71 @@ def test_batches_reach_the_handler_in_order_as_lambda_events_and_a_failure_is_re
     assert subscription.backlog == 1
 
 
+def test_the_mappings_filter_drops_records_before_batching_as_lambda_does(
+    moto_server: str, aws_credentials: None
+) -> None:
+    """publish_dispute_events' FilterCriteria (infra/template.yaml): a dispute's
+    own item reaches the function; the fraud watch's state beside it is
+    dropped unseen, counted, and a batch is never made of dropped records."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name="us-east-1")
+    streams = boto3.client("dynamodbstreams", endpoint_url=moto_server, region_name="us-east-1")
+    table = create_tables(dynamodb, f"filters-{uuid.uuid4().hex[:8]}")["DISPUTES_TABLE"]
+    arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    batches: list[list[str]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        batches.append(
+            [f"{r['eventName']} {r['dynamodb']['Keys']['sk']['S']}" for r in event["Records"]]
+        )
+
+    source = stream_event_source("publish_dispute_events")
+    subscription = Subscription(
+        "publish_dispute_events", handler, arn, 2, "TRIM_HORIZON", source=source
+    )
+    poller = StreamPoller([subscription], streams, status_path=None)
+
+    def put(pk: str, sk: str) -> None:
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": sk}})
+
+    for n in range(3):  # the fraud watch's state alone: no invocation
+        put(f"WATCH#meter_{n}", "WATCH")
+    while poller.poll(subscription):
+        pass
+    assert (batches, subscription.filtered) == ([], 3)
+
+    put("DISPUTE#d1", "DISPUTE")
+    put("WATCH#meter_0", "WATCH")
+    put("DISPUTE#d1", "DISPUTE")  # changed: MODIFY
+    put("DISPUTE#d1", "MEMBER#flagger#carol.theblock")
+    dynamodb.delete_item(TableName=table, Key={"pk": {"S": "DISPUTE#d1"}, "sk": {"S": "DISPUTE"}})
+    while poller.poll(subscription):
+        pass
+    assert [record for batch in batches for record in batch] == ["INSERT DISPUTE", "MODIFY DISPUTE"]
+    assert (subscription.records, subscription.filtered) == (2, 6)
+    assert subscription.status()["filtered"] == 6
+
+
+def test_a_filter_pattern_the_poller_cannot_follow_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra import emulation
+
+    template = emulation._load_template_cached()
+    for pattern in ('{"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "D"}]}}}}', "[]", "not json"):
+        resources = dict(template["Resources"])
+        function = json.loads(json.dumps(resources["PublishDisputeEvents"]))
+        events = function["Properties"]["Events"]
+        events["PublishDisputeEventsDynamodbEventSource"]["Properties"]["FilterCriteria"] = {
+            "Filters": [{"Pattern": pattern}]
+        }
+        resources["PublishDisputeEvents"] = function
+        monkeypatch.setattr(
+            emulation, "_load_template_cached", lambda r=resources: {**template, "Resources": r}
+        )
+        with pytest.raises(emulation.TemplateError, match="filter pattern"):
+            stream_event_source("publish_dispute_events")
+
+
 # --- the event source mapping's failure handling, as infra/template.yaml configures it --------
 
 
