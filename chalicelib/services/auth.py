@@ -18,6 +18,7 @@ from chalicelib.domain.errors import (
     NotAuthorised,
     ReplayedRequest,
     StaleRequest,
+    StorageBusy,
 )
 from chalicelib.services.dependencies import Dependencies
 from chalicelib.services.ports import UnitOfWork
@@ -144,16 +145,29 @@ def _first_answer(
     deps: Dependencies, call: SignedCall, refused: DomainError, sleep: Callable[[float], None]
 ) -> str:
     this_request = request_hash(call)
+    read = False
     for delay in (0.0, *ANSWER_WAIT_DELAYS):
         if delay:
             sleep(delay)
-        used = deps.unit_of_work().nonces.used(call.account, call.nonce)
+        try:
+            used = deps.unit_of_work().nonces.used(call.account, call.nonce)
+        except StorageBusy:
+            continue  # throttled: whether the effect was applied is not known yet
+        read = True
         if used is None:
             raise refused  # the nonce is unused: a genuine refusal
         if used.request_hash != this_request:
             raise ReplayedRequest("this request was already received", nonce=call.nonce)
         if used.answer is not None:
             return used.answer
+    if not read:
+        # Not "nothing changed", which storage_busy says otherwise: the effect
+        # may be committed. The same request again gets its first answer.
+        raise StorageBusy(
+            "the database is busy, and whether this request was applied is not known;"
+            " send the very same request again",
+            applied="unknown",
+        )
     raise ReplayedRequest(
         "this request was applied, but its answer is not available; read the result",
         nonce=call.nonce,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from energy_client.rpc_client import RpcError
+from energy_client.rpc_client import RpcError, unwrap
 from tests.support import BLOCK, dynamodb_market, tables_from_environment
 
 
@@ -74,3 +74,123 @@ def test_persistent_conflicts_refuse_the_call_and_change_nothing(
         )
     assert (refused.value.code, refused.value.reason) == (5001, "concurrent_update")
     assert market.snapshot() == before
+
+
+class ThrottledReads:
+    """The real (moto) client, except that while ``throttling`` every read is
+    refused as DynamoDB refuses a request still throttled after botocore's
+    retries (with ``from_first_write``, from the first write on)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.throttling = False
+        self.from_first_write = False
+        self.refused = 0
+
+    def _read(self, operation: str) -> Any:
+        method = getattr(self._client, operation)
+
+        def read(**request: Any) -> Any:
+            if not self.throttling:
+                return method(**request)
+            self.refused += 1
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}
+            raise ClientError({"Error": error}, operation)
+
+        return read
+
+    def _write(self, operation: str) -> Any:
+        method = getattr(self._client, operation)
+
+        def write(**request: Any) -> Any:
+            answer = method(**request)
+            self.throttling = self.throttling or self.from_first_write
+            return answer
+
+        return write
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("get_item", "batch_get_item", "query", "scan"):
+            return self._read(name)
+        if name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+            return self._write(name)
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "signed"),
+    [
+        ("energy.getAccount", {"name": "alice.theblock"}, False),
+        ("energy.listProviders", {}, False),
+        ("energy.withdraw", {"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}, True),
+    ],
+)
+def test_a_throttled_read_is_storage_busy_and_changes_nothing(
+    dynamodb: Any, method: str, params: dict[str, Any], signed: bool
+) -> None:
+    """docs/api.md: storage_busy (5002), trying again after a short wait is safe;
+    never an internal error, which a client could not tell from a bug."""
+    throttled = ThrottledReads(dynamodb)
+    market = dynamodb_market(throttled, tables_from_environment(dict(os.environ)))
+    alice = market.funded_account("alice.theblock", block=10)
+    before = market.snapshot()
+    throttled.throttling = True
+    with pytest.raises(RpcError) as refused:
+        market.client.call(method, params, alice if signed else None)
+    throttled.throttling = False
+    assert (refused.value.code, refused.value.reason) == (5002, "storage_busy")
+    assert throttled.refused >= 1
+    assert market.snapshot() == before
+
+
+def test_a_signed_call_throttled_after_its_write_never_says_nothing_changed(
+    dynamodb: Any,
+) -> None:
+    """Reads throttled from the withdrawal's write on: neither its answer nor
+    its nonce can be read back, so whether it was applied is not known, and
+    the answer says so; the same request sent again gets the truth."""
+    throttled = ThrottledReads(dynamodb)
+    market = dynamodb_market(throttled, tables_from_environment(dict(os.environ)))
+    alice = market.funded_account("alice.theblock", block=10)
+    params = {"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}
+    body = market.client.request("energy.withdraw", params, alice)
+    throttled.from_first_write = True
+    with pytest.raises(RpcError) as refused:
+        unwrap(market.client.send(body))
+    throttled.throttling = throttled.from_first_write = False
+    assert (refused.value.code, refused.value.reason) == (5002, "storage_busy")
+    assert refused.value.data["applied"] == "unknown"
+    assert market.audit().withdrawals == BLOCK  # it was applied
+    with pytest.raises(RpcError) as again:
+        unwrap(market.client.send(body))
+    assert again.value.data.get("applied") is True
+    assert market.audit().withdrawals == BLOCK  # and once
+
+
+def test_a_throttled_read_in_ingest_fails_the_delivery_for_a_retry(dynamodb: Any) -> None:
+    """The topic rule's asynchronous invocation is retried by Lambda, then kept
+    in the dead-letter queue: a throttled read records no refusal."""
+    from chalicelib.domain.errors import StorageBusy
+    from chalicelib.services.ingest import Status, record_payload
+    from tests.support import NOW, metered_provider
+
+    throttled = ThrottledReads(dynamodb)
+    market = dynamodb_market(throttled, tables_from_environment(dict(os.environ)))
+    market.clock.now = NOW + 3_600
+    meter = metered_provider(market, capacity_kwh=10_000)
+    payload = meter.payload(1_000, (NOW + 3_000) * 1000)
+    before = market.snapshot()
+    throttled.throttling = True
+    with pytest.raises(StorageBusy):
+        record_payload(
+            market.deps, payload, topic_meter_address=meter.meter_address, received_at_ms=0
+        )
+    throttled.throttling = False
+    assert market.snapshot() == before
+    outcome = record_payload(
+        market.deps,
+        payload,
+        topic_meter_address=meter.meter_address,
+        received_at_ms=(NOW + 3_600) * 1000,
+    )
+    assert outcome.status == Status.ACCEPTED

@@ -545,8 +545,11 @@ class FaultyTradingMachine(RuleBasedStateMachine):
         finally:
             self.dynamo.disarm()
         faulted = {INTERNAL_ERROR, CONCURRENT_UPDATE, STORAGE_BUSY} if self.dynamo.fired else set()
-        # The first request may have done it all: its copy is a replay.
-        replayed = {REPLAYED_REQUEST} if self.resent else set()
+        # The first request may have done it all: its copy is a replay. And a
+        # request whose effect was committed before a read of its answer was
+        # throttled says so: applied, read the result.
+        applied = self.dynamo.fired and error.data.get("applied") is True
+        replayed = {REPLAYED_REQUEST} if self.resent or applied else set()
         allowed = {*refusals, *faulted, *replayed}
         assert error.code in allowed, (error, fault, self.dynamo.calls)
         return self.saw(what, fault, f"refused ({error.reason})")
@@ -563,6 +566,7 @@ class FaultyTradingMachine(RuleBasedStateMachine):
             lost = not isinstance(failed, RpcError) or failed.code in (
                 INTERNAL_ERROR,
                 CONCURRENT_UPDATE,  # "retry"
+                STORAGE_BUSY,  # "try again after a short wait"
             )
             if fault is None or not fault.resend or not lost:
                 raise

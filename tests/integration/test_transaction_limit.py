@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamodb import MAX_TRANSACTION_WRITES, DynamoUnitOfWork, Tables
-from chalicelib.adapters.dynamodb.unit_of_work import Staged, commit
+from chalicelib.adapters.dynamodb.unit_of_work import Staged, ThrottledIsBusy, commit
 from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy, TransactionTooLarge
 from energy_client.rpc_client import RpcError
 from tests.support import buy, dynamodb_market, selling_provider, tables_from_environment
@@ -127,7 +127,7 @@ def test_throttling_is_storage_busy_not_a_conflict(
 ) -> None:
     client = RefusingClient(_error(code, reasons))
     with pytest.raises(StorageBusy) as busy:
-        commit(client, _staged(writes))
+        commit(ThrottledIsBusy(client), _staged(writes))  # the unit of work's client
     assert not isinstance(busy.value, ConcurrentUpdate)
     assert (busy.value.code, busy.value.reason) == (5002, "storage_busy")
     assert client.calls == 1

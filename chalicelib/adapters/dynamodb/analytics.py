@@ -49,7 +49,7 @@ from chalicelib.domain.analytics import (
     candidate_days,
     seller_index,
 )
-from chalicelib.domain.errors import ConcurrentUpdate, StorageBusy
+from chalicelib.domain.errors import ConcurrentUpdate
 
 if TYPE_CHECKING:
     from chalicelib.adapters.dynamodb.unit_of_work import Staged
@@ -180,8 +180,6 @@ class DynamoAnalytics:
         Only if the shard's mark is below ``first`` (``seen`` None) or is still
         ``seen``; ConcurrentUpdate otherwise. Returns the aggregate as written.
         """
-        from chalicelib.adapters.dynamodb.unit_of_work import THROTTLING_ERRORS
-
         names = {"#w": f"{MARK}{shard}"}
         values: dict[str, Any] = {":mark": _mark(Mark(last, now_ms)), ":one": 1}
         adds = ["version :one"]
@@ -210,8 +208,6 @@ class DynamoAnalytics:
             code = exc.response["Error"]["Code"]
             if code == "ConditionalCheckFailedException":
                 raise ConcurrentUpdate("the shard's mark moved; read it", key=key.pk) from exc
-            if code in THROTTLING_ERRORS:
-                raise StorageBusy("the database is busy; try again shortly", error=code) from exc
             raise
         return aggregate_from_item(response["Attributes"])
 

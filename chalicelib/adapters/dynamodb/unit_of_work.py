@@ -18,7 +18,9 @@ Errors are translated here, by their code, never their text:
 - throttling (ProvisionedThroughputExceeded, ThrottlingException,
   RequestLimitExceeded, or a transaction cancelled for ThrottlingError) is
   StorageBusy: botocore has already retried with backoff, and retrying the
-  use case at once would only add load;
+  use case at once would only add load. For every request, reads included:
+  the repositories' client is ``ThrottledIsBusy`` (a throttled read was an
+  internal error to the caller, who could not tell it from a bug);
 - anything else (ValidationException, a transaction cancelled for a
   ValidationError, ...) is a bug and stays the ClientError it is.
 """
@@ -62,6 +64,52 @@ THROTTLING_ERRORS: Final = frozenset(
 THROTTLING_REASONS: Final = frozenset(
     {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 )
+
+
+def _busy_if_throttled(call: Callable[..., Any], request: dict[str, Any]) -> Any:
+    try:
+        return call(**request)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code in THROTTLING_ERRORS:
+            raise StorageBusy("the database is busy; try again shortly", error=code) from exc
+        raise
+
+
+class ThrottledIsBusy:
+    """The DynamoDB client as the repositories call it: a request DynamoDB still
+    throttles after botocore's retries raises StorageBusy, whatever its
+    operation; every other error is left to the caller that knows what it
+    means (a failed condition is its write's own error)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.get_item, request)
+
+    def batch_get_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.batch_get_item, request)
+
+    def query(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.query, request)
+
+    def put_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.put_item, request)
+
+    def update_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.update_item, request)
+
+    def delete_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.delete_item, request)
+
+    def batch_write_item(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.batch_write_item, request)
+
+    def transact_write_items(self, **request: Any) -> Any:
+        return _busy_if_throttled(self._client.transact_write_items, request)
 
 
 @dataclass(frozen=True)
@@ -159,8 +207,6 @@ def _commit_one(client: Any, write: Write) -> None:
             raise ConcurrentUpdate(
                 "another request changed the same record; retry", error=code
             ) from exc
-        if code in THROTTLING_ERRORS:
-            raise StorageBusy("the database is busy; try again shortly", error=code) from exc
         raise
 
 
@@ -171,10 +217,7 @@ def _commit_transaction(client: Any, writes: list[Write]) -> None:
             ReturnConsumedCapacity="TOTAL",
         )
     except ClientError as exc:
-        code = exc.response["Error"]["Code"]
-        if code in THROTTLING_ERRORS:
-            raise StorageBusy("the database is busy; try again shortly", error=code) from exc
-        if code != "TransactionCanceledException":
+        if exc.response["Error"]["Code"] != "TransactionCanceledException":
             raise
         reasons = exc.response.get("CancellationReasons") or []
         codes = [r.get("Code", "None") for r in reasons]
@@ -235,7 +278,7 @@ class DynamoUnitOfWork:
     max_writes: Final = MAX_TRANSACTION_WRITES
 
     def __init__(self, client: Any, tables: Tables) -> None:
-        self._client = client
+        self._client = ThrottledIsBusy(client)
         self._tables = tables
         self._staged = Staged()
 
