@@ -146,7 +146,10 @@ def _first_answer(
 ) -> str:
     this_request = request_hash(call)
     read = False
-    for delay in (0.0, *ANSWER_WAIT_DELAYS):
+    # Refused for throttling: one look, as more would only add to the load of
+    # a throttled table (and make every refusal wait while it lasts).
+    delays = (0.0,) if isinstance(refused, StorageBusy) else (0.0, *ANSWER_WAIT_DELAYS)
+    for delay in delays:
         if delay:
             sleep(delay)
         try:

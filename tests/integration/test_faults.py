@@ -86,12 +86,13 @@ class ThrottledReads:
         self.throttling = False
         self.from_first_write = False
         self.refused = 0
+        self.at_most: int | None = None  # reads refused in all (None: every one)
 
     def _read(self, operation: str) -> Any:
         method = getattr(self._client, operation)
 
         def read(**request: Any) -> Any:
-            if not self.throttling:
+            if not self.throttling or self.refused == self.at_most:
                 return method(**request)
             self.refused += 1
             error = {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}
@@ -128,38 +129,49 @@ class ThrottledReads:
 def test_a_throttled_read_is_storage_busy_and_changes_nothing(
     dynamodb: Any, method: str, params: dict[str, Any], signed: bool
 ) -> None:
-    """docs/api.md: storage_busy (5002), trying again after a short wait is safe;
-    never an internal error, which a client could not tell from a bug."""
+    """docs/api.md: storage_busy (5002), nothing changed, trying again after a
+    short wait is safe; never an internal error, which a client could not
+    tell from a bug. (The call's first read is refused; a signed call's
+    nonce, read after it, shows nothing was applied.)"""
     throttled = ThrottledReads(dynamodb)
     market = dynamodb_market(throttled, tables_from_environment(dict(os.environ)))
     alice = market.funded_account("alice.theblock", block=10)
     before = market.snapshot()
-    throttled.throttling = True
+    throttled.throttling, throttled.at_most = True, 1
     with pytest.raises(RpcError) as refused:
         market.client.call(method, params, alice if signed else None)
     throttled.throttling = False
     assert (refused.value.code, refused.value.reason) == (5002, "storage_busy")
-    assert throttled.refused >= 1
+    assert "applied" not in refused.value.data
+    assert throttled.refused == 1
     assert market.snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("reads_refused", "answer"),
+    [
+        (1, (1002, "replayed_request", True)),  # the balance read back; its nonce is read
+        (None, (5002, "storage_busy", "unknown")),  # nothing can be read back
+    ],
+)
 def test_a_signed_call_throttled_after_its_write_never_says_nothing_changed(
-    dynamodb: Any,
+    dynamodb: Any, reads_refused: int | None, answer: tuple[int, str, Any]
 ) -> None:
-    """Reads throttled from the withdrawal's write on: neither its answer nor
-    its nonce can be read back, so whether it was applied is not known, and
-    the answer says so; the same request sent again gets the truth."""
+    """Reads throttled from the withdrawal's write on. Its nonce read back says
+    it was applied; when even that is throttled, whether it was is not known,
+    and the answer says so. Either way the same request sent again is told
+    it was applied, and it was, once."""
     throttled = ThrottledReads(dynamodb)
     market = dynamodb_market(throttled, tables_from_environment(dict(os.environ)))
     alice = market.funded_account("alice.theblock", block=10)
     params = {"amount_micro_block": BLOCK, "destination": "0xalice-wallet"}
     body = market.client.request("energy.withdraw", params, alice)
-    throttled.from_first_write = True
+    throttled.from_first_write, throttled.at_most = True, reads_refused
     with pytest.raises(RpcError) as refused:
         unwrap(market.client.send(body))
     throttled.throttling = throttled.from_first_write = False
-    assert (refused.value.code, refused.value.reason) == (5002, "storage_busy")
-    assert refused.value.data["applied"] == "unknown"
+    error = refused.value
+    assert (error.code, error.reason, error.data["applied"]) == answer
     assert market.audit().withdrawals == BLOCK  # it was applied
     with pytest.raises(RpcError) as again:
         unwrap(market.client.send(body))
