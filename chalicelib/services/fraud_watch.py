@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from chalicelib.domain import fraud
-from chalicelib.domain.errors import AlreadyExists, DomainError
+from chalicelib.domain.errors import AlreadyExists, ConcurrentUpdate, DomainError, StorageBusy
 from chalicelib.domain.fraud import (
     DayCurve,
     MeterContext,
@@ -204,6 +204,11 @@ def _raise(deps: Dependencies, suspicion: Suspicion) -> str:
         dispute = flag_by_detector(deps, suspicion.flag(deps.now_ms()), suspicion.subject())
     except AlreadyExists:
         return "already_flagged"
+    except (StorageBusy, ConcurrentUpdate):
+        # Not a refusal of the flag: the database's moment. Raised before the
+        # watch moves on (_watch_meter), so the batch is retried and the
+        # detectors raise the flag again, where a refusal would lose it.
+        raise
     except DomainError as refused:
         logger.warning(
             "an automatic flag was not raised",

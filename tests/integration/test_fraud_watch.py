@@ -92,6 +92,33 @@ def test_solar_at_night_is_flagged_by_its_detector_once(market: MarketHarness) -
     assert_conserved(market)
 
 
+def test_a_flag_throttled_is_raised_when_the_stream_delivers_the_batch_again(
+    market: MarketHarness, monkeypatch: Any
+) -> None:
+    """Throttling is not a refusal of the flag: the batch fails (its stream
+    retries it) with the watch where it was, and the retry raises the flag."""
+    import pytest
+
+    from chalicelib.domain.errors import StorageBusy
+    from chalicelib.services import fraud_watch
+
+    meter = solar_meter(market)
+    events = night_readings(market, meter, quarters=4)
+    before = market.snapshot()
+
+    def throttled(*args: Any, **kwargs: Any) -> Any:
+        raise StorageBusy("the database is busy; try again shortly")
+
+    monkeypatch.setattr(fraud_watch, "flag_by_detector", throttled)
+    with pytest.raises(StorageBusy):
+        watch_meters(market.deps, events)
+    assert market.snapshot() == before  # the watch did not move on
+
+    monkeypatch.undo()
+    run = watch_meters(market.deps, events)
+    assert run.flags == {"opened": 1}, run.as_log()
+
+
 def test_repeated_bad_signatures_on_the_meters_channel_are_flagged(
     market: MarketHarness,
 ) -> None:
