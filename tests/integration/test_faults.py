@@ -191,11 +191,15 @@ def test_a_throttled_read_in_ingest_fails_the_delivery_for_a_retry(dynamodb: Any
     market.clock.now = NOW + 3_600
     meter = metered_provider(market, capacity_kwh=10_000)
     payload = meter.payload(1_000, (NOW + 3_000) * 1000)
+    received_at_ms = (NOW + 3_600) * 1000
     before = market.snapshot()
     throttled.throttling = True
     with pytest.raises(StorageBusy):
         record_payload(
-            market.deps, payload, topic_meter_address=meter.meter_address, received_at_ms=0
+            market.deps,
+            payload,
+            topic_meter_address=meter.meter_address,
+            received_at_ms=received_at_ms,
         )
     throttled.throttling = False
     assert market.snapshot() == before
@@ -203,6 +207,6 @@ def test_a_throttled_read_in_ingest_fails_the_delivery_for_a_retry(dynamodb: Any
         market.deps,
         payload,
         topic_meter_address=meter.meter_address,
-        received_at_ms=(NOW + 3_600) * 1000,
+        received_at_ms=received_at_ms,
     )
     assert outcome.status == Status.ACCEPTED
